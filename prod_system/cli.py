@@ -1,0 +1,159 @@
+"""The ``prod-system`` command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from prod_system.core.config import ConfigError, load_config
+from prod_system.core.dag import ModelError
+from prod_system.core.log_dir import LogDirExistsError
+from prod_system.core.market_data import (
+    MarketDataError,
+    load_source,
+    select_window,
+    write_snapshot,
+)
+from prod_system.core.timeutil import parse_duration, to_utc
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+BUNDLED_DATA = Path(__file__).parent / "data" / "binance_futures_1m"
+
+
+class _Progress:
+    """One status line per stage, redrawn in place on a terminal and printed every 10% otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last: tuple[str, int] = ("", -1)
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        percent = done * 100 // max(total, 1)
+        step = percent if self.tty else percent // 10 * 10
+        if (stage, step) == self.last:
+            return
+        self.last = (stage, step)
+        bar = "#" * (percent // 5) + "." * (20 - percent // 5)
+        end = "\n" if (not self.tty or done == total) else ""
+        click.echo(f"\r{stage:>8} [{bar}] {done}/{total} bars", err=True, nl=False)
+        if end:
+            click.echo("", err=True)
+
+
+def _fail(message: str, hint: str | None = None, code: int = EXIT_BAD_INPUT) -> None:
+    click.echo(f"error: {message}", err=True)
+    if hint:
+        click.echo(f"hint: {hint}", err=True)
+    sys.exit(code)
+
+
+def _timestamp(value: str | None, name: str):
+    if value is None:
+        return None
+    try:
+        return to_utc(value)
+    except ValueError as error:
+        _fail(f"--{name}: {error}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def main() -> None:
+    """prod_system: a crypto trading system as a Dagster asset graph.
+
+    Typical session: dump candles into a snapshot, simulate a model on it, read the system log dir.
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command("dump-market-data")
+@click.option("--source", default=f"csv:{BUNDLED_DATA}", show_default="bundled candles",
+              help="'csv:DIR' with {SYMBOL}_USDT.csv.gz files, or 'parquet:FILE'.")
+@click.option("--universe", default="BTC,ETH,SOL,BNB,XRP,DOGE,DOT,MATIC", show_default=True,
+              help="Comma-separated assets.")
+@click.option("--start", required=True, help="First candle's open, UTC (e.g. 2023-07-20T00:00:00Z).")
+@click.option("--end", required=True, help="Window end (exclusive), UTC.")
+@click.option("--knowledge-delay", default="10s", show_default=True,
+              help="Knowledge time = candle close + this delay (files carry none).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Snapshot file to write (.parquet).")
+def dump_market_data(source: str, universe: str, start: str, end: str, knowledge_delay: str, out: str) -> None:
+    """Turn raw candles into a replayable market-data snapshot (one row per candle and asset)."""
+    assets = [a.strip().upper() for a in universe.split(",") if a.strip()]
+    begin, finish = _timestamp(start, "start"), _timestamp(end, "end")
+    if finish <= begin:
+        _fail(f"--end ({end}) must be after --start ({start})")
+    try:
+        delay = parse_duration(knowledge_delay)
+        candles = select_window(load_source(source, assets, delay), begin, finish)
+    except (MarketDataError, ValueError) as error:
+        _fail(str(error), "check --source and --universe")
+    if candles.empty:
+        _fail(f"no candles between {begin} and {finish} in {source}", "check --start and --end")
+    path = write_snapshot(candles, out)
+    counts = candles.groupby("asset").size()
+    click.echo(f"wrote {len(candles):,} candles of {len(counts)} assets "
+               f"({candles['bar_start'].min()} to {candles['bar_end'].max()}) to {path}")
+
+
+def _simulation_options(func):
+    options = [
+        click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                     help="System config YAML; the options below override it."),
+        click.option("--model", help="C1b, C3a, or 'package.module:function'."),
+        click.option("--market-data", help="Snapshot file (.parquet) or 'csv:DIR'."),
+        click.option("--start", help="Window start, UTC, aligned to the bar."),
+        click.option("--end", help="Window end, UTC, aligned to the bar."),
+        click.option("--root", help="Root of the system log dirs."),
+        click.option("--universe", help="Comma-separated assets (default: the 8 bundled ones)."),
+        click.option("--bar", help="Bar length, e.g. 5m (default 5m)."),
+        click.option("--overwrite", is_flag=True, help="Replace an existing log dir of the same window."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@main.command()
+@_simulation_options
+@click.option("--engine", type=click.Choice(["dagster", "core"]), default="dagster", show_default=True,
+              help="'dagster': a partition backfill of the model's assets; 'core': the pure core, no Dagster.")
+def simulate(config_path, model, market_data, start, end, root, universe, bar, overwrite, engine) -> None:
+    """Replay the past through the production system and write its system log dir."""
+    began = time.perf_counter()
+    overrides = {
+        "model": model,
+        "start": start,
+        "end": end,
+        "log_root": root,
+        "bar": bar,
+        "universe": [a for a in universe.split(",") if a] if universe else None,
+        "run_mode": "simulation",
+        "market_data": {"source": market_data} if market_data else None,
+    }
+    try:
+        config = load_config(config_path, **overrides)
+        if engine == "core":
+            from prod_system.core.simulation import simulate as run
+
+            summary = run(config, overwrite=overwrite, progress=_Progress())
+        else:
+            from prod_system.launch import simulate_with_dagster
+
+            summary = simulate_with_dagster(config, overwrite=overwrite, progress=_Progress())
+    except ConfigError as error:
+        _fail(str(error), "see the configuration reference in the README")
+    except (MarketDataError, ModelError) as error:
+        _fail(str(error))
+    except LogDirExistsError as error:
+        _fail(str(error), "or choose another --root")
+    summary.seconds = time.perf_counter() - began
+    for line in summary.lines():
+        click.echo(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""The wall clock. Every component that needs "now" gets a clock injected.
+
+``RealClock`` reads the machine's UTC time (prod, paper_trading); ``SimulatedClock`` is set by the
+simulation loop to each bar's end plus the data delay, replaying the past as if it were now.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+import pandas as pd
+
+
+class Clock(Protocol):
+    def now(self) -> pd.Timestamp: ...
+
+
+class RealClock:
+    """The machine's clock, in UTC."""
+
+    def now(self) -> pd.Timestamp:
+        return pd.Timestamp(time.time_ns(), unit="ns", tz="UTC")
+
+
+class SimulatedClock:
+    """A clock remapped into the past; it only moves forward."""
+
+    def __init__(self, start: pd.Timestamp):
+        self._now = pd.Timestamp(start).tz_convert("UTC")
+
+    def now(self) -> pd.Timestamp:
+        return self._now
+
+    def advance_to(self, ts: pd.Timestamp) -> None:
+        ts = pd.Timestamp(ts).tz_convert("UTC")
+        if ts < self._now:
+            raise ValueError(f"simulated clock cannot go back from {self._now} to {ts}")
+        self._now = ts

@@ -1,0 +1,220 @@
+"""The system config: one validated object holding every parameter of a run.
+
+Loaded from YAML, overridden from the CLI or Dagster run config, and saved into the system log dir.
+Unknown fields and bad values fail with a ``ConfigError`` naming the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from prod_system.core.timeutil import compact, format_duration, is_aligned, parse_duration, to_utc
+
+RunMode = Literal["simulation", "paper_trading", "prod"]
+Trigger = Literal["manual", "scheduled"]
+
+DEFAULT_UNIVERSE = ["BTC", "ETH", "SOL", "BNB", "XRP", "DOGE", "DOT", "MATIC"]
+
+
+class ConfigError(ValueError):
+    """A system config that cannot be used; the message names the bad field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class Instrument(_Strict):
+    """Exchange trading rules of one asset (Binance USDT-M LOT_SIZE and MIN_NOTIONAL filters)."""
+
+    lot_size: float = Field(gt=0, description="quantity step, in shares (base asset)")
+    min_notional: float = Field(default=5.0, ge=0, description="smallest order value, in USDT")
+
+
+# Binance USDT-M perpetual filters for the bundled universe (2023). In prod the exchange's own
+# filters (ccxt load_markets) take precedence.
+DEFAULT_INSTRUMENTS: dict[str, Instrument] = {
+    "BTC": Instrument(lot_size=0.001),
+    "ETH": Instrument(lot_size=0.001),
+    "SOL": Instrument(lot_size=1.0),
+    "BNB": Instrument(lot_size=0.01),
+    "XRP": Instrument(lot_size=0.1),
+    "DOGE": Instrument(lot_size=1.0),
+    "DOT": Instrument(lot_size=0.1),
+    "MATIC": Instrument(lot_size=1.0),
+}
+
+
+class MarketDataConfig(_Strict):
+    source: str = Field(
+        description="where candles come from: 'parquet:FILE' (a snapshot), 'csv:DIR' "
+        "({SYMBOL}_USDT.csv.gz files), or a path to a .parquet snapshot"
+    )
+    knowledge_delay: str = Field(
+        default="10s", description="time after a candle's close at which it is known (historical files)"
+    )
+
+    @field_validator("knowledge_delay")
+    @classmethod
+    def _delay(cls, value: str) -> str:
+        delta = parse_duration(value)
+        if delta < pd.Timedelta(0):
+            raise ValueError("must not be negative")
+        return format_duration(delta) if delta.total_seconds() % 1 == 0 else value
+
+    @property
+    def delay(self) -> pd.Timedelta:
+        return parse_duration(self.knowledge_delay)
+
+
+class PortfolioConfig(_Strict):
+    initial_cash: float = Field(default=1_000_000.0, gt=0, description="USDT at the start of the run")
+    target_gmv: float = Field(default=100_000.0, gt=0, description="gross market value to size to, USDT")
+    max_notional_per_asset: float = Field(
+        default=30_000.0, gt=0, description="cap on |target notional| of any asset, USDT"
+    )
+    instruments: dict[str, Instrument] = Field(
+        default_factory=dict, description="per-asset lot size and min notional; defaults for the bundled universe"
+    )
+
+    def instrument(self, asset: str) -> Instrument:
+        if asset in self.instruments:
+            return self.instruments[asset]
+        return DEFAULT_INSTRUMENTS[asset]
+
+
+class BrokerConfig(_Strict):
+    kind: Literal["mocked"] = Field(default="mocked", description="'mocked': 100% fills at the window's TWAP")
+
+
+class SystemConfig(_Strict):
+    """Every parameter of one run of the system."""
+
+    model: str = Field(description="built-in model name (C1b, C3a) or 'package.module:function'")
+    model_params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the model")
+    universe: list[str] = Field(default_factory=lambda: list(DEFAULT_UNIVERSE), min_length=1)
+    bar: str = Field(default="5m", description="bar length: the system decides once per bar")
+    run_mode: RunMode = "simulation"
+    trigger: Trigger = "manual"
+    start: pd.Timestamp = Field(description="first bar starts here (UTC, aligned to the bar)")
+    end: pd.Timestamp = Field(description="last bar ends here (UTC, aligned to the bar)")
+    market_data: MarketDataConfig
+    portfolio: PortfolioConfig = Field(default_factory=PortfolioConfig)
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    log_root: str = Field(default="system_runs", description="root folder of the system log dirs")
+    profile_memory: bool = Field(default=True, description="record each DAG node's peak memory (tracemalloc)")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _timestamp(cls, value: Any) -> pd.Timestamp:
+        return to_utc(value)
+
+    @field_validator("bar")
+    @classmethod
+    def _bar(cls, value: str) -> str:
+        delta = parse_duration(value)
+        if delta < pd.Timedelta(minutes=1) or delta.value % pd.Timedelta(minutes=1).value:
+            raise ValueError("must be a whole number of minutes (candles are 1-minute)")
+        return format_duration(delta)
+
+    @field_validator("universe")
+    @classmethod
+    def _universe(cls, value: list[str]) -> list[str]:
+        cleaned = [asset.strip().upper() for asset in value]
+        if any(not asset or not asset.isalnum() for asset in cleaned):
+            raise ValueError(f"asset names must be alphanumeric, got {value}")
+        if len(set(cleaned)) != len(cleaned):
+            raise ValueError(f"duplicate assets in {value}")
+        return cleaned
+
+    @model_validator(mode="after")
+    def _window(self) -> SystemConfig:
+        bar = self.bar_delta
+        if self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
+        for name in ("start", "end"):
+            if not is_aligned(getattr(self, name), bar):
+                raise ValueError(f"{name} ({getattr(self, name)}) is not aligned to the {self.bar} bar")
+        missing = [a for a in self.universe if a not in self.portfolio.instruments and a not in DEFAULT_INSTRUMENTS]
+        if missing:
+            raise ValueError(f"no lot size known for {missing}: add them under portfolio.instruments")
+        return self
+
+    @property
+    def bar_delta(self) -> pd.Timedelta:
+        return parse_duration(self.bar)
+
+    @property
+    def run_id(self) -> str:
+        """Deterministic id of the run: the same window of the same system gets the same id."""
+        key = "|".join(
+            [self.model, self.run_mode, self.trigger, compact(self.start), compact(self.end), ",".join(self.universe)]
+        )
+        return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+    @property
+    def model_name(self) -> str:
+        """A folder-safe name of the model ('C1b', or 'mypkg.models.build_dag')."""
+        return self.model.replace(":", ".").replace("/", "_")
+
+    def log_dir(self) -> Path:
+        window = f"{compact(self.start)}.{compact(self.end)}"
+        return Path(self.log_root) / self.model_name / self.run_mode / self.trigger / window / "system_log_dir"
+
+    def to_yaml(self) -> str:
+        data = self.model_dump(mode="json")
+        data["start"] = self.start.isoformat().replace("+00:00", "Z")
+        data["end"] = self.end.isoformat().replace("+00:00", "Z")
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+def _format_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "(config)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        lines.append(f"field '{field}': {message}")
+    return "invalid system config: " + "; ".join(lines)
+
+
+def _deep_merge(base: dict, overrides: dict) -> dict:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        elif value is not None:
+            merged[key] = value
+    return merged
+
+
+def build_config(data: dict | None = None, **overrides: Any) -> SystemConfig:
+    """Validate a config dict (from YAML), with CLI overrides on top (None means 'not given')."""
+    merged = _deep_merge(data or {}, overrides)
+    try:
+        return SystemConfig.model_validate(merged)
+    except ValidationError as error:
+        raise ConfigError(_format_error(error)) from None
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> SystemConfig:
+    data: dict = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of fields, got {type(data).__name__}")
+    return build_config(data, **overrides)

@@ -1,0 +1,106 @@
+"""The system log dir: everything a run did, in files a person or a notebook can read.
+
+    {root}/{model}/{run_mode}/{trigger}/{start}.{end}/system_log_dir/
+        system_config.yaml  log.txt  run.json
+        dag/node_outputs/  dag/profiling/
+        target_positions/  orders/  fills/
+        portfolio/{holdings_shares,holdings_notional,executed_trades_shares,executed_trades_notional,statistics}/
+
+Each table is a folder of Parquet files (``pandas.read_parquet(folder)``), long form, with a UTC
+``bar_end`` column. Files are named by the first bar they hold and written atomically, so a rerun of
+the same window replaces them instead of mixing with them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+
+from prod_system.core.config import SystemConfig
+from prod_system.core.timeutil import compact
+
+TABLES = (
+    "dag/node_outputs",
+    "dag/profiling",
+    "target_positions",
+    "orders",
+    "fills",
+    "portfolio/holdings_shares",
+    "portfolio/holdings_notional",
+    "portfolio/executed_trades_shares",
+    "portfolio/executed_trades_notional",
+    "portfolio/statistics",
+)
+
+
+class LogDirExistsError(FileExistsError):
+    """The log dir of this window already holds a run."""
+
+
+class LogDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @classmethod
+    def for_config(cls, config: SystemConfig) -> LogDir:
+        return cls(config.log_dir())
+
+    def prepare(self, config: SystemConfig, overwrite: bool = False) -> None:
+        """Create the dir for a new run; refuse to mix with an earlier run unless told to replace it."""
+        if self.path.exists() and any(self.path.iterdir()):
+            if not overwrite:
+                raise LogDirExistsError(
+                    f"{self.path} already holds a run of this window; pass --overwrite to replace it"
+                )
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.write_text("system_config.yaml", config.to_yaml())
+
+    def write_text(self, name: str, text: str) -> Path:
+        target = self.path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(target)
+        return target
+
+    def write_json(self, name: str, data: dict) -> Path:
+        return self.write_text(name, json.dumps(data, indent=2, default=str) + "\n")
+
+    def write_table(self, name: str, frame: pd.DataFrame, first_bar: pd.Timestamp) -> Path:
+        folder = self.path / name
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"part-{compact(first_bar)}.parquet"
+        tmp = folder / f".{target.name}.tmp"
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(target)
+        return target
+
+    def read_table(self, name: str) -> pd.DataFrame:
+        folder = self.path / name
+        files = sorted(folder.glob("part-*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"no table {name} in {self.path}")
+        return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+    @contextmanager
+    def capture_log(self, logger: logging.Logger) -> Iterator[None]:
+        """Send ``logger``'s records to log.txt for the duration of the block."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(self.path / "log.txt")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        previous_level = logger.level
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(previous_level)
+            handler.close()

@@ -1,0 +1,234 @@
+"""Market data: loading candles, snapshots, and the single visibility rule.
+
+A candle is a 1-minute OHLCV bar [bar_start, bar_end). Each row carries a ``knowledge_ts``: the
+time the system could first know it (when it was written to the real-time database, or, for
+historical files that carry none, bar_end plus a configured delay).
+
+``CandleStore.visible`` is the one place that decides what data is visible: a row is returned only
+if ``knowledge_ts <= now``. Every reader (the model, the mocked broker, the portfolio's marks) goes
+through ``MarketDataReader``, which asks it with the injected clock's time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from prod_system.core.clock import Clock
+
+CANDLE = pd.Timedelta(minutes=1)
+PRICE_FIELDS = ("open", "high", "low", "close")
+FIELDS = (*PRICE_FIELDS, "volume")
+SNAPSHOT_COLUMNS = ["asset", "bar_start", "bar_end", "knowledge_ts", *FIELDS]
+_NEVER = np.iinfo(np.int64).max
+
+
+class MarketDataError(ValueError):
+    """Market data that cannot be used (missing file, bad columns, impossible rows)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources: turning files into the long snapshot table
+# ---------------------------------------------------------------------------------------------
+
+
+def read_csv_dir(directory: str | Path, universe: list[str]) -> pd.DataFrame:
+    """Read ``{SYMBOL}_USDT.csv.gz`` files (open_time, open, high, low, close, volume) in long form."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise MarketDataError(f"market data folder {directory} does not exist")
+    frames = []
+    for asset in universe:
+        path = directory / f"{asset}_USDT.csv.gz"
+        if not path.exists():
+            raise MarketDataError(f"no candles for {asset}: {path} not found")
+        try:
+            frame = pd.read_csv(path)
+        except Exception as error:  # pandas raises many kinds for a bad file
+            raise MarketDataError(f"cannot read {path}: {error}") from None
+        missing = {"open_time", *FIELDS} - set(frame.columns)
+        if missing:
+            raise MarketDataError(f"{path} lacks columns {sorted(missing)}")
+        frame["bar_start"] = pd.to_datetime(frame.pop("open_time"), utc=True)
+        frame["asset"] = asset
+        frames.append(frame)
+    candles = pd.concat(frames, ignore_index=True)
+    candles["bar_end"] = candles["bar_start"] + CANDLE
+    return candles
+
+
+def with_knowledge_time(candles: pd.DataFrame, delay: pd.Timedelta) -> pd.DataFrame:
+    """Historical files carry no knowledge time: a candle is known ``delay`` after it closes."""
+    candles = candles.copy()
+    candles["knowledge_ts"] = candles["bar_end"] + delay
+    return candles
+
+
+def normalize_snapshot(candles: pd.DataFrame) -> pd.DataFrame:
+    """Check and order a long candle table into the snapshot schema."""
+    missing = set(SNAPSHOT_COLUMNS) - set(candles.columns)
+    if missing:
+        raise MarketDataError(f"market data lacks columns {sorted(missing)}")
+    frame = candles[SNAPSHOT_COLUMNS].copy()
+    frame["asset"] = frame["asset"].astype(str)
+    for column in ("bar_start", "bar_end", "knowledge_ts"):
+        frame[column] = pd.to_datetime(frame[column], utc=True).astype("datetime64[ns, UTC]")
+    for column in FIELDS:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    if (frame["bar_end"] - frame["bar_start"] != CANDLE).any():
+        raise MarketDataError("market data rows must be 1-minute candles (bar_end = bar_start + 1 minute)")
+    early = frame["knowledge_ts"] < frame["bar_end"]
+    if early.any():
+        row = frame[early].iloc[0]
+        raise MarketDataError(
+            f"{int(early.sum())} candles are known before they close (e.g. {row['asset']} {row['bar_end']})"
+        )
+    frame = frame.sort_values(["bar_end", "asset"], kind="stable").reset_index(drop=True)
+    duplicated = frame.duplicated(["asset", "bar_end"])
+    if duplicated.any():
+        row = frame[duplicated].iloc[0]
+        raise MarketDataError(f"{int(duplicated.sum())} duplicate candles (e.g. {row['asset']} {row['bar_end']})")
+    return frame
+
+
+def select_window(candles: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """Candles whose bar lies inside [start, end)."""
+    mask = (candles["bar_start"] >= start) & (candles["bar_end"] <= end)
+    return candles.loc[mask].reset_index(drop=True)
+
+
+def write_snapshot(candles: pd.DataFrame, path: str | Path) -> Path:
+    """Write a snapshot atomically (a crash never leaves half a file under the final name)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    normalize_snapshot(candles).to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def read_snapshot(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise MarketDataError(f"market data snapshot {path} not found")
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as error:
+        raise MarketDataError(f"cannot read market data snapshot {path}: {error}") from None
+    return normalize_snapshot(frame)
+
+
+def load_source(source: str, universe: list[str], delay: pd.Timedelta) -> pd.DataFrame:
+    """Load candles from a source spec: 'csv:DIR', 'parquet:FILE' or a .parquet path."""
+    kind, _, location = source.partition(":")
+    if kind == "csv":
+        return normalize_snapshot(with_knowledge_time(read_csv_dir(location, universe), delay))
+    if kind == "parquet":
+        return read_snapshot(location)
+    if source.endswith(".parquet"):
+        return read_snapshot(source)
+    raise MarketDataError(
+        f"unknown market data source {source!r}: use 'csv:DIR', 'parquet:FILE' or a .parquet file"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The in-memory store and the visibility rule
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candles:
+    """Candles on a regular 1-minute grid (rows: candle bar_end; columns: assets); NaN = not visible."""
+
+    index: pd.DatetimeIndex
+    assets: list[str]
+    fields: dict[str, np.ndarray]
+
+    def frame(self, field: str) -> pd.DataFrame:
+        return pd.DataFrame(self.fields[field], index=self.index, columns=self.assets)
+
+    def to_long(self) -> pd.DataFrame:
+        frame = pd.DataFrame(
+            {
+                "bar_end": np.repeat(self.index.values, len(self.assets)),
+                "asset": np.tile(np.asarray(self.assets, dtype=object), len(self.index)),
+                **{name: values.reshape(-1) for name, values in self.fields.items()},
+            }
+        )
+        frame["bar_end"] = frame["bar_end"].dt.tz_localize("UTC") if frame["bar_end"].dt.tz is None else frame["bar_end"]
+        return frame.dropna(subset=["close"]).reset_index(drop=True)
+
+
+class CandleStore:
+    """A snapshot held in memory as wide arrays, for fast reads of any time window."""
+
+    def __init__(self, snapshot: pd.DataFrame, universe: list[str]):
+        snapshot = normalize_snapshot(snapshot)
+        unknown = sorted(set(universe) - set(snapshot["asset"]))
+        if unknown:
+            raise MarketDataError(f"market data has no candles for {unknown}")
+        snapshot = snapshot[snapshot["asset"].isin(universe)]
+        self.assets = list(universe)
+        first, last = snapshot["bar_end"].min(), snapshot["bar_end"].max()
+        self.index = pd.date_range(first, last, freq=CANDLE)
+        rows = ((snapshot["bar_end"] - first) // CANDLE).to_numpy()
+        cols = pd.Index(self.assets).get_indexer(snapshot["asset"])
+        shape = (len(self.index), len(self.assets))
+        self._fields: dict[str, np.ndarray] = {}
+        for name in FIELDS:
+            values = np.full(shape, np.nan)
+            values[rows, cols] = snapshot[name].to_numpy()
+            self._fields[name] = values
+        self._knowledge = np.full(shape, _NEVER, dtype=np.int64)
+        self._knowledge[rows, cols] = snapshot["knowledge_ts"].dt.tz_convert(None).to_numpy().astype("datetime64[ns]").astype(np.int64)
+        self._first_ns = first.value
+
+    @property
+    def first_bar_end(self) -> pd.Timestamp:
+        return self.index[0]
+
+    @property
+    def last_bar_end(self) -> pd.Timestamp:
+        return self.index[-1]
+
+    def visible(self, now: pd.Timestamp, since: pd.Timestamp) -> Candles:
+        """Candles with bar_end in (since, now] that are known at ``now`` (knowledge_ts <= now).
+
+        THE visibility rule of the system. The grid is regular; a candle not yet known (or missing)
+        is NaN. Rows are never returned past ``now``: a candle cannot be known before it closes.
+        """
+        step = CANDLE.value
+        count = max(0, (now.value - since.value) // step)
+        index = pd.date_range(since + CANDLE, periods=count, freq=CANDLE)
+        first_row = (since.value + step - self._first_ns) // step
+        lo, hi = max(first_row, 0), min(first_row + count, len(self.index))
+        fields = {name: np.full((count, len(self.assets)), np.nan) for name in FIELDS}
+        if hi > lo:
+            known = self._knowledge[lo:hi] <= now.value
+            out = slice(lo - first_row, hi - first_row)
+            for name in FIELDS:
+                fields[name][out] = np.where(known, self._fields[name][lo:hi], np.nan)
+        return Candles(index=index, assets=self.assets, fields=fields)
+
+
+class MarketDataReader:
+    """Reads market data as of the injected clock's now; nothing else in the system reads candles."""
+
+    def __init__(self, store: CandleStore, clock: Clock):
+        self.store = store
+        self.clock = clock
+
+    @property
+    def assets(self) -> list[str]:
+        return self.store.assets
+
+    def read(self, lookback: pd.Timedelta, since: pd.Timestamp | None = None) -> Candles:
+        """The visible candles of the last ``lookback`` (or since ``since``), as of now."""
+        now = self.clock.now()
+        if since is None:
+            since = (now - lookback).floor(CANDLE)
+        return self.store.visible(now, since)

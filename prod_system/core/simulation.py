@@ -1,0 +1,205 @@
+"""The system's stages, and a simulation that runs them without Dagster.
+
+A run goes through three stages, each over a list of bars, each replaying the clock on its own:
+
+1. ``run_model``: at each bar's decision time (bar end + knowledge delay) evaluate the model on the
+   candles visible then; record every node's output and profiling.
+2. ``run_sizing``: turn predictions and volatility into target positions.
+3. ``run_trading``: at each bar's decision time collect the fills of the previous bar's orders, mark
+   the portfolio, then place the orders that move holdings to the bar's targets.
+
+The Dagster assets call these same functions on their partitions; ``simulate`` calls them on the
+whole window. In live runs each call covers one bar, so stage order and bar order coincide.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from prod_system.core.broker import FILL_COLUMNS, MockedBroker
+from prod_system.core.clock import SimulatedClock
+from prod_system.core.config import SystemConfig
+from prod_system.core.dag import Dag, DagOutputs, load_model, run_streaming
+from prod_system.core.log_dir import LogDir
+from prod_system.core.market_data import CandleStore, MarketDataError, MarketDataReader, load_source
+from prod_system.core.orders import ORDER_COLUMNS, make_orders
+from prod_system.core.portfolio import Portfolio, PortfolioState
+from prod_system.core.positions import compute_targets
+from prod_system.core.timeutil import bar_ends
+
+logger = logging.getLogger("prod_system")
+
+Progress = Callable[[str, int, int], None]
+
+
+def load_store(config: SystemConfig, dag: Dag) -> CandleStore:
+    """Load the market data of the run and check it covers the window (with the model's warm-up)."""
+    snapshot = load_source(config.market_data.source, config.universe, config.market_data.delay)
+    store = CandleStore(snapshot, config.universe)
+    if store.last_bar_end <= config.start or store.first_bar_end > config.end:
+        raise MarketDataError(
+            f"market data covers {store.first_bar_end} to {store.last_bar_end}, "
+            f"outside the run's window {config.start} to {config.end}"
+        )
+    warm_up_from = config.start - dag.lookback
+    if store.first_bar_end > warm_up_from + pd.Timedelta(minutes=1):
+        logger.warning(
+            "market data starts at %s, after the model's warm-up start %s: early predictions will be missing",
+            store.first_bar_end, warm_up_from,
+        )
+    return store
+
+
+def _replay_clock(start: pd.Timestamp) -> SimulatedClock:
+    return SimulatedClock(start)
+
+
+def run_model(
+    config: SystemConfig, dag: Dag, store: CandleStore, bars: pd.DatetimeIndex, progress: Progress | None = None
+) -> DagOutputs:
+    clock = _replay_clock(bars[0] - config.bar_delta)
+    reader = MarketDataReader(store, clock)
+
+    def advance(ts: pd.Timestamp) -> None:
+        clock.advance_to(ts)
+        if progress:
+            progress("model", bars.get_loc(ts - config.market_data.delay) + 1, len(bars))
+
+    return run_streaming(dag, reader, advance, bars, config.market_data.delay, config.profile_memory)
+
+
+def run_sizing(config: SystemConfig, dag: Dag, outputs: DagOutputs) -> pd.DataFrame:
+    return compute_targets(
+        outputs.node(dag.prediction_node),
+        outputs.node(dag.volatility_node),
+        outputs.node(dag.price_node),
+        config.portfolio,
+    )
+
+
+@dataclass
+class TradingResult:
+    tables: dict[str, pd.DataFrame]
+    state: PortfolioState
+
+
+def run_trading(
+    config: SystemConfig,
+    store: CandleStore,
+    targets: pd.DataFrame,
+    bars: pd.DatetimeIndex,
+    state: PortfolioState | None = None,
+    progress: Progress | None = None,
+) -> TradingResult:
+    """Replay the bars: fills of the previous orders, marks, then the orders towards the targets."""
+    bar = config.bar_delta
+    delay = config.market_data.delay
+    clock = _replay_clock(bars[0] - bar)
+    reader = MarketDataReader(store, clock)
+    broker = MockedBroker(reader, bar)
+    state = state or PortfolioState.empty(config.universe, config.portfolio.initial_cash)
+    broker.submit(state.open_orders)
+    portfolio = Portfolio(state)
+    target_shares = targets.pivot(index="bar_end", columns="asset", values="target_shares")
+    targets_by_bar = target_shares.reindex(index=bars, columns=config.universe).to_numpy(dtype="float64")
+    all_orders, all_fills = [], []
+    for i, bar_end in enumerate(bars):
+        clock.advance_to(bar_end + delay)
+        fills = broker.collect_fills(bar_end)
+        candles = reader.read(bar, since=bar_end - bar)
+        prices = _last_close(candles.fields["close"])
+        stats = portfolio.update(bar_end, fills, prices)
+        orders = make_orders(
+            bar_end, targets_by_bar[i], portfolio.shares, prices, config.universe, config.portfolio,
+            config.run_id, clock.now(),
+        )
+        broker.submit(orders)
+        all_fills.extend(fills)
+        all_orders.extend(orders)
+        logger.info(
+            "bar %s: %d fills, %d orders, pnl=%.2f gmv=%.2f net_wealth=%.2f",
+            bar_end.isoformat(), len(fills), len(orders), stats["pnl"], stats["gmv"], stats["net_wealth"],
+        )
+        if progress:
+            progress("trading", i + 1, len(bars))
+    tables = portfolio.tables()
+    tables["orders"] = pd.DataFrame(all_orders, columns=ORDER_COLUMNS)
+    tables["fills"] = pd.DataFrame(all_fills, columns=FILL_COLUMNS)
+    return TradingResult(tables=tables, state=portfolio.state(broker.open_orders(), bars[-1]))
+
+
+def _last_close(close: np.ndarray) -> np.ndarray:
+    """The last known close of each asset in the window (NaN if none)."""
+    known = np.isfinite(close)
+    last_row = np.where(known, np.arange(len(close))[:, None], -1).max(axis=0, initial=-1)
+    picked = close[np.clip(last_row, 0, None), np.arange(close.shape[1])] if len(close) else last_row * np.nan
+    return np.where(last_row >= 0, picked, np.nan)
+
+
+@dataclass
+class RunSummary:
+    log_dir: str
+    bars: int
+    pnl: float
+    gross_volume: float
+    turnover: float
+    final_net_wealth: float
+    seconds: float
+
+    def lines(self) -> list[str]:
+        return [
+            f"log dir:     {self.log_dir}",
+            f"bars:        {self.bars}",
+            f"pnl:         {self.pnl:,.2f} USDT",
+            f"turnover:    {self.turnover:.2f}x mean gmv ({self.gross_volume:,.0f} USDT traded)",
+            f"net wealth:  {self.final_net_wealth:,.2f} USDT",
+            f"seconds:     {self.seconds:.2f}",
+        ]
+
+
+def summarize(log_dir: str, statistics: pd.DataFrame, seconds: float) -> RunSummary:
+    gross = float(statistics["gross_volume"].sum())
+    mean_gmv = float(statistics["gmv"].mean()) if len(statistics) else 0.0
+    return RunSummary(
+        log_dir=str(log_dir),
+        bars=len(statistics),
+        pnl=float(statistics["pnl"].sum()),
+        gross_volume=gross,
+        turnover=gross / mean_gmv if mean_gmv > 0 else 0.0,
+        final_net_wealth=float(statistics["net_wealth"].iloc[-1]) if len(statistics) else float("nan"),
+        seconds=seconds,
+    )
+
+
+def write_stage_tables(log_dir: LogDir, tables: dict[str, pd.DataFrame], first_bar: pd.Timestamp) -> None:
+    for name, frame in tables.items():
+        log_dir.write_table(name, frame, first_bar)
+
+
+def simulate(config: SystemConfig, overwrite: bool = False, progress: Progress | None = None) -> RunSummary:
+    """Run the whole window in the pure core (no Dagster) and write its system log dir."""
+    began = time.perf_counter()
+    dag = load_model(config.model, config.bar_delta, config.model_params)
+    log_dir = LogDir.for_config(config)
+    log_dir.prepare(config, overwrite=overwrite)
+    bars = bar_ends(config.start, config.end, config.bar_delta)
+    with log_dir.capture_log(logger):
+        logger.info("simulation of %s from %s to %s (%d bars), run id %s", config.model, config.start,
+                    config.end, len(bars), config.run_id)
+        store = load_store(config, dag)
+        outputs = run_model(config, dag, store, bars, progress)
+        targets = run_sizing(config, dag, outputs)
+        trading = run_trading(config, store, targets, bars, progress=progress)
+        first = bars[0]
+        write_stage_tables(log_dir, {"dag/node_outputs": outputs.node_outputs, "dag/profiling": outputs.profiling,
+                                     "target_positions": targets, **trading.tables}, first)
+        summary = summarize(str(log_dir.path), trading.tables["portfolio/statistics"], time.perf_counter() - began)
+        log_dir.write_json("run.json", {"run_id": config.run_id, "engine": "core", **summary.__dict__})
+        logger.info("done: %s", "; ".join(summary.lines()))
+    return summary
