@@ -128,25 +128,28 @@ def run_streaming(
     delay: pd.Timedelta, profile_memory: bool = True,
 ) -> DagOutputs:
     """Evaluate the model bar by bar: at each bar's decision time, on what the clock lets it see."""
-    rows: dict[str, list[pd.Series]] = {name: [] for name in dag.order}
+    assets = reader.assets
+    rows: dict[str, np.ndarray] = {name: np.full((len(bar_ends), len(assets)), np.nan) for name in dag.order}
     profiles = []
-    for bar_end in bar_ends:
-        advance(bar_end + delay)
-        candles = reader.read(dag.lookback, since=bar_end - dag.lookback)
-        outputs, profile = dag.evaluate(candles, profile_memory)
-        decided_at = reader.clock.now()
-        for name in dag.order:
-            frame = outputs[name]
-            if len(frame.index) and frame.index[-1] == bar_end:
-                row = frame.iloc[-1]
-            else:
-                row = pd.Series(np.nan, index=reader.assets)
-            rows[name].append(row.rename(bar_end))
-        for item in profile:
-            profiles.append({"bar_end": bar_end, **item, "decided_at": decided_at})
-    frames = {name: pd.DataFrame(series_list) for name, series_list in rows.items()}
-    for frame in frames.values():
-        frame.index = pd.DatetimeIndex(frame.index, tz="UTC") if frame.index.tz is None else frame.index
+    tracing = profile_memory and not tracemalloc.is_tracing()
+    if tracing:
+        tracemalloc.start()
+    try:
+        for i, bar_end in enumerate(bar_ends):
+            advance(bar_end + delay)
+            candles = reader.read(dag.lookback, since=bar_end - dag.lookback)
+            outputs, profile = dag.evaluate(candles, profile_memory)
+            decided_at = reader.clock.now()
+            for name in dag.order:
+                frame = outputs[name]
+                if len(frame.index) and frame.index[-1] == bar_end:
+                    rows[name][i] = frame.to_numpy(dtype="float64")[-1]
+            for item in profile:
+                profiles.append({"bar_end": bar_end, **item, "decided_at": decided_at})
+    finally:
+        if tracing:
+            tracemalloc.stop()
+    frames = {name: pd.DataFrame(values, index=bar_ends, columns=assets) for name, values in rows.items()}
     return DagOutputs(node_outputs=_long(frames), profiling=pd.DataFrame(profiles))
 
 

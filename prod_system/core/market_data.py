@@ -11,7 +11,6 @@ through ``MarketDataReader``, which asks it with the injected clock's time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -140,26 +139,51 @@ def load_source(source: str, universe: list[str], delay: pd.Timedelta) -> pd.Dat
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class Candles:
-    """Candles on a regular 1-minute grid (rows: candle bar_end; columns: assets); NaN = not visible."""
+    """Candles on a regular 1-minute grid (rows: candle bar_end; columns: assets); NaN = not visible.
 
-    index: pd.DatetimeIndex
-    assets: list[str]
-    fields: dict[str, np.ndarray]
+    Fields are masked lazily, on first use, since most readers need only the close.
+    """
+
+    def __init__(self, first_bar_end: pd.Timestamp, count: int, assets: list[str],
+                 fields: dict[str, np.ndarray] | None = None, known: np.ndarray | None = None,
+                 raw: dict[str, np.ndarray] | None = None, offset: int = 0):
+        self.first_bar_end = first_bar_end
+        self.count = count
+        self.assets = assets
+        self._fields = dict(fields or {})
+        self._known = known
+        self._raw = raw or {}
+        self._offset = offset
+
+    @property
+    def index(self) -> pd.DatetimeIndex:
+        return pd.date_range(self.first_bar_end, periods=self.count, freq=CANDLE)
+
+    def field(self, name: str) -> np.ndarray:
+        if name not in self._fields:
+            values = np.full((self.count, len(self.assets)), np.nan)
+            if self._known is not None:
+                rows = slice(self._offset, self._offset + len(self._known))
+                values[rows] = np.where(self._known, self._raw[name], np.nan)
+            self._fields[name] = values
+        return self._fields[name]
+
+    @property
+    def fields(self) -> dict[str, np.ndarray]:
+        return {name: self.field(name) for name in FIELDS}
 
     def frame(self, field: str) -> pd.DataFrame:
-        return pd.DataFrame(self.fields[field], index=self.index, columns=self.assets)
+        return pd.DataFrame(self.field(field), index=self.index, columns=self.assets)
 
     def to_long(self) -> pd.DataFrame:
         frame = pd.DataFrame(
             {
-                "bar_end": np.repeat(self.index.values, len(self.assets)),
-                "asset": np.tile(np.asarray(self.assets, dtype=object), len(self.index)),
+                "bar_end": self.index.repeat(len(self.assets)),
+                "asset": np.tile(np.asarray(self.assets, dtype=object), self.count),
                 **{name: values.reshape(-1) for name, values in self.fields.items()},
             }
         )
-        frame["bar_end"] = frame["bar_end"].dt.tz_localize("UTC") if frame["bar_end"].dt.tz is None else frame["bar_end"]
         return frame.dropna(subset=["close"]).reset_index(drop=True)
 
 
@@ -203,16 +227,13 @@ class CandleStore:
         """
         step = CANDLE.value
         count = max(0, (now.value - since.value) // step)
-        index = pd.date_range(since + CANDLE, periods=count, freq=CANDLE)
         first_row = (since.value + step - self._first_ns) // step
         lo, hi = max(first_row, 0), min(first_row + count, len(self.index))
-        fields = {name: np.full((count, len(self.assets)), np.nan) for name in FIELDS}
-        if hi > lo:
-            known = self._knowledge[lo:hi] <= now.value
-            out = slice(lo - first_row, hi - first_row)
-            for name in FIELDS:
-                fields[name][out] = np.where(known, self._fields[name][lo:hi], np.nan)
-        return Candles(index=index, assets=self.assets, fields=fields)
+        if hi <= lo:
+            return Candles(since + CANDLE, count, self.assets)
+        known = self._knowledge[lo:hi] <= now.value
+        raw = {name: values[lo:hi] for name, values in self._fields.items()}
+        return Candles(since + CANDLE, count, self.assets, known=known, raw=raw, offset=lo - first_row)
 
 
 class MarketDataReader:

@@ -15,13 +15,14 @@ ORDER_COLUMNS = [
 ]
 
 
-def client_order_id(run_id: str, bar_end: pd.Timestamp, asset: str) -> str:
+def client_order_id(run_id: str, bar_end: pd.Timestamp | str, asset: str) -> str:
     """'ps-{run}-{yymmddHHMM}-{asset}': unique per (run, bar, asset), the same after a restart.
 
     Binance accepts at most 36 characters of [.A-Z:/a-z0-9_-]; a long asset name is hashed.
     """
     name = asset if len(asset) <= 12 else hashlib.sha256(asset.encode()).hexdigest()[:12]
-    return f"ps-{run_id}-{bar_end.strftime('%y%m%d%H%M')}-{name}"
+    stamp = bar_end if isinstance(bar_end, str) else bar_end.strftime("%y%m%d%H%M")
+    return f"ps-{run_id}-{stamp}-{name}"
 
 
 def make_orders(
@@ -41,6 +42,7 @@ def make_orders(
     orders are exempt on Binance).
     """
     rows = []
+    stamp = bar_end.strftime("%y%m%d%H%M")
     for asset, target, current, price in zip(assets, target_shares, holdings, prices):
         if not np.isfinite(target):
             continue
@@ -54,7 +56,7 @@ def make_orders(
             {
                 "bar_end": bar_end,
                 "asset": asset,
-                "client_order_id": client_order_id(run_id, bar_end, asset),
+                "client_order_id": client_order_id(run_id, stamp, asset),
                 "side": "buy" if quantity > 0 else "sell",
                 "quantity": quantity,
                 "decision_price": float(price),

@@ -65,10 +65,9 @@ def compute_targets(
     shares = np.where(too_small, 0.0, shares)
     notional = np.where(usable, notional, np.nan)
     shares = np.where(usable, shares, np.nan)
-    bars = np.repeat(predictions.index.values, len(assets))
     out = pd.DataFrame(
         {
-            "bar_end": pd.DatetimeIndex(bars).tz_localize("UTC") if predictions.index.tz is not None else bars,
+            "bar_end": predictions.index.repeat(len(assets)),
             "asset": np.tile(np.asarray(assets, dtype=object), len(predictions.index)),
             "prediction": mu.ravel(),
             "volatility": sigma.ravel(),

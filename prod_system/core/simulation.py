@@ -74,13 +74,25 @@ def run_model(
     return run_streaming(dag, reader, advance, bars, config.market_data.delay, config.profile_memory)
 
 
-def run_sizing(config: SystemConfig, dag: Dag, outputs: DagOutputs) -> pd.DataFrame:
-    return compute_targets(
-        outputs.node(dag.prediction_node),
-        outputs.node(dag.volatility_node),
-        outputs.node(dag.price_node),
-        config.portfolio,
-    )
+def predictions_table(dag: Dag, outputs: DagOutputs) -> pd.DataFrame:
+    """The model's prediction, volatility and price per bar and asset (long form)."""
+    roles = {"prediction": dag.prediction_node, "volatility": dag.volatility_node, "price": dag.price_node}
+    columns = [
+        outputs.node(node).rename_axis(index="bar_end", columns="asset").stack(future_stack=True).rename(role)
+        for role, node in roles.items()
+    ]
+    return pd.concat(columns, axis=1).reset_index()
+
+
+def run_sizing(config: SystemConfig, predictions: pd.DataFrame, bars: pd.DatetimeIndex) -> pd.DataFrame:
+    """Target positions of every bar from the predictions table."""
+    wide = {
+        column: predictions.pivot(index="bar_end", columns="asset", values=column).reindex(
+            index=bars, columns=config.universe
+        )
+        for column in ("prediction", "volatility", "price")
+    }
+    return compute_targets(wide["prediction"], wide["volatility"], wide["price"], config.portfolio)
 
 
 @dataclass
@@ -103,6 +115,7 @@ def run_trading(
     clock = _replay_clock(bars[0] - bar)
     reader = MarketDataReader(store, clock)
     broker = MockedBroker(reader, bar)
+    run_id = config.run_id
     state = state or PortfolioState.empty(config.universe, config.portfolio.initial_cash)
     broker.submit(state.open_orders)
     portfolio = Portfolio(state)
@@ -113,11 +126,11 @@ def run_trading(
         clock.advance_to(bar_end + delay)
         fills = broker.collect_fills(bar_end)
         candles = reader.read(bar, since=bar_end - bar)
-        prices = _last_close(candles.fields["close"])
+        prices = _last_close(candles.field("close"))
         stats = portfolio.update(bar_end, fills, prices)
         orders = make_orders(
             bar_end, targets_by_bar[i], portfolio.shares, prices, config.universe, config.portfolio,
-            config.run_id, clock.now(),
+            run_id, clock.now(),
         )
         broker.submit(orders)
         all_fills.extend(fills)
@@ -194,7 +207,7 @@ def simulate(config: SystemConfig, overwrite: bool = False, progress: Progress |
                     config.end, len(bars), config.run_id)
         store = load_store(config, dag)
         outputs = run_model(config, dag, store, bars, progress)
-        targets = run_sizing(config, dag, outputs)
+        targets = run_sizing(config, predictions_table(dag, outputs), bars)
         trading = run_trading(config, store, targets, bars, progress=progress)
         first = bars[0]
         write_stage_tables(log_dir, {"dag/node_outputs": outputs.node_outputs, "dag/profiling": outputs.profiling,

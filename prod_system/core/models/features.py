@@ -13,11 +13,11 @@ from prod_system.core.market_data import CANDLE, Candles
 def resample_close(candles: Candles, bar: pd.Timedelta) -> pd.DataFrame:
     """Close of each bar: the last known 1-minute close inside (bar_end - bar, bar_end]."""
     per_bar = bar // CANDLE
-    close = candles.fields["close"]
+    close = candles.field("close")
     assets = candles.assets
-    if len(candles.index) == 0:
+    if candles.count == 0:
         return pd.DataFrame(columns=assets, index=pd.DatetimeIndex([], tz="UTC"), dtype="float64")
-    first_start = candles.index[0] - CANDLE
+    first_start = candles.first_bar_end - CANDLE
     skip = (-(first_start.value % bar.value) % bar.value) // CANDLE.value  # drop a leading partial bar
     close = close[skip:]
     first_start = first_start + CANDLE * skip
