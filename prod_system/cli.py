@@ -99,12 +99,17 @@ def dump_market_data(source: str, universe: str, start: str, end: str, knowledge
                f"({candles['bar_start'].min()} to {candles['bar_end'].max()}) to {path}")
 
 
+def _default_source(config_path: str | None) -> str | None:
+    """With neither --market-data nor a config file, replay the candles bundled with the package."""
+    return None if config_path else f"csv:{BUNDLED_DATA}"
+
+
 def _simulation_options(func):
     options = [
         click.option("--config", "config_path", type=click.Path(dir_okay=False),
                      help="System config YAML; the options below override it."),
         click.option("--model", help="C1b, C3a, or 'package.module:function'."),
-        click.option("--market-data", help="Snapshot file (.parquet) or 'csv:DIR'."),
+        click.option("--market-data", help="Snapshot file (.parquet) or 'csv:DIR' [default: bundled candles]."),
         click.option("--start", help="Window start, UTC, aligned to the bar."),
         click.option("--end", help="Window end, UTC, aligned to the bar."),
         click.option("--root", help="Root of the system log dirs."),
@@ -132,10 +137,12 @@ def simulate(config_path, model, market_data, start, end, root, universe, bar, o
         "bar": bar,
         "universe": [a for a in universe.split(",") if a] if universe else None,
         "run_mode": "simulation",
-        "market_data": {"source": market_data} if market_data else None,
+        "market_data": {"source": market_data if market_data else _default_source(config_path)},
     }
     try:
         config = load_config(config_path, **overrides)
+        if not market_data and not config_path:
+            click.echo(f"market data: bundled candles ({BUNDLED_DATA.name})", err=True)
         if engine == "core":
             from prod_system.core.simulation import simulate as run
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import pandas as pd
 from dagster import DagsterInstance, materialize
 
-from prod_system import progress
+from prod_system import progress as progress_hook
 from prod_system.assets.simulation import SESSION_DAYS, TRIGGER_TAG, build_simulation_assets
 from prod_system.core.config import ConfigError, SystemConfig
 from prod_system.core.dag import load_model
-from prod_system.core.log_dir import LogDir, LogDirExistsError
-from prod_system.core.simulation import summarize
+from prod_system.core.log_dir import LogDir
+from prod_system.core.simulation import RunSummary, check_coverage, summarize
 from prod_system.core.timeutil import compact
 from prod_system.resources import SystemResource, TableStoreIOManager
 
@@ -61,23 +61,29 @@ def system_resource(config: SystemConfig) -> SystemResource:
     )
 
 
-def simulate_with_dagster(config: SystemConfig, overwrite: bool = False, progress_reporter=None,
-                          instance: DagsterInstance | None = None, **kwargs):
+def simulate_with_dagster(
+    config: SystemConfig,
+    overwrite: bool = False,
+    progress: progress_hook.Reporter | None = None,
+    instance: DagsterInstance | None = None,
+) -> RunSummary:
     """Materialize the model's simulation assets over the window's days, in one run."""
     began = time.perf_counter()
     first, last = partition_range(config)
-    load_model(config.model, config.bar_delta, config.model_params)  # fail fast on a bad model
+    # fail fast, before anything is written: a bad model, an occupied log dir, unreadable market data
+    dag = load_model(config.model, config.bar_delta, config.model_params)
     log_dir = LogDir.for_config(config)
-    if log_dir.path.exists() and any(log_dir.path.iterdir()) and not overwrite:
-        raise LogDirExistsError(f"{log_dir.path} already holds a run of this window; pass --overwrite to replace it")
+    log_dir.check_free(overwrite)
+    system = system_resource(config)
+    check_coverage(system.candle_store(config), config, dag)  # also warms the store cache for the run
     assets = build_simulation_assets(config.model)
-    progress.set_reporter(progress_reporter or kwargs.get("progress"))
+    progress_hook.set_reporter(progress)
     try:
         result = materialize(
             assets,
             instance=instance or instance_for(config.log_root),
             resources={
-                "system": system_resource(config),
+                "system": system,
                 "io_manager": TableStoreIOManager(base_dir=str(Path(config.log_root) / "asset_store")),
             },
             tags={
@@ -90,7 +96,7 @@ def simulate_with_dagster(config: SystemConfig, overwrite: bool = False, progres
             raise_on_error=True,
         )
     finally:
-        progress.set_reporter(None)
+        progress_hook.set_reporter(None)
     statistics = log_dir.read_table("portfolio/statistics")
     summary = summarize(str(log_dir.path), statistics, time.perf_counter() - began)
     summary.dagster_run_id = result.run_id

@@ -22,9 +22,9 @@ def bundled_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def candles() -> pd.DataFrame:
-    """Real 1-minute candles, 2023-07-20 to 2023-07-22, with knowledge time = close + 10 s."""
+    """Real 1-minute candles, 2023-07-20 to 2023-07-23, with knowledge time = close + 10 s."""
     raw = load_source(f"csv:{BUNDLED}", UNIVERSE, pd.Timedelta(seconds=10))
-    return select_window(raw, pd.Timestamp("2023-07-20", tz="UTC"), pd.Timestamp("2023-07-22", tz="UTC"))
+    return select_window(raw, pd.Timestamp("2023-07-20", tz="UTC"), pd.Timestamp("2023-07-23", tz="UTC"))
 
 
 @pytest.fixture(scope="session")

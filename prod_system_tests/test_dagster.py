@@ -64,7 +64,7 @@ def test_dagster_backfill_equals_pure_core(tmp_path, snapshot):
         assert {"2023-07-21", "2023-07-22"} <= materialized, stage
     event = instance.get_latest_materialization_event(key("portfolio"))
     metadata = event.asset_materialization.metadata
-    assert {"pnl", "gross_volume", "net_wealth", "log_dir"} <= set(metadata)
+    assert {"day_pnl", "run_pnl", "run_gross_volume", "net_wealth", "log_dir", "pnl_report"} <= set(metadata)
     assert json.loads((Path(summary.log_dir) / "run.json").read_text())["dagster_run_id"] == summary.dagster_run_id
 
 

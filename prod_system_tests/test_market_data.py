@@ -27,7 +27,7 @@ def test_snapshot_schema(candles, snapshot):
         "asset", "bar_start", "bar_end", "knowledge_ts", "open", "high", "low", "close", "volume",
     ]
     assert (frame["knowledge_ts"] - frame["bar_end"] == pd.Timedelta(seconds=10)).all()
-    assert frame.groupby("asset").size().eq(2 * 1440).all()  # two full days, no gaps
+    assert frame.groupby("asset").size().eq(3 * 1440).all()  # three full days, no gaps
     assert str(frame["bar_end"].dt.tz) == "UTC"
 
 

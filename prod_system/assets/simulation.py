@@ -35,8 +35,9 @@ from dagster import (
 from prod_system import progress
 from prod_system.core.config import SystemConfig
 from prod_system.core.dag import Dag, DagOutputs, load_model
-from prod_system.core.log_dir import LogDir
+from prod_system.core.log_dir import TABLES, LogDir
 from prod_system.core.portfolio import PortfolioState
+from prod_system.core.report import write_pnl_report
 from prod_system.core.simulation import (
     logger,
     predictions_table,
@@ -56,13 +57,7 @@ RUN_MODE = "simulation"
 TRIGGER_TAG = "prod_system/trigger"
 SESSION_DAYS = DailyPartitionsDefinition(start_date="2019-01-01")
 PREVIOUS_DAY = TimeWindowPartitionMapping(start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)
-PORTFOLIO_TABLES = (
-    "portfolio/holdings_shares",
-    "portfolio/holdings_notional",
-    "portfolio/executed_trades_shares",
-    "portfolio/executed_trades_notional",
-    "portfolio/statistics",
-)
+PORTFOLIO_TABLES = tuple(name for name in TABLES if name.startswith("portfolio/"))
 
 
 def group_name(model: str, run_mode: str = RUN_MODE) -> str:
@@ -122,8 +117,9 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
     )
     def market_data(context: AssetExecutionContext, system: SystemResource) -> MaterializeResult:
         run = _Run(context, system, model)
+        store = run.store()  # unreadable market data fails here, before the log dir is touched
         run.log_dir.prepare(run.config, overwrite=True)
-        seen = run.store().visible(run.bars[-1] + run.config.market_data.delay, run.config.start)
+        seen = store.visible(run.bars[-1] + run.config.market_data.delay, run.config.start)
         close = seen.field("close")
         missing = int((~np.isfinite(close)).sum())
         with run.log_dir.capture_log(logger):
@@ -256,8 +252,10 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
             run.write(result.tables)
             summary = summarize(str(run.log_dir.path), result.tables["portfolio/statistics"],
                                 time.perf_counter() - began)
-            run.log_dir.write_json("run.json", {"run_id": run.config.run_id, "engine": "dagster",
-                                                "dagster_run_id": context.run.run_id, **summary.__dict__})
+            png, _ = write_pnl_report(run.log_dir, f"{model} simulation: {run.config.start:%Y-%m-%d %H:%M} to "
+                                                   f"{run.config.end:%Y-%m-%d %H:%M} UTC")
+            summary.dagster_run_id = context.run.run_id
+            run.log_dir.write_json("run.json", {"run_id": run.config.run_id, "engine": "dagster", **summary.__dict__})
             logger.info("done: %s", "; ".join(summary.lines()))
         orders, fills = result.tables["orders"], result.tables["fills"]
         portfolio = {name: result.tables[name] for name in PORTFOLIO_TABLES}
@@ -268,11 +266,20 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
             "notional_estimate": float(orders["notional_estimate"].abs().sum()) if len(orders) else 0.0})
         yield Output(fills, output_name="fills", metadata={
             "fills": len(fills), "gross_notional": float(fills["notional"].abs().sum()) if len(fills) else 0.0})
+        stats = result.tables["portfolio/statistics"]
+        for partition in context.partition_keys:
+            start = pd.Timestamp(partition, tz="UTC")
+            day = stats[(stats["bar_end"] > start) & (stats["bar_end"] <= start + pd.Timedelta(days=1))]
+            context.add_asset_metadata(
+                {"day_pnl": float(day["pnl"].sum()), "day_gross_volume": float(day["gross_volume"].sum()),
+                 "day_end_net_wealth": float(day["net_wealth"].iloc[-1]) if len(day) else float("nan")},
+                asset_key=key("portfolio"), partition_key=partition,
+            )
         yield Output(portfolio, output_name="portfolio", metadata={
-            "pnl": summary.pnl, "gross_volume": summary.gross_volume, "turnover": summary.turnover,
-            "net_wealth": summary.final_net_wealth, "bars": summary.bars,
+            "run_pnl": summary.pnl, "run_gross_volume": summary.gross_volume, "run_turnover": summary.turnover,
+            "net_wealth": summary.final_net_wealth, "run_bars": summary.bars,
             "started_from": "previous day" if state is not None else "initial cash",
-            "log_dir": MetadataValue.path(summary.log_dir)})
+            "log_dir": MetadataValue.path(summary.log_dir), "pnl_report": MetadataValue.path(png)})
 
     return [market_data, model_outputs, target_positions, trading]
 

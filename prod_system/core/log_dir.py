@@ -4,7 +4,8 @@
         system_config.yaml  log.txt  run.json
         dag/node_outputs/  dag/profiling/
         target_positions/  orders/  fills/
-        portfolio/{holdings_shares,holdings_notional,executed_trades_shares,executed_trades_notional,statistics}/
+        portfolio/{holdings_shares,holdings_notional,executed_trades_shares,executed_trades_notional,pnl,statistics}/
+        pnl_report.md  pnl_report.png
 
 Each table is a folder of Parquet files (``pandas.read_parquet(folder)``), long form, with a UTC
 ``bar_end`` column. Files are named by the first bar they hold and written atomically, so a rerun of
@@ -35,6 +36,7 @@ TABLES = (
     "portfolio/holdings_notional",
     "portfolio/executed_trades_shares",
     "portfolio/executed_trades_notional",
+    "portfolio/pnl",
     "portfolio/statistics",
 )
 
@@ -51,13 +53,15 @@ class LogDir:
     def for_config(cls, config: SystemConfig) -> LogDir:
         return cls(config.log_dir())
 
+    def check_free(self, overwrite: bool = False) -> None:
+        """Refuse to mix with an earlier run of the same window unless told to replace it."""
+        if not overwrite and self.path.exists() and any(self.path.iterdir()):
+            raise LogDirExistsError(f"{self.path} already holds a run of this window; pass --overwrite to replace it")
+
     def prepare(self, config: SystemConfig, overwrite: bool = False) -> None:
-        """Create the dir for a new run; refuse to mix with an earlier run unless told to replace it."""
-        if self.path.exists() and any(self.path.iterdir()):
-            if not overwrite:
-                raise LogDirExistsError(
-                    f"{self.path} already holds a run of this window; pass --overwrite to replace it"
-                )
+        """Create the dir for a new run (replacing an earlier run of the window only if ``overwrite``)."""
+        self.check_free(overwrite)
+        if self.path.exists():
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.write_text("system_config.yaml", config.to_yaml())

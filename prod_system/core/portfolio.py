@@ -4,6 +4,7 @@ Per bar t (after the fills recorded at t):
 
     holdings_notional_t = shares_t * price_t            (price: last known 1-minute close)
     pnl_t               = sum(holdings_notional_t - holdings_notional_{t-1}) - executed_trades_notional_t
+                          (also kept per asset, in the ``portfolio/pnl`` table)
     cash_t              = cash_{t-1} - executed_trades_notional_t - fees_t
     net_wealth_t        = cash_t + nmv_t = initial_cash + cumulative pnl
 """
@@ -52,7 +53,9 @@ class Portfolio:
         self.cash = float(state.cash)
         self.last_prices = state.prices().to_numpy(dtype="float64")
         self._bars: list[pd.Timestamp] = []
-        self._rows: dict[str, list[np.ndarray]] = {k: [] for k in ("shares", "notional", "t_shares", "t_notional")}
+        self._rows: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("shares", "notional", "t_shares", "t_notional", "pnl")
+        }
         self._statistics: list[dict] = []
 
     def update(self, bar_end: pd.Timestamp, fills: list[dict], prices: np.ndarray) -> dict:
@@ -70,7 +73,8 @@ class Portfolio:
         self.last_prices = np.where(np.isfinite(prices), prices, self.last_prices)
         # an asset never priced is flat (a fill always carries a price), so it is worth 0
         notional = self.shares * np.nan_to_num(self.last_prices, nan=0.0)
-        pnl = float((notional - self.notional).sum() - traded_notional.sum()) - fees
+        asset_pnl = notional - self.notional - traded_notional
+        pnl = float(asset_pnl.sum()) - fees
         self.notional = notional
         gmv, nmv = float(np.abs(notional).sum()), float(notional.sum())
         net_wealth = self.cash + nmv
@@ -89,7 +93,7 @@ class Portfolio:
         }
         self._bars.append(bar_end)
         for key, values in (("shares", self.shares), ("notional", notional), ("t_shares", traded_shares),
-                            ("t_notional", traded_notional)):
+                            ("t_notional", traded_notional), ("pnl", asset_pnl)):
             self._rows[key].append(values.copy())
         self._statistics.append(stats)
         return stats
@@ -119,5 +123,6 @@ class Portfolio:
             "portfolio/holdings_notional": long("notional", "notional"),
             "portfolio/executed_trades_shares": long("t_shares", "shares"),
             "portfolio/executed_trades_notional": long("t_notional", "notional"),
+            "portfolio/pnl": long("pnl", "pnl"),
             "portfolio/statistics": pd.DataFrame(self._statistics, columns=STATISTICS_COLUMNS),
         }

@@ -31,6 +31,7 @@ from prod_system.core.market_data import CandleStore, MarketDataError, MarketDat
 from prod_system.core.orders import ORDER_COLUMNS, make_orders
 from prod_system.core.portfolio import Portfolio, PortfolioState
 from prod_system.core.positions import compute_targets
+from prod_system.core.report import write_pnl_report
 from prod_system.core.timeutil import bar_ends
 
 logger = logging.getLogger("prod_system")
@@ -41,7 +42,11 @@ Progress = Callable[[str, int, int], None]
 def load_store(config: SystemConfig, dag: Dag) -> CandleStore:
     """Load the market data of the run and check it covers the window (with the model's warm-up)."""
     snapshot = load_source(config.market_data.source, config.universe, config.market_data.delay)
-    store = CandleStore(snapshot, config.universe)
+    return check_coverage(CandleStore(snapshot, config.universe), config, dag)
+
+
+def check_coverage(store: CandleStore, config: SystemConfig, dag: Dag) -> CandleStore:
+    """Refuse market data that misses the window; warn when it misses the model's warm-up."""
     if store.last_bar_end <= config.start or store.first_bar_end > config.end:
         raise MarketDataError(
             f"market data covers {store.first_bar_end} to {store.last_bar_end}, "
@@ -127,6 +132,10 @@ def run_trading(
         fills = broker.collect_fills(bar_end)
         candles = reader.read(bar, since=bar_end - bar)
         prices = _last_close(candles.field("close"))
+        unpriced = [a for a, p in zip(config.universe, prices) if not np.isfinite(p)]
+        if unpriced:
+            logger.warning("bar %s: no price known for %s; their holdings keep their last mark",
+                           bar_end.isoformat(), ", ".join(unpriced))
         stats = portfolio.update(bar_end, fills, prices)
         orders = make_orders(
             bar_end, targets_by_bar[i], portfolio.shares, prices, config.universe, config.portfolio,
@@ -164,9 +173,12 @@ class RunSummary:
     turnover: float
     final_net_wealth: float
     seconds: float
+    dagster_run_id: str | None = None
 
     def lines(self) -> list[str]:
+        run = [f"dagster run: {self.dagster_run_id}"] if self.dagster_run_id else []
         return [
+            *run,
             f"log dir:     {self.log_dir}",
             f"bars:        {self.bars}",
             f"pnl:         {self.pnl:,.2f} USDT",
@@ -200,12 +212,13 @@ def simulate(config: SystemConfig, overwrite: bool = False, progress: Progress |
     began = time.perf_counter()
     dag = load_model(config.model, config.bar_delta, config.model_params)
     log_dir = LogDir.for_config(config)
+    log_dir.check_free(overwrite)
+    store = load_store(config, dag)  # bad market data fails here, before anything is written
     log_dir.prepare(config, overwrite=overwrite)
     bars = bar_ends(config.start, config.end, config.bar_delta)
     with log_dir.capture_log(logger):
         logger.info("simulation of %s from %s to %s (%d bars), run id %s", config.model, config.start,
                     config.end, len(bars), config.run_id)
-        store = load_store(config, dag)
         outputs = run_model(config, dag, store, bars, progress)
         targets = run_sizing(config, predictions_table(dag, outputs), bars)
         trading = run_trading(config, store, targets, bars, progress=progress)
@@ -213,6 +226,8 @@ def simulate(config: SystemConfig, overwrite: bool = False, progress: Progress |
         write_stage_tables(log_dir, {"dag/node_outputs": outputs.node_outputs, "dag/profiling": outputs.profiling,
                                      "target_positions": targets, **trading.tables}, first)
         summary = summarize(str(log_dir.path), trading.tables["portfolio/statistics"], time.perf_counter() - began)
+        write_pnl_report(log_dir, f"{config.model} {config.run_mode}: {config.start:%Y-%m-%d %H:%M} to "
+                                  f"{config.end:%Y-%m-%d %H:%M} UTC")
         log_dir.write_json("run.json", {"run_id": config.run_id, "engine": "core", **summary.__dict__})
         logger.info("done: %s", "; ".join(summary.lines()))
     return summary
