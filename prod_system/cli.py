@@ -71,14 +71,23 @@ def main() -> None:
 
 
 @main.command("dump-market-data")
-@click.option("--source", default=f"csv:{BUNDLED_DATA}", show_default="bundled candles",
-              help="'csv:DIR' with {SYMBOL}_USDT.csv.gz files, or 'parquet:FILE'.")
-@click.option("--universe", default="BTC,ETH,SOL,BNB,XRP,DOGE,DOT,MATIC", show_default=True,
-              help="Comma-separated assets.")
+@click.option(
+    "--source",
+    default=f"csv:{BUNDLED_DATA}",
+    show_default="bundled candles",
+    help="'csv:DIR' with {SYMBOL}_USDT.csv.gz files, or 'parquet:FILE'.",
+)
+@click.option(
+    "--universe", default="BTC,ETH,SOL,BNB,XRP,DOGE,DOT,MATIC", show_default=True, help="Comma-separated assets."
+)
 @click.option("--start", required=True, help="First candle's open, UTC (e.g. 2023-07-20T00:00:00Z).")
 @click.option("--end", required=True, help="Window end (exclusive), UTC.")
-@click.option("--knowledge-delay", default="10s", show_default=True,
-              help="Knowledge time = candle close + this delay (files carry none).")
+@click.option(
+    "--knowledge-delay",
+    default="10s",
+    show_default=True,
+    help="Knowledge time = candle close + this delay (files carry none).",
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Snapshot file to write (.parquet).")
 def dump_market_data(source: str, universe: str, start: str, end: str, knowledge_delay: str, out: str) -> None:
     """Turn raw candles into a replayable market-data snapshot (one row per candle and asset)."""
@@ -95,8 +104,10 @@ def dump_market_data(source: str, universe: str, start: str, end: str, knowledge
         _fail(f"no candles between {begin} and {finish} in {source}", "check --start and --end")
     path = write_snapshot(candles, out)
     counts = candles.groupby("asset").size()
-    click.echo(f"wrote {len(candles):,} candles of {len(counts)} assets "
-               f"({candles['bar_start'].min()} to {candles['bar_end'].max()}) to {path}")
+    click.echo(
+        f"wrote {len(candles):,} candles of {len(counts)} assets "
+        f"({candles['bar_start'].min()} to {candles['bar_end'].max()}) to {path}"
+    )
 
 
 def _default_source(config_path: str | None) -> str | None:
@@ -106,8 +117,12 @@ def _default_source(config_path: str | None) -> str | None:
 
 def _simulation_options(func):
     options = [
-        click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                     help="System config YAML; the options below override it."),
+        click.option(
+            "--config",
+            "config_path",
+            type=click.Path(dir_okay=False),
+            help="System config YAML; the options below override it.",
+        ),
         click.option("--model", help="C1b, C3a, or 'package.module:function'."),
         click.option("--market-data", help="Snapshot file (.parquet) or 'csv:DIR' [default: bundled candles]."),
         click.option("--start", help="Window start, UTC, aligned to the bar."),
@@ -124,8 +139,13 @@ def _simulation_options(func):
 
 @main.command()
 @_simulation_options
-@click.option("--engine", type=click.Choice(["dagster", "core"]), default="dagster", show_default=True,
-              help="'dagster': a partition backfill of the model's assets; 'core': the pure core, no Dagster.")
+@click.option(
+    "--engine",
+    type=click.Choice(["dagster", "core"]),
+    default="dagster",
+    show_default=True,
+    help="'dagster': a partition backfill of the model's assets; 'core': the pure core, no Dagster.",
+)
 def simulate(config_path, model, market_data, start, end, root, universe, bar, overwrite, engine) -> None:
     """Replay the past through the production system and write its system log dir."""
     began = time.perf_counter()

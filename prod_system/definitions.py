@@ -19,8 +19,9 @@ def models_from_env() -> list[str]:
     return [m.strip() for m in os.environ.get("PROD_SYSTEM_MODELS", "C1b,C3a").split(",") if m.strip()]
 
 
-def build_definitions(models: list[str] | None = None, system: SystemResource | None = None,
-                      io_manager: TableStoreIOManager | None = None) -> Definitions:
+def build_definitions(
+    models: list[str] | None = None, system: SystemResource | None = None, io_manager: TableStoreIOManager | None = None
+) -> Definitions:
     assets, jobs = [], []
     for model in models or models_from_env():
         assets.extend(build_simulation_assets(model))

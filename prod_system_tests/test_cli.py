@@ -15,15 +15,27 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "prod_system.cli", *args], cwd=cwd or REPO, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "prod_system.cli", *args], cwd=cwd or REPO, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
 def cli_snapshot(tmp_path_factory, bundled_dir) -> Path:
     out = tmp_path_factory.mktemp("cli") / "snapshot.parquet"
-    done = cli("dump-market-data", "--source", f"csv:{bundled_dir}", "--universe", "BTC,ETH,SOL,BNB,XRP,DOGE,DOT,MATIC",
-               "--start", "2023-07-20T00:00:00Z", "--end", "2023-07-22T00:00:00Z", "--out", str(out))
+    done = cli(
+        "dump-market-data",
+        "--source",
+        f"csv:{bundled_dir}",
+        "--universe",
+        "BTC,ETH,SOL,BNB,XRP,DOGE,DOT,MATIC",
+        "--start",
+        "2023-07-20T00:00:00Z",
+        "--end",
+        "2023-07-22T00:00:00Z",
+        "--out",
+        str(out),
+    )
     assert done.returncode == 0, done.stderr
     assert "wrote 23,040 candles of 8 assets" in done.stdout
     return out
@@ -37,8 +49,19 @@ def test_dump_market_data_writes_a_snapshot(cli_snapshot):
 
 
 def test_simulate_through_dagster(tmp_path, cli_snapshot):
-    done = cli("simulate", "--model", "C1b", "--market-data", str(cli_snapshot), "--start", "2023-07-21T00:00:00Z",
-               "--end", "2023-07-22T00:00:00Z", "--root", str(tmp_path))
+    done = cli(
+        "simulate",
+        "--model",
+        "C1b",
+        "--market-data",
+        str(cli_snapshot),
+        "--start",
+        "2023-07-21T00:00:00Z",
+        "--end",
+        "2023-07-22T00:00:00Z",
+        "--root",
+        str(tmp_path),
+    )
     assert done.returncode == 0, done.stderr
     log_dir = tmp_path / "C1b/simulation/manual/20230721_000000.20230722_000000/system_log_dir"
     assert f"log dir:     {log_dir}" in done.stdout
@@ -48,8 +71,19 @@ def test_simulate_through_dagster(tmp_path, cli_snapshot):
     assert len(LogDir(log_dir).read_table("portfolio/statistics")) == 288
     assert (log_dir / "pnl_report.png").stat().st_size > 10_000
     # the same window again is refused, and the first run is untouched
-    again = cli("simulate", "--model", "C1b", "--market-data", str(cli_snapshot), "--start", "2023-07-21T00:00:00Z",
-                "--end", "2023-07-22T00:00:00Z", "--root", str(tmp_path))
+    again = cli(
+        "simulate",
+        "--model",
+        "C1b",
+        "--market-data",
+        str(cli_snapshot),
+        "--start",
+        "2023-07-21T00:00:00Z",
+        "--end",
+        "2023-07-22T00:00:00Z",
+        "--root",
+        str(tmp_path),
+    )
     assert again.returncode == 2 and "--overwrite" in again.stderr
     assert len(LogDir(log_dir).read_table("portfolio/statistics")) == 288
 
@@ -71,7 +105,7 @@ def test_simulate_through_dagster(tmp_path, cli_snapshot):
 def test_bad_input_is_one_clear_line(tmp_path, args, message):
     base = {"--model": "C1b", "--start": "2023-07-21T00:00:00Z", "--end": "2023-07-22T00:00:00Z"}
     options = dict(base)
-    options.update(dict(zip(args[::2], args[1::2])))
+    options.update(dict(zip(args[::2], args[1::2], strict=True)))
     flat = [item for pair in options.items() for item in pair]
     done = cli("simulate", *flat, "--root", str(tmp_path / "out"), cwd=tmp_path)
     assert done.returncode == 2, done.stderr

@@ -59,9 +59,7 @@ def test_yaml_round_trip_and_overrides(tmp_path):
 
 def test_log_dir_layout_and_run_id():
     config = build_config(with_(trigger="scheduled"), log_root="ROOT")
-    assert str(config.log_dir()) == (
-        "ROOT/C1b/simulation/scheduled/20230721_000000.20230722_000000/system_log_dir"
-    )
+    assert str(config.log_dir()) == ("ROOT/C1b/simulation/scheduled/20230721_000000.20230722_000000/system_log_dir")
     assert config.run_id == build_config(with_(trigger="scheduled"), log_root="elsewhere").run_id
     assert config.run_id != build_config(with_(), log_root="ROOT").run_id
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -30,8 +31,11 @@ def key(name: str, model: str = "C1b") -> AssetKey:
 
 def comparable(log_dir, name):
     frame = LogDir(log_dir).read_table(name)
-    return frame.drop(columns=[c for c in ("seconds", "peak_memory_bytes", "decided_at", "submitted_at", "filled_at")
-                               if c in frame.columns]).reset_index(drop=True)
+    return frame.drop(
+        columns=[
+            c for c in ("seconds", "peak_memory_bytes", "decided_at", "submitted_at", "filled_at") if c in frame.columns
+        ]
+    ).reset_index(drop=True)
 
 
 def test_asset_graph_has_lineage_per_model():
@@ -39,7 +43,7 @@ def test_asset_graph_has_lineage_per_model():
     for model in ("C1b", "C3a"):
         keys = {k for k in graph.get_all_asset_keys() if k.path[0] == model}
         assert keys == {key(s, model) for s in STAGES}
-        for upstream, downstream in zip(STAGES, STAGES[1:]):
+        for upstream, downstream in itertools.pairwise(STAGES):
             assert key(upstream, model) in graph.get(key(downstream, model)).parent_keys, (upstream, downstream)
         assert key("portfolio", model) in graph.get(key("portfolio", model)).parent_keys  # self-dependency
         assert graph.get(key("portfolio", model)).partitions_def is not None
@@ -72,15 +76,15 @@ def test_day_by_day_runs_chain_through_the_portfolio(tmp_path, snapshot):
     """Materializing day 2 alone starts from day 1's end state, as the ranged run does."""
     config = sim_config(snapshot, tmp_path / "runs", start="2023-07-21T00:00:00Z", end="2023-07-23T00:00:00Z")
     instance = DagsterInstance.ephemeral()
-    resources = {"system": system_resource(config),
-                 "io_manager": TableStoreIOManager(base_dir=str(tmp_path / "store"))}
+    resources = {"system": system_resource(config), "io_manager": TableStoreIOManager(base_dir=str(tmp_path / "store"))}
     assets = build_simulation_assets("C1b")
     for day in ("2023-07-21", "2023-07-22"):
         result = materialize(assets, instance=instance, resources=resources, partition_key=day)
         assert result.success
     both = simulate(config.model_copy(update={"log_root": str(tmp_path / "core")}))
-    day2 = LogDir(sim_config(snapshot, tmp_path / "runs", start="2023-07-22T00:00:00Z",
-                             end="2023-07-23T00:00:00Z").log_dir()).read_table("portfolio/statistics")
+    day2 = LogDir(
+        sim_config(snapshot, tmp_path / "runs", start="2023-07-22T00:00:00Z", end="2023-07-23T00:00:00Z").log_dir()
+    ).read_table("portfolio/statistics")
     whole = LogDir(both.log_dir).read_table("portfolio/statistics")
     whole = whole[whole["bar_end"] > pd.Timestamp("2023-07-22", tz="UTC")].reset_index(drop=True)
     pd.testing.assert_frame_equal(day2, whole)
@@ -90,16 +94,37 @@ def test_day_by_day_runs_chain_through_the_portfolio(tmp_path, snapshot):
 
 def test_dagster_job_execute_cli(tmp_path, snapshot):
     """`dagster job execute` runs a simulation job over a partition range, as a user would."""
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "PROD_SYSTEM_ROOT": str(tmp_path / "root"),
-           "PROD_SYSTEM_MODELS": "C1b"}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path / "home"),
+        "PROD_SYSTEM_ROOT": str(tmp_path / "root"),
+        "PROD_SYSTEM_MODELS": "C1b",
+    }
     (tmp_path / "home").mkdir()
     tags = {"dagster/asset_partition_range_start": "2023-07-21", "dagster/asset_partition_range_end": "2023-07-21"}
     config = tmp_path / "run.yaml"
     config.write_text(f"resources:\n  system:\n    config:\n      market_data_source: parquet:{snapshot}\n")
     done = subprocess.run(
-        [sys.executable, "-m", "dagster", "job", "execute", "-m", "prod_system.definitions", "-j", "C1b_simulation_job",
-         "--tags", json.dumps(tags), "--config", str(config)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "job",
+            "execute",
+            "-m",
+            "prod_system.definitions",
+            "-j",
+            "C1b_simulation_job",
+            "--tags",
+            json.dumps(tags),
+            "--config",
+            str(config),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "RUN_SUCCESS" in done.stderr

@@ -24,7 +24,15 @@ T0 = pd.Timestamp("2023-07-21T00:00:00Z")
 def test_snapshot_schema(candles, snapshot):
     frame = read_snapshot(snapshot)
     assert list(frame.columns) == [
-        "asset", "bar_start", "bar_end", "knowledge_ts", "open", "high", "low", "close", "volume",
+        "asset",
+        "bar_start",
+        "bar_end",
+        "knowledge_ts",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
     ]
     assert (frame["knowledge_ts"] - frame["bar_end"] == pd.Timedelta(seconds=10)).all()
     assert frame.groupby("asset").size().eq(3 * 1440).all()  # three full days, no gaps

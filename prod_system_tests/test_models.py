@@ -42,8 +42,9 @@ def test_streaming_records_memory(candles):
     store = CandleStore(candles, UNIVERSE)
     start = pd.Timestamp("2023-07-21T00:00:00Z")
     clock = SimulatedClock(start)
-    out = run_streaming(dag, MarketDataReader(store, clock), clock.advance_to, bar_ends(start, start + BAR * 2, BAR),
-                        DELAY, True)
+    out = run_streaming(
+        dag, MarketDataReader(store, clock), clock.advance_to, bar_ends(start, start + BAR * 2, BAR), DELAY, True
+    )
     assert (out.profiling["peak_memory_bytes"] > 0).all()
     assert (out.profiling["decided_at"] == out.profiling["bar_end"] + DELAY).all()
 
@@ -52,7 +53,8 @@ def test_user_model_by_import_path(tmp_path, monkeypatch, candles):
     package = tmp_path / "mymodels"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    (package / "momentum.py").write_text(textwrap.dedent('''
+    (package / "momentum.py").write_text(
+        textwrap.dedent("""
         from functools import partial
         from prod_system.core.dag import SOURCE, Dag, Node
         from prod_system.core.models import features
@@ -65,7 +67,8 @@ def test_user_model_by_import_path(tmp_path, monkeypatch, candles):
                 Node("prediction", lambda r: r, ("returns",)),
             ]
             return Dag(name="momentum", bar=bar, nodes=nodes, lookback_bars=window + 2)
-    '''))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     dag = load_model("mymodels.momentum:build_dag", BAR, {"window": 6})
     assert dag.lookback_bars == 8 and dag.order[-1] in {"prediction", "volatility"}

@@ -58,8 +58,9 @@ def test_accounting_identities(simulated_day):
     previous = shares.shift(1).fillna(0.0)
     np.testing.assert_allclose(shares, previous + traded, atol=1e-9)
     per_bar_fills = fills.pivot_table(index="bar_end", columns="asset", values="notional", aggfunc="sum")
-    np.testing.assert_allclose(traded_notional.reindex_like(per_bar_fills).fillna(0), per_bar_fills.fillna(0),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        traded_notional.reindex_like(per_bar_fills).fillna(0), per_bar_fills.fillna(0), rtol=1e-12
+    )
     # pnl identity and wealth
     pnl = (notional - notional.shift(1).fillna(0.0)).sum(axis=1) - traded_notional.sum(axis=1)
     np.testing.assert_allclose(stats["pnl"], pnl, atol=1e-6)
@@ -83,8 +84,9 @@ def test_fill_prices_are_twap_of_the_next_bar(simulated_day, candles):
     fills = read(log_dir, "fills").head(40)
     closes = candles.set_index(["asset", "bar_end"])["close"]
     for fill in fills.itertuples():
-        window = pd.date_range(fill.order_bar_end + pd.Timedelta(minutes=1), fill.order_bar_end + pd.Timedelta(minutes=5),
-                               freq="1min")
+        window = pd.date_range(
+            fill.order_bar_end + pd.Timedelta(minutes=1), fill.order_bar_end + pd.Timedelta(minutes=5), freq="1min"
+        )
         expected = closes.loc[[(fill.asset, ts) for ts in window]].mean()
         assert fill.price == pytest.approx(expected, rel=1e-12)
         assert fill.filled_at >= window[-1] + pd.Timedelta(seconds=10)
@@ -100,7 +102,7 @@ def test_client_order_ids_unique_and_deterministic(simulated_day):
 
 def test_no_future_peeking(tmp_path, candles, simulated_day):
     """Change every candle after T: nothing the system did at bars ending at or before T may change."""
-    config, log_dir = simulated_day
+    _, log_dir = simulated_day
     rng = np.random.default_rng(7)
     future = candles["bar_start"] >= T
     altered = candles.copy()
@@ -116,7 +118,10 @@ def test_no_future_peeking(tmp_path, candles, simulated_day):
         before = read(log_dir, name)
         after = read(other.log_dir, name)
         drop = [c for c in ("submitted_at", "filled_at") if c in before.columns]
-        before, after = before[before["bar_end"] <= T].drop(columns=drop), after[after["bar_end"] <= T].drop(columns=drop)
+        before, after = (
+            before[before["bar_end"] <= T].drop(columns=drop),
+            after[after["bar_end"] <= T].drop(columns=drop),
+        )
         assert len(before) > 0, name
         pd.testing.assert_frame_equal(before.reset_index(drop=True), after.reset_index(drop=True), obj=name)
     # and the alteration did change what came after T

@@ -8,7 +8,6 @@ days, and the portfolio depends on its own previous day, whose end state it star
 use per-bar partitions (same core functions, one bar per run).
 """
 
-
 import re
 import time
 import warnings
@@ -16,13 +15,13 @@ import warnings
 import numpy as np
 import pandas as pd
 from dagster import (
-    BetaWarning,
     AssetExecutionContext,
     AssetIn,
     AssetKey,
     AssetOut,
     AssetsDefinition,
     BackfillPolicy,
+    BetaWarning,
     DailyPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
@@ -34,7 +33,7 @@ from dagster import (
 
 from prod_system import progress
 from prod_system.core.config import SystemConfig
-from prod_system.core.dag import Dag, DagOutputs, load_model
+from prod_system.core.dag import Dag, load_model
 from prod_system.core.log_dir import TABLES, LogDir
 from prod_system.core.portfolio import PortfolioState
 from prod_system.core.report import write_pnl_report
@@ -123,14 +122,24 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
         close = seen.field("close")
         missing = int((~np.isfinite(close)).sum())
         with run.log_dir.capture_log(logger):
-            logger.info("dagster run %s: %d candles (%d missing) for %s to %s", context.run.run_id,
-                        close.size - missing, missing, run.config.start, run.config.end)
+            logger.info(
+                "dagster run %s: %d candles (%d missing) for %s to %s",
+                context.run.run_id,
+                close.size - missing,
+                missing,
+                run.config.start,
+                run.config.end,
+            )
         return MaterializeResult(
             metadata={
                 "candles": int(close.size - missing),
                 "missing_candles": missing,
                 "missing_by_asset": MetadataValue.json(
-                    {a: int(n) for a, n in zip(run.config.universe, (~np.isfinite(close)).sum(axis=0)) if n}
+                    {
+                        a: int(n)
+                        for a, n in zip(run.config.universe, (~np.isfinite(close)).sum(axis=0), strict=True)
+                        if n
+                    }
                 ),
                 "assets": ", ".join(run.config.universe),
                 "source": run.config.market_data.source,
@@ -144,12 +153,16 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
                 key=key("dag_node_outputs"),
                 description=f"Every node of the {model} DAG, per bar and asset, computed bar by bar on the "
                 "candles visible at the bar's decision time (streaming). Profiling in dag/profiling.",
-                kinds={"pandas", "parquet"}, owners=["team:research"], tags={"stage": "model"},
+                kinds={"pandas", "parquet"},
+                owners=["team:research"],
+                tags={"stage": "model"},
             ),
             "predictions": AssetOut(
                 key=key("predictions"),
                 description="Prediction (expected next-bar log return), volatility and price per bar and asset.",
-                kinds={"pandas", "parquet"}, owners=["team:research"], tags={"stage": "model"},
+                kinds={"pandas", "parquet"},
+                owners=["team:research"],
+                tags={"stage": "model"},
             ),
         },
         deps=[key("market_data")],
@@ -187,8 +200,9 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
             metadata={
                 "bars": len(run.bars),
                 "coverage": float(predictions["prediction"].notna().mean()),
-                "last_bar": MetadataValue.md(last[["asset", "prediction", "volatility", "price"]].to_markdown(
-                    index=False, floatfmt=".6g")),
+                "last_bar": MetadataValue.md(
+                    last[["asset", "prediction", "volatility", "price"]].to_markdown(index=False, floatfmt=".6g")
+                ),
             },
         )
 
@@ -197,7 +211,9 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
         description="Target holdings per bar and asset: predictions sized cross-sectionally to the target gross "
         "market value, capped per asset, rounded to the lot size, min notional applied.",
         ins={"predictions": AssetIn(key("predictions"))},
-        kinds={"pandas", "parquet"}, owners=["team:trading"], tags={"stage": "positions"},
+        kinds={"pandas", "parquet"},
+        owners=["team:trading"],
+        tags={"stage": "positions"},
         **common,
     )
     def target_positions(context: AssetExecutionContext, system: SystemResource, predictions: pd.DataFrame):
@@ -210,26 +226,36 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
     @multi_asset(
         outs={
             "orders": AssetOut(
-                key=key("orders"), description="Orders per bar: target minus holdings, with deterministic client "
-                "order ids from (run, bar, asset).", kinds={"pandas", "parquet"}, owners=["team:trading"],
+                key=key("orders"),
+                description="Orders per bar: target minus holdings, with deterministic client "
+                "order ids from (run, bar, asset).",
+                kinds={"pandas", "parquet"},
+                owners=["team:trading"],
                 tags={"stage": "orders"},
             ),
             "fills": AssetOut(
-                key=key("fills"), description="Fills from the mocked broker: 100% of each order at the TWAP of the "
-                "1-minute closes of the bar after the decision.", kinds={"pandas", "parquet"},
-                owners=["team:trading"], tags={"stage": "fills"},
+                key=key("fills"),
+                description="Fills from the mocked broker: 100% of each order at the TWAP of the "
+                "1-minute closes of the bar after the decision.",
+                kinds={"pandas", "parquet"},
+                owners=["team:trading"],
+                tags={"stage": "fills"},
             ),
             "portfolio": AssetOut(
-                key=key("portfolio"), description="Holdings and executed trades (shares, notional), cash and per-bar "
+                key=key("portfolio"),
+                description="Holdings and executed trades (shares, notional), cash and per-bar "
                 "statistics (pnl, volumes, gmv, nmv, net wealth, leverage). Each day starts from the previous "
-                "day's end state.", kinds={"pandas", "parquet"}, owners=["team:trading"],
+                "day's end state.",
+                kinds={"pandas", "parquet"},
+                owners=["team:trading"],
                 tags={"stage": "portfolio"},
             ),
         },
         ins={
             "target_positions": AssetIn(key("target_positions")),
-            "previous_portfolio": AssetIn(key("portfolio"), partition_mapping=PREVIOUS_DAY,
-                                          metadata={"optional": True}),
+            "previous_portfolio": AssetIn(
+                key("portfolio"), partition_mapping=PREVIOUS_DAY, metadata={"optional": True}
+            ),
         },
         internal_asset_deps={
             "orders": {key("target_positions")},
@@ -239,47 +265,82 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
         name=f"{group}_trading",
         **common,
     )
-    def trading(context: AssetExecutionContext, system: SystemResource, target_positions: pd.DataFrame,
-                previous_portfolio: dict | None):
+    def trading(
+        context: AssetExecutionContext,
+        system: SystemResource,
+        target_positions: pd.DataFrame,
+        previous_portfolio: dict | None,
+    ):
         run = _Run(context, system, model)
         state = _state_at(previous_portfolio, run.config.start, run.config.universe)
         began = time.perf_counter()
         with run.log_dir.capture_log(logger):
             if state is None:
-                logger.info("no portfolio before %s: starting with %.2f cash", run.config.start,
-                            run.config.portfolio.initial_cash)
+                logger.info(
+                    "no portfolio before %s: starting with %.2f cash",
+                    run.config.start,
+                    run.config.portfolio.initial_cash,
+                )
             result = run_trading(run.config, run.store(), target_positions, run.bars, state, run.progress)
             run.write(result.tables)
-            summary = summarize(str(run.log_dir.path), result.tables["portfolio/statistics"],
-                                time.perf_counter() - began)
-            png, _ = write_pnl_report(run.log_dir, f"{model} simulation: {run.config.start:%Y-%m-%d %H:%M} to "
-                                                   f"{run.config.end:%Y-%m-%d %H:%M} UTC")
+            summary = summarize(
+                str(run.log_dir.path), result.tables["portfolio/statistics"], time.perf_counter() - began
+            )
+            png, _ = write_pnl_report(
+                run.log_dir,
+                f"{model} simulation: {run.config.start:%Y-%m-%d %H:%M} to {run.config.end:%Y-%m-%d %H:%M} UTC",
+            )
             summary.dagster_run_id = context.run.run_id
             run.log_dir.write_json("run.json", {"run_id": run.config.run_id, "engine": "dagster", **summary.__dict__})
             logger.info("done: %s", "; ".join(summary.lines()))
         orders, fills = result.tables["orders"], result.tables["fills"]
         portfolio = {name: result.tables[name] for name in PORTFOLIO_TABLES}
         portfolio["open_orders"] = pd.DataFrame(result.state.open_orders, columns=orders.columns)
-        yield Output(orders, output_name="orders", metadata={
-            "orders": len(orders), "buys": int((orders["side"] == "buy").sum()),
-            "sells": int((orders["side"] == "sell").sum()),
-            "notional_estimate": float(orders["notional_estimate"].abs().sum()) if len(orders) else 0.0})
-        yield Output(fills, output_name="fills", metadata={
-            "fills": len(fills), "gross_notional": float(fills["notional"].abs().sum()) if len(fills) else 0.0})
+        yield Output(
+            orders,
+            output_name="orders",
+            metadata={
+                "orders": len(orders),
+                "buys": int((orders["side"] == "buy").sum()),
+                "sells": int((orders["side"] == "sell").sum()),
+                "notional_estimate": float(orders["notional_estimate"].abs().sum()) if len(orders) else 0.0,
+            },
+        )
+        yield Output(
+            fills,
+            output_name="fills",
+            metadata={
+                "fills": len(fills),
+                "gross_notional": float(fills["notional"].abs().sum()) if len(fills) else 0.0,
+            },
+        )
         stats = result.tables["portfolio/statistics"]
         for partition in context.partition_keys:
             start = pd.Timestamp(partition, tz="UTC")
             day = stats[(stats["bar_end"] > start) & (stats["bar_end"] <= start + pd.Timedelta(days=1))]
             context.add_asset_metadata(
-                {"day_pnl": float(day["pnl"].sum()), "day_gross_volume": float(day["gross_volume"].sum()),
-                 "day_end_net_wealth": float(day["net_wealth"].iloc[-1]) if len(day) else float("nan")},
-                asset_key=key("portfolio"), partition_key=partition,
+                {
+                    "day_pnl": float(day["pnl"].sum()),
+                    "day_gross_volume": float(day["gross_volume"].sum()),
+                    "day_end_net_wealth": float(day["net_wealth"].iloc[-1]) if len(day) else float("nan"),
+                },
+                asset_key=key("portfolio"),
+                partition_key=partition,
             )
-        yield Output(portfolio, output_name="portfolio", metadata={
-            "run_pnl": summary.pnl, "run_gross_volume": summary.gross_volume, "run_turnover": summary.turnover,
-            "net_wealth": summary.final_net_wealth, "run_bars": summary.bars,
-            "started_from": "previous day" if state is not None else "initial cash",
-            "log_dir": MetadataValue.path(summary.log_dir), "pnl_report": MetadataValue.path(png)})
+        yield Output(
+            portfolio,
+            output_name="portfolio",
+            metadata={
+                "run_pnl": summary.pnl,
+                "run_gross_volume": summary.gross_volume,
+                "run_turnover": summary.turnover,
+                "net_wealth": summary.final_net_wealth,
+                "run_bars": summary.bars,
+                "started_from": "previous day" if state is not None else "initial cash",
+                "log_dir": MetadataValue.path(summary.log_dir),
+                "pnl_report": MetadataValue.path(png),
+            },
+        )
 
     return [market_data, model_outputs, target_positions, trading]
 
@@ -303,4 +364,3 @@ def _state_at(previous: dict | None, start: pd.Timestamp, assets: list[str]) -> 
         open_orders=open_orders.to_dict("records"),
         bar_end=start,
     )
-

@@ -16,7 +16,15 @@ import pandas as pd
 from prod_system.core.market_data import MarketDataReader
 
 FILL_COLUMNS = [
-    "bar_end", "asset", "client_order_id", "order_bar_end", "shares", "price", "notional", "fee", "filled_at",
+    "bar_end",
+    "asset",
+    "client_order_id",
+    "order_bar_end",
+    "shares",
+    "price",
+    "notional",
+    "fee",
+    "filled_at",
 ]
 
 

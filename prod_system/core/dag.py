@@ -15,9 +15,9 @@ from __future__ import annotations
 import importlib
 import time
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -124,8 +124,12 @@ def _long(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def run_streaming(
-    dag: Dag, reader: MarketDataReader, advance: Callable[[pd.Timestamp], None], bar_ends: pd.DatetimeIndex,
-    delay: pd.Timedelta, profile_memory: bool = True,
+    dag: Dag,
+    reader: MarketDataReader,
+    advance: Callable[[pd.Timestamp], None],
+    bar_ends: pd.DatetimeIndex,
+    delay: pd.Timedelta,
+    profile_memory: bool = True,
 ) -> DagOutputs:
     """Evaluate the model bar by bar: at each bar's decision time, on what the clock lets it see."""
     assets = reader.assets
@@ -180,9 +184,7 @@ def load_model(spec: str, bar: pd.Timedelta, params: dict | None = None) -> Dag:
     target = BUILTIN_MODELS.get(spec, spec)
     module_name, _, attr = target.partition(":")
     if not attr:
-        raise ModelError(
-            f"unknown model {spec!r}: use one of {sorted(BUILTIN_MODELS)} or 'package.module:function'"
-        )
+        raise ModelError(f"unknown model {spec!r}: use one of {sorted(BUILTIN_MODELS)} or 'package.module:function'")
     try:
         builder = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as error:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 

@@ -129,9 +129,7 @@ def load_source(source: str, universe: list[str], delay: pd.Timedelta) -> pd.Dat
         return read_snapshot(location)
     if source.endswith(".parquet"):
         return read_snapshot(source)
-    raise MarketDataError(
-        f"unknown market data source {source!r}: use 'csv:DIR', 'parquet:FILE' or a .parquet file"
-    )
+    raise MarketDataError(f"unknown market data source {source!r}: use 'csv:DIR', 'parquet:FILE' or a .parquet file")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,9 +143,16 @@ class Candles:
     Fields are masked lazily, on first use, since most readers need only the close.
     """
 
-    def __init__(self, first_bar_end: pd.Timestamp, count: int, assets: list[str],
-                 fields: dict[str, np.ndarray] | None = None, known: np.ndarray | None = None,
-                 raw: dict[str, np.ndarray] | None = None, offset: int = 0):
+    def __init__(
+        self,
+        first_bar_end: pd.Timestamp,
+        count: int,
+        assets: list[str],
+        fields: dict[str, np.ndarray] | None = None,
+        known: np.ndarray | None = None,
+        raw: dict[str, np.ndarray] | None = None,
+        offset: int = 0,
+    ):
         self.first_bar_end = first_bar_end
         self.count = count
         self.assets = assets
@@ -208,7 +213,9 @@ class CandleStore:
             values[rows, cols] = snapshot[name].to_numpy()
             self._fields[name] = values
         self._knowledge = np.full(shape, _NEVER, dtype=np.int64)
-        self._knowledge[rows, cols] = snapshot["knowledge_ts"].dt.tz_convert(None).to_numpy().astype("datetime64[ns]").astype(np.int64)
+        self._knowledge[rows, cols] = (
+            snapshot["knowledge_ts"].dt.tz_convert(None).to_numpy().astype("datetime64[ns]").astype(np.int64)
+        )
         self._first_ns = first.value
 
     @property

@@ -10,7 +10,13 @@ import pandas as pd
 from prod_system.core.config import PortfolioConfig
 
 ORDER_COLUMNS = [
-    "bar_end", "asset", "client_order_id", "side", "quantity", "decision_price", "notional_estimate",
+    "bar_end",
+    "asset",
+    "client_order_id",
+    "side",
+    "quantity",
+    "decision_price",
+    "notional_estimate",
     "submitted_at",
 ]
 
@@ -43,7 +49,7 @@ def make_orders(
     """
     rows = []
     stamp = bar_end.strftime("%y%m%d%H%M")
-    for asset, target, current, price in zip(assets, target_shares, holdings, prices):
+    for asset, target, current, price in zip(assets, target_shares, holdings, prices, strict=True):
         if not np.isfinite(target):
             continue
         quantity = round(float(target) - float(current), 10)

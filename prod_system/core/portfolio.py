@@ -17,7 +17,16 @@ import numpy as np
 import pandas as pd
 
 STATISTICS_COLUMNS = [
-    "bar_end", "pnl", "gross_volume", "net_volume", "gmv", "nmv", "cash", "net_wealth", "leverage", "fees",
+    "bar_end",
+    "pnl",
+    "gross_volume",
+    "net_volume",
+    "gmv",
+    "nmv",
+    "cash",
+    "net_wealth",
+    "leverage",
+    "fees",
     "n_fills",
 ]
 
@@ -92,16 +101,24 @@ class Portfolio:
             "n_fills": len(fills),
         }
         self._bars.append(bar_end)
-        for key, values in (("shares", self.shares), ("notional", notional), ("t_shares", traded_shares),
-                            ("t_notional", traded_notional), ("pnl", asset_pnl)):
+        for key, values in (
+            ("shares", self.shares),
+            ("notional", notional),
+            ("t_shares", traded_shares),
+            ("t_notional", traded_notional),
+            ("pnl", asset_pnl),
+        ):
             self._rows[key].append(values.copy())
         self._statistics.append(stats)
         return stats
 
     def state(self, open_orders: list[dict], bar_end: pd.Timestamp | None) -> PortfolioState:
         return PortfolioState(
-            pd.Series(self.shares, index=self.assets), pd.Series(self.notional, index=self.assets), self.cash,
-            open_orders, bar_end,
+            pd.Series(self.shares, index=self.assets),
+            pd.Series(self.notional, index=self.assets),
+            self.cash,
+            open_orders,
+            bar_end,
         )
 
     def tables(self) -> dict[str, pd.DataFrame]:

@@ -19,7 +19,13 @@ import pandas as pd
 from prod_system.core.config import PortfolioConfig
 
 TARGET_COLUMNS = [
-    "bar_end", "asset", "prediction", "volatility", "price", "target_notional", "target_shares",
+    "bar_end",
+    "asset",
+    "prediction",
+    "volatility",
+    "price",
+    "target_notional",
+    "target_shares",
 ]
 
 

@@ -6,11 +6,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.dates as mdates  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.dates as mdates
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from prod_system.core.log_dir import LogDir  # noqa: E402
+from prod_system.core.log_dir import LogDir
 
 
 def per_asset_pnl(log_dir: LogDir) -> pd.Series:

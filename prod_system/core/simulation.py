@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -56,7 +56,8 @@ def check_coverage(store: CandleStore, config: SystemConfig, dag: Dag) -> Candle
     if store.first_bar_end > warm_up_from + pd.Timedelta(minutes=1):
         logger.warning(
             "market data starts at %s, after the model's warm-up start %s: early predictions will be missing",
-            store.first_bar_end, warm_up_from,
+            store.first_bar_end,
+            warm_up_from,
         )
     return store
 
@@ -132,21 +133,35 @@ def run_trading(
         fills = broker.collect_fills(bar_end)
         candles = reader.read(bar, since=bar_end - bar)
         prices = _last_close(candles.field("close"))
-        unpriced = [a for a, p in zip(config.universe, prices) if not np.isfinite(p)]
+        unpriced = [a for a, p in zip(config.universe, prices, strict=True) if not np.isfinite(p)]
         if unpriced:
-            logger.warning("bar %s: no price known for %s; their holdings keep their last mark",
-                           bar_end.isoformat(), ", ".join(unpriced))
+            logger.warning(
+                "bar %s: no price known for %s; their holdings keep their last mark",
+                bar_end.isoformat(),
+                ", ".join(unpriced),
+            )
         stats = portfolio.update(bar_end, fills, prices)
         orders = make_orders(
-            bar_end, targets_by_bar[i], portfolio.shares, prices, config.universe, config.portfolio,
-            run_id, clock.now(),
+            bar_end,
+            targets_by_bar[i],
+            portfolio.shares,
+            prices,
+            config.universe,
+            config.portfolio,
+            run_id,
+            clock.now(),
         )
         broker.submit(orders)
         all_fills.extend(fills)
         all_orders.extend(orders)
         logger.info(
             "bar %s: %d fills, %d orders, pnl=%.2f gmv=%.2f net_wealth=%.2f",
-            bar_end.isoformat(), len(fills), len(orders), stats["pnl"], stats["gmv"], stats["net_wealth"],
+            bar_end.isoformat(),
+            len(fills),
+            len(orders),
+            stats["pnl"],
+            stats["gmv"],
+            stats["net_wealth"],
         )
         if progress:
             progress("trading", i + 1, len(bars))
@@ -217,17 +232,33 @@ def simulate(config: SystemConfig, overwrite: bool = False, progress: Progress |
     log_dir.prepare(config, overwrite=overwrite)
     bars = bar_ends(config.start, config.end, config.bar_delta)
     with log_dir.capture_log(logger):
-        logger.info("simulation of %s from %s to %s (%d bars), run id %s", config.model, config.start,
-                    config.end, len(bars), config.run_id)
+        logger.info(
+            "simulation of %s from %s to %s (%d bars), run id %s",
+            config.model,
+            config.start,
+            config.end,
+            len(bars),
+            config.run_id,
+        )
         outputs = run_model(config, dag, store, bars, progress)
         targets = run_sizing(config, predictions_table(dag, outputs), bars)
         trading = run_trading(config, store, targets, bars, progress=progress)
         first = bars[0]
-        write_stage_tables(log_dir, {"dag/node_outputs": outputs.node_outputs, "dag/profiling": outputs.profiling,
-                                     "target_positions": targets, **trading.tables}, first)
+        write_stage_tables(
+            log_dir,
+            {
+                "dag/node_outputs": outputs.node_outputs,
+                "dag/profiling": outputs.profiling,
+                "target_positions": targets,
+                **trading.tables,
+            },
+            first,
+        )
         summary = summarize(str(log_dir.path), trading.tables["portfolio/statistics"], time.perf_counter() - began)
-        write_pnl_report(log_dir, f"{config.model} {config.run_mode}: {config.start:%Y-%m-%d %H:%M} to "
-                                  f"{config.end:%Y-%m-%d %H:%M} UTC")
+        write_pnl_report(
+            log_dir,
+            f"{config.model} {config.run_mode}: {config.start:%Y-%m-%d %H:%M} to {config.end:%Y-%m-%d %H:%M} UTC",
+        )
         log_dir.write_json("run.json", {"run_id": config.run_id, "engine": "core", **summary.__dict__})
         logger.info("done: %s", "; ".join(summary.lines()))
     return summary

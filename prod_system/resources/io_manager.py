@@ -78,4 +78,4 @@ class TableStoreIOManager(ConfigurableIOManager):
         if not parts:
             return None
         tables = {name: pd.concat(frames, ignore_index=True) for name, frames in parts.items()}
-        return tables[SINGLE] if SINGLE in tables else tables
+        return tables.get(SINGLE, tables)

@@ -61,8 +61,12 @@ class SystemResource(ConfigurableResource):
         )
 
     def candle_store(self, config: SystemConfig) -> CandleStore:
-        return _cached_store(config.market_data.source, tuple(config.universe), config.market_data.knowledge_delay,
-                             _source_stamp(config.market_data.source))
+        return _cached_store(
+            config.market_data.source,
+            tuple(config.universe),
+            config.market_data.knowledge_delay,
+            _source_stamp(config.market_data.source),
+        )
 
 
 def _source_stamp(source: str) -> float:

@@ -32,7 +32,9 @@ def build_dag(bar: pd.Timedelta, vol_window: int = 48, horizon: int = 3, kappa: 
         Node("volatility", partial(features.rolling_volatility, window=vol_window), ("returns",), "rms return"),
         Node("zscore", partial(features.zscore, clip=4.0), ("returns", "volatility"), "volatility-adjusted return"),
         Node(
-            "prediction", partial(_prediction, horizon=horizon, kappa=kappa), ("zscore", "volatility"),
+            "prediction",
+            partial(_prediction, horizon=horizon, kappa=kappa),
+            ("zscore", "volatility"),
             "expected next-bar log return",
         ),
     ]

@@ -24,7 +24,11 @@ def _prediction(forecast: pd.DataFrame, volatility: pd.DataFrame) -> pd.DataFram
 
 
 def build_dag(
-    bar: pd.Timedelta, vol_window: int = 48, lags: int = 4, fit_window: int = 144, ridge: float = 10.0,
+    bar: pd.Timedelta,
+    vol_window: int = 48,
+    lags: int = 4,
+    fit_window: int = 144,
+    ridge: float = 10.0,
 ) -> Dag:
     nodes = [
         Node("close", partial(features.resample_close, bar=bar), (SOURCE,), "last 1-minute close of each bar"),
@@ -33,8 +37,7 @@ def build_dag(
         Node("zscore", partial(features.zscore, clip=5.0), ("returns", "volatility"), "volatility-adjusted return"),
         Node(
             "zscore_forecast",
-            partial(features.rolling_ridge_forecast, lags=lags, window=fit_window, ridge=ridge,
-                    min_samples=fit_window),
+            partial(features.rolling_ridge_forecast, lags=lags, window=fit_window, ridge=ridge, min_samples=fit_window),
             ("zscore",),
             "ridge forecast of the next bar's z",
         ),

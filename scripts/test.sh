@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up (first time) and run every check: ruff lint, ruff format, the whole pytest suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+export DAGSTER_HOME="$(mktemp -d)"  # the tests never touch a developer's instance
+ruff check .
+ruff format --check .
+python -m pytest "$@"
