@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from dagster import DagsterInstance, materialize
 
 from prod_system import progress as progress_hook
@@ -26,13 +27,28 @@ from prod_system.resources import SystemResource, TableStoreIOManager
 DAY = pd.Timedelta(days=1)
 
 
+# The settings of the repository's dagster.yaml, for an instance the CLI creates itself (a test keeps
+# the two equal): no telemetry, one SQLite database for all runs' events.
+INSTANCE_SETTINGS = {
+    "telemetry": {"enabled": False},
+    "event_log_storage": {
+        "module": "dagster._core.storage.event_log",
+        "class": "ConsolidatedSqliteEventLogStorage",
+        "config": {"base_dir": {"env": "DAGSTER_HOME"}},
+    },
+}
+
+
 def instance_for(root: str | Path) -> DagsterInstance:
     """DAGSTER_HOME's instance if set, else a persistent SQLite instance under the log root."""
-    if os.environ.get("DAGSTER_HOME"):
-        return DagsterInstance.get()
-    home = Path(root) / "dagster_home"
-    home.mkdir(parents=True, exist_ok=True)
-    return DagsterInstance.from_config(str(home))
+    if not os.environ.get("DAGSTER_HOME"):
+        home = (Path(root) / "dagster_home").resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        settings = home / "dagster.yaml"
+        if not settings.exists():
+            settings.write_text(yaml.safe_dump(INSTANCE_SETTINGS, sort_keys=False))
+        os.environ["DAGSTER_HOME"] = str(home)
+    return DagsterInstance.get()
 
 
 def partition_range(config: SystemConfig) -> tuple[str, str]:

@@ -141,3 +141,11 @@ def test_dagster_engine_needs_whole_days(tmp_path, snapshot, start):
     config = sim_config(snapshot, tmp_path, start=start)
     with pytest.raises(ConfigError, match="whole session days"):
         simulate_with_dagster(config, instance=DagsterInstance.ephemeral())
+
+
+def test_repository_instance_settings_match_the_cli_default():
+    import yaml
+
+    from prod_system.launch import INSTANCE_SETTINGS
+
+    assert yaml.safe_load((REPO / "dagster.yaml").read_text()) == INSTANCE_SETTINGS
