@@ -28,12 +28,13 @@ DAY = pd.Timedelta(days=1)
 
 
 # The settings of the repository's dagster.yaml, for an instance the CLI creates itself (a test keeps
-# the two equal): no telemetry, one SQLite database for all runs' events.
+# the two equal): no telemetry, one SQLite database for all runs' events, written without an fsync
+# per event.
 INSTANCE_SETTINGS = {
     "telemetry": {"enabled": False},
     "event_log_storage": {
-        "module": "dagster._core.storage.event_log",
-        "class": "ConsolidatedSqliteEventLogStorage",
+        "module": "prod_system.instance.sqlite_event_log",
+        "class": "FastSqliteEventLogStorage",
         "config": {"base_dir": {"env": "DAGSTER_HOME"}},
     },
 }

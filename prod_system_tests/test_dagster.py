@@ -149,3 +149,31 @@ def test_repository_instance_settings_match_the_cli_default():
     from prod_system.launch import INSTANCE_SETTINGS
 
     assert yaml.safe_load((REPO / "dagster.yaml").read_text()) == INSTANCE_SETTINGS
+
+
+def test_code_location_loads_without_errors(tmp_path):
+    """What `dagster dev -w workspace.yaml` loads: the workspace's code location validates."""
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+
+
+def test_user_model_gets_its_own_asset_group(tmp_path, monkeypatch):
+    package = tmp_path / "usermodels"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "from prod_system.core.models.c1b import build_dag as _c1b\n"
+        "def build_dag(bar, **params):\n    return _c1b(bar, horizon=6, **params)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    graph = build_definitions(["usermodels:build_dag"]).resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert "usermodels_build_dag/simulation/portfolio" in keys

@@ -44,6 +44,7 @@ from prod_system.core.simulation import (
     run_sizing,
     run_trading,
     summarize,
+    write_stage_tables,
 )
 from prod_system.core.timeutil import bar_ends
 from prod_system.resources import SystemResource
@@ -59,8 +60,13 @@ PREVIOUS_DAY = TimeWindowPartitionMapping(start_offset=-1, end_offset=-1, allow_
 PORTFOLIO_TABLES = tuple(name for name in TABLES if name.startswith("portfolio/"))
 
 
+def model_slug(model: str) -> str:
+    """A name Dagster accepts for a model: 'C1b', or 'mypkg_models_build_dag' for an import path."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", model)
+
+
 def group_name(model: str, run_mode: str = RUN_MODE) -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", f"{model}_{run_mode}")
+    return f"{model_slug(model)}_{run_mode}"
 
 
 def _window(context: AssetExecutionContext) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -86,17 +92,16 @@ class _Run:
 
     def progress(self, stage: str, done: int, total: int) -> None:
         progress.report(stage, done, total)
-        if done == total or done % max(1, total // 4) == 0:
+        if done == total:  # each Dagster log line is a stored event (~10 ms on SQLite): one per stage
             self.context.log.info(f"{stage}: {done}/{total} bars")
 
     def write(self, tables: dict[str, pd.DataFrame]) -> None:
-        for name, frame in tables.items():
-            self.log_dir.write_table(name, frame, self.bars[0])
+        write_stage_tables(self.log_dir, tables, self.bars[0])
 
 
 def build_simulation_assets(model: str) -> list[AssetsDefinition]:
     """The simulation assets of ``model`` (a built-in name or an import path), keyed [model, simulation, ...]."""
-    prefix = [group_name(model, "").rstrip("_"), RUN_MODE]
+    prefix = [model_slug(model), RUN_MODE]
     group = group_name(model)
     common = {"partitions_def": SESSION_DAYS, "backfill_policy": BackfillPolicy.single_run(), "group_name": group}
 

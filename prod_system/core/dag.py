@@ -73,27 +73,28 @@ class Dag:
         return self.bar * self.lookback_bars
 
     def evaluate(self, candles: Candles, profile_memory: bool = False) -> tuple[dict[str, pd.DataFrame], list[dict]]:
-        """Run every node once; return their outputs and per-node (seconds, peak bytes)."""
+        """Run every node once; return their outputs and per-node (seconds, peak bytes).
+
+        Peak memory is what the node allocated at its peak (tracemalloc), traced only while the node
+        runs: tracing everything would slow the whole system several times over.
+        """
         values: dict[str, object] = {SOURCE: candles}
         profile = []
-        tracing = profile_memory and not tracemalloc.is_tracing()
-        if tracing:
-            tracemalloc.start()
-        try:
-            for name in self.order:
-                node = self._by_name[name]
-                args = [values[i] for i in node.inputs]
-                if profile_memory:
-                    tracemalloc.reset_peak()
-                    base = tracemalloc.get_traced_memory()[0]
-                began = time.perf_counter()
+        for name in self.order:
+            node = self._by_name[name]
+            args = [values[i] for i in node.inputs]
+            tracing = profile_memory and not tracemalloc.is_tracing()
+            if tracing:
+                tracemalloc.start()
+            began = time.perf_counter()
+            try:
                 values[name] = node.func(*args)
                 seconds = time.perf_counter() - began
-                peak = tracemalloc.get_traced_memory()[1] - base if profile_memory else np.nan
-                profile.append({"node": name, "seconds": seconds, "peak_memory_bytes": peak})
-        finally:
-            if tracing:
-                tracemalloc.stop()
+                peak = float(tracemalloc.get_traced_memory()[1]) if tracing else np.nan
+            finally:
+                if tracing:
+                    tracemalloc.stop()
+            profile.append({"node": name, "seconds": seconds, "peak_memory_bytes": peak})
         del values[SOURCE]
         return values, profile  # type: ignore[return-value]
 
@@ -135,24 +136,17 @@ def run_streaming(
     assets = reader.assets
     rows: dict[str, np.ndarray] = {name: np.full((len(bar_ends), len(assets)), np.nan) for name in dag.order}
     profiles = []
-    tracing = profile_memory and not tracemalloc.is_tracing()
-    if tracing:
-        tracemalloc.start()
-    try:
-        for i, bar_end in enumerate(bar_ends):
-            advance(bar_end + delay)
-            candles = reader.read(dag.lookback, since=bar_end - dag.lookback)
-            outputs, profile = dag.evaluate(candles, profile_memory)
-            decided_at = reader.clock.now()
-            for name in dag.order:
-                frame = outputs[name]
-                if len(frame.index) and frame.index[-1] == bar_end:
-                    rows[name][i] = frame.to_numpy(dtype="float64")[-1]
-            for item in profile:
-                profiles.append({"bar_end": bar_end, **item, "decided_at": decided_at})
-    finally:
-        if tracing:
-            tracemalloc.stop()
+    for i, bar_end in enumerate(bar_ends):
+        advance(bar_end + delay)
+        candles = reader.read(dag.lookback, since=bar_end - dag.lookback)
+        outputs, profile = dag.evaluate(candles, profile_memory)
+        decided_at = reader.clock.now()
+        for name in dag.order:
+            frame = outputs[name]
+            if len(frame.index) and frame.index[-1] == bar_end:
+                rows[name][i] = frame.to_numpy(dtype="float64")[-1]
+        for item in profile:
+            profiles.append({"bar_end": bar_end, **item, "decided_at": decided_at})
     frames = {name: pd.DataFrame(values, index=bar_ends, columns=assets) for name, values in rows.items()}
     return DagOutputs(node_outputs=_long(frames), profiling=pd.DataFrame(profiles))
 

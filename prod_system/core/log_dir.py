@@ -95,16 +95,36 @@ class LogDir:
 
     @contextmanager
     def capture_log(self, logger: logging.Logger) -> Iterator[None]:
-        """Send ``logger``'s records to log.txt for the duration of the block."""
+        """Send ``logger``'s records to log.txt for the duration of the block.
+
+        Every record goes to log.txt; only warnings and errors go on to the parent loggers (the
+        console, Dagster's log): a line per bar is for the file, not for the operator's screen.
+        """
         self.path.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(self.path / "log.txt")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        previous_level = logger.level
+        forward = _ForwardWarnings(logger.parent)
+        previous = logger.level, logger.propagate
         logger.setLevel(logging.INFO)
+        logger.propagate = False
         logger.addHandler(handler)
+        logger.addHandler(forward)
         try:
             yield
         finally:
             logger.removeHandler(handler)
-            logger.setLevel(previous_level)
+            logger.removeHandler(forward)
+            logger.level, logger.propagate = previous
             handler.close()
+
+
+class _ForwardWarnings(logging.Handler):
+    """Pass warnings and errors on to a parent logger's handlers."""
+
+    def __init__(self, parent: logging.Logger | None):
+        super().__init__(level=logging.WARNING)
+        self.parent = parent
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.parent is not None:
+            self.parent.handle(record)

@@ -20,6 +20,11 @@ from prod_system.resources.system import default_root
 
 SINGLE = "value"
 
+# Values handed over within one process (the in-process executor runs a whole simulation in one):
+# folder written -> (its modification time, value). Saves reading back what was just written; the
+# time check makes sure the folder was not rewritten since (by another process or run).
+_handed_over: dict[Path, tuple[int, object]] = {}
+
 
 def _window_of(context, keys: list[str]) -> list[tuple[str, pd.Timestamp, pd.Timestamp]]:
     definition = context.asset_partitions_def
@@ -51,16 +56,27 @@ class TableStoreIOManager(ConfigurableIOManager):
             frame.to_parquet(tmp / f"{name.replace('/', '.')}.parquet", index=False)
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
+        _handed_over.clear() if len(_handed_over) > 32 else None
+        _handed_over[folder] = (folder.stat().st_mtime_ns, obj)
 
     def load_input(self, context: InputContext):
         keys = list(context.asset_partition_keys) if context.has_asset_partitions else []
+        if keys:
+            folder = self._asset_dir(context) / f"{keys[0]}__{keys[-1]}"
+            stamp, value = _handed_over.get(folder, (None, None))
+            if stamp is not None and folder.exists() and folder.stat().st_mtime_ns == stamp:
+                return value
         stored = sorted(
             (p for p in self._asset_dir(context).glob("*__*") if p.is_dir() and not p.name.endswith(".tmp")),
             key=lambda p: p.stat().st_mtime,
             reverse=True,
         )
-        # an input marked optional (the portfolio's own previous partition) may be missing: start fresh
+        # An input marked optional is the portfolio's own previous day: it may be missing (start fresh),
+        # and only its first mapped key matters (the mapping shifts the step's range back one day, so
+        # the rest of the range is what this very step is about to write).
         optional = bool((context.definition_metadata or {}).get("optional"))
+        if optional:
+            keys = keys[:1]
         parts: dict[str, list[pd.DataFrame]] = {}
         for key, start, end in _window_of(context, keys):
             source = next((p for p in stored if p.name.split("__")[0] <= key <= p.name.split("__")[1]), None)

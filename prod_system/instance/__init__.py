@@ -1,0 +1,1 @@
+"""Dagster instance storage tuned for this project (referenced from dagster.yaml)."""
