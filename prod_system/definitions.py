@@ -12,16 +12,33 @@ import os
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
 from prod_system.assets.simulation import build_simulation_assets, group_name
-from prod_system.resources import SystemResource, TableStoreIOManager
+from prod_system.resources import (
+    BrokerResource,
+    ClockResource,
+    LogDirResource,
+    MarketDataResource,
+    SystemResource,
+    TableStoreIOManager,
+)
 
 
 def models_from_env() -> list[str]:
     return [m.strip() for m in os.environ.get("PROD_SYSTEM_MODELS", "C1b,C3a").split(",") if m.strip()]
 
 
-def build_definitions(
-    models: list[str] | None = None, system: SystemResource | None = None, io_manager: TableStoreIOManager | None = None
-) -> Definitions:
+def default_resources() -> dict:
+    """Resources for the UI and `dagster job execute`; any of them can be configured per run."""
+    return {
+        "system": SystemResource(),
+        "market_data": MarketDataResource(),
+        "clock": ClockResource(),
+        "broker": BrokerResource(),
+        "log_dir": LogDirResource(),
+        "io_manager": TableStoreIOManager(),
+    }
+
+
+def build_definitions(models: list[str] | None = None, resources: dict | None = None) -> Definitions:
     assets, jobs = [], []
     for model in models or models_from_env():
         assets.extend(build_simulation_assets(model))
@@ -38,7 +55,7 @@ def build_definitions(
     return Definitions(
         assets=assets,
         jobs=jobs,
-        resources={"system": system or SystemResource(), "io_manager": io_manager or TableStoreIOManager()},
+        resources={**default_resources(), **(resources or {})},
     )
 
 

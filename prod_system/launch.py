@@ -22,7 +22,14 @@ from prod_system.core.dag import load_model
 from prod_system.core.log_dir import LogDir
 from prod_system.core.simulation import RunSummary, check_coverage, summarize
 from prod_system.core.timeutil import compact
-from prod_system.resources import SystemResource, TableStoreIOManager
+from prod_system.resources import (
+    BrokerResource,
+    ClockResource,
+    LogDirResource,
+    MarketDataResource,
+    SystemResource,
+    TableStoreIOManager,
+)
 
 DAY = pd.Timedelta(days=1)
 
@@ -65,17 +72,24 @@ def partition_range(config: SystemConfig) -> tuple[str, str]:
     return config.start.strftime("%Y-%m-%d"), (config.end - DAY).strftime("%Y-%m-%d")
 
 
-def system_resource(config: SystemConfig) -> SystemResource:
-    return SystemResource(
-        market_data_source=config.market_data.source,
-        knowledge_delay=config.market_data.knowledge_delay,
-        universe=config.universe,
-        bar=config.bar,
-        log_root=config.log_root,
-        portfolio=config.portfolio.model_dump(mode="json", exclude_defaults=True),
-        model_params={config.model: config.model_params} if config.model_params else {},
-        profile_memory=config.profile_memory,
-    )
+def resources_for(config: SystemConfig) -> dict:
+    """The Dagster resources that make the assets run exactly ``config`` (bar the window)."""
+    return {
+        "system": SystemResource(
+            universe=config.universe,
+            bar=config.bar,
+            portfolio=config.portfolio.model_dump(mode="json", exclude_defaults=True),
+            model_params={config.model: config.model_params} if config.model_params else {},
+            profile_memory=config.profile_memory,
+        ),
+        "market_data": MarketDataResource(
+            source=config.market_data.source, knowledge_delay=config.market_data.knowledge_delay
+        ),
+        "clock": ClockResource(mode="simulated"),
+        "broker": BrokerResource(kind=config.broker.kind),
+        "log_dir": LogDirResource(root=config.log_root),
+        "io_manager": TableStoreIOManager(base_dir=str(Path(config.log_root) / "asset_store")),
+    }
 
 
 def simulate_with_dagster(
@@ -91,18 +105,15 @@ def simulate_with_dagster(
     dag = load_model(config.model, config.bar_delta, config.model_params)
     log_dir = LogDir.for_config(config)
     log_dir.check_free(overwrite)
-    system = system_resource(config)
-    check_coverage(system.candle_store(config), config, dag)  # also warms the store cache for the run
+    resources = resources_for(config)
+    check_coverage(resources["market_data"].candle_store(config.universe), config, dag)  # and warms its cache
     assets = build_simulation_assets(config.model)
     progress_hook.set_reporter(progress)
     try:
         result = materialize(
             assets,
             instance=instance or instance_for(config.log_root),
-            resources={
-                "system": system,
-                "io_manager": TableStoreIOManager(base_dir=str(Path(config.log_root) / "asset_store")),
-            },
+            resources=resources,
             tags={
                 "dagster/asset_partition_range_start": first,
                 "dagster/asset_partition_range_end": last,

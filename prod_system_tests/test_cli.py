@@ -48,20 +48,13 @@ def test_dump_market_data_writes_a_snapshot(cli_snapshot):
     assert frame["bar_start"].min() == pd.Timestamp("2023-07-20", tz="UTC")
 
 
+def simulate_day(snapshot: Path, root: Path) -> subprocess.CompletedProcess:
+    window = ["--start", "2023-07-21T00:00:00Z", "--end", "2023-07-22T00:00:00Z"]
+    return cli("simulate", "--model", "C1b", "--market-data", str(snapshot), *window, "--root", str(root))
+
+
 def test_simulate_through_dagster(tmp_path, cli_snapshot):
-    done = cli(
-        "simulate",
-        "--model",
-        "C1b",
-        "--market-data",
-        str(cli_snapshot),
-        "--start",
-        "2023-07-21T00:00:00Z",
-        "--end",
-        "2023-07-22T00:00:00Z",
-        "--root",
-        str(tmp_path),
-    )
+    done = simulate_day(cli_snapshot, tmp_path)
     assert done.returncode == 0, done.stderr
     log_dir = tmp_path / "C1b/simulation/manual/20230721_000000.20230722_000000/system_log_dir"
     assert f"log dir:     {log_dir}" in done.stdout
@@ -71,19 +64,7 @@ def test_simulate_through_dagster(tmp_path, cli_snapshot):
     assert len(LogDir(log_dir).read_table("portfolio/statistics")) == 288
     assert (log_dir / "pnl_report.png").stat().st_size > 10_000
     # the same window again is refused, and the first run is untouched
-    again = cli(
-        "simulate",
-        "--model",
-        "C1b",
-        "--market-data",
-        str(cli_snapshot),
-        "--start",
-        "2023-07-21T00:00:00Z",
-        "--end",
-        "2023-07-22T00:00:00Z",
-        "--root",
-        str(tmp_path),
-    )
+    again = simulate_day(cli_snapshot, tmp_path)
     assert again.returncode == 2 and "--overwrite" in again.stderr
     assert len(LogDir(log_dir).read_table("portfolio/statistics")) == 288
 

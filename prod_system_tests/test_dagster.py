@@ -17,7 +17,7 @@ from prod_system.assets.simulation import build_simulation_assets
 from prod_system.core.log_dir import TABLES, LogDir
 from prod_system.core.simulation import simulate
 from prod_system.definitions import build_definitions
-from prod_system.launch import simulate_with_dagster, system_resource
+from prod_system.launch import resources_for, simulate_with_dagster
 from prod_system.resources import TableStoreIOManager
 from prod_system_tests.conftest import sim_config
 
@@ -76,7 +76,7 @@ def test_day_by_day_runs_chain_through_the_portfolio(tmp_path, snapshot):
     """Materializing day 2 alone starts from day 1's end state, as the ranged run does."""
     config = sim_config(snapshot, tmp_path / "runs", start="2023-07-21T00:00:00Z", end="2023-07-23T00:00:00Z")
     instance = DagsterInstance.ephemeral()
-    resources = {"system": system_resource(config), "io_manager": TableStoreIOManager(base_dir=str(tmp_path / "store"))}
+    resources = {**resources_for(config), "io_manager": TableStoreIOManager(base_dir=str(tmp_path / "store"))}
     assets = build_simulation_assets("C1b")
     for day in ("2023-07-21", "2023-07-22"):
         result = materialize(assets, instance=instance, resources=resources, partition_key=day)
@@ -103,7 +103,7 @@ def test_dagster_job_execute_cli(tmp_path, snapshot):
     (tmp_path / "home").mkdir()
     tags = {"dagster/asset_partition_range_start": "2023-07-21", "dagster/asset_partition_range_end": "2023-07-21"}
     config = tmp_path / "run.yaml"
-    config.write_text(f"resources:\n  system:\n    config:\n      market_data_source: parquet:{snapshot}\n")
+    config.write_text(f"resources:\n  market_data:\n    config:\n      source: parquet:{snapshot}\n")
     done = subprocess.run(
         [
             sys.executable,

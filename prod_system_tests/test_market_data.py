@@ -46,7 +46,7 @@ def test_only_known_rows_are_visible(candles):
     window = reader.read(pd.Timedelta(minutes=5))
     # the candle closing at T0 is known at T0 + 10 s, not before
     assert window.index[-1] == T0 and np.isnan(window.fields["close"][-1]).all()
-    clock.advance_to(T0 + pd.Timedelta(seconds=10))
+    clock.wait_until(T0 + pd.Timedelta(seconds=10))
     window = reader.read(pd.Timedelta(minutes=5))
     expected = candles[(candles["bar_end"] == T0) & (candles["asset"] == "BTC")]["close"].item()
     assert window.fields["close"][-1, 0] == expected
@@ -67,7 +67,7 @@ def test_late_candle_is_hidden_until_known(candles):
 def test_clock_never_goes_back():
     clock = SimulatedClock(T0)
     with pytest.raises(ValueError, match="cannot go back"):
-        clock.advance_to(T0 - pd.Timedelta(seconds=1))
+        clock.wait_until(T0 - pd.Timedelta(seconds=1))
 
 
 def test_bad_inputs_are_refused(tmp_path, candles):
@@ -94,3 +94,16 @@ def test_bad_inputs_are_refused(tmp_path, candles):
         load_source(f"csv:{folder}", ["ETH"], pd.Timedelta(seconds=10))
     with pytest.raises(MarketDataError, match="unknown market data source"):
         load_source("ftp://x", ["BTC"], pd.Timedelta(seconds=10))
+
+
+def test_real_clock_waits_until_a_time():
+    import time
+
+    from prod_system.core.clock import RealClock
+
+    clock = RealClock()
+    target = clock.now() + pd.Timedelta(milliseconds=150)
+    began = time.perf_counter()
+    clock.wait_until(target)
+    assert clock.now() >= target and time.perf_counter() - began >= 0.14
+    clock.wait_until(target - pd.Timedelta(seconds=5))  # a time already passed returns at once

@@ -26,7 +26,7 @@ def test_streaming_equals_batch(candles, model):
     start = pd.Timestamp("2023-07-21T00:00:00Z")
     bars = bar_ends(start, start + pd.Timedelta(hours=6), BAR)
     clock = SimulatedClock(start)
-    streaming = run_streaming(dag, MarketDataReader(store, clock), clock.advance_to, bars, DELAY, False)
+    streaming = run_streaming(dag, MarketDataReader(store, clock), bars, DELAY, False)
     history = store.visible(bars[-1] + DELAY, store.first_bar_end - pd.Timedelta(minutes=1))
     batch = run_batch(dag, history, bars)
     for node in dag.order:
@@ -42,9 +42,7 @@ def test_streaming_records_memory(candles):
     store = CandleStore(candles, UNIVERSE)
     start = pd.Timestamp("2023-07-21T00:00:00Z")
     clock = SimulatedClock(start)
-    out = run_streaming(
-        dag, MarketDataReader(store, clock), clock.advance_to, bar_ends(start, start + BAR * 2, BAR), DELAY, True
-    )
+    out = run_streaming(dag, MarketDataReader(store, clock), bar_ends(start, start + BAR * 2, BAR), DELAY, True)
     assert (out.profiling["peak_memory_bytes"] > 0).all()
     assert (out.profiling["decided_at"] == out.profiling["bar_end"] + DELAY).all()
 

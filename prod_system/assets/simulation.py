@@ -34,7 +34,7 @@ from dagster import (
 from prod_system import progress
 from prod_system.core.config import SystemConfig
 from prod_system.core.dag import Dag, load_model
-from prod_system.core.log_dir import TABLES, LogDir
+from prod_system.core.log_dir import TABLES
 from prod_system.core.portfolio import PortfolioState
 from prod_system.core.report import write_pnl_report
 from prod_system.core.simulation import (
@@ -47,7 +47,13 @@ from prod_system.core.simulation import (
     write_stage_tables,
 )
 from prod_system.core.timeutil import bar_ends
-from prod_system.resources import SystemResource
+from prod_system.resources import (
+    BrokerResource,
+    ClockResource,
+    LogDirResource,
+    MarketDataResource,
+    SystemResource,
+)
 
 # single-run backfills and a self-dependency on a not-yet-existing first partition are documented
 # Dagster features still marked beta; we rely on them deliberately.
@@ -75,28 +81,41 @@ def _window(context: AssetExecutionContext) -> tuple[pd.Timestamp, pd.Timestamp]
 
 
 class _Run:
-    """What every step of a run needs: its config, model, bars and log dir."""
+    """What every step of a run needs: its config, model, bars, log dir, clock and broker."""
 
-    def __init__(self, context: AssetExecutionContext, system: SystemResource, model: str):
+    def __init__(self, context: AssetExecutionContext, resources: "_Resources", model: str):
         start, end = _window(context)
         trigger = context.run.tags.get(TRIGGER_TAG, "manual")
-        self.config: SystemConfig = system.config_for(model, RUN_MODE, start, end, trigger)
+        self.config: SystemConfig = resources.system.config_for(
+            model, RUN_MODE, start, end, trigger, resources.market_data, resources.broker, resources.log_dir
+        )
         self.dag: Dag = load_model(self.config.model, self.config.bar_delta, self.config.model_params)
         self.bars = bar_ends(start, end, self.config.bar_delta)
-        self.log_dir = LogDir.for_config(self.config)
-        self.system = system
+        self.log_dir = resources.log_dir.for_config(self.config)
+        self.resources = resources
         self.context = context
 
     def store(self):
-        return self.system.candle_store(self.config)
+        return self.resources.market_data.candle_store(self.config.universe)
 
     def progress(self, stage: str, done: int, total: int) -> None:
         progress.report(stage, done, total)
-        if done == total:  # each Dagster log line is a stored event (~10 ms on SQLite): one per stage
+        if done == total:  # each Dagster log line is a stored event (~5-10 ms on SQLite): one per stage
             self.context.log.info(f"{stage}: {done}/{total} bars")
 
     def write(self, tables: dict[str, pd.DataFrame]) -> None:
         write_stage_tables(self.log_dir, tables, self.bars[0])
+
+
+class _Resources:
+    """The resources of a step, by name."""
+
+    def __init__(self, system, market_data, clock, broker, log_dir):
+        self.system: SystemResource = system
+        self.market_data: MarketDataResource = market_data
+        self.clock: ClockResource = clock
+        self.broker: BrokerResource = broker
+        self.log_dir: LogDirResource = log_dir
 
 
 def build_simulation_assets(model: str) -> list[AssetsDefinition]:
@@ -107,6 +126,11 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
 
     def key(name: str) -> AssetKey:
         return AssetKey([*prefix, name])
+
+    def out(name: str, owner: str, stage: str, description: str) -> AssetOut:
+        return AssetOut(
+            key=key(name), description=description, kinds={"pandas", "parquet"}, owners=[owner], tags={"stage": stage}
+        )
 
     @asset(
         key=key("market_data"),
@@ -119,8 +143,15 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
         tags={"stage": "market_data"},
         **common,
     )
-    def market_data(context: AssetExecutionContext, system: SystemResource) -> MaterializeResult:
-        run = _Run(context, system, model)
+    def market_data(
+        context: AssetExecutionContext,
+        system: SystemResource,
+        market_data: MarketDataResource,
+        clock: ClockResource,
+        broker: BrokerResource,
+        log_dir: LogDirResource,
+    ) -> MaterializeResult:
+        run = _Run(context, _Resources(system, market_data, clock, broker, log_dir), model)
         store = run.store()  # unreadable market data fails here, before the log dir is touched
         run.log_dir.prepare(run.config, overwrite=True)
         seen = store.visible(run.bars[-1] + run.config.market_data.delay, run.config.start)
@@ -154,20 +185,18 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
 
     @multi_asset(
         outs={
-            "dag_node_outputs": AssetOut(
-                key=key("dag_node_outputs"),
-                description=f"Every node of the {model} DAG, per bar and asset, computed bar by bar on the "
+            "dag_node_outputs": out(
+                "dag_node_outputs",
+                "team:research",
+                "model",
+                f"Every node of the {model} DAG, per bar and asset, computed bar by bar on the "
                 "candles visible at the bar's decision time (streaming). Profiling in dag/profiling.",
-                kinds={"pandas", "parquet"},
-                owners=["team:research"],
-                tags={"stage": "model"},
             ),
-            "predictions": AssetOut(
-                key=key("predictions"),
-                description="Prediction (expected next-bar log return), volatility and price per bar and asset.",
-                kinds={"pandas", "parquet"},
-                owners=["team:research"],
-                tags={"stage": "model"},
+            "predictions": out(
+                "predictions",
+                "team:research",
+                "model",
+                "Prediction (expected next-bar log return), volatility and price per bar and asset.",
             ),
         },
         deps=[key("market_data")],
@@ -178,11 +207,18 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
         name=f"{group}_model",
         **common,
     )
-    def model_outputs(context: AssetExecutionContext, system: SystemResource):
-        run = _Run(context, system, model)
+    def model_outputs(
+        context: AssetExecutionContext,
+        system: SystemResource,
+        market_data: MarketDataResource,
+        clock: ClockResource,
+        broker: BrokerResource,
+        log_dir: LogDirResource,
+    ):
+        run = _Run(context, _Resources(system, market_data, clock, broker, log_dir), model)
         began = time.perf_counter()
         with run.log_dir.capture_log(logger):
-            outputs = run_model(run.config, run.dag, run.store(), run.bars, run.progress)
+            outputs = run_model(run.config, run.dag, run.store(), run.bars, run.progress, clock.for_stage)
             run.write({"dag/node_outputs": outputs.node_outputs, "dag/profiling": outputs.profiling})
         per_bar = outputs.profiling.groupby("bar_end")["seconds"].sum()
         predictions = predictions_table(run.dag, outputs)
@@ -221,8 +257,16 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
         tags={"stage": "positions"},
         **common,
     )
-    def target_positions(context: AssetExecutionContext, system: SystemResource, predictions: pd.DataFrame):
-        run = _Run(context, system, model)
+    def target_positions(
+        context: AssetExecutionContext,
+        system: SystemResource,
+        market_data: MarketDataResource,
+        clock: ClockResource,
+        broker: BrokerResource,
+        log_dir: LogDirResource,
+        predictions: pd.DataFrame,
+    ):
+        run = _Run(context, _Resources(system, market_data, clock, broker, log_dir), model)
         targets = run_sizing(run.config, predictions, run.bars)
         run.write({"target_positions": targets})
         gmv = (targets["target_shares"].abs() * targets["price"]).groupby(targets["bar_end"]).sum()
@@ -230,30 +274,26 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
 
     @multi_asset(
         outs={
-            "orders": AssetOut(
-                key=key("orders"),
-                description="Orders per bar: target minus holdings, with deterministic client "
-                "order ids from (run, bar, asset).",
-                kinds={"pandas", "parquet"},
-                owners=["team:trading"],
-                tags={"stage": "orders"},
+            "orders": out(
+                "orders",
+                "team:trading",
+                "orders",
+                "Orders per bar: target minus holdings, with deterministic client order ids from (run, bar, asset).",
             ),
-            "fills": AssetOut(
-                key=key("fills"),
-                description="Fills from the mocked broker: 100% of each order at the TWAP of the "
+            "fills": out(
+                "fills",
+                "team:trading",
+                "fills",
+                "Fills from the mocked broker: 100% of each order at the TWAP of the "
                 "1-minute closes of the bar after the decision.",
-                kinds={"pandas", "parquet"},
-                owners=["team:trading"],
-                tags={"stage": "fills"},
             ),
-            "portfolio": AssetOut(
-                key=key("portfolio"),
-                description="Holdings and executed trades (shares, notional), cash and per-bar "
+            "portfolio": out(
+                "portfolio",
+                "team:trading",
+                "portfolio",
+                "Holdings and executed trades (shares, notional), cash and per-bar "
                 "statistics (pnl, volumes, gmv, nmv, net wealth, leverage). Each day starts from the previous "
                 "day's end state.",
-                kinds={"pandas", "parquet"},
-                owners=["team:trading"],
-                tags={"stage": "portfolio"},
             ),
         },
         ins={
@@ -273,10 +313,14 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
     def trading(
         context: AssetExecutionContext,
         system: SystemResource,
+        market_data: MarketDataResource,
+        clock: ClockResource,
+        broker: BrokerResource,
+        log_dir: LogDirResource,
         target_positions: pd.DataFrame,
         previous_portfolio: dict | None,
     ):
-        run = _Run(context, system, model)
+        run = _Run(context, _Resources(system, market_data, clock, broker, log_dir), model)
         state = _state_at(previous_portfolio, run.config.start, run.config.universe)
         began = time.perf_counter()
         with run.log_dir.capture_log(logger):
@@ -286,7 +330,16 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
                     run.config.start,
                     run.config.portfolio.initial_cash,
                 )
-            result = run_trading(run.config, run.store(), target_positions, run.bars, state, run.progress)
+            result = run_trading(
+                run.config,
+                run.store(),
+                target_positions,
+                run.bars,
+                state,
+                run.progress,
+                clock.for_stage,
+                broker.connect,
+            )
             run.write(result.tables)
             summary = summarize(
                 str(run.log_dir.path), result.tables["portfolio/statistics"], time.perf_counter() - began

@@ -15,12 +15,19 @@ import pandas as pd
 class Clock(Protocol):
     def now(self) -> pd.Timestamp: ...
 
+    def wait_until(self, ts: pd.Timestamp) -> None:
+        """Return once ``now() >= ts``: a real clock sleeps, a simulated one jumps."""
+
 
 class RealClock:
     """The machine's clock, in UTC."""
 
     def now(self) -> pd.Timestamp:
         return pd.Timestamp(time.time_ns(), unit="ns", tz="UTC")
+
+    def wait_until(self, ts: pd.Timestamp) -> None:
+        while (remaining := (ts - self.now()).total_seconds()) > 0:
+            time.sleep(remaining)
 
 
 class SimulatedClock:
@@ -32,7 +39,7 @@ class SimulatedClock:
     def now(self) -> pd.Timestamp:
         return self._now
 
-    def advance_to(self, ts: pd.Timestamp) -> None:
+    def wait_until(self, ts: pd.Timestamp) -> None:
         ts = pd.Timestamp(ts).tz_convert("UTC")
         if ts < self._now:
             raise ValueError(f"simulated clock cannot go back from {self._now} to {ts}")

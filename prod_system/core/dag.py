@@ -127,17 +127,17 @@ def _long(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
 def run_streaming(
     dag: Dag,
     reader: MarketDataReader,
-    advance: Callable[[pd.Timestamp], None],
     bar_ends: pd.DatetimeIndex,
     delay: pd.Timedelta,
     profile_memory: bool = True,
+    on_bar: Callable[[int], None] | None = None,
 ) -> DagOutputs:
-    """Evaluate the model bar by bar: at each bar's decision time, on what the clock lets it see."""
+    """Evaluate the model bar by bar: at each bar's decision time, on what the reader's clock lets it see."""
     assets = reader.assets
     rows: dict[str, np.ndarray] = {name: np.full((len(bar_ends), len(assets)), np.nan) for name in dag.order}
     profiles = []
     for i, bar_end in enumerate(bar_ends):
-        advance(bar_end + delay)
+        reader.clock.wait_until(bar_end + delay)
         candles = reader.read(dag.lookback, since=bar_end - dag.lookback)
         outputs, profile = dag.evaluate(candles, profile_memory)
         decided_at = reader.clock.now()
@@ -147,6 +147,8 @@ def run_streaming(
                 rows[name][i] = frame.to_numpy(dtype="float64")[-1]
         for item in profile:
             profiles.append({"bar_end": bar_end, **item, "decided_at": decided_at})
+        if on_bar:
+            on_bar(i + 1)
     frames = {name: pd.DataFrame(values, index=bar_ends, columns=assets) for name, values in rows.items()}
     return DagOutputs(node_outputs=_long(frames), profiling=pd.DataFrame(profiles))
 

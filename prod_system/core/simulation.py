@@ -1,6 +1,7 @@
 """The system's stages, and a simulation that runs them without Dagster.
 
-A run goes through three stages, each over a list of bars, each replaying the clock on its own:
+A run goes through three stages, each over a list of bars, each waiting on its clock for every
+bar's decision time (a simulated clock jumps there, a real one sleeps):
 
 1. ``run_model``: at each bar's decision time (bar end + knowledge delay) evaluate the model on the
    candles visible then; record every node's output and profiling.
@@ -22,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from prod_system.core.broker import FILL_COLUMNS, MockedBroker
-from prod_system.core.clock import SimulatedClock
+from prod_system.core.broker import FILL_COLUMNS, Broker, MockedBroker
+from prod_system.core.clock import Clock, SimulatedClock
 from prod_system.core.config import SystemConfig
 from prod_system.core.dag import Dag, DagOutputs, load_model, run_streaming
 from prod_system.core.log_dir import LogDir
@@ -62,22 +63,35 @@ def check_coverage(store: CandleStore, config: SystemConfig, dag: Dag) -> Candle
     return store
 
 
-def _replay_clock(start: pd.Timestamp) -> SimulatedClock:
+# A stage gets its clock from a factory, given the time it starts from: in a simulation each stage
+# replays the past on a clock of its own; live, every stage shares the real clock.
+ClockFactory = Callable[[pd.Timestamp], Clock]
+BrokerFactory = Callable[[MarketDataReader, pd.Timedelta], Broker]
+
+
+def replay_clock(start: pd.Timestamp) -> Clock:
     return SimulatedClock(start)
 
 
+def mocked_broker(reader: MarketDataReader, bar: pd.Timedelta) -> Broker:
+    return MockedBroker(reader, bar)
+
+
 def run_model(
-    config: SystemConfig, dag: Dag, store: CandleStore, bars: pd.DatetimeIndex, progress: Progress | None = None
+    config: SystemConfig,
+    dag: Dag,
+    store: CandleStore,
+    bars: pd.DatetimeIndex,
+    progress: Progress | None = None,
+    clock_factory: ClockFactory = replay_clock,
 ) -> DagOutputs:
-    clock = _replay_clock(bars[0] - config.bar_delta)
-    reader = MarketDataReader(store, clock)
+    reader = MarketDataReader(store, clock_factory(bars[0] - config.bar_delta))
 
-    def advance(ts: pd.Timestamp) -> None:
-        clock.advance_to(ts)
+    def on_bar(done: int) -> None:
         if progress:
-            progress("model", bars.get_loc(ts - config.market_data.delay) + 1, len(bars))
+            progress("model", done, len(bars))
 
-    return run_streaming(dag, reader, advance, bars, config.market_data.delay, config.profile_memory)
+    return run_streaming(dag, reader, bars, config.market_data.delay, config.profile_memory, on_bar)
 
 
 def predictions_table(dag: Dag, outputs: DagOutputs) -> pd.DataFrame:
@@ -114,13 +128,15 @@ def run_trading(
     bars: pd.DatetimeIndex,
     state: PortfolioState | None = None,
     progress: Progress | None = None,
+    clock_factory: ClockFactory = replay_clock,
+    broker_factory: BrokerFactory = mocked_broker,
 ) -> TradingResult:
-    """Replay the bars: fills of the previous orders, marks, then the orders towards the targets."""
+    """Per bar: the fills of the previous orders, the marks, then the orders towards the targets."""
     bar = config.bar_delta
     delay = config.market_data.delay
-    clock = _replay_clock(bars[0] - bar)
+    clock = clock_factory(bars[0] - bar)
     reader = MarketDataReader(store, clock)
-    broker = MockedBroker(reader, bar)
+    broker = broker_factory(reader, bar)
     run_id = config.run_id
     state = state or PortfolioState.empty(config.universe, config.portfolio.initial_cash)
     broker.submit(state.open_orders)
@@ -129,7 +145,7 @@ def run_trading(
     targets_by_bar = target_shares.reindex(index=bars, columns=config.universe).to_numpy(dtype="float64")
     all_orders, all_fills = [], []
     for i, bar_end in enumerate(bars):
-        clock.advance_to(bar_end + delay)
+        clock.wait_until(bar_end + delay)
         fills = broker.collect_fills(bar_end)
         candles = reader.read(bar, since=bar_end - bar)
         prices = _last_close(candles.field("close"))

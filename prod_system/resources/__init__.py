@@ -1,6 +1,17 @@
-"""Dagster resources: the system config of a run, the candle store, and the asset store."""
+"""Dagster resources: the clock, the market data, the broker, the log dir, the run parameters, and
+the range-aware IO manager for the tables the assets pass to each other."""
 
+from prod_system.resources.broker import BrokerResource
+from prod_system.resources.clock import ClockResource
 from prod_system.resources.io_manager import TableStoreIOManager
-from prod_system.resources.system import SystemResource
+from prod_system.resources.market_data import MarketDataResource
+from prod_system.resources.system import LogDirResource, SystemResource
 
-__all__ = ["SystemResource", "TableStoreIOManager"]
+__all__ = [
+    "BrokerResource",
+    "ClockResource",
+    "LogDirResource",
+    "MarketDataResource",
+    "SystemResource",
+    "TableStoreIOManager",
+]

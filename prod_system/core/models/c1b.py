@@ -16,7 +16,7 @@ from functools import partial
 
 import pandas as pd
 
-from prod_system.core.dag import SOURCE, Dag, Node
+from prod_system.core.dag import Dag, Node
 from prod_system.core.models import features
 
 
@@ -27,10 +27,7 @@ def _prediction(z: pd.DataFrame, volatility: pd.DataFrame, horizon: int, kappa: 
 
 def build_dag(bar: pd.Timedelta, vol_window: int = 48, horizon: int = 3, kappa: float = 0.1) -> Dag:
     nodes = [
-        Node("close", partial(features.resample_close, bar=bar), (SOURCE,), "last 1-minute close of each bar"),
-        Node("returns", features.log_returns, ("close",), "log return of each bar"),
-        Node("volatility", partial(features.rolling_volatility, window=vol_window), ("returns",), "rms return"),
-        Node("zscore", partial(features.zscore, clip=4.0), ("returns", "volatility"), "volatility-adjusted return"),
+        *features.volatility_adjusted_return_nodes(bar, vol_window, clip=4.0),
         Node(
             "prediction",
             partial(_prediction, horizon=horizon, kappa=kappa),

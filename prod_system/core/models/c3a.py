@@ -15,7 +15,7 @@ from functools import partial
 
 import pandas as pd
 
-from prod_system.core.dag import SOURCE, Dag, Node
+from prod_system.core.dag import Dag, Node
 from prod_system.core.models import features
 
 
@@ -31,10 +31,7 @@ def build_dag(
     ridge: float = 10.0,
 ) -> Dag:
     nodes = [
-        Node("close", partial(features.resample_close, bar=bar), (SOURCE,), "last 1-minute close of each bar"),
-        Node("returns", features.log_returns, ("close",), "log return of each bar"),
-        Node("volatility", partial(features.rolling_volatility, window=vol_window), ("returns",), "rms return"),
-        Node("zscore", partial(features.zscore, clip=5.0), ("returns", "volatility"), "volatility-adjusted return"),
+        *features.volatility_adjusted_return_nodes(bar, vol_window, clip=5.0),
         Node(
             "zscore_forecast",
             partial(features.rolling_ridge_forecast, lags=lags, window=fit_window, ridge=ridge, min_samples=fit_window),

@@ -4,10 +4,23 @@ depends only on a fixed number of bars up to t."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 
+from prod_system.core.dag import SOURCE, Node
 from prod_system.core.market_data import CANDLE, Candles
+
+
+def volatility_adjusted_return_nodes(bar: pd.Timedelta, vol_window: int, clip: float) -> list[Node]:
+    """close -> returns -> volatility -> zscore: the common front of the reference models."""
+    return [
+        Node("close", partial(resample_close, bar=bar), (SOURCE,), "last 1-minute close of each bar"),
+        Node("returns", log_returns, ("close",), "log return of each bar"),
+        Node("volatility", partial(rolling_volatility, window=vol_window), ("returns",), "rms return"),
+        Node("zscore", partial(zscore, clip=clip), ("returns", "volatility"), "volatility-adjusted return"),
+    ]
 
 
 def resample_close(candles: Candles, bar: pd.Timedelta) -> pd.DataFrame:
