@@ -3,7 +3,8 @@
 Each measurement is a fresh `prod-system simulate` process (CLI start to log dir written), so it
 includes Python start-up and imports. Engines alternate within each repeat to share the machine's
 noise; the figures are medians, and the Dagster/core ratio is the median of the per-repeat ratios
-(each repeat runs both engines back to back, so slow phases of the machine hit both).
+(each repeat runs both engines back to back, so slow phases of the machine hit both). The CPU time
+(user + system) of each process is reported too: it is much less sensitive to other load.
 
     python benchmarks/simulation_speed.py [--repeats 5] [--days 1 7]
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -28,12 +30,21 @@ REPO = Path(__file__).resolve().parents[1]
 START = "2023-07-20T00:00:00Z"
 
 
-def run(args: list[str], env: dict) -> float:
+CPU: dict[str, list[float]] = {}
+
+
+def run(args: list[str], env: dict, engine: str | None = None) -> float:
+    """Wall time of one CLI process; its CPU time (user + system) is kept in CPU[engine]."""
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "prod_system.cli", *args], env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - began
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode:
         raise SystemExit(f"failed: {' '.join(args)}\n{done.stderr}")
+    if engine:
+        cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+        CPU.setdefault(engine, []).append(cpu)
     return elapsed
 
 
@@ -121,9 +132,11 @@ def main() -> None:
         ]
         run([*common, "--root", str(work / "warmup")], env)  # creates the instance's tables once
         times: dict[str, list[float]] = {"core": [], "dagster": []}
+        CPU.clear()
         for _ in range(options.repeats):
             for engine in ("core", "dagster"):
-                times[engine].append(run([*common, "--engine", engine, "--root", str(work / engine)], env))
+                times[engine].append(run([*common, "--engine", engine, "--root", str(work / engine)], env, engine))
+        cpu_core, cpu_dagster = statistics.median(CPU["core"]), statistics.median(CPU["dagster"])
         bars = days * 288
         core, dagster = statistics.median(times["core"]), statistics.median(times["dagster"])
         ratio = statistics.median(d / c for c, d in zip(times["core"], times["dagster"], strict=True))
@@ -134,10 +147,14 @@ def main() -> None:
             "dagster_bars_per_s": round(bars / dagster, 1),
             "dagster_over_core_median_of_pairs": round(ratio, 3),
             "runs": {k: [round(v, 2) for v in vs] for k, vs in times.items()},
+            "cpu_core_median_s": round(cpu_core, 2),
+            "cpu_dagster_median_s": round(cpu_dagster, 2),
+            "cpu_dagster_over_core": round(cpu_dagster / cpu_core, 3),
         }
         print(
             f"{options.model} {days} day(s), {bars} bars: core {core:.2f} s, dagster {dagster:.2f} s "
-            f"({bars / dagster:.0f} bars/s), dagster/core = {dagster / core:.2f}",
+            f"({bars / dagster:.0f} bars/s), dagster/core = {ratio:.2f} (median of pairs); CPU time: core "
+            f"{cpu_core:.2f} s, dagster {cpu_dagster:.2f} s, ratio {cpu_dagster / cpu_core:.2f}",
             flush=True,
         )
     for days in options.days:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,11 +50,16 @@ def test_asset_graph_has_lineage_per_model():
         assert graph.get(key("portfolio", model)).partitions_def is not None
 
 
-def test_dagster_backfill_equals_pure_core(tmp_path, snapshot):
-    """Two session days through Dagster (one ranged run) give exactly the pure core's tables."""
+def test_dagster_backfill_equals_pure_core(tmp_path, snapshot, monkeypatch):
+    """Two session days through Dagster (one ranged run) give exactly the pure core's tables.
+
+    The instance is the repository's dagster.yaml (with its own event log storage)."""
     config = sim_config(snapshot, tmp_path / "dagster", start="2023-07-21T00:00:00Z", end="2023-07-23T00:00:00Z")
     (tmp_path / "home").mkdir()
-    instance = DagsterInstance.from_config(str(tmp_path / "home"))
+    shutil.copy(REPO / "dagster.yaml", tmp_path / "home" / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    instance = DagsterInstance.get()
+    assert type(instance.event_log_storage).__name__ == "FastSqliteEventLogStorage"
     summary = simulate_with_dagster(config, instance=instance)
     core = simulate(config.model_copy(update={"log_root": str(tmp_path / "core")}))
     assert summary.bars == core.bars == 576
@@ -70,6 +76,21 @@ def test_dagster_backfill_equals_pure_core(tmp_path, snapshot):
     metadata = event.asset_materialization.metadata
     assert {"day_pnl", "run_pnl", "run_gross_volume", "net_wealth", "log_dir", "pnl_report"} <= set(metadata)
     assert json.loads((Path(summary.log_dir) / "run.json").read_text())["dagster_run_id"] == summary.dagster_run_id
+    # what was stored is there for another process (the UI) to read
+    reader = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from dagster import DagsterInstance, AssetKey; i = DagsterInstance.get(); "
+            "print(len(i.get_materialized_partitions(AssetKey(['C1b', 'simulation', 'portfolio']))))",
+        ],
+        env={**os.environ},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert reader.stdout.strip() == "2"
 
 
 def test_day_by_day_runs_chain_through_the_portfolio(tmp_path, snapshot):
