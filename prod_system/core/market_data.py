@@ -178,19 +178,6 @@ class Candles:
     def fields(self) -> dict[str, np.ndarray]:
         return {name: self.field(name) for name in FIELDS}
 
-    def frame(self, field: str) -> pd.DataFrame:
-        return pd.DataFrame(self.field(field), index=self.index, columns=self.assets)
-
-    def to_long(self) -> pd.DataFrame:
-        frame = pd.DataFrame(
-            {
-                "bar_end": self.index.repeat(len(self.assets)),
-                "asset": np.tile(np.asarray(self.assets, dtype=object), self.count),
-                **{name: values.reshape(-1) for name, values in self.fields.items()},
-            }
-        )
-        return frame.dropna(subset=["close"]).reset_index(drop=True)
-
 
 class CandleStore:
     """A snapshot held in memory as wide arrays, for fast reads of any time window."""
