@@ -43,3 +43,24 @@ def test_research_fails_on_a_corrupted_run(simulated_day, candles):
     prod = logs.read_table("portfolio/statistics")["pnl"].to_numpy()
     res = research["portfolio/statistics"]["pnl"].to_numpy()
     assert np.corrcoef(prod, res)[0, 1] < 0.999
+
+
+def test_reconciliation_summary(simulated_day, candles, tmp_path):
+    """The summary of a 100%-fill simulation says reconciled; a corrupted run says where it diverges."""
+    import shutil
+
+    from prod_system.core.reconciliation import reconcile
+
+    config, log_dir = simulated_day
+    store = CandleStore(candles, config.universe)
+    summary, _ = reconcile(config, LogDir(log_dir), store)
+    assert summary.reconciled and summary.pnl_correlation >= 0.999
+    assert summary.max_abs_pnl_diff < 1.0 and summary.first_divergence is None
+    corrupted = tmp_path / "corrupted"
+    shutil.copytree(log_dir, corrupted)
+    holdings = LogDir(corrupted).read_table("portfolio/holdings_notional")
+    bar = config.start + pd.Timedelta(hours=3)
+    holdings.loc[(holdings["bar_end"] >= bar) & (holdings["asset"] == "ETH"), "notional"] += 9_000.0
+    LogDir(corrupted).write_table("portfolio/holdings_notional", holdings, config.start)  # replaces the part
+    bad, _ = reconcile(config, LogDir(corrupted), store)
+    assert bad.first_divergence == {"bar_end": bar.isoformat(), "asset": "ETH", "what": "holdings"}
