@@ -148,7 +148,6 @@ class Candles:
         first_bar_end: pd.Timestamp,
         count: int,
         assets: list[str],
-        fields: dict[str, np.ndarray] | None = None,
         known: np.ndarray | None = None,
         raw: dict[str, np.ndarray] | None = None,
         offset: int = 0,
@@ -156,7 +155,7 @@ class Candles:
         self.first_bar_end = first_bar_end
         self.count = count
         self.assets = assets
-        self._fields = dict(fields or {})
+        self._fields: dict[str, np.ndarray] = {}
         self._known = known
         self._raw = raw or {}
         self._offset = offset
@@ -213,14 +212,21 @@ class CandleStore:
     def last_bar_end(self) -> pd.Timestamp:
         return self.index[-1]
 
-    def visible(self, now: pd.Timestamp, since: pd.Timestamp) -> Candles:
-        """Candles with bar_end in (since, now] that are known at ``now`` (knowledge_ts <= now).
+    @property
+    def last_knowledge_ts(self) -> pd.Timestamp:
+        """When the last candle of the store became known: every candle is visible from then on."""
+        known = self._knowledge[self._knowledge != _NEVER]
+        return pd.Timestamp(int(known.max()), tz="UTC") if known.size else self.last_bar_end
+
+    def visible(self, now: pd.Timestamp, since: pd.Timestamp, until: pd.Timestamp | None = None) -> Candles:
+        """Candles with bar_end in (since, min(now, until)] that are known at ``now`` (knowledge_ts <= now).
 
         THE visibility rule of the system. The grid is regular; a candle not yet known (or missing)
         is NaN. Rows are never returned past ``now``: a candle cannot be known before it closes.
         """
         step = CANDLE.value
-        count = max(0, (now.value - since.value) // step)
+        last = now if until is None else min(now, until)
+        count = max(0, (last.value - since.value) // step)
         first_row = (since.value + step - self._first_ns) // step
         lo, hi = max(first_row, 0), min(first_row + count, len(self.index))
         if hi <= lo:

@@ -31,6 +31,17 @@ STATISTICS_COLUMNS = [
 ]
 
 
+def long_table(bars: pd.DatetimeIndex, assets: list[str], values: np.ndarray, column: str) -> pd.DataFrame:
+    """A (bars x assets) array as a long table: bar_end, asset, ``column``."""
+    return pd.DataFrame(
+        {
+            "bar_end": bars.repeat(len(assets)),
+            "asset": np.tile(np.asarray(assets, dtype=object), len(bars)),
+            column: values.ravel(),
+        }
+    )
+
+
 @dataclass
 class PortfolioState:
     """Everything needed to go on from a bar: holdings, their last value, cash, open orders."""
@@ -126,14 +137,7 @@ class Portfolio:
         bars = pd.DatetimeIndex(self._bars, tz="UTC") if self._bars else pd.DatetimeIndex([], tz="UTC")
 
         def long(key: str, column: str) -> pd.DataFrame:
-            values = np.array(self._rows[key]).reshape(len(bars), len(self.assets))
-            return pd.DataFrame(
-                {
-                    "bar_end": bars.repeat(len(self.assets)),
-                    "asset": np.tile(np.asarray(self.assets, dtype=object), len(bars)),
-                    column: values.ravel(),
-                }
-            )
+            return long_table(bars, self.assets, np.array(self._rows[key]).reshape(len(bars), len(self.assets)), column)
 
         return {
             "portfolio/holdings_shares": long("shares", "shares"),

@@ -17,18 +17,18 @@ import pandas as pd
 
 from prod_system.core.config import SystemConfig
 from prod_system.core.market_data import CANDLE, CandleStore
-from prod_system.core.portfolio import STATISTICS_COLUMNS
+from prod_system.core.portfolio import STATISTICS_COLUMNS, long_table
 from prod_system.core.simulation import run_sizing
 
 
 def bar_prices(store: CandleStore, bars: pd.DatetimeIndex, bar: pd.Timedelta) -> tuple[np.ndarray, np.ndarray]:
     """Per bar and asset: the mean of the bar's 1-minute closes, and its last close (NaN if none).
 
-    Read as of the end of the window (every candle of every bar known): research sees the past whole.
+    Read once every candle of the store is known: research sees the past whole.
     """
     per_bar = bar // CANDLE
     first_start = bars[0] - bar
-    candles = store.visible(bars[-1] + pd.Timedelta(days=3650), first_start)
+    candles = store.visible(max(store.last_knowledge_ts, bars[-1]), first_start, until=bars[-1])
     close = candles.field("close")[: len(bars) * per_bar].reshape(len(bars), per_bar, -1)
     known = np.isfinite(close)
     count = known.sum(axis=1)
@@ -76,13 +76,7 @@ def research_portfolio(
     )[STATISTICS_COLUMNS]
 
     def long(values: np.ndarray, column: str) -> pd.DataFrame:
-        return pd.DataFrame(
-            {
-                "bar_end": bars.repeat(len(assets)),
-                "asset": np.tile(np.asarray(assets, dtype=object), len(bars)),
-                column: values.ravel(),
-            }
-        )
+        return long_table(bars, assets, values, column)
 
     return {
         "target_positions": targets,
