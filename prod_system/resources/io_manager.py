@@ -56,7 +56,8 @@ class TableStoreIOManager(ConfigurableIOManager):
             frame.to_parquet(tmp / f"{name.replace('/', '.')}.parquet", index=False)
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
-        _handed_over.clear() if len(_handed_over) > 32 else None
+        if len(_handed_over) > 32:
+            _handed_over.clear()
         _handed_over[folder] = (folder.stat().st_mtime_ns, obj)
 
     def load_input(self, context: InputContext):
@@ -78,6 +79,7 @@ class TableStoreIOManager(ConfigurableIOManager):
         if optional:
             keys = keys[:1]
         parts: dict[str, list[pd.DataFrame]] = {}
+        read: dict[Path, pd.DataFrame] = {}  # a stored range serves many keys: read each file once
         for key, start, end in _window_of(context, keys):
             source = next((p for p in stored if p.name.split("__")[0] <= key <= p.name.split("__")[1]), None)
             if source is None:
@@ -87,7 +89,9 @@ class TableStoreIOManager(ConfigurableIOManager):
                     f"{context.asset_key.to_user_string()} partition {key} has not been materialized"
                 )
             for file in source.glob("*.parquet"):
-                frame = pd.read_parquet(file)
+                if file not in read:
+                    read[file] = pd.read_parquet(file)
+                frame = read[file]
                 parts.setdefault(file.stem.replace(".", "/"), []).append(
                     frame[(frame["bar_end"] > start) & (frame["bar_end"] <= end)]
                 )
