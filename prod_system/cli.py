@@ -20,8 +20,9 @@ from prod_system.core.market_data import (
 )
 from prod_system.core.timeutil import parse_duration, to_utc
 
-EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_NOT_RECONCILED = 3
 BUNDLED_DATA = Path(__file__).parent / "data" / "binance_futures_1m"
 
 
@@ -40,7 +41,7 @@ class _Progress:
         self.last = (stage, step)
         bar = "#" * (percent // 5) + "." * (20 - percent // 5)
         end = "\n" if (not self.tty or done == total) else ""
-        click.echo(f"\r{stage:>8} [{bar}] {done}/{total} bars", err=True, nl=False)
+        click.echo(f"\r{stage:>9} [{bar}] {done}/{total} bars", err=True, nl=False)
         if end:
             click.echo("", err=True)
 
@@ -180,6 +181,91 @@ def simulate(config_path, model, market_data, start, end, root, universe, bar, o
     summary.seconds = time.perf_counter() - began
     for line in summary.lines():
         click.echo(line)
+
+
+@main.command("historical-pnl")
+@_simulation_options
+def historical_pnl(config_path, model, market_data, start, end, root, universe, bar, overwrite) -> None:
+    """Run a model in batch over a long history and write its research portfolio and PnL report.
+
+    Writes {root}/{model}/historical_pnl/{start}.{end}/ (the log dir's table layout): the predictions,
+    target positions, portfolio tables and pnl_report.png/.md. No clock replay and no broker: months of
+    5-minute bars take seconds.
+    """
+    began = time.perf_counter()
+    overrides = {
+        "model": model,
+        "start": start,
+        "end": end,
+        "log_root": root,
+        "bar": bar,
+        "universe": [a for a in universe.split(",") if a] if universe else None,
+        "market_data": {"source": market_data if market_data else _default_source(config_path)},
+    }
+    try:
+        config = load_config(config_path, **overrides)
+        from prod_system.core.historical import historical_pnl as run
+
+        result = run(config, overwrite=overwrite, progress=_Progress())
+    except ConfigError as error:
+        _fail(str(error), "see the configuration reference in the README")
+    except (MarketDataError, ModelError) as error:
+        _fail(str(error))
+    except LogDirExistsError as error:
+        _fail(str(error), "or choose another --root")
+    result.seconds = time.perf_counter() - began
+    for line in result.lines():
+        click.echo(line)
+
+
+@main.command()
+@click.option("--model", required=True, help="The model whose runs to reconcile (its folder name under --root).")
+@click.option("--root", required=True, type=click.Path(file_okay=False), help="Root of the system log dirs.")
+@click.option("--start", help="Reconcile bars ending after this time, UTC [default: each run's start].")
+@click.option("--end", help="... and up to this time, UTC [default: each run's last bar].")
+@click.option(
+    "--mode",
+    "run_mode",
+    type=click.Choice(["simulation", "paper_trading", "prod"]),
+    help="Only runs of this run mode [default: all].",
+)
+@click.option("--trigger", type=click.Choice(["manual", "scheduled"]), help="Only runs of this trigger [default: all].")
+@click.option("--market-data", help="Market data for research, instead of the source saved in each run's config.")
+@click.option("--holdings-tolerance", default=10.0, show_default=True, help="USDT of holdings or targets per asset.")
+@click.option("--pnl-tolerance", default=1.0, show_default=True, help="USDT of per-bar PnL per asset.")
+def reconcile(model, root, start, end, run_mode, trigger, market_data, holdings_tolerance, pnl_tolerance) -> None:
+    """Compare production with research for the runs in a window (the PnL real-time observer).
+
+    For each run, writes an HTML report with plots, summary.json and side-by-side tables to
+    {start}.{end}/pnl_realtime_observer_notebook/{run_timestamp}/ next to its system log dir.
+    Exit code 0: every run reconciles; 3: some run diverges from research; 2: bad input.
+    """
+    from prod_system.core.observer import find_runs, observe
+    from prod_system.core.reconciliation import ReconciliationError
+
+    begin, finish = _timestamp(start, "start"), _timestamp(end, "end")
+    if begin is not None and finish is not None and finish <= begin:
+        _fail(f"--end ({end}) must be after --start ({start})")
+    runs = find_runs(root, model, run_mode, trigger, begin, finish)
+    if not runs:
+        window = f" between {begin} and {finish}" if begin or finish else ""
+        _fail(f"no run of {model} under {root}{window}", f"runs live in {root}/{model}/{{run_mode}}/{{trigger}}/")
+    diverged = 0
+    for run in runs:
+        try:
+            report = observe(run.log_dir, begin, finish, market_data, None, holdings_tolerance, pnl_tolerance)
+        except (ConfigError, MarketDataError, ReconciliationError) as error:
+            _fail(str(error))
+        summary = report.summary
+        ok = summary["reconciled"] and summary["first_divergence"] is None
+        diverged += not ok
+        click.echo(
+            f"{run.run_mode}/{run.trigger} {run.start:%Y-%m-%d %H:%M}..{run.end:%Y-%m-%d %H:%M}: {summary['verdict']}"
+        )
+        click.echo(f"  report: {report.html}")
+    if diverged:
+        click.echo(f"error: {diverged} of {len(runs)} runs diverge from research", err=True)
+        sys.exit(EXIT_NOT_RECONCILED)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from prod_system.core.log_dir import LogDir
 from prod_system.core.market_data import CandleStore
@@ -53,7 +54,7 @@ def test_reconciliation_summary(simulated_day, candles, tmp_path):
 
     config, log_dir = simulated_day
     store = CandleStore(candles, config.universe)
-    summary, _ = reconcile(config, LogDir(log_dir), store)
+    summary = reconcile(config, LogDir(log_dir), store).summary
     assert summary.reconciled and summary.pnl_correlation >= 0.999
     assert summary.max_abs_pnl_diff < 1.0 and summary.first_divergence is None
     corrupted = tmp_path / "corrupted"
@@ -61,6 +62,22 @@ def test_reconciliation_summary(simulated_day, candles, tmp_path):
     holdings = LogDir(corrupted).read_table("portfolio/holdings_notional")
     bar = config.start + pd.Timedelta(hours=3)
     holdings.loc[(holdings["bar_end"] >= bar) & (holdings["asset"] == "ETH"), "notional"] += 9_000.0
-    LogDir(corrupted).write_table("portfolio/holdings_notional", holdings, config.start)  # replaces the part
-    bad, _ = reconcile(config, LogDir(corrupted), store)
+    first_bar = config.start + config.bar_delta
+    LogDir(corrupted).write_table("portfolio/holdings_notional", holdings, first_bar)  # replaces the part
+    bad = reconcile(config, LogDir(corrupted), store).summary
     assert bad.first_divergence == {"bar_end": bar.isoformat(), "asset": "ETH", "what": "holdings"}
+
+
+def test_reconciliation_refuses_duplicated_rows(simulated_day, candles, tmp_path):
+    """A log dir holding a bar twice (two parts overlapping) is an error, not a silent pick."""
+    import shutil
+
+    from prod_system.core.reconciliation import ReconciliationError, reconcile
+
+    config, log_dir = simulated_day
+    corrupted = tmp_path / "duplicated"
+    shutil.copytree(log_dir, corrupted)
+    pnl = LogDir(corrupted).read_table("portfolio/pnl")
+    LogDir(corrupted).write_table("portfolio/pnl", pnl.head(16), config.start)  # a second, overlapping part
+    with pytest.raises(ReconciliationError, match="recorded more than once"):
+        reconcile(config, LogDir(corrupted), CandleStore(candles, config.universe))

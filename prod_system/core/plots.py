@@ -1,0 +1,128 @@
+"""The plots people look at: titled, labelled axes with units, UTC times, legends.
+
+Each function returns PNG bytes, so the same picture can go to a file, an HTML report, an S3
+object or a Dagster metadata preview.
+"""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.dates as mdates
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+_USD = FuncFormatter(lambda value, _: f"{value:,.0f}")
+
+
+def _utc(times: pd.Series | pd.DatetimeIndex) -> pd.DatetimeIndex:
+    """Naive UTC times for matplotlib (which would otherwise draw in local time)."""
+    return pd.DatetimeIndex(times).tz_convert("UTC").tz_localize(None)
+
+
+def _time_axis(axis) -> None:
+    locator = mdates.AutoDateLocator()
+    axis.xaxis.set_major_locator(locator)
+    axis.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    axis.set_xlabel("time (UTC)")
+
+
+def to_png(fig: Figure, dpi: int = 100) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def cumulative_pnl_prod_vs_research(per_bar: pd.DataFrame, title: str) -> bytes:
+    """Cumulative PnL of production and research, and their per-bar difference."""
+    times = _utc(per_bar["bar_end"])
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    top.plot(times, per_bar["cumulative_pnl_prod"], color="tab:blue", linewidth=1.6, label="production")
+    top.plot(times, per_bar["cumulative_pnl_research"], color="tab:orange", linestyle="--", label="research")
+    top.axhline(0, color="grey", linewidth=0.8)
+    top.set_ylabel("cumulative PnL (USDT)")
+    top.yaxis.set_major_formatter(_USD)
+    top.set_title(title)
+    top.legend(loc="upper left")
+    top.grid(alpha=0.3)
+    bottom.bar(times, per_bar["pnl_prod"] - per_bar["pnl_research"], width=0.8 * _bar_width(times), color="tab:red")
+    bottom.axhline(0, color="grey", linewidth=0.8)
+    bottom.set_ylabel("per-bar PnL\nprod - research (USDT)")
+    bottom.grid(alpha=0.3)
+    _time_axis(bottom)
+    fig.tight_layout()
+    return to_png(fig)
+
+
+def _bar_width(times: pd.DatetimeIndex) -> float:
+    """Width of one bar in matplotlib's date units (days)."""
+    if len(times) < 2:
+        return 1 / 288
+    return (times[1] - times[0]) / pd.Timedelta(days=1)
+
+
+def holdings_difference(side_by_side: pd.DataFrame, title: str) -> bytes:
+    """Per asset: production holdings minus research holdings, in USDT, over time."""
+    diff = side_by_side.assign(gap=side_by_side["holdings_prod"] - side_by_side["holdings_research"]).pivot(
+        index="bar_end", columns="asset", values="gap"
+    )
+    fig, axis = plt.subplots(figsize=(10, 4.5))
+    times = _utc(diff.index)
+    for asset in diff.columns:
+        axis.plot(times, diff[asset], linewidth=1.2, label=asset)
+    axis.axhline(0, color="grey", linewidth=0.8)
+    axis.set_ylabel("holdings prod - research (USDT)")
+    axis.yaxis.set_major_formatter(_USD)
+    axis.set_title(title)
+    axis.legend(loc="upper left", ncol=min(len(diff.columns), 8), fontsize="small")
+    axis.grid(alpha=0.3)
+    _time_axis(axis)
+    fig.tight_layout()
+    return to_png(fig)
+
+
+def timing(bar_timing: pd.DataFrame, nodes: list[str], title: str) -> bytes:
+    """DAG time per bar, stacked by node, and the orders' delay after the bar's close."""
+    times = _utc(bar_timing["bar_end"])
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    top.stackplot(times, *[bar_timing[node].fillna(0.0) * 1e3 for node in nodes], labels=nodes, alpha=0.85)
+    top.set_ylabel("DAG time per bar (ms)")
+    top.set_title(title)
+    top.legend(loc="upper left", ncol=min(len(nodes), 6), fontsize="small")
+    top.grid(alpha=0.3)
+    bottom.plot(
+        times, bar_timing["order_delay_seconds"], color="tab:purple", marker=".", linewidth=0.8, label="last order"
+    )
+    bottom.set_ylim(bottom=0)
+    bottom.set_ylabel("order delay after\nbar close (s)")
+    bottom.legend(loc="upper left", fontsize="small")
+    bottom.grid(alpha=0.3)
+    _time_axis(bottom)
+    fig.tight_layout()
+    return to_png(fig)
+
+
+def investor_cumulative_pnl(cumulative: pd.Series, title: str, source: str) -> bytes:
+    """Cumulative PnL in $ for investors: one line, the window and its source stated."""
+    times = _utc(cumulative.index)
+    fig, axis = plt.subplots(figsize=(10, 5))
+    axis.plot(times, cumulative.to_numpy(), color="tab:blue", linewidth=1.6, label="cumulative PnL")
+    axis.fill_between(times, cumulative.to_numpy(), 0, color="tab:blue", alpha=0.12)
+    axis.axhline(0, color="grey", linewidth=0.8)
+    axis.set_ylabel("cumulative PnL ($)")
+    axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"${value:,.0f}"))
+    axis.set_title(title)
+    last = float(cumulative.iloc[-1]) if len(cumulative) else 0.0
+    axis.legend([f"cumulative PnL (last: ${last:,.0f})"], loc="upper left")
+    axis.grid(alpha=0.3)
+    _time_axis(axis)
+    fig.text(0.99, 0.01, source, ha="right", va="bottom", fontsize="small", color="grey")
+    fig.tight_layout()
+    return to_png(fig)
