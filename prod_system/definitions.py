@@ -1,29 +1,39 @@
-"""The Dagster code location: one asset graph per model and run mode, its jobs and resources.
+"""The Dagster code location: one asset graph per model and run mode, its jobs, schedules and resources.
 
 Models come from PROD_SYSTEM_MODELS (comma-separated built-in names or import paths; default
-"C1b,C3a"). Resources read their defaults from the environment (PROD_SYSTEM_ROOT) and can be
-overridden in the run config of any job.
+"C1b,C3a"); the investor plots show PROD_SYSTEM_INVESTOR_MODEL (default "C3a"). Resources read
+their defaults from the environment (PROD_SYSTEM_ROOT, PROD_SYSTEM_S3_ENDPOINT, PROD_SYSTEM_S3_BUCKET)
+and can be overridden in the run config of any job.
 """
 
 from __future__ import annotations
 
 import os
 
-from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
+from dagster import AssetChecksDefinition, AssetSelection, Definitions, define_asset_job, in_process_executor
 
+from prod_system.assets.publishing import build_investor_assets, build_report_publishing
+from prod_system.assets.reconciliation import build_reconciliation_assets
 from prod_system.assets.simulation import build_simulation_assets, group_name
 from prod_system.resources import (
     BrokerResource,
     ClockResource,
     LogDirResource,
     MarketDataResource,
+    PublishingResource,
     SystemResource,
     TableStoreIOManager,
+    default_s3,
 )
+from prod_system.schedules import build_observer_jobs
 
 
 def models_from_env() -> list[str]:
     return [m.strip() for m in os.environ.get("PROD_SYSTEM_MODELS", "C1b,C3a").split(",") if m.strip()]
+
+
+def investor_model_from_env() -> str:
+    return os.environ.get("PROD_SYSTEM_INVESTOR_MODEL", "C3a").strip()
 
 
 def default_resources() -> dict:
@@ -35,13 +45,21 @@ def default_resources() -> dict:
         "broker": BrokerResource(),
         "log_dir": LogDirResource(),
         "io_manager": TableStoreIOManager(),
+        "publishing": PublishingResource(),
+        "s3": default_s3(),
     }
 
 
-def build_definitions(models: list[str] | None = None, resources: dict | None = None) -> Definitions:
+def build_definitions(
+    models: list[str] | None = None, resources: dict | None = None, investor_model: str | None = None
+) -> Definitions:
+    models = models or models_from_env()
+    investor_model = investor_model or investor_model_from_env()
     assets, jobs = [], []
-    for model in models or models_from_env():
+    for model in models:
         assets.extend(build_simulation_assets(model))
+        assets.extend(build_reconciliation_assets(model))
+        assets.append(build_report_publishing(model))
         jobs.append(
             define_asset_job(
                 f"{group_name(model)}_job",
@@ -52,9 +70,14 @@ def build_definitions(models: list[str] | None = None, resources: dict | None = 
                 "(one run; tags dagster/asset_partition_range_start and _end).",
             )
         )
+    assets.extend(build_investor_assets(investor_model))
+    observer_jobs, schedules = build_observer_jobs(models, investor_model)
+    checks = [item for item in assets if isinstance(item, AssetChecksDefinition)]
     return Definitions(
-        assets=assets,
-        jobs=jobs,
+        assets=[item for item in assets if item not in checks],
+        asset_checks=checks,
+        jobs=[*jobs, *observer_jobs],
+        schedules=schedules,
         resources={**default_resources(), **(resources or {})},
     )
 

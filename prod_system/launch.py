@@ -16,6 +16,7 @@ import yaml
 from dagster import DagsterInstance, materialize
 
 from prod_system import progress as progress_hook
+from prod_system.assets.reconciliation import reconciliation_key, simulation_reconciliation_assets
 from prod_system.assets.simulation import SESSION_DAYS, TRIGGER_TAG, build_simulation_assets
 from prod_system.core.config import ConfigError, SystemConfig
 from prod_system.core.dag import load_model
@@ -107,7 +108,7 @@ def simulate_with_dagster(
     log_dir.check_free(overwrite)
     resources = resources_for(config)
     check_coverage(resources["market_data"].candle_store(config.universe), config, dag)  # and warms its cache
-    assets = build_simulation_assets(config.model)
+    assets = build_simulation_assets(config.model) + simulation_reconciliation_assets(config.model)
     progress_hook.set_reporter(progress)
     try:
         result = materialize(
@@ -128,4 +129,9 @@ def simulate_with_dagster(
     statistics = log_dir.read_table("portfolio/statistics")
     summary = summarize(str(log_dir.path), statistics, time.perf_counter() - began)
     summary.dagster_run_id = result.run_id
+    for event in result.get_asset_materialization_events():
+        if event.asset_key == reconciliation_key(config.model, "simulation"):
+            metadata = event.materialization.metadata
+            summary.reconciliation = metadata["verdict"].value
+            summary.report = metadata["report"].value
     return summary

@@ -1,7 +1,13 @@
-"""Shared fixtures: the bundled real candles, a snapshot of them, and one simulated day."""
+"""Shared fixtures: the bundled real candles, a snapshot of them, one simulated day, a local S3 server."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -50,3 +56,34 @@ def simulated_day(tmp_path_factory, snapshot):
     config = sim_config(snapshot, tmp_path_factory.mktemp("runs"))
     summary = simulate(config)
     return config, Path(summary.log_dir)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory) -> Iterator[str]:
+    """A real S3-compatible HTTP server on loopback (moto's server), for the publishing tests."""
+    port = _free_port()
+    log = (tmp_path_factory.mktemp("s3") / "moto.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError(f"the local S3 server did not start (see {log.name})") from None
+            time.sleep(0.1)
+    yield url
+    server.terminate()
+    server.wait(timeout=10)
+    log.close()

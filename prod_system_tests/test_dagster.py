@@ -42,12 +42,19 @@ def comparable(log_dir, name):
 def test_asset_graph_has_lineage_per_model():
     graph = build_definitions(["C1b", "C3a"]).resolve_asset_graph()
     for model in ("C1b", "C3a"):
-        keys = {k for k in graph.get_all_asset_keys() if k.path[0] == model}
-        assert keys == {key(s, model) for s in STAGES}
-        for upstream, downstream in itertools.pairwise(STAGES):
+        keys = {k for k in graph.get_all_asset_keys() if k.path[:2] == [model, "simulation"]}
+        assert keys == {key(s, model) for s in [*STAGES, "reconciliation"]}
+        for upstream, downstream in itertools.pairwise([*STAGES, "reconciliation"]):
             assert key(upstream, model) in graph.get(key(downstream, model)).parent_keys, (upstream, downstream)
         assert key("portfolio", model) in graph.get(key("portfolio", model)).parent_keys  # self-dependency
         assert graph.get(key("portfolio", model)).partitions_def is not None
+        for mode in ("paper_trading", "prod"):
+            live = AssetKey([model, mode, "reconciliation"])
+            assert graph.get(live).group_name == f"{model}_{mode}"
+            assert live in graph.get(AssetKey(["system_reconciliation", f"{model}_last_5minutes"])).parent_keys
+    historical = AssetKey(["C3a", "historical", "historical_pnl"])
+    for window in ("since_2019", "since_2022"):
+        assert historical in graph.get(AssetKey(["pnl_for_investors", f"cumulative_pnl_{window}"])).parent_keys
 
 
 def test_dagster_backfill_equals_pure_core(tmp_path, snapshot, monkeypatch):

@@ -37,8 +37,15 @@ def run_root(tmp_path_factory, simulated_day) -> Path:
     root = tmp_path_factory.mktemp("observer")
     window = log_dir.parent
     target = root / window.relative_to(config.log_root)
-    shutil.copytree(window, target)
+    shutil.copytree(window, target, ignore=shutil.ignore_patterns(REPORT_FOLDER))
     return root
+
+
+def test_a_simulation_writes_its_report(simulated_day):
+    """The simulation reconciles itself when it ends: its report is next to its log dir."""
+    _, log_dir = simulated_day
+    (report,) = (log_dir.parent / REPORT_FOLDER).glob("*/report.html")
+    assert json.loads((report.parent / "summary.json").read_text())["reconciled"] is True
 
 
 def test_report_of_a_simulated_day(run_root, simulated_day):

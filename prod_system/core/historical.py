@@ -20,6 +20,7 @@ import pandas as pd
 from prod_system.core.config import SystemConfig
 from prod_system.core.dag import load_model, run_batch
 from prod_system.core.log_dir import LogDir
+from prod_system.core.market_data import CANDLE, CandleStore, MarketDataError
 from prod_system.core.report import write_pnl_report
 from prod_system.core.research import research_portfolio
 from prod_system.core.simulation import Progress, load_store, predictions_table, summarize
@@ -81,6 +82,25 @@ def historical_pnl(
     summary = summarize(str(out.path), result.statistics, result.seconds)
     out.write_json("run.json", {"run_id": config.run_id, "engine": "historical", **summary.__dict__})
     return result
+
+
+def history_window(
+    store: CandleStore, bar: pd.Timedelta, since: pd.Timestamp, until: pd.Timestamp | None = None
+) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The bars of ``[since, until)`` that the market data covers (whole bars only)."""
+    first = max(since, (store.first_bar_end - CANDLE).ceil(bar))
+    last = store.last_bar_end.floor(bar) if until is None else min(until, store.last_bar_end).floor(bar)
+    if last <= first:
+        raise MarketDataError(
+            f"the market data ({store.first_bar_end} to {store.last_bar_end}) has no bar after {since}"
+        )
+    return first, last
+
+
+def historical_runs(root: str | Path, model_name: str) -> list[Path]:
+    """The finished historical simulations of a model under ``root``, the most recently written last."""
+    folders = [p for p in (Path(root) / model_name / HISTORICAL_FOLDER).glob("*.*") if (p / "run.json").exists()]
+    return sorted(folders, key=lambda p: (p / "run.json").stat().st_mtime)
 
 
 def read_statistics(directory: str | Path) -> pd.DataFrame:

@@ -93,6 +93,21 @@ def latest_report(root: str | Path, model: str, run_mode: str | None = None) -> 
     return reports[-1] if reports else None
 
 
+def session_statistics(runs: list[RunRef]) -> pd.DataFrame:
+    """The portfolio statistics of consecutive sessions as one table (a bar recorded by two sessions
+    keeps the later session's row)."""
+    frames = []
+    for order, run in enumerate(runs):
+        try:
+            frames.append(LogDir(run.log_dir).read_table("portfolio/statistics").assign(_session=order))
+        except FileNotFoundError:
+            continue  # a session that has not finished its first bar
+    if not frames:
+        return pd.DataFrame(columns=["bar_end", "pnl", "net_wealth"])
+    stats = pd.concat(frames, ignore_index=True).sort_values(["bar_end", "_session"])
+    return stats.drop_duplicates("bar_end", keep="last").drop(columns="_session").reset_index(drop=True)
+
+
 @dataclass
 class ObserverReport:
     directory: Path
@@ -117,19 +132,21 @@ def observe(
     now: pd.Timestamp | None = None,
     holdings_tolerance: float = 10.0,
     pnl_tolerance: float = 1.0,
+    store: CandleStore | None = None,
 ) -> ObserverReport:
     """Reconcile one run (over the bars ending in (start, end]) and write its report folder.
 
-    ``market_data`` overrides the source saved in the run's config; ``now`` (UTC) names the report
-    folder and defaults to the wall clock.
+    ``market_data`` overrides the source saved in the run's config (``store``, already loaded
+    candles of that source, saves reading it again); ``now`` (UTC) names the report folder and
+    defaults to the wall clock.
     """
     began = time.perf_counter()
     logs = LogDir(log_dir)
     overrides = {"market_data": {"source": market_data}} if market_data else {}
     config = load_config(logs.path / "system_config.yaml", **overrides)
-    store = CandleStore(
-        load_source(config.market_data.source, config.universe, config.market_data.delay), config.universe
-    )
+    if store is None:
+        candles = load_source(config.market_data.source, config.universe, config.market_data.delay)
+        store = CandleStore(candles, config.universe)
     result = reconcile(config, logs, store, start, end, holdings_tolerance, pnl_tolerance)
     now = pd.Timestamp.now(tz="UTC") if now is None else now
     directory = logs.path.parent / REPORT_FOLDER / compact(now)

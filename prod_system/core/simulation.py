@@ -205,9 +205,12 @@ class RunSummary:
     final_net_wealth: float
     seconds: float
     dagster_run_id: str | None = None
+    reconciliation: str | None = None  # the observer's verdict: production vs research
+    report: str | None = None  # its HTML report
 
     def lines(self) -> list[str]:
         run = [f"dagster run: {self.dagster_run_id}"] if self.dagster_run_id else []
+        observer = [f"research:    {self.reconciliation}", f"report:      {self.report}"] if self.report else []
         return [
             *run,
             f"log dir:     {self.log_dir}",
@@ -215,6 +218,7 @@ class RunSummary:
             f"pnl:         {self.pnl:,.2f} USDT",
             f"turnover:    {self.turnover:.2f}x mean gmv ({self.gross_volume:,.0f} USDT traded)",
             f"net wealth:  {self.final_net_wealth:,.2f} USDT",
+            *observer,
             f"seconds:     {self.seconds:.2f}",
         ]
 
@@ -277,4 +281,8 @@ def simulate(config: SystemConfig, overwrite: bool = False, progress: Progress |
         )
         log_dir.write_json("run.json", {"run_id": config.run_id, "engine": "core", **summary.__dict__})
         logger.info("done: %s", "; ".join(summary.lines()))
+    from prod_system.core.observer import observe  # the observer builds on this module
+
+    report = observe(log_dir.path, store=store)
+    summary.reconciliation, summary.report = report.summary["verdict"], str(report.html)
     return summary

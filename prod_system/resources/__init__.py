@@ -5,6 +5,7 @@ from prod_system.resources.broker import BrokerResource
 from prod_system.resources.clock import ClockResource
 from prod_system.resources.io_manager import TableStoreIOManager
 from prod_system.resources.market_data import MarketDataResource
+from prod_system.resources.publishing import PublishingResource, default_s3
 from prod_system.resources.system import LogDirResource, SystemResource
 
 __all__ = [
@@ -12,6 +13,8 @@ __all__ = [
     "ClockResource",
     "LogDirResource",
     "MarketDataResource",
+    "PublishingResource",
     "SystemResource",
     "TableStoreIOManager",
+    "default_s3",
 ]
