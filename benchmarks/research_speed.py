@@ -1,16 +1,20 @@
-"""Research portfolio speed: the vectorised portfolio over a long window (default 28 days x 8 assets).
+"""Research and reconciliation speed, against the simulation of the same window.
 
-Uses the full candle files of a folder in the bundled format (the bundled 9 days, or a longer
-download): predictions from a batch evaluation of the model, then the research portfolio, timed
-alone (median of repeats).
+Over a long window of a candle folder in the bundled format (the bundled 9 days, or a longer
+download), in one process, medians of repeats:
+- the research portfolio alone (vectorised), from batch predictions;
+- the historical simulation end to end (batch model in chunks + research portfolio + files);
+- the simulation of the same window (pure core: streaming model, sizing, mocked broker, log dir);
+- the reconciliation (observer report) of one simulated day.
 
-    python benchmarks/research_speed.py [--candles DIR] [--days 28] [--repeats 7]
+    python benchmarks/research_speed.py [--candles DIR] [--start 2023-07-19] [--days 28] [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,43 +22,71 @@ import pandas as pd
 
 from prod_system.core.config import build_config
 from prod_system.core.dag import load_model, run_batch
-from prod_system.core.market_data import CandleStore, load_source
+from prod_system.core.historical import historical_pnl
+from prod_system.core.market_data import CandleStore, load_source, write_snapshot
+from prod_system.core.observer import observe
 from prod_system.core.research import research_portfolio
-from prod_system.core.simulation import predictions_table
+from prod_system.core.simulation import predictions_table, simulate
 from prod_system.core.timeutil import bar_ends
 
 BUNDLED = Path(__file__).resolve().parents[1] / "prod_system" / "data" / "binance_futures_1m"
+UNIVERSE = ["BTC", "ETH", "SOL", "BNB", "XRP", "DOGE", "DOT", "MATIC"]
+
+
+def timed(repeats: int, work) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - began)
+    return times
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candles", default=str(BUNDLED))
+    parser.add_argument("--start", default="2023-07-19T00:00:00Z")
     parser.add_argument("--days", type=int, default=28)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--simulation-repeats", type=int, default=1, help="the long simulation is slow")
     parser.add_argument("--model", default="C3a")
     options = parser.parse_args()
-    start = pd.Timestamp("2023-07-20T00:00:00Z")
-    end = start + pd.Timedelta(days=options.days)
-    universe = ["BTC", "ETH", "SOL", "BNB", "XRP", "DOGE", "DOT", "MATIC"]
-    store = CandleStore(load_source(f"csv:{options.candles}", universe, pd.Timedelta(seconds=10)), universe)
-    end = min(end, store.last_bar_end.floor("1D"))
-    config = build_config(
-        {"model": options.model, "start": start, "end": end, "market_data": {"source": f"csv:{options.candles}"}}
-    )
-    dag = load_model(config.model, config.bar_delta)
-    bars = bar_ends(config.start, config.end, config.bar_delta)
-    began = time.perf_counter()
-    history = store.visible(end + pd.Timedelta(minutes=1), store.first_bar_end - pd.Timedelta(minutes=1))
+    work = Path(tempfile.mkdtemp(prefix="research_speed_"))
+    candles = load_source(f"csv:{options.candles}", UNIVERSE, pd.Timedelta(seconds=10))
+    snapshot = write_snapshot(candles, work / "snapshot.parquet")
+    store = CandleStore(candles, UNIVERSE)
+    start = pd.Timestamp(options.start)
+    end = min(start + pd.Timedelta(days=options.days), store.last_bar_end.floor("1D"))
+    days = (end - start) / pd.Timedelta(days=1)
+
+    def config(**overrides):
+        data = {"model": options.model, "start": start, "end": end, "market_data": {"source": f"parquet:{snapshot}"}}
+        return build_config({**data, "log_root": str(work / "runs"), **overrides})
+
+    base = config()
+    dag = load_model(base.model, base.bar_delta)
+    bars = bar_ends(base.start, base.end, base.bar_delta)
+    history = store.visible(store.last_knowledge_ts, store.first_bar_end - pd.Timedelta(minutes=1))
     predictions = predictions_table(dag, run_batch(dag, history, bars))
-    model_seconds = time.perf_counter() - began
-    times = []
-    for _ in range(options.repeats):
-        began = time.perf_counter()
-        research_portfolio(config, predictions, store, bars)
-        times.append(time.perf_counter() - began)
+    research = timed(options.repeats, lambda: research_portfolio(base, predictions, store, bars))
+    historical = timed(options.repeats, lambda: historical_pnl(base, overwrite=True))
+    simulation = timed(options.simulation_repeats, lambda: simulate(base, overwrite=True))
+    day = config(start=end - pd.Timedelta(days=1))
+    simulate(day, overwrite=True)
+    reconciliation = timed(options.repeats, lambda: observe(day.log_dir(), store=store))
+    reconciliation_with_load = timed(options.repeats, lambda: observe(day.log_dir()))
+
+    research_s, historical_s = statistics.median(research), statistics.median(historical)
+    simulation_s = statistics.median(simulation)
+    print(f"{options.model}, {len(bars):,} bars x {len(UNIVERSE)} assets ({days:g} days from {start:%Y-%m-%d}):")
+    print(f"  research portfolio          median {research_s:7.3f} s  ({options.repeats} runs)")
+    print(f"  historical simulation       median {historical_s:7.3f} s  (batch model + research + files)")
+    print(f"  simulation, same window     median {simulation_s:7.3f} s  ({options.simulation_repeats} runs, pure core)")
+    print(f"  simulation / research       {simulation_s / research_s:7.0f}x")
+    print(f"  simulation / historical     {simulation_s / historical_s:7.1f}x")
     print(
-        f"{options.model}: {len(bars)} bars x {len(universe)} assets ({(end - start).days} days): research portfolio "
-        f"median {statistics.median(times):.3f} s over {options.repeats} runs (batch model {model_seconds:.2f} s)"
+        f"  reconciliation of one day   median {statistics.median(reconciliation):7.3f} s "
+        f"(report written; {statistics.median(reconciliation_with_load):.3f} s reading the snapshot too)"
     )
 
 

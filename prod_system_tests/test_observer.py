@@ -14,7 +14,7 @@ import pytest
 from prod_system.core.dag import load_model
 from prod_system.core.historical import historical_pnl, read_statistics
 from prod_system.core.log_dir import LogDir
-from prod_system.core.market_data import CandleStore
+from prod_system.core.market_data import CandleStore, load_source, select_window, write_snapshot
 from prod_system.core.observer import REPORT_FOLDER, find_runs, latest_report, observe
 from prod_system.core.reconciliation import ReconciliationError, reconcile
 from prod_system_tests.conftest import sim_config
@@ -174,3 +174,14 @@ def test_historical_pnl_command(snapshot, tmp_path):
     again = cli("historical-pnl", "--model", "C3a", "--market-data", str(snapshot), "--start",
                 "2023-07-20T12:00:00Z", "--end", "2023-07-23T00:00:00Z", "--root", str(tmp_path))  # fmt: skip
     assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+def test_reconcile_needs_market_data_covering_the_run(run_root, bundled_dir, tmp_path):
+    short = tmp_path / "short.parquet"
+    candles = load_source(
+        f"csv:{bundled_dir}", ["BTC", "ETH", "SOL", "BNB", "XRP", "DOGE", "DOT", "MATIC"], pd.Timedelta(0)
+    )
+    write_snapshot(select_window(candles, pd.Timestamp("2023-07-21T00:00Z"), pd.Timestamp("2023-07-21T12:00Z")), short)
+    done = cli("reconcile", "--model", "C1b", "--root", str(run_root), "--market-data", str(short))
+    assert done.returncode == 2, done.stderr
+    assert "does not cover the run" in done.stderr and "Traceback" not in done.stderr

@@ -95,7 +95,15 @@ def reconcile(
         raise ReconciliationError(f"cannot reconcile {log_dir.path}: {error}") from None
     if prod_stats.empty:
         raise ReconciliationError(f"cannot reconcile {log_dir.path}: the run has recorded no bar yet")
+    if prod_stats["bar_end"].duplicated().any():
+        twice = prod_stats.loc[prod_stats["bar_end"].duplicated(), "bar_end"].iloc[0]
+        raise ReconciliationError(f"{log_dir.path}: the statistics of {twice.isoformat()} are recorded more than once")
     last = prod_stats["bar_end"].max()
+    if store.first_bar_end > config.start + config.bar_delta or store.last_bar_end < last:
+        raise ReconciliationError(
+            f"the market data ({store.first_bar_end} to {store.last_bar_end}) does not cover the run "
+            f"({config.start} to {last}): research needs the same candles"
+        )
     bars = bar_ends(config.start, min(last, config.end), config.bar_delta)
     research = research_portfolio(
         config, recorded[["bar_end", "asset", "prediction", "volatility", "price"]], store, bars
