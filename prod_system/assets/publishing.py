@@ -16,7 +16,8 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetKey, Failure, MaterializeResult, MetadataValue, asset
 from dagster_aws.s3 import S3Resource
 
-from prod_system.assets.reconciliation import LIVE_MODES, preview, reconciliation_key
+from prod_system.assets.previews import preview
+from prod_system.assets.reconciliation import LIVE_MODES, reconciliation_key
 from prod_system.assets.simulation import model_slug
 from prod_system.core import plots
 from prod_system.core.historical import historical_pnl, historical_runs, history_window, read_statistics

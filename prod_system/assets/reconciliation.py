@@ -8,7 +8,6 @@
 An asset check on each says whether production matches research; the report is the product either way.
 """
 
-import base64
 import json
 from pathlib import Path
 
@@ -28,8 +27,8 @@ from dagster import (
     asset_check,
 )
 
+from prod_system.assets.previews import preview
 from prod_system.assets.simulation import SESSION_DAYS, model_slug
-from prod_system.core import plots
 from prod_system.core.observer import ObserverReport, find_runs, observe
 from prod_system.core.reconciliation import ReconciliationError
 from prod_system.resources import LogDirResource
@@ -40,12 +39,6 @@ SUMMARY_FILE = "summary.json"
 
 def reconciliation_key(model: str, run_mode: str) -> AssetKey:
     return AssetKey([model_slug(model), run_mode, "reconciliation"])
-
-
-def preview(png: bytes, alt: str) -> MetadataValue:
-    """A plot shown in the Dagster UI's metadata (a small copy: it is stored with every event)."""
-    data = base64.b64encode(plots.thumbnail(png)).decode()
-    return MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")
 
 
 def report_metadata(report: ObserverReport) -> dict:

@@ -11,6 +11,7 @@ use per-bar partitions (same core functions, one bar per run).
 import re
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,7 @@ from dagster import (
 )
 
 from prod_system import progress
+from prod_system.assets.previews import preview
 from prod_system.core.config import SystemConfig
 from prod_system.core.dag import Dag, load_model
 from prod_system.core.log_dir import TABLES
@@ -377,6 +379,7 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
                 "started_from": "previous day" if state is not None else "initial cash",
                 "log_dir": MetadataValue.path(summary.log_dir),
                 "pnl_report": MetadataValue.path(png),
+                "pnl_plot": preview(Path(png).read_bytes(), "cumulative PnL and GMV"),
             },
         )
 

@@ -283,7 +283,7 @@ footer {{ margin-top: 2em; color: #777; font-size: .85em; }}
 {_image(pngs["holdings_difference.png"], "holdings difference per asset")}
 <h2>Largest differences</h2>
 <h3>Per-bar PnL by asset (USDT)</h3>
-{_table(_largest(result.side_by_side, "pnl"))}
+{_table(_largest(result.side_by_side, "pnl"), "{:,.4f}")}
 <h3>Holdings by asset (USDT)</h3>
 {_table(_largest(result.side_by_side, "holdings"))}
 <h3>Target positions by asset (USDT)</h3>
