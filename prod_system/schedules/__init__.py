@@ -5,7 +5,6 @@ They are created stopped: they publish to S3, so an operator turns them on (UI o
 do (no live session yet) is skipped, not failed.
 """
 
-
 from dagster import (
     AssetSelection,
     DefaultScheduleStatus,
