@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from prod_system.core.market_data import MarketDataReader
+from prod_system.core.portfolio import PortfolioState
 
 FILL_COLUMNS = [
     "bar_end",
@@ -29,6 +30,10 @@ FILL_COLUMNS = [
 
 
 class Broker(Protocol):
+    def reconcile(self, state: PortfolioState) -> PortfolioState:
+        """Agree with the venue before the first order (the state to trade from)."""
+        ...
+
     def submit(self, orders: list[dict]) -> None: ...
 
     def collect_fills(self, bar_end: pd.Timestamp) -> list[dict]: ...
@@ -43,6 +48,11 @@ class MockedBroker:
         self.reader = reader
         self.bar = bar
         self._pending: list[dict] = []
+
+    def reconcile(self, state: PortfolioState) -> PortfolioState:
+        """Take over the orders still executing at the end of the previous session."""
+        self.submit(state.open_orders)
+        return state
 
     def submit(self, orders: list[dict]) -> None:
         self._pending.extend(orders)

@@ -90,7 +90,49 @@ class PortfolioConfig(_Strict):
 
 
 class BrokerConfig(_Strict):
-    kind: Literal["mocked"] = Field(default="mocked", description="'mocked': 100% fills at the window's TWAP")
+    """Who executes the orders. API keys are never here: only the names of the environment
+    variables that hold them."""
+
+    kind: Literal["mocked", "ccxt"] = Field(
+        default="mocked", description="'mocked': 100% fills at the next bar's TWAP; 'ccxt': Binance USDT-M via ccxt"
+    )
+    exchange_url: str | None = Field(
+        default=None, description="base URL of a Binance-compatible exchange (the local one); None = Binance"
+    )
+    api_key_env: str = Field(default="BINANCE_API_KEY", description="environment variable holding the API key")
+    api_secret_env: str = Field(default="BINANCE_API_SECRET", description="environment variable holding the secret")
+    execution: Literal["market", "twap"] = Field(
+        default="market", description="'market': one market order per asset; 'twap': child orders across the bar"
+    )
+    twap_waves: int = Field(default=5, ge=1, le=60, description="child orders per asset and bar for 'twap'")
+    timeout_seconds: float = Field(default=10.0, gt=0, le=120, description="HTTP timeout of one request")
+    max_attempts: int = Field(default=6, ge=1, le=20, description="tries of one request on transient errors")
+    backoff_seconds: float = Field(default=0.2, gt=0, le=30, description="first retry delay; doubles, capped at 5 s")
+    concurrency: int = Field(default=8, ge=1, le=64, description="requests in flight at once")
+    on_mismatch: Literal["refuse", "adopt"] = Field(
+        default="refuse",
+        description="at start, when the exchange's positions or open orders disagree with the portfolio: "
+        "'refuse' to trade, or 'adopt' the exchange's positions (and cancel our open orders)",
+    )
+
+    @field_validator("api_key_env", "api_secret_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if not value.replace("_", "").isalnum() or not value[0].isalpha():
+            raise ValueError(f"must be the NAME of an environment variable (e.g. BINANCE_API_KEY), got {value[:4]}...")
+        return value
+
+
+class RiskConfig(_Strict):
+    """Limits the broker enforces on every order, whatever the model and the sizing asked for."""
+
+    max_notional_per_asset: float | None = Field(default=None, gt=0, description="cap on |position| value, USDT")
+    max_gross_notional: float | None = Field(default=None, gt=0, description="cap on the sum of |position| values")
+    max_order_notional: float | None = Field(default=None, gt=0, description="cap on one order's value, USDT")
+    kill_switch_file: str | None = Field(
+        default=None,
+        description="if this file exists, no new orders; if it contains 'flatten', close every position",
+    )
 
 
 class SystemConfig(_Strict):
@@ -107,6 +149,7 @@ class SystemConfig(_Strict):
     market_data: MarketDataConfig
     portfolio: PortfolioConfig = Field(default_factory=PortfolioConfig)
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    risk: RiskConfig = Field(default_factory=RiskConfig)
     log_root: str = Field(default="system_runs", description="root folder of the system log dirs")
     profile_memory: bool = Field(default=True, description="record each DAG node's peak memory (tracemalloc)")
 

@@ -27,6 +27,7 @@ from prod_system.core.broker import FILL_COLUMNS, Broker, MockedBroker
 from prod_system.core.clock import Clock, SimulatedClock
 from prod_system.core.config import SystemConfig
 from prod_system.core.dag import Dag, DagOutputs, load_model, run_streaming
+from prod_system.core.exchange_broker import ExchangeBroker
 from prod_system.core.log_dir import LogDir
 from prod_system.core.market_data import CandleStore, MarketDataError, MarketDataReader, load_source
 from prod_system.core.orders import ORDER_COLUMNS, make_orders
@@ -75,6 +76,18 @@ def replay_clock(start: pd.Timestamp) -> Clock:
 
 def mocked_broker(reader: MarketDataReader, bar: pd.Timedelta) -> Broker:
     return MockedBroker(reader, bar)
+
+
+def broker_factory_for(config: SystemConfig, log_dir: LogDir | None = None) -> BrokerFactory:
+    """The broker the config asks for: mocked, or the exchange through ccxt (audited in the log dir)."""
+    if config.broker.kind == "mocked":
+        return mocked_broker
+    audit = log_dir.path / "exchange_audit.jsonl" if log_dir else None
+
+    def exchange_broker(reader: MarketDataReader, bar: pd.Timedelta) -> Broker:
+        return ExchangeBroker(config.broker, config.risk, config.universe, reader.clock, bar, audit_path=audit)
+
+    return exchange_broker
 
 
 def run_model(
@@ -138,8 +151,7 @@ def run_trading(
     reader = MarketDataReader(store, clock)
     broker = broker_factory(reader, bar)
     run_id = config.run_id
-    state = state or PortfolioState.empty(config.universe, config.portfolio.initial_cash)
-    broker.submit(state.open_orders)
+    state = broker.reconcile(state or PortfolioState.empty(config.universe, config.portfolio.initial_cash))
     portfolio = Portfolio(state)
     target_shares = targets.pivot(index="bar_end", columns="asset", values="target_shares")
     targets_by_bar = target_shares.reindex(index=bars, columns=config.universe).to_numpy(dtype="float64")
@@ -184,6 +196,9 @@ def run_trading(
     tables = portfolio.tables()
     tables["orders"] = pd.DataFrame(all_orders, columns=ORDER_COLUMNS)
     tables["fills"] = pd.DataFrame(all_fills, columns=FILL_COLUMNS)
+    if isinstance(broker, ExchangeBroker):
+        tables["broker/executions"] = broker.executions()
+        broker.close()
     return TradingResult(tables=tables, state=portfolio.state(broker.open_orders(), bars[-1]))
 
 
@@ -242,8 +257,17 @@ def write_stage_tables(log_dir: LogDir, tables: dict[str, pd.DataFrame], first_b
         log_dir.write_table(name, frame, first_bar)
 
 
-def simulate(config: SystemConfig, overwrite: bool = False, progress: Progress | None = None) -> RunSummary:
-    """Run the whole window in the pure core (no Dagster) and write its system log dir."""
+def simulate(
+    config: SystemConfig,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    clock_factory: ClockFactory = replay_clock,
+    broker_factory: BrokerFactory | None = None,
+) -> RunSummary:
+    """Run the whole window in the pure core (no Dagster) and write its system log dir.
+
+    The broker is the config's (mocked by default); ``clock_factory`` lets a test drive a local
+    exchange's clock along with the replay."""
     began = time.perf_counter()
     dag = load_model(config.model, config.bar_delta, config.model_params)
     log_dir = LogDir.for_config(config)
@@ -262,7 +286,15 @@ def simulate(config: SystemConfig, overwrite: bool = False, progress: Progress |
         )
         outputs = run_model(config, dag, store, bars, progress)
         targets = run_sizing(config, predictions_table(dag, outputs), bars)
-        trading = run_trading(config, store, targets, bars, progress=progress)
+        trading = run_trading(
+            config,
+            store,
+            targets,
+            bars,
+            progress=progress,
+            clock_factory=clock_factory,
+            broker_factory=broker_factory or broker_factory_for(config, log_dir),
+        )
         first = bars[0]
         write_stage_tables(
             log_dir,
