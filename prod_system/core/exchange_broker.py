@@ -58,8 +58,9 @@ EXECUTION_COLUMNS = [
     "acknowledged_at",
     "reason",
 ]
-# errors after which an order may or may not have reached the exchange: look it up, then retry
-TRANSIENT = (ccxt.NetworkError,)  # RequestTimeout, ExchangeNotAvailable, DDoSProtection, RateLimitExceeded
+# errors after which an order may or may not have reached the exchange: look it up, then retry. ccxt's
+# OperationFailed covers NetworkError (timeouts, 5xx, 429) and Binance's -1001 "internal error".
+TRANSIENT = (ccxt.OperationFailed,)
 MAX_BACKOFF_SECONDS = 5.0
 
 
@@ -334,14 +335,14 @@ class ExchangeBroker:
         limited, reason = (abs(quantity), "") if reduce_only else self._risk_limited(order)
         step = self._step(asset)
         total = _floor_to(limited, step)
+        minimum = step if reduce_only else self._minimum(asset, order.get("decision_price"))
         children: list[_Child | None] = []
-        if total <= 0:
+        if total < minimum or total <= 0:
             child = _Child(order["client_order_id"], order, 0, side, abs(quantity), status="skipped")
-            child.reason = reason or "below the exchange's quantity step"
+            child.reason = reason or f"{total:g} is under the exchange's minimum {minimum:g} (quantity or notional)"
             self._record(child)
             return []
         per_wave = _floor_to(total / waves, step)
-        minimum = self._minimum(asset, order.get("decision_price"))
         carried, sent = 0.0, 0.0
         for wave in range(waves):
             amount = total - sent if wave == waves - 1 else per_wave + carried
@@ -404,6 +405,11 @@ class ExchangeBroker:
         if child.parent.get("reduce_only"):
             params["reduceOnly"] = True
         amount = float(self.client().amount_to_precision(symbol, child.sent))
+        known = self._children.get(child.client_order_id)
+        if known is not None and known.exchange_order_id is not None:  # sent already in this session
+            child.status, child.reason = "duplicate", f"already placed as order {known.exchange_order_id}"
+            self._record(child)
+            return None
         child.sent_at = self.clock.now()
         self._children[child.client_order_id] = child
         error: str | None = None
