@@ -268,5 +268,48 @@ def reconcile(model, root, start, end, run_mode, trigger, market_data, holdings_
         sys.exit(EXIT_NOT_RECONCILED)
 
 
+@main.command("exchange-sim")
+@click.option("--market-data", required=True, help="Snapshot ('parquet:FILE' or FILE.parquet) or 'csv:DIR' to replay.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (loopback by default).")
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--api-key", envvar="EXCHANGE_API_KEY", help="The account's API key [env: EXCHANGE_API_KEY].")
+@click.option("--api-secret", envvar="EXCHANGE_API_SECRET", help="Its secret [env: EXCHANGE_API_SECRET].")
+@click.option(
+    "--clock",
+    type=click.Choice(["shifted", "original", "manual"]),
+    default="shifted",
+    show_default=True,
+    help="shifted: the candles close in real time from start-up; original: their own times; manual: moved "
+    "by POST /_control/clock.",
+)
+@click.option("--speed", default=1.0, show_default=True, help="Market minutes per real minute (shifted, original).")
+@click.option("--taker-fee", default="0.0004", show_default=True)
+@click.option("--maker-fee", default="0.0002", show_default=True)
+@click.option("--initial-balance", default="1000000", show_default=True, help="USDT in the account at start.")
+@click.option("--faults", type=click.Path(dir_okay=False), help="JSON list of fault rules (per endpoint).")
+@click.option("--state", type=click.Path(dir_okay=False), help="JSON file keeping the accounts across restarts.")
+def exchange_sim(market_data, host, port, api_key, api_secret, clock, speed, taker_fee, maker_fee, initial_balance,
+                 faults, state) -> None:  # fmt: skip
+    """Run a local Binance USDT-M futures exchange that the unmodified ccxt client trades on.
+
+    It replays the market data on its clock, fills market orders at the current price with taker fees
+    and limit orders when the price crosses, keeps positions, balances and trades, signs and checks
+    requests like Binance, and injects faults on chosen endpoints (latency, timeouts, 5xx, 429,
+    rejections, partial fills). Point the broker at it with broker.exchange_url.
+    """
+    from prod_system.exchange.__main__ import main as exchange_main
+
+    argv = ["--market-data", market_data, "--host", host, "--port", str(port), "--clock", clock]
+    argv += ["--speed", str(speed), "--taker-fee", taker_fee, "--maker-fee", maker_fee]
+    argv += ["--initial-balance", initial_balance]
+    for flag, value in (("--api-key", api_key), ("--api-secret", api_secret), ("--faults", faults), ("--state", state)):
+        if value:
+            argv += [flag, value]
+    click.echo(
+        f"local exchange on http://{host}:{port} replaying {market_data} ({clock} clock); Ctrl-C stops it", err=True
+    )
+    sys.exit(exchange_main(argv))
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,846 @@
+"""The matching and accounting engine of the local exchange: orders, fills, positions and wallets.
+
+Pure Python, no HTTP: the server parses requests and calls these methods; they return Binance's JSON
+shapes and raise ``BinanceError`` with Binance's codes. One lock guards all state, so the server's
+thread and a test's thread may call it at once. Quantities and money are Decimals, so positions and
+wallets stay exact (no 0.30000000000000004).
+
+Matching: a MARKET order fills at once at the current price (the last closed candle's close) as
+taker; a LIMIT GTC order that is marketable at placement does the same, otherwise it rests and
+fills as maker at its own price once a candle that opened at or after its placement trades through
+it (a buy when the low reaches the price, a sell when the high does). Resting orders are matched on
+every call, against the candles closed since the previous call, oldest first.
+
+Accounts are one-way (position side BOTH), cross margin at a fixed leverage; there is no funding
+and no liquidation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import threading
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import ROUND_DOWN, Decimal
+from pathlib import Path
+
+import pandas as pd
+
+from prod_system.core.config import DEFAULT_INSTRUMENTS
+from prod_system.exchange.market import ClosedCandle, MarketReplay, ReplayClock, wall_ms
+
+QUOTE = "USDT"
+ZERO = Decimal(0)
+TICK_SIZES = {
+    "BTC": "0.1",
+    "ETH": "0.01",
+    "SOL": "0.001",
+    "BNB": "0.01",
+    "XRP": "0.0001",
+    "DOGE": "0.00001",
+    "DOT": "0.001",
+    "MATIC": "0.0001",
+}
+DEFAULT_TICK = "0.0001"
+DEFAULT_STEP = "0.001"
+DEFAULT_MIN_NOTIONAL = "5"
+# (notional floor, notional cap, max leverage, maintenance margin ratio, maintenance amount): the
+# same static brackets for every symbol
+LEVERAGE_BRACKETS = (
+    (0, 1_000_000, 20, "0.01", 0),
+    (1_000_000, 5_000_000, 10, "0.025", 15_000),
+    (5_000_000, 1_000_000_000, 5, "0.05", 140_000),
+)
+_CLIENT_ORDER_ID = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
+_OPEN = ("NEW", "PARTIALLY_FILLED")
+_ACCOUNT_TOTALS = (
+    "initialMargin",
+    "maintMargin",
+    "walletBalance",
+    "unrealizedProfit",
+    "marginBalance",
+    "positionInitialMargin",
+    "openOrderInitialMargin",
+    "crossWalletBalance",
+    "crossUnPnl",
+)
+
+
+class BinanceError(Exception):
+    """An error answered as Binance does: ``{"code": code, "msg": msg}`` with an HTTP status."""
+
+    def __init__(self, code: int, msg: str, status: int = 400):
+        super().__init__(f"{code} {msg}")
+        self.code = code
+        self.msg = msg
+        self.status = status
+
+
+def plain(value: Decimal) -> str:
+    """A Decimal as Binance writes numbers: plain digits, at most 12 decimals, no trailing zeros."""
+    if value.as_tuple().exponent < -12:
+        value = value.quantize(Decimal("1e-12"))
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "0") else text
+
+
+def to_decimal(price: float) -> Decimal:
+    """A candle price (float) as the Decimal it was written as."""
+    return Decimal(repr(price))
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    taker_fee: Decimal = Decimal("0.0004")
+    maker_fee: Decimal = Decimal("0.0002")
+    initial_balance: Decimal = Decimal("1000000")
+    leverage: int = 20
+
+
+@dataclass(frozen=True)
+class SymbolRules:
+    """Binance's filters of one symbol (LOT_SIZE, PRICE_FILTER, MIN_NOTIONAL)."""
+
+    asset: str
+    step: Decimal
+    tick: Decimal
+    min_notional: Decimal
+
+    @property
+    def symbol(self) -> str:
+        return f"{self.asset}{QUOTE}"
+
+    @property
+    def max_qty(self) -> Decimal:
+        return self.step * 100_000_000
+
+    @property
+    def max_price(self) -> Decimal:
+        return self.tick * 1_000_000_000
+
+    @property
+    def quantity_precision(self) -> int:
+        return max(0, -self.step.normalize().as_tuple().exponent)
+
+    @property
+    def price_precision(self) -> int:
+        return max(0, -self.tick.normalize().as_tuple().exponent)
+
+
+def symbol_rules(asset: str) -> SymbolRules:
+    """The project's instrument where known (lot size, min notional), else 0.001 and 5 USDT."""
+    instrument = DEFAULT_INSTRUMENTS.get(asset)
+    step = Decimal(repr(instrument.lot_size)) if instrument else Decimal(DEFAULT_STEP)
+    min_notional = Decimal(repr(instrument.min_notional)) if instrument else Decimal(DEFAULT_MIN_NOTIONAL)
+    return SymbolRules(asset, step.normalize(), Decimal(TICK_SIZES.get(asset, DEFAULT_TICK)), min_notional.normalize())
+
+
+@dataclass
+class Order:
+    order_id: int
+    symbol: str
+    client_order_id: str
+    side: str
+    order_type: str
+    quantity: Decimal
+    price: Decimal
+    reduce_only: bool
+    time_ms: int
+    update_ms: int
+    status: str = "NEW"
+    executed: Decimal = ZERO
+    cum_quote: Decimal = ZERO
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in _OPEN
+
+    @property
+    def sign(self) -> int:
+        return 1 if self.side == "BUY" else -1
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.quantity - self.executed
+
+    def to_json(self) -> dict:
+        average = self.cum_quote / self.executed if self.executed else ZERO
+        return {
+            "orderId": self.order_id,
+            "symbol": self.symbol,
+            "status": self.status,
+            "clientOrderId": self.client_order_id,
+            "price": plain(self.price),
+            "avgPrice": plain(average),
+            "origQty": plain(self.quantity),
+            "executedQty": plain(self.executed),
+            "cumQty": plain(self.executed),
+            "cumQuote": plain(self.cum_quote),
+            "timeInForce": "GTC",
+            "type": self.order_type,
+            "reduceOnly": self.reduce_only,
+            "closePosition": False,
+            "side": self.side,
+            "positionSide": "BOTH",
+            "stopPrice": "0",
+            "workingType": "CONTRACT_PRICE",
+            "priceProtect": False,
+            "origType": self.order_type,
+            "priceMatch": "NONE",
+            "selfTradePreventionMode": "NONE",
+            "goodTillDate": 0,
+            "time": self.time_ms,
+            "updateTime": self.update_ms,
+        }
+
+
+@dataclass
+class Trade:
+    trade_id: int
+    order_id: int
+    symbol: str
+    side: str
+    price: Decimal
+    quantity: Decimal
+    realized_pnl: Decimal
+    commission: Decimal
+    maker: bool
+    time_ms: int
+
+    def to_json(self) -> dict:
+        return {
+            "symbol": self.symbol,
+            "id": self.trade_id,
+            "orderId": self.order_id,
+            "side": self.side,
+            "price": plain(self.price),
+            "qty": plain(self.quantity),
+            "realizedPnl": plain(self.realized_pnl),
+            "quoteQty": plain(self.price * self.quantity),
+            "commission": plain(self.commission),
+            "commissionAsset": QUOTE,
+            "time": self.time_ms,
+            "positionSide": "BOTH",
+            "marginAsset": QUOTE,
+            "buyer": self.side == "BUY",
+            "maker": self.maker,
+        }
+
+
+@dataclass
+class Position:
+    amount: Decimal = ZERO
+    entry_price: Decimal = ZERO
+    update_ms: int = 0
+
+    def apply(self, delta: Decimal, price: Decimal, time_ms: int) -> Decimal:
+        """Add a signed fill at ``price``; returns the PnL realized by the part that reduces the position."""
+        amount, realized = self.amount, ZERO
+        new_amount = amount + delta
+        if amount == 0 or (amount > 0) == (delta > 0):
+            self.entry_price = (abs(amount) * self.entry_price + abs(delta) * price) / abs(new_amount)
+        else:
+            closed = min(abs(delta), abs(amount))
+            realized = closed * (price - self.entry_price) * (1 if amount > 0 else -1)
+            if new_amount == 0:
+                self.entry_price = ZERO
+            elif (new_amount > 0) != (amount > 0):
+                self.entry_price = price
+        self.amount = new_amount
+        self.update_ms = time_ms
+        return realized
+
+
+@dataclass
+class Account:
+    wallet: Decimal
+    update_ms: int
+    orders: dict[int, Order] = field(default_factory=dict)
+    client_order_ids: dict[str, int] = field(default_factory=dict)
+    trades: list[Trade] = field(default_factory=list)
+    positions: dict[str, Position] = field(default_factory=dict)
+
+    def open_orders(self, symbol: str | None = None) -> list[Order]:
+        return [o for o in self.orders.values() if o.is_open and (symbol is None or o.symbol == symbol)]
+
+
+def _encode(item) -> dict:
+    return {name: str(value) if isinstance(value, Decimal) else value for name, value in vars(item).items()}
+
+
+def _decode(cls, data: dict):
+    decimals = {f.name for f in dataclasses.fields(cls) if f.type == "Decimal"}
+    return cls(**{name: Decimal(value) if name in decimals else value for name, value in data.items()})
+
+
+class Engine:
+    """Accounts (one per API key), their orders, trades and positions, matched on the market replay."""
+
+    def __init__(
+        self,
+        market: MarketReplay,
+        config: EngineConfig,
+        api_keys: Iterable[str],
+        state_path: Path | None = None,
+        state: dict | None = None,
+    ):
+        self.market = market
+        self.config = config
+        self.rules = {rules.symbol: rules for rules in map(symbol_rules, market.assets)}
+        self._lock = threading.RLock()
+        self._state_path = state_path
+        self._accounts: dict[str, Account] = {}
+        self._next_order_id = 1
+        self._next_trade_id = 1
+        self._matched_until = market.now_ms()
+        if state is not None:
+            self._restore(state)
+        for key in api_keys:
+            self._accounts.setdefault(key, Account(config.initial_balance, market.now_ms()))
+        self._save()  # at once: a bad state path fails at startup, and a shifted clock keeps its origin
+
+    # -- the clock and the state file -------------------------------------------------------------
+
+    def now_ms(self) -> int:
+        return self.market.now_ms()
+
+    def set_time(self, now_ms: int) -> None:
+        """Move a manual clock forward (ValueError otherwise); resting orders match on the way."""
+        with self._lock:
+            self.market.clock.set_ms(now_ms)
+            self._match_resting()
+            self._save()
+
+    def _account(self, api_key: str) -> Account:
+        account = self._accounts.get(api_key)
+        if account is None:
+            raise BinanceError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
+        return account
+
+    def _state(self) -> dict:
+        return {
+            "market": {"assets": self.market.assets, "first_open_ms": self.market.first_open_ms},
+            "clock": self.market.clock.to_state(),
+            "next_order_id": self._next_order_id,
+            "next_trade_id": self._next_trade_id,
+            "matched_until": self._matched_until,
+            "accounts": {
+                key: {
+                    "wallet": str(account.wallet),
+                    "update_ms": account.update_ms,
+                    "orders": [_encode(order) for order in account.orders.values()],
+                    "trades": [_encode(trade) for trade in account.trades],
+                    "positions": {symbol: _encode(position) for symbol, position in account.positions.items()},
+                }
+                for key, account in self._accounts.items()
+            },
+        }
+
+    def _restore(self, state: dict) -> None:
+        market = state["market"]
+        if market["assets"] != self.market.assets or market["first_open_ms"] != self.market.first_open_ms:
+            raise ValueError("the state file was written for other market data")
+        self._next_order_id = state["next_order_id"]
+        self._next_trade_id = state["next_trade_id"]
+        self._matched_until = state["matched_until"]
+        for key, data in state["accounts"].items():
+            orders = [_decode(Order, order) for order in data["orders"]]
+            self._accounts[key] = Account(
+                Decimal(data["wallet"]),
+                data["update_ms"],
+                orders={order.order_id: order for order in orders},
+                client_order_ids={order.client_order_id: order.order_id for order in orders},
+                trades=[_decode(Trade, trade) for trade in data["trades"]],
+                positions={symbol: _decode(Position, pos) for symbol, pos in data["positions"].items()},
+            )
+
+    def _save(self) -> None:
+        """Write the whole state atomically (a crash leaves the previous file, never half of one)."""
+        if self._state_path is None:
+            return
+        tmp = self._state_path.with_name(self._state_path.name + ".tmp")
+        tmp.write_text(json.dumps(self._state()))
+        os.replace(tmp, self._state_path)
+
+    # -- prices, margin and fills -------------------------------------------------------------------
+
+    def _symbol_rules(self, symbol: str) -> SymbolRules:
+        rules = self.rules.get(symbol)
+        if rules is None:
+            raise BinanceError(-1121, "Invalid symbol.")
+        return rules
+
+    def price(self, symbol: str, now_ms: int | None = None) -> Decimal | None:
+        """The price at now: the close of the last closed candle (None before the first closes)."""
+        price = self.market.price(self.rules[symbol].asset, self.now_ms() if now_ms is None else now_ms)
+        return None if price is None else to_decimal(price)
+
+    def _mark(self, symbol: str, position: Position) -> Decimal:
+        price = self.price(symbol)
+        return position.entry_price if price is None else price
+
+    def _position_margin(self, symbol: str, position: Position) -> Decimal:
+        return abs(position.amount) * self._mark(symbol, position) / self.config.leverage
+
+    def _order_margin(self, orders: Iterable[Order]) -> Decimal:
+        """Initial margin held by resting orders that could open exposure (reduce-only ones hold none)."""
+        return sum((o.remaining * o.price for o in orders if not o.reduce_only), ZERO) / self.config.leverage
+
+    def _unrealized(self, account: Account) -> Decimal:
+        return sum((p.amount * (self._mark(s, p) - p.entry_price) for s, p in account.positions.items()), ZERO)
+
+    def _initial_margin(self, account: Account) -> Decimal:
+        positions = sum((self._position_margin(s, p) for s, p in account.positions.items()), ZERO)
+        return positions + self._order_margin(account.open_orders())
+
+    def _available(self, account: Account) -> Decimal:
+        return max(ZERO, account.wallet + self._unrealized(account) - self._initial_margin(account))
+
+    def _fill(self, account: Account, order: Order, quantity: Decimal, price: Decimal, maker: bool, time_ms: int):
+        position = account.positions.setdefault(order.symbol, Position())
+        realized = position.apply(order.sign * quantity, price, time_ms)
+        commission = quantity * price * (self.config.maker_fee if maker else self.config.taker_fee)
+        account.wallet += realized - commission
+        account.update_ms = time_ms
+        order.executed += quantity
+        order.cum_quote += quantity * price
+        order.update_ms = time_ms
+        order.status = "FILLED" if order.executed == order.quantity else "PARTIALLY_FILLED"
+        trade = Trade(
+            self._next_trade_id,
+            order.order_id,
+            order.symbol,
+            order.side,
+            price,
+            quantity,
+            realized,
+            commission,
+            maker,
+            time_ms,
+        )
+        self._next_trade_id += 1
+        account.trades.append(trade)
+
+    def _reducible(self, account: Account, order: Order, quantity: Decimal) -> Decimal:
+        """How much of ``quantity`` a reduce-only order may fill: at most the opposite position."""
+        position = account.positions.get(order.symbol)
+        amount = position.amount if position else ZERO
+        return min(quantity, abs(amount)) if amount * order.sign < 0 else ZERO
+
+    def _match_resting(self) -> int:
+        """Fill resting limit orders against the candles closed since the last call, oldest first.
+
+        Returns the time matched up to: the rest of the call uses it as its "now".
+        """
+        now = self.now_ms()
+        if now <= self._matched_until:
+            return now
+        resting = sorted(
+            ((order, account) for account in self._accounts.values() for order in account.open_orders()),
+            key=lambda pair: pair[0].order_id,
+        )
+        candles: list[ClosedCandle] = []
+        for symbol in sorted({order.symbol for order, _ in resting}):
+            candles += self.market.closed_candles(self.rules[symbol].asset, self._matched_until, now)
+        candles.sort(key=lambda candle: (candle.close_ms, candle.asset))
+        changed = False
+        for candle in candles:
+            symbol = f"{candle.asset}{QUOTE}"
+            for order, account in resting:
+                if order.is_open and order.symbol == symbol and order.time_ms <= candle.open_ms:
+                    changed |= self._match_candle(account, order, candle)
+        self._matched_until = now
+        if changed:
+            self._save()
+        return now
+
+    def _match_candle(self, account: Account, order: Order, candle: ClosedCandle) -> bool:
+        """Fill a resting order at its price if the candle traded through it; whether it did."""
+        if order.side == "BUY":
+            crossed = to_decimal(candle.low) <= order.price
+        else:
+            crossed = to_decimal(candle.high) >= order.price
+        if not crossed:
+            return False
+        quantity = self._reducible(account, order, order.remaining) if order.reduce_only else order.remaining
+        if quantity > 0:
+            self._fill(account, order, quantity, order.price, True, candle.close_ms)
+        if order.is_open:  # a reduce-only order whose position is gone
+            order.status, order.update_ms = "EXPIRED", candle.close_ms
+        return True
+
+    # -- orders ------------------------------------------------------------------------------------
+
+    def place_order(
+        self,
+        api_key: str,
+        symbol: str,
+        side: str,
+        order_type: str,
+        quantity: Decimal,
+        price: Decimal | None = None,
+        client_order_id: str | None = None,
+        reduce_only: bool = False,
+        ack: bool = False,
+        fill_fraction: float | None = None,
+    ) -> dict:
+        """Check, accept and execute an order; ``fill_fraction`` (a fault) fills only that share at once.
+
+        Returns the order as accepted (``ack``) or after its immediate execution (Binance's RESULT).
+        """
+        with self._lock:
+            account = self._account(api_key)
+            now = self._match_resting()
+            rules = self._symbol_rules(symbol)
+            if client_order_id is None:
+                client_order_id = uuid.uuid4().hex[:22]
+            elif not _CLIENT_ORDER_ID.fullmatch(client_order_id):
+                raise BinanceError(-4015, "Client order id is not valid.")
+            if client_order_id in account.client_order_ids:
+                raise BinanceError(-4116, "ClientOrderId is duplicated.")
+            self._check_filters(rules, side, order_type, quantity, price)
+            last = self.price(symbol, now)
+            if order_type == "MARKET" and last is None:
+                raise BinanceError(-1013, "Market is closed.")
+            order = Order(
+                self._next_order_id,
+                symbol,
+                client_order_id,
+                side,
+                order_type,
+                quantity,
+                price if order_type == "LIMIT" else ZERO,
+                reduce_only,
+                now,
+                now,
+            )
+            self._check_risk(account, order, rules, order.price if order_type == "LIMIT" else last)
+            self._next_order_id += 1
+            account.orders[order.order_id] = order
+            account.client_order_ids[client_order_id] = order.order_id
+            accepted = order.to_json()
+            marketable = last is not None and (order_type == "MARKET" or (order.price - last) * order.sign >= 0)
+            if marketable:
+                quantity = self._reducible(account, order, quantity) if reduce_only else quantity
+                if fill_fraction is not None:
+                    share = quantity * Decimal(repr(fill_fraction)) / rules.step
+                    quantity = share.to_integral_value(ROUND_DOWN) * rules.step
+                if quantity > 0:
+                    self._fill(account, order, quantity, last, False, now)
+                if order_type == "MARKET" and order.is_open:  # what the book could not fill expires
+                    order.status = "EXPIRED"
+            self._save()
+            return accepted if ack else order.to_json()
+
+    @staticmethod
+    def _check_filters(rules: SymbolRules, side: str, order_type: str, quantity: Decimal, price: Decimal | None):
+        if side not in ("BUY", "SELL"):
+            raise BinanceError(-1117, "Invalid side.")
+        if order_type not in ("LIMIT", "MARKET"):
+            raise BinanceError(-1116, "Invalid orderType.")
+        if quantity <= 0:
+            raise BinanceError(-4003, "Quantity less than or equal to zero.")
+        if quantity % rules.step:
+            raise BinanceError(-1111, "Precision is over the maximum defined for this asset.")
+        if quantity > rules.max_qty:
+            raise BinanceError(-4005, "Quantity greater than max quantity.")
+        if order_type != "LIMIT":
+            return
+        if price is None:
+            raise BinanceError(-1102, "Mandatory parameter 'price' was not sent, was empty/null, or malformed.")
+        if price <= 0:
+            raise BinanceError(-4001, "Price less than 0.")
+        if price % rules.tick:
+            raise BinanceError(-4014, "Price not increased by tick size.")
+        if price > rules.max_price:
+            raise BinanceError(-4016, "Limit price can't be higher than the maximum price.")
+
+    def _check_risk(self, account: Account, order: Order, rules: SymbolRules, price: Decimal) -> None:
+        """Reduce-only direction, min notional and initial margin, as Binance checks them at placement."""
+        position = account.positions.get(order.symbol)
+        amount = position.amount if position else ZERO
+        if order.reduce_only:
+            if amount * order.sign >= 0:
+                raise BinanceError(-2022, "ReduceOnly Order is rejected.")
+            return
+        if order.quantity * price < rules.min_notional:
+            minimum = plain(rules.min_notional)
+            raise BinanceError(
+                -4164, f"Order's notional must be no smaller than {minimum} (unless you choose reduce only)."
+            )
+        opening = order.quantity if amount * order.sign >= 0 else max(ZERO, order.quantity - abs(amount))
+        if opening * price / self.config.leverage > self._available(account):
+            raise BinanceError(-2019, "Margin is insufficient.")
+
+    def _find_order(self, account: Account, symbol: str, order_id: int | None, client_order_id: str | None):
+        self._symbol_rules(symbol)
+        if order_id is None:
+            order_id = account.client_order_ids.get(client_order_id)
+        order = account.orders.get(order_id)
+        return order if order is not None and order.symbol == symbol else None
+
+    def get_order(self, api_key: str, symbol: str, order_id: int | None, client_order_id: str | None) -> dict:
+        with self._lock:
+            account = self._account(api_key)
+            self._match_resting()
+            order = self._find_order(account, symbol, order_id, client_order_id)
+            if order is None:
+                raise BinanceError(-2013, "Order does not exist.")
+            return order.to_json()
+
+    def cancel_order(self, api_key: str, symbol: str, order_id: int | None, client_order_id: str | None) -> dict:
+        with self._lock:
+            account = self._account(api_key)
+            self._match_resting()
+            order = self._find_order(account, symbol, order_id, client_order_id)
+            if order is None or not order.is_open:
+                raise BinanceError(-2011, "Unknown order sent.")
+            order.status, order.update_ms = "CANCELED", self.now_ms()
+            self._save()
+            return order.to_json()
+
+    def open_orders(self, api_key: str, symbol: str | None = None) -> list[dict]:
+        with self._lock:
+            account = self._account(api_key)
+            self._match_resting()
+            if symbol is not None:
+                self._symbol_rules(symbol)
+            return [order.to_json() for order in account.open_orders(symbol)]
+
+    def user_trades(
+        self,
+        api_key: str,
+        symbol: str,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        from_id: int | None = None,
+        limit: int = 500,
+    ) -> list[dict]:
+        """The account's trades of a symbol: from ``from_id``/``start_ms`` on the first ``limit``, else the last."""
+        with self._lock:
+            account = self._account(api_key)
+            self._match_resting()
+            self._symbol_rules(symbol)
+            trades = [
+                t
+                for t in account.trades
+                if t.symbol == symbol
+                and (from_id is None or t.trade_id >= from_id)
+                and (start_ms is None or t.time_ms >= start_ms)
+                and (end_ms is None or t.time_ms <= end_ms)
+            ]
+            trades = trades[:limit] if from_id is not None or start_ms is not None else trades[-limit:]
+            return [trade.to_json() for trade in trades]
+
+    # -- account views -------------------------------------------------------------------------------
+
+    def _position_json(self, account: Account, symbol: str, version: int) -> dict:
+        position = account.positions.get(symbol, Position())
+        mark = self._mark(symbol, position)
+        notional = position.amount * mark
+        orders = account.open_orders(symbol)
+        order_margin = self._order_margin(orders)
+        position_margin = self._position_margin(symbol, position)
+        common = {
+            "symbol": symbol,
+            "positionSide": "BOTH",
+            "positionAmt": plain(position.amount),
+            "entryPrice": plain(position.entry_price),
+            "markPrice": plain(mark),
+            "unRealizedProfit": plain(position.amount * (mark - position.entry_price)),
+            "liquidationPrice": "0",
+            "isolatedMargin": "0",
+            "notional": plain(notional),
+            "isolatedWallet": "0",
+            "updateTime": position.update_ms,
+        }
+        if version == 2:
+            return {
+                **common,
+                "leverage": str(self.config.leverage),
+                "marginType": "cross",
+                "isAutoAddMargin": "false",
+                "maxNotionalValue": str(LEVERAGE_BRACKETS[0][1]),
+            }
+        return {
+            **common,
+            "marginAsset": QUOTE,
+            "initialMargin": plain(position_margin + order_margin),
+            "maintMargin": plain(maintenance_margin(abs(notional))),
+            "positionInitialMargin": plain(position_margin),
+            "openOrderInitialMargin": plain(order_margin),
+            "adl": 0,
+            "bidNotional": plain(sum((o.remaining * o.price for o in orders if o.side == "BUY"), ZERO)),
+            "askNotional": plain(sum((o.remaining * o.price for o in orders if o.side == "SELL"), ZERO)),
+        }
+
+    def _account_position_json(self, account: Account, symbol: str, version: int) -> dict:
+        """A position as the account endpoints list it (fewer fields than positionRisk)."""
+        risk = self._position_json(account, symbol, 3)
+        fields = ("symbol", "positionSide", "positionAmt", "isolatedMargin", "notional", "isolatedWallet")
+        result = {name: risk[name] for name in fields}
+        result.update(
+            unrealizedProfit=risk["unRealizedProfit"],
+            initialMargin=risk["initialMargin"],
+            maintMargin=risk["maintMargin"],
+            positionInitialMargin=risk["positionInitialMargin"],
+            openOrderInitialMargin=risk["openOrderInitialMargin"],
+            updateTime=risk["updateTime"],
+        )
+        if version == 2:
+            result.update(entryPrice=risk["entryPrice"], leverage=str(self.config.leverage), isolated=False)
+        return result
+
+    def _active_symbols(self, account: Account) -> list[str]:
+        """Symbols with a position or open orders: what Binance's v3 endpoints list."""
+        open_symbols = {order.symbol for order in account.open_orders()}
+        return [s for s in self.rules if s in open_symbols or account.positions.get(s, Position()).amount != 0]
+
+    def position_risk(self, api_key: str, symbol: str | None = None, version: int = 3) -> list[dict]:
+        """Positions (v3: symbols with a position or open orders; v2: every symbol)."""
+        with self._lock:
+            account = self._account(api_key)
+            self._match_resting()
+            if symbol is not None:
+                self._symbol_rules(symbol)
+            symbols = list(self.rules) if version == 2 else self._active_symbols(account)
+            return [self._position_json(account, s, version) for s in symbols if symbol is None or s == symbol]
+
+    def _balance_figures(self, account: Account) -> dict:
+        unrealized = self._unrealized(account)
+        available = self._available(account)
+        return {
+            "walletBalance": plain(account.wallet),
+            "unrealizedProfit": plain(unrealized),
+            "marginBalance": plain(account.wallet + unrealized),
+            "maintMargin": plain(
+                sum((maintenance_margin(abs(p.amount * self._mark(s, p))) for s, p in account.positions.items()), ZERO)
+            ),
+            "initialMargin": plain(self._initial_margin(account)),
+            "positionInitialMargin": plain(
+                sum((self._position_margin(s, p) for s, p in account.positions.items()), ZERO)
+            ),
+            "openOrderInitialMargin": plain(self._order_margin(account.open_orders())),
+            "crossWalletBalance": plain(account.wallet),
+            "crossUnPnl": plain(unrealized),
+            "availableBalance": plain(available),
+            "maxWithdrawAmount": plain(min(available, account.wallet)),
+        }
+
+    def account(self, api_key: str, version: int = 3) -> dict:
+        """The futures account (GET /fapi/v3/account, or v2 with its extra fields), all in USDT."""
+        with self._lock:
+            account = self._account(api_key)
+            self._match_resting()
+            figures = self._balance_figures(account)
+            totals = {f"total{name[0].upper()}{name[1:]}": figures[name] for name in _ACCOUNT_TOTALS}
+            symbols = list(self.rules) if version == 2 else self._active_symbols(account)
+            result = {
+                **totals,
+                "availableBalance": figures["availableBalance"],
+                "maxWithdrawAmount": figures["maxWithdrawAmount"],
+                "assets": [{"asset": QUOTE, **figures, "marginAvailable": True, "updateTime": account.update_ms}],
+                "positions": [self._account_position_json(account, symbol, version) for symbol in symbols],
+            }
+            if version == 2:
+                result = {
+                    "feeTier": 0,
+                    "canTrade": True,
+                    "canDeposit": True,
+                    "canWithdraw": True,
+                    "updateTime": 0,
+                    "multiAssetsMargin": False,
+                    "tradeGroupId": -1,
+                    **result,
+                }
+            return result
+
+    def balance(self, api_key: str) -> list[dict]:
+        """GET /fapi/v2|v3/balance: the USDT wallet."""
+        with self._lock:
+            account = self._account(api_key)
+            self._match_resting()
+            figures = self._balance_figures(account)
+            return [
+                {
+                    "accountAlias": "local",
+                    "asset": QUOTE,
+                    "balance": figures["walletBalance"],
+                    "crossWalletBalance": figures["crossWalletBalance"],
+                    "crossUnPnl": figures["crossUnPnl"],
+                    "availableBalance": figures["availableBalance"],
+                    "maxWithdrawAmount": figures["maxWithdrawAmount"],
+                    "marginAvailable": True,
+                    "updateTime": account.update_ms,
+                }
+            ]
+
+    def counts(self) -> dict:
+        """How many orders (and open ones) and trades the accounts hold."""
+        with self._lock:
+            self._match_resting()
+            accounts = self._accounts.values()
+            return {
+                "orders": sum(len(a.orders) for a in accounts),
+                "open_orders": sum(len(a.open_orders()) for a in accounts),
+                "trades": sum(len(a.trades) for a in accounts),
+            }
+
+
+def maintenance_margin(notional: Decimal) -> Decimal:
+    """Maintenance margin of a position's absolute notional under the static brackets."""
+    for floor, cap, _, ratio, amount in LEVERAGE_BRACKETS:
+        if floor <= notional < cap:
+            return notional * Decimal(ratio) - amount
+    return ZERO
+
+
+def leverage_brackets(symbols: Iterable[str]) -> list[dict]:
+    """GET /fapi/v1/leverageBracket: the same static brackets for every symbol."""
+    brackets = [
+        {
+            "bracket": number,
+            "initialLeverage": leverage,
+            "notionalCap": cap,
+            "notionalFloor": floor,
+            "maintMarginRatio": float(ratio),
+            "cum": float(amount),
+        }
+        for number, (floor, cap, leverage, ratio, amount) in enumerate(LEVERAGE_BRACKETS, start=1)
+    ]
+    return [{"symbol": symbol, "notionalCoef": 1.0, "brackets": brackets} for symbol in symbols]
+
+
+def open_engine(
+    candles: pd.DataFrame,
+    config: EngineConfig,
+    api_keys: Iterable[str],
+    clock_mode: str = "shifted",
+    speed: float = 1.0,
+    state_path: str | Path | None = None,
+) -> Engine:
+    """An engine on the candles; with a state file that exists, it resumes that state and its clock."""
+    state_path = Path(state_path) if state_path is not None else None
+    state = None
+    if state_path is not None and not state_path.parent.is_dir():
+        raise ValueError(f"the folder of the state file {state_path} does not exist")
+    if state_path is not None and state_path.exists():
+        try:
+            state = json.loads(state_path.read_text())
+        except (OSError, ValueError) as error:
+            raise ValueError(f"cannot read the state file {state_path}: {error}") from None
+    if state is None:
+        first_open_ms = int(candles["bar_start"].min().value // 1_000_000)
+        clock = ReplayClock.start(clock_mode, first_open_ms, speed)
+    else:
+        clock = ReplayClock.from_state(state["clock"], wall_ms)
+        if (clock.mode, clock.speed) != (clock_mode, speed):
+            raise ValueError(
+                f"the state file {state_path} runs a {clock.mode} clock at speed {clock.speed}, "
+                f"not {clock_mode} at {speed}: use the same clock or another state file"
+            )
+    return Engine(MarketReplay(candles, clock), config, api_keys, state_path, state)

@@ -1,0 +1,644 @@
+"""The local exchange's HTTP face: Binance USDT-M futures REST as the unmodified ccxt ``binanceusdm`` calls it.
+
+Every request is counted per endpoint ("METHOD /path"), goes through the fault rules, then through
+the endpoint table: public endpoints answer anyone, signed ones check the ``X-MBX-APIKEY`` header,
+the HMAC-SHA256 ``signature`` of the exact query string and body, and the ``timestamp`` against the
+wall clock (not the market clock) within ``recvWindow``. Errors are Binance's JSON
+``{"code": ..., "msg": ...}``. ``/_control/`` endpoints (faults, manual clock, request counts) need an
+account's API key header, no signature.
+
+``LocalExchange`` runs the server in a background thread on a free port (tests, benchmarks);
+``serve`` runs it in the foreground until interrupted (the command line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import re
+import socket
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import numpy as np
+import pandas as pd
+from aiohttp import web
+
+from prod_system.exchange.engine import (
+    BinanceError,
+    Engine,
+    EngineConfig,
+    SymbolRules,
+    leverage_brackets,
+    open_engine,
+    plain,
+)
+from prod_system.exchange.faults import FaultInjector, FaultRule, FaultRuleError, parse_rules
+from prod_system.exchange.market import MINUTE_MS, load_candles, to_ms, wall_ms
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RECV_WINDOW_MS = 5_000
+MAX_RECV_WINDOW_MS = 60_000
+MAX_KLINES = 1_500
+MAX_TRADES = 1_000
+INTERNAL_ERROR = {"code": -1001, "msg": "Internal error; unable to process your request. Please try again."}
+_DECIMAL = re.compile(r"[0-9]{1,20}(\.[0-9]{1,20})?")
+_INTEGER = re.compile(r"-?[0-9]{1,20}")
+
+
+@dataclass
+class Call:
+    """One request as the endpoint functions see it."""
+
+    params: dict[str, str]
+    api_key: str | None = None
+    body: str = ""
+    fill_fraction: float | None = None
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except ValueError as error:
+            raise BinanceError(-1130, f"The body is not valid JSON: {error}") from None
+
+
+class ExchangeService:
+    """What the HTTP layer serves: the engine, the accounts' secrets, the fault rules and request counts."""
+
+    def __init__(self, engine: Engine, secrets: dict[str, str], faults: FaultInjector):
+        self.engine = engine
+        self.secrets = secrets
+        self.faults = faults
+        self._requests: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def count(self, endpoint: str) -> None:
+        with self._lock:
+            self._requests[endpoint] += 1
+
+    def request_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._requests)
+
+
+_SERVICE = web.AppKey("service", ExchangeService)
+_STOPPING = web.AppKey("stopping", asyncio.Event)
+
+
+# -- request parameters --------------------------------------------------------------------------
+
+
+def _required(params: dict[str, str], name: str) -> str:
+    value = params.get(name)
+    if not value:
+        raise BinanceError(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+    return value
+
+
+def _integer(params: dict[str, str], name: str, default: int | None = None, required: bool = False) -> int | None:
+    value = _required(params, name) if required else params.get(name)
+    if value is None:
+        return default
+    if not _INTEGER.fullmatch(value):
+        raise BinanceError(
+            -1100, f"Illegal characters found in parameter '{name}'; legal range is '^-?[0-9]{{1,20}}$'."
+        )
+    return int(value)
+
+
+def _decimal(params: dict[str, str], name: str, required: bool = False) -> Decimal | None:
+    value = _required(params, name) if required else params.get(name)
+    if value is None:
+        return None
+    if not _DECIMAL.fullmatch(value):
+        raise BinanceError(
+            -1100,
+            f"Illegal characters found in parameter '{name}'; legal range is '^([0-9]{{1,20}})(\\.[0-9]{{1,20}})?$'.",
+        )
+    return Decimal(value)
+
+
+def _flag(params: dict[str, str], name: str) -> bool:
+    value = params.get(name, "false").lower()
+    if value not in ("true", "false"):
+        raise BinanceError(-1130, f"Data sent for parameter '{name}' is not valid.")
+    return value == "true"
+
+
+def _in_range(name: str, value: int, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise BinanceError(-1130, f"Data sent for parameter '{name}' is not valid.")
+    return value
+
+
+def _symbol(engine: Engine, params: dict[str, str]) -> SymbolRules:
+    rules = engine.rules.get(_required(params, "symbol"))
+    if rules is None:
+        raise BinanceError(-1121, "Invalid symbol.")
+    return rules
+
+
+def _order_reference(params: dict[str, str]) -> tuple[int | None, str | None]:
+    order_id, client_order_id = _integer(params, "orderId"), params.get("origClientOrderId") or None
+    if order_id is None and client_order_id is None:
+        raise BinanceError(-1102, "Param 'orderId' or 'origClientOrderId' must be sent, but both were empty/null!")
+    return order_id, client_order_id
+
+
+# -- endpoints -----------------------------------------------------------------------------------
+
+
+def _number(value: float) -> str:
+    return np.format_float_positional(value, trim="-")
+
+
+def _symbol_info(rules: SymbolRules, onboard_ms: int) -> dict:
+    step, tick, max_qty = plain(rules.step), plain(rules.tick), plain(rules.max_qty)
+    return {
+        "symbol": rules.symbol,
+        "pair": rules.symbol,
+        "contractType": "PERPETUAL",
+        "deliveryDate": 4133404800000,
+        "onboardDate": onboard_ms,
+        "status": "TRADING",
+        "maintMarginPercent": "2.5000",
+        "requiredMarginPercent": "5.0000",
+        "baseAsset": rules.asset,
+        "quoteAsset": "USDT",
+        "marginAsset": "USDT",
+        "pricePrecision": rules.price_precision,
+        "quantityPrecision": rules.quantity_precision,
+        "baseAssetPrecision": 8,
+        "quotePrecision": 8,
+        "underlyingType": "COIN",
+        "underlyingSubType": [],
+        "settlePlan": 0,
+        "triggerProtect": "0.0500",
+        "liquidationFee": "0.012500",
+        "marketTakeBound": "0.05",
+        "maxMoveOrderLimit": 10000,
+        "filters": [
+            {"filterType": "PRICE_FILTER", "tickSize": tick, "minPrice": tick, "maxPrice": plain(rules.max_price)},
+            {"filterType": "LOT_SIZE", "stepSize": step, "minQty": step, "maxQty": max_qty},
+            {"filterType": "MARKET_LOT_SIZE", "stepSize": step, "minQty": step, "maxQty": max_qty},
+            {"filterType": "MAX_NUM_ORDERS", "limit": 200},
+            {"filterType": "MIN_NOTIONAL", "notional": plain(rules.min_notional)},
+        ],
+        "orderTypes": ["LIMIT", "MARKET"],
+        "timeInForce": ["GTC"],
+    }
+
+
+def exchange_info(service: ExchangeService, call: Call) -> dict:
+    engine = service.engine
+    return {
+        "timezone": "UTC",
+        "serverTime": engine.now_ms(),
+        "futuresType": "U_MARGINED",
+        "rateLimits": [
+            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 2400},
+            {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
+        ],
+        "exchangeFilters": [],
+        "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"}],
+        "symbols": [_symbol_info(rules, engine.market.first_open_ms) for rules in engine.rules.values()],
+    }
+
+
+def klines(service: ExchangeService, call: Call) -> list[list]:
+    """1-minute klines. Quote volume is estimated as volume x typical price; trade counts are unknown (0)."""
+    rules = _symbol(service.engine, call.params)
+    if _required(call.params, "interval") != "1m":
+        raise BinanceError(-1120, "Invalid interval.")
+    limit = _in_range("limit", _integer(call.params, "limit", 500), 1, MAX_KLINES)
+    rows = service.engine.market.klines(
+        rules.asset,
+        service.engine.now_ms(),
+        _integer(call.params, "startTime"),
+        _integer(call.params, "endTime"),
+        limit,
+    )
+    return [
+        [
+            open_ms,
+            *(_number(value) for value in (open_, high, low, close, volume)),
+            open_ms + MINUTE_MS - 1,
+            _number(volume * (high + low + close) / 3),
+            0,
+            "0",
+            "0",
+            "0",
+        ]
+        for open_ms, open_, high, low, close, volume in rows
+    ]
+
+
+def post_order(service: ExchangeService, call: Call) -> dict:
+    params = call.params
+    rules = _symbol(service.engine, params)
+    side, order_type = _required(params, "side"), _required(params, "type")
+    quantity = _decimal(params, "quantity", required=True)
+    price = _decimal(params, "price", required=order_type == "LIMIT")
+    if order_type == "LIMIT":
+        if _required(params, "timeInForce") != "GTC":
+            raise BinanceError(-1115, "Invalid timeInForce.")
+    elif price is not None:
+        raise BinanceError(-1106, "Parameter 'price' sent when not required.")
+    if params.get("positionSide", "BOTH") != "BOTH":
+        raise BinanceError(-4061, "Order's position side does not match user's setting.")
+    response_type = params.get("newOrderRespType", "ACK")
+    if response_type not in ("ACK", "RESULT"):
+        raise BinanceError(-1130, "Data sent for parameter 'newOrderRespType' is not valid.")
+    return service.engine.place_order(
+        call.api_key,
+        rules.symbol,
+        side,
+        order_type,
+        quantity,
+        price,
+        client_order_id=params.get("newClientOrderId"),
+        reduce_only=_flag(params, "reduceOnly"),
+        ack=response_type == "ACK",
+        fill_fraction=call.fill_fraction,
+    )
+
+
+def get_order(service: ExchangeService, call: Call) -> dict:
+    rules = _symbol(service.engine, call.params)
+    return service.engine.get_order(call.api_key, rules.symbol, *_order_reference(call.params))
+
+
+def delete_order(service: ExchangeService, call: Call) -> dict:
+    rules = _symbol(service.engine, call.params)
+    return service.engine.cancel_order(call.api_key, rules.symbol, *_order_reference(call.params))
+
+
+def open_orders(service: ExchangeService, call: Call) -> list[dict]:
+    symbol = _symbol(service.engine, call.params).symbol if call.params.get("symbol") else None
+    return service.engine.open_orders(call.api_key, symbol)
+
+
+def user_trades(service: ExchangeService, call: Call) -> list[dict]:
+    params = call.params
+    return service.engine.user_trades(
+        call.api_key,
+        _symbol(service.engine, params).symbol,
+        start_ms=_integer(params, "startTime"),
+        end_ms=_integer(params, "endTime"),
+        from_id=_integer(params, "fromId"),
+        limit=_in_range("limit", _integer(params, "limit", 500), 1, MAX_TRADES),
+    )
+
+
+def position_risk(version: int) -> Callable[[ExchangeService, Call], list[dict]]:
+    def endpoint(service: ExchangeService, call: Call) -> list[dict]:
+        symbol = _symbol(service.engine, call.params).symbol if call.params.get("symbol") else None
+        return service.engine.position_risk(call.api_key, symbol, version)
+
+    return endpoint
+
+
+def leverage_bracket(service: ExchangeService, call: Call) -> list[dict] | dict:
+    """Binance answers a list, or the one symbol's entry when ``symbol`` is given."""
+    if call.params.get("symbol"):
+        return leverage_brackets([_symbol(service.engine, call.params).symbol])[0]
+    return leverage_brackets(service.engine.rules)
+
+
+def control_state(service: ExchangeService, call: Call) -> dict:
+    return {"now_ms": service.engine.now_ms(), "requests": service.request_counts(), **service.engine.counts()}
+
+
+def control_set_faults(service: ExchangeService, call: Call) -> dict:
+    try:
+        rules = parse_rules(call.json())
+    except FaultRuleError as error:
+        raise BinanceError(-1130, str(error)) from None
+    service.faults.replace(rules)
+    return {"rules": len(rules)}
+
+
+def control_faults(service: ExchangeService, call: Call) -> list[dict]:
+    return [rule.to_json() for rule in service.faults.rules()]
+
+
+def control_clock(service: ExchangeService, call: Call) -> dict:
+    data = call.json()
+    now_ms = data.get("now_ms") if isinstance(data, dict) else None
+    if not isinstance(now_ms, int) or isinstance(now_ms, bool):
+        raise BinanceError(-1102, 'Send {"now_ms": <milliseconds since the epoch>}.')
+    try:
+        service.engine.set_time(now_ms)
+    except ValueError as error:
+        raise BinanceError(-1130, str(error)) from None
+    return {"now_ms": service.engine.now_ms()}
+
+
+Endpoint = Callable[[ExchangeService, Call], Any]
+PUBLIC: dict[str, Endpoint] = {
+    "GET /fapi/v1/ping": lambda service, call: {},
+    "GET /fapi/v1/time": lambda service, call: {"serverTime": service.engine.now_ms()},
+    "GET /fapi/v1/exchangeInfo": exchange_info,
+    "GET /fapi/v1/klines": klines,
+}
+SIGNED: dict[str, Endpoint] = {
+    "GET /fapi/v3/account": lambda service, call: service.engine.account(call.api_key, 3),
+    "GET /fapi/v2/account": lambda service, call: service.engine.account(call.api_key, 2),
+    "GET /fapi/v3/balance": lambda service, call: service.engine.balance(call.api_key),
+    "GET /fapi/v2/balance": lambda service, call: service.engine.balance(call.api_key),
+    "GET /fapi/v3/positionRisk": position_risk(3),
+    "GET /fapi/v2/positionRisk": position_risk(2),
+    "GET /fapi/v1/leverageBracket": leverage_bracket,
+    "GET /fapi/v1/positionSide/dual": lambda service, call: {"dualSidePosition": False},
+    "GET /fapi/v1/multiAssetsMargin": lambda service, call: {"multiAssetsMargin": False},
+    "POST /fapi/v1/order": post_order,
+    "GET /fapi/v1/order": get_order,
+    "DELETE /fapi/v1/order": delete_order,
+    "GET /fapi/v1/openOrders": open_orders,
+    "GET /fapi/v1/userTrades": user_trades,
+}
+CONTROL: dict[str, Endpoint] = {
+    "GET /_control/state": control_state,
+    "GET /_control/faults": control_faults,
+    "POST /_control/faults": control_set_faults,
+    "POST /_control/clock": control_clock,
+}
+
+
+# -- authentication --------------------------------------------------------------------------------
+
+
+def _without_signature(raw: str) -> tuple[str, str | None]:
+    """The signed payload (the parameters before ``signature``) and the signature, if any."""
+    kept, signature = [], None
+    for part in raw.split("&") if raw else []:
+        if part.startswith("signature="):
+            signature = part.removeprefix("signature=")
+        else:
+            kept.append(part)
+    return "&".join(kept), signature
+
+
+def _api_key(service: ExchangeService, request: web.Request) -> str:
+    api_key = request.headers.get("X-MBX-APIKEY", "")
+    if api_key not in service.secrets:
+        raise BinanceError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
+    return api_key
+
+
+def _signed_params(service: ExchangeService, api_key: str, query: str, body: str) -> dict[str, str]:
+    """Binance's checks of a signed call: the signature of query + body, then timestamp and recvWindow."""
+    query_payload, query_signature = _without_signature(query)
+    body_payload, body_signature = _without_signature(body)
+    signature = query_signature or body_signature
+    if not signature:
+        raise BinanceError(-1102, "Mandatory parameter 'signature' was not sent, was empty/null, or malformed.")
+    payload = query_payload + body_payload
+    expected = hmac.new(service.secrets[api_key].encode(), payload.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected.encode(), signature.lower().encode()):
+        raise BinanceError(-1022, "Signature for this request is not valid.")
+    params = dict(parse_qsl(query_payload, keep_blank_values=True))
+    params.update(parse_qsl(body_payload, keep_blank_values=True))
+    timestamp = _integer(params, "timestamp", required=True)
+    recv_window = _integer(params, "recvWindow", DEFAULT_RECV_WINDOW_MS)
+    if not 0 < recv_window <= MAX_RECV_WINDOW_MS:
+        raise BinanceError(-1130, "Data sent for parameter 'recvWindow' is not valid.")
+    now = wall_ms()
+    if timestamp >= now + 1_000 or now - timestamp > recv_window:
+        raise BinanceError(-1021, "Timestamp for this request is outside of the recvWindow.")
+    return params
+
+
+# -- the application -------------------------------------------------------------------------------
+
+
+def _error(code: int, msg: str, status: int = 400, headers: dict | None = None) -> web.Response:
+    return web.json_response({"code": code, "msg": msg}, status=status, headers=headers)
+
+
+def _server_error(rule: FaultRule) -> web.Response:
+    if rule.body == "text":
+        return web.Response(status=rule.status, text=f"{rule.status} Service Unavailable")
+    return web.json_response(INTERNAL_ERROR, status=rule.status)
+
+
+async def _pause(app: web.Application, delay_ms: int) -> None:
+    """Sleep, but wake at once when the server shuts down (a 30 s timeout must not hold a stop)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(app[_STOPPING].wait(), delay_ms / 1000)
+
+
+def _handle(service: ExchangeService, request: web.Request, endpoint: str, body: str, fraction: float | None):
+    if endpoint in PUBLIC:
+        return PUBLIC[endpoint](service, Call(dict(request.query)))
+    if endpoint in SIGNED:
+        api_key = _api_key(service, request)
+        params = _signed_params(service, api_key, request.rel_url.raw_query_string, body)
+        return SIGNED[endpoint](service, Call(params, api_key, fill_fraction=fraction))
+    if endpoint in CONTROL:
+        return CONTROL[endpoint](service, Call(dict(request.query), _api_key(service, request), body))
+    raise BinanceError(-1000, f"Unknown endpoint {endpoint}: the local exchange does not simulate it.", 404)
+
+
+async def _dispatch(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    service: ExchangeService = app[_SERVICE]
+    endpoint = f"{request.method} {request.path}"
+    service.count(endpoint)
+    body = await request.text()
+    rules = service.faults.fired(endpoint)
+    try:
+        for rule in rules:
+            if rule.kind == "latency":
+                await _pause(app, rule.sleep_ms)
+        for rule in rules:
+            if rule.after:
+                continue
+            if rule.kind == "timeout":
+                await _pause(app, rule.sleep_ms)
+                return _error(
+                    -1007,
+                    "Timeout waiting for response from backend server. Send status unknown; execution status unknown.",
+                    503,
+                )
+            if rule.kind == "server_error":
+                return _server_error(rule)
+            if rule.kind == "rate_limit":
+                return _error(
+                    -1003,
+                    "Too many requests; current limit is 2400 requests per minute. Please use the websocket for live "
+                    "updates to avoid polling the API.",
+                    429,
+                    {"Retry-After": str(rule.retry_after)},
+                )
+            if rule.kind == "reject":
+                raise BinanceError(rule.code, rule.msg)
+        fraction = next((rule.fraction for rule in rules if rule.kind == "partial_fill"), None)
+        response = web.json_response(_handle(service, request, endpoint, body, fraction))
+    except BinanceError as error:
+        response = _error(error.code, error.msg, error.status)
+    except Exception:
+        logger.exception("local exchange: %s failed", endpoint)
+        response = _error(-1000, "An unknown error occured while processing the request.", 500)
+    for rule in rules:
+        if rule.after and rule.kind == "timeout":
+            await _pause(app, rule.sleep_ms)
+        if rule.after and rule.kind == "server_error":
+            return _server_error(rule)
+    return response
+
+
+async def _create_stopping_event(app: web.Application) -> None:
+    app[_STOPPING] = asyncio.Event()
+
+
+async def _set_stopping(app: web.Application) -> None:
+    app[_STOPPING].set()
+
+
+def create_app(service: ExchangeService) -> web.Application:
+    app = web.Application()
+    app[_SERVICE] = service
+    app.on_startup.append(_create_stopping_event)
+    app.on_shutdown.append(_set_stopping)
+    app.router.add_route("*", "/{tail:.*}", _dispatch)
+    return app
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(128)
+    return sock
+
+
+# -- running it ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ServerOptions:
+    """Everything ``serve`` needs; the command line builds it from its flags."""
+
+    market_data: str | Path | pd.DataFrame
+    api_key: str
+    api_secret: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    clock: str = "shifted"
+    speed: float = 1.0
+    config: EngineConfig = field(default_factory=EngineConfig)
+    faults: list[FaultRule] = field(default_factory=list)
+    state_path: Path | None = None
+
+
+def _service(options: ServerOptions) -> tuple[ExchangeService, FaultInjector, Engine]:
+    market_data = options.market_data
+    candles = market_data if isinstance(market_data, pd.DataFrame) else load_candles(market_data)
+    engine = open_engine(candles, options.config, [options.api_key], options.clock, options.speed, options.state_path)
+    faults = FaultInjector(options.faults)
+    return ExchangeService(engine, {options.api_key: options.api_secret}, faults), faults, engine
+
+
+def serve(options: ServerOptions) -> None:
+    """Run the exchange in the foreground until SIGINT/SIGTERM; setup errors raise before it listens."""
+    service, _, engine = _service(options)
+    try:
+        sock = _bind(options.host, options.port)
+    except OSError as error:
+        raise OSError(f"cannot listen on {options.host}:{options.port}: {error.strerror}") from None
+    host, port = sock.getsockname()[:2]
+    first = pd.Timestamp(engine.market.first_open_ms, unit="ms", tz="UTC")
+    print(
+        f"local exchange on http://{host}:{port}: {len(engine.rules)} symbols, {options.clock} clock "
+        f"(speed {options.speed}), first candle opens {first.isoformat()}",
+        flush=True,
+    )
+    web.run_app(create_app(service), sock=sock, print=None, access_log=None, shutdown_timeout=5)
+
+
+class LocalExchange:
+    """The exchange server in a background thread on a free port of 127.0.0.1 (a context manager).
+
+    ``market_data`` is a source ('parquet:FILE', 'csv:DIR', a .parquet path) or a candle DataFrame.
+    The clock is manual by default: ``set_time`` moves it. ``url`` is the base URL for the client.
+    """
+
+    def __init__(
+        self,
+        market_data: str | Path | pd.DataFrame,
+        *,
+        api_key: str = "local-api-key",
+        api_secret: str = "local-api-secret",
+        clock: str = "manual",
+        speed: float = 1.0,
+        config: EngineConfig | None = None,
+        faults: list[dict] | None = None,
+        state_path: str | Path | None = None,
+        host: str = "127.0.0.1",
+    ):
+        options = ServerOptions(
+            market_data,
+            api_key,
+            api_secret,
+            host=host,
+            port=0,
+            clock=clock,
+            speed=speed,
+            config=config or EngineConfig(),
+            faults=parse_rules(faults or []),
+            state_path=Path(state_path) if state_path is not None else None,
+        )
+        self.service, self._faults, self.engine = _service(options)
+        self.api_key, self.api_secret = api_key, api_secret
+        sock = _bind(host, 0)
+        self.url = f"http://{host}:{sock.getsockname()[1]}"
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="local-exchange", daemon=True)
+        self._thread.start()
+        self._runner = web.AppRunner(create_app(self.service), access_log=None, shutdown_timeout=2)
+        asyncio.run_coroutine_threadsafe(self._start(sock), self._loop).result(timeout=30)
+
+    async def _start(self, sock: socket.socket) -> None:
+        await self._runner.setup()
+        await web.SockSite(self._runner, sock).start()
+
+    def set_time(self, ts: int | str | pd.Timestamp) -> None:
+        """Move the manual clock to ``ts`` (ms since the epoch, ISO string or timestamp); never backwards."""
+        self.engine.set_time(to_ms(ts))
+
+    def set_faults(self, rules: list[dict]) -> None:
+        """Replace the fault rules (see ``prod_system.exchange.faults``)."""
+        self._faults.replace(parse_rules(rules))
+
+    def request_counts(self) -> dict[str, int]:
+        return self.service.request_counts()
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+        self._loop.close()
+
+    def __enter__(self) -> LocalExchange:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,349 @@
+"""The exchange broker, with the real ccxt client, over HTTP, against the local exchange."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from prod_system.core.clock import SimulatedClock
+from prod_system.core.config import BrokerConfig, RiskConfig, build_config
+from prod_system.core.exchange_broker import BrokerError, ExchangeBroker, KillSwitch
+from prod_system.core.exchange_client import binanceusdm_client, symbol_of
+from prod_system.core.log_dir import LogDir
+from prod_system.core.portfolio import PortfolioState
+from prod_system.core.simulation import simulate
+from prod_system.exchange import LocalExchange
+from prod_system_tests.conftest import UNIVERSE
+
+KEY_ENV, SECRET_ENV = "TEST_EXCHANGE_API_KEY", "TEST_EXCHANGE_API_SECRET"
+START = pd.Timestamp("2023-07-21T00:00:00Z")
+BAR = pd.Timedelta(minutes=5)
+DELAY = pd.Timedelta(seconds=10)
+
+
+class DrivenClock(SimulatedClock):
+    """The replay clock, moving the local exchange's clock along with it."""
+
+    def __init__(self, start: pd.Timestamp, exchange: LocalExchange):
+        super().__init__(start)
+        self.exchange = exchange
+        exchange.set_time(start)
+
+    def wait_until(self, ts: pd.Timestamp) -> None:
+        super().wait_until(ts)
+        self.exchange.set_time(ts)
+
+
+@pytest.fixture
+def exchange(snapshot, monkeypatch) -> Iterator[LocalExchange]:
+    with LocalExchange(f"parquet:{snapshot}") as local:
+        monkeypatch.setenv(KEY_ENV, local.api_key)
+        monkeypatch.setenv(SECRET_ENV, local.api_secret)
+        yield local
+
+
+def broker_config(exchange: LocalExchange, **overrides) -> BrokerConfig:
+    settings = {
+        "kind": "ccxt",
+        "exchange_url": exchange.url,
+        "api_key_env": KEY_ENV,
+        "api_secret_env": SECRET_ENV,
+        "timeout_seconds": 2,
+        "backoff_seconds": 0.01,
+    }
+    return BrokerConfig(**{**settings, **overrides})
+
+
+def make_broker(exchange, clock=None, risk=None, sleeps=None, audit=None, kill=None, **overrides) -> ExchangeBroker:
+    clock = clock or DrivenClock(START + BAR + DELAY, exchange)
+    sleep = sleeps.append if sleeps is not None else (lambda _: None)
+    return ExchangeBroker(
+        broker_config(exchange, **overrides),
+        risk or RiskConfig(),
+        UNIVERSE,
+        clock,
+        BAR,
+        audit_path=audit,
+        sleep=sleep,
+        kill_switch=kill,
+    )
+
+
+def order(asset: str, quantity: float, price: float, bar_end=START + BAR, cid: str | None = None) -> dict:
+    return {
+        "bar_end": bar_end,
+        "asset": asset,
+        "client_order_id": cid or f"ps-test0001-{bar_end:%y%m%d%H%M}-{asset}",
+        "side": "buy" if quantity > 0 else "sell",
+        "quantity": quantity,
+        "decision_price": price,
+    }
+
+
+def empty_state() -> PortfolioState:
+    return PortfolioState.empty(UNIVERSE, 1_000_000.0)
+
+
+def exchange_positions(exchange: LocalExchange) -> pd.Series:
+    client = binanceusdm_client(exchange.url, exchange.api_key, exchange.api_secret)
+    held = pd.Series(0.0, index=UNIVERSE)
+    for position in client.fetch_positions([symbol_of(a) for a in UNIVERSE]):
+        held[position["symbol"].split("/")[0]] = float(position["info"]["positionAmt"])
+    return held
+
+
+def account(exchange: LocalExchange) -> dict:
+    client = binanceusdm_client(exchange.url, exchange.api_key, exchange.api_secret)
+    return client.fapiPrivateV3GetAccount()
+
+
+def prices_at(candles: pd.DataFrame, now: pd.Timestamp) -> dict[str, float]:
+    known = candles[candles["bar_end"] <= now].sort_values("bar_end").groupby("asset")["close"].last()
+    return known.to_dict()
+
+
+def test_market_orders_fill_at_the_exchange_price_with_fees(exchange, candles):
+    broker = make_broker(exchange)
+    broker.reconcile(empty_state())
+    prices = prices_at(candles, START + BAR + DELAY)
+    orders = [
+        order("BTC", 0.5, prices["BTC"]),
+        order("ETH", -3.0, prices["ETH"]),
+        order("DOGE", 20_000, prices["DOGE"]),
+    ]
+    broker.submit(orders)
+    fills = {f["asset"]: f for f in broker.collect_fills(START + 2 * BAR)}
+    assert set(fills) == {"BTC", "ETH", "DOGE"}
+    for o in orders:
+        fill = fills[o["asset"]]
+        assert fill["shares"] == pytest.approx(o["quantity"]) and fill["client_order_id"] == o["client_order_id"]
+        assert fill["price"] == pytest.approx(prices[o["asset"]])  # the last closed 1-minute candle
+        assert fill["fee"] == pytest.approx(abs(fill["notional"]) * 0.0004)
+    held = exchange_positions(exchange)
+    assert held["BTC"] == 0.5 and held["ETH"] == -3.0 and held["DOGE"] == 20_000
+    assert broker.collect_fills(START + 3 * BAR) == []  # each trade is counted once
+    executions = broker.executions()
+    assert set(executions["status"]) == {"closed"} and (executions["attempts"] == 1).all()
+    broker.close()
+
+
+def test_a_simulated_day_matches_the_exchange_to_the_cent(exchange, snapshot, tmp_path):
+    """A whole day traded through the broker: the portfolio ends with the exchange's own positions,
+    fees and account value."""
+    config = build_config(
+        {
+            "model": "C1b",
+            "start": START.isoformat(),
+            "end": (START + pd.Timedelta(days=1)).isoformat(),
+            "market_data": {"source": f"parquet:{snapshot}"},
+            "log_root": str(tmp_path),
+            "broker": broker_config(exchange).model_dump(),
+        }
+    )
+    summary = simulate(config, clock_factory=lambda start: DrivenClock(start, exchange))
+    logs = LogDir(summary.log_dir)
+    stats = logs.read_table("portfolio/statistics")
+    assert summary.bars == 288 and stats["n_fills"].sum() > 1000
+    shares = logs.read_table("portfolio/holdings_shares").query("bar_end == @config.end").set_index("asset")["shares"]
+    # the last bar's orders execute after the session: the next session finds them and counts them
+    executions = logs.read_table("broker/executions")
+    last = logs.read_table("orders").query("bar_end == @config.end")
+    state = PortfolioState(
+        shares=shares,
+        notional=shares * 0.0,
+        cash=float(stats["cash"].iloc[-1]),
+        open_orders=last.to_dict("records"),
+    )
+    after = make_broker(exchange, clock=DrivenClock(config.end + BAR + DELAY, exchange))
+    after.reconcile(state)  # refuses if the exchange disagrees
+    pending = after.collect_fills(config.end + BAR)
+    assert {f["client_order_id"] for f in pending} == set(last["client_order_id"])
+    for fill in pending:
+        shares[fill["asset"]] += fill["shares"]
+    np.testing.assert_array_equal(shares.reindex(UNIVERSE).round(9), exchange_positions(exchange).round(9))
+    fees = stats["fees"].sum() + sum(f["fee"] for f in pending)
+    cash = stats["cash"].iloc[-1] - sum(f["notional"] + f["fee"] for f in pending)
+    info = account(exchange)
+    client = binanceusdm_client(exchange.url, exchange.api_key, exchange.api_secret)
+    risk = {p["symbol"].split("/")[0]: p for p in client.fetch_positions([symbol_of(a) for a in UNIVERSE])}
+    marks = {a: float(risk[a]["markPrice"]) for a in risk}
+    value = cash + sum(shares[a] * marks.get(a, 0.0) for a in UNIVERSE)
+    assert value == pytest.approx(float(info["totalMarginBalance"]), abs=0.01)
+    commissions = sum(
+        float(t["info"]["commission"]) for a in UNIVERSE for t in client.fetch_my_trades(symbol_of(a), limit=1000)
+    )
+    assert fees == pytest.approx(commissions, abs=0.01)
+    assert len(executions) == len(logs.read_table("orders")) and (executions["status"] == "closed").all()
+    audit = (Path(summary.log_dir) / "exchange_audit.jsonl").read_text()
+    assert exchange.api_key not in audit and exchange.api_secret not in audit
+    after.close()
+
+
+def test_twap_spreads_child_orders_over_the_bar(exchange, candles):
+    broker = make_broker(exchange, execution="twap", twap_waves=3)
+    broker.reconcile(empty_state())
+    decided = broker.clock.now()
+    broker.submit([order("ETH", 6.0, 1890.0)])
+    fills = broker.collect_fills(START + 2 * BAR)
+    assert [f["client_order_id"] for f in fills] == [f"ps-test0001-{START + BAR:%y%m%d%H%M}-ETH-{w}" for w in range(3)]
+    assert [f["shares"] for f in fills] == [2.0, 2.0, 2.0]
+    sent = broker.executions()["sent_at"].tolist()
+    assert sent == [decided, decided + BAR / 3, decided + 2 * BAR / 3]
+    for fill, at in zip(fills, sent, strict=True):
+        assert fill["price"] == pytest.approx(prices_at(candles, at)["ETH"])
+    assert exchange_positions(exchange)["ETH"] == 6.0
+
+
+def test_a_timeout_after_the_order_was_accepted_is_looked_up_not_resent(exchange):
+    broker = make_broker(exchange, timeout_seconds=1)
+    broker.reconcile(empty_state())
+    exchange.set_faults(
+        [{"endpoint": "POST /fapi/v1/order", "kind": "timeout", "after": True, "delay_ms": 3000, "count": 1}]
+    )
+    broker.submit([order("BTC", 0.2, 29800.0)])
+    counts = exchange.request_counts()
+    assert counts.get("POST /fapi/v1/order") == 1  # sent once: the retry asked first
+    assert counts.get("GET /fapi/v1/order", 0) >= 1
+    (fill,) = broker.collect_fills(START + 2 * BAR)
+    assert fill["shares"] == 0.2 and exchange_positions(exchange)["BTC"] == 0.2
+
+
+@pytest.mark.parametrize(
+    ("fault", "slept_at_least"),
+    [
+        ({"kind": "server_error", "status": 503, "count": 2}, 0.0),
+        ({"kind": "rate_limit", "retry_after": 2, "count": 1}, 2.0),
+        ({"kind": "timeout", "delay_ms": 3000, "count": 1}, 0.0),
+    ],
+)
+def test_transient_errors_are_retried_once_placed(exchange, fault, slept_at_least):
+    sleeps: list[float] = []
+    broker = make_broker(exchange, sleeps=sleeps, timeout_seconds=1)
+    broker.reconcile(empty_state())
+    exchange.set_faults([{"endpoint": "POST /fapi/v1/order", **fault}])
+    broker.submit([order("SOL", 400, 25.0)])
+    assert exchange_positions(exchange)["SOL"] == 400
+    assert sleeps and max(sleeps) >= slept_at_least
+    (fill,) = broker.collect_fills(START + 2 * BAR)
+    assert fill["shares"] == 400
+
+
+def test_a_permanent_rejection_fails_the_bar_after_placing_the_others(exchange):
+    broker = make_broker(exchange)
+    broker.reconcile(empty_state())
+    exchange.set_faults([{"endpoint": "POST /fapi/v1/order", "kind": "reject", "code": -2019, "count": 1}])
+    with pytest.raises(BrokerError, match=r"1 orders failed: .*Margin is insufficient"):
+        broker.submit([order("BTC", 0.1, 29800.0), order("ETH", 1.0, 1890.0)])
+    held = exchange_positions(exchange)
+    assert sorted([held["BTC"], held["ETH"]]) == [0.0, 1.0] or sorted([held["BTC"], held["ETH"]]) == [0.0, 0.1]
+    assert len(broker.collect_fills(START + 2 * BAR)) == 1
+
+
+def test_partial_fills_are_recorded_as_executed(exchange):
+    broker = make_broker(exchange)
+    broker.reconcile(empty_state())
+    exchange.set_faults([{"endpoint": "POST /fapi/v1/order", "kind": "partial_fill", "fraction": 0.5, "count": 1}])
+    broker.submit([order("XRP", 1000.0, 0.75)])
+    (fill,) = broker.collect_fills(START + 2 * BAR)
+    assert fill["shares"] == 500.0 and exchange_positions(exchange)["XRP"] == 500.0
+
+
+def test_a_restart_never_places_an_order_twice(exchange):
+    """A process places orders and dies before counting the fills; the next finds and counts them once,
+    and sending the same bar's orders again places nothing."""
+    first = make_broker(exchange)
+    first.reconcile(empty_state())
+    orders = [order("BTC", 0.3, 29800.0), order("DOT", 100.0, 5.3)]
+    first.submit(orders)
+    placed = exchange.request_counts()["POST /fapi/v1/order"]
+    second = make_broker(exchange)
+    state = PortfolioState(**{**empty_state().__dict__, "open_orders": orders})
+    second.reconcile(state)
+    fills = second.collect_fills(START + 2 * BAR)
+    assert sorted(f["asset"] for f in fills) == ["BTC", "DOT"]
+    second.submit(orders)  # the restarted loop sends the same bar again: it knows them, sends nothing
+    assert exchange.request_counts()["POST /fapi/v1/order"] == placed
+    assert second.collect_fills(START + 2 * BAR) == []
+    held = exchange_positions(exchange)
+    assert held["BTC"] == 0.3 and held["DOT"] == 100.0
+
+
+def test_start_refuses_or_adopts_a_disagreeing_exchange(exchange):
+    outsider = make_broker(exchange)
+    outsider.reconcile(empty_state())
+    outsider.submit([order("BNB", 10.0, 240.0, cid="manual-bnb-1")])
+    with pytest.raises(BrokerError, match=r"BNB: exchange 10, portfolio 0.*on_mismatch: adopt"):
+        make_broker(exchange).reconcile(empty_state())
+    adopted = make_broker(exchange, on_mismatch="adopt").reconcile(empty_state())
+    assert adopted.shares["BNB"] == 10.0 and adopted.cash < 1_000_000.0
+    assert adopted.cash + adopted.notional.sum() == pytest.approx(1_000_000.0, rel=1e-3)
+
+
+def test_exchange_rules_and_risk_limits_apply_before_sending(exchange):
+    risk = RiskConfig(max_order_notional=3_000.0, max_notional_per_asset=5_000.0)
+    broker = make_broker(exchange, risk=risk)
+    broker.reconcile(empty_state())
+    broker.submit(
+        [
+            order("BTC", 0.0004, 29800.0),  # under the 0.001 lot
+            order("DOGE", 30.0, 0.07),  # 2 USDT: under the 5 USDT min notional
+            order("ETH", 10.0, 1890.0),  # 18,900 USDT: cut to 3,000
+        ]
+    )
+    executions = broker.executions().set_index("asset")
+    assert executions.loc["BTC", "status"] == "skipped" and executions.loc["DOGE", "status"] == "skipped"
+    assert (
+        executions.loc["ETH", "sent"] == pytest.approx(1.587)
+        and "max_order_notional" in executions.loc["ETH", "reason"]
+    )
+    broker.collect_fills(START + 2 * BAR)
+    broker.submit([order("ETH", 10.0, 1890.0, bar_end=START + 2 * BAR)])  # 2,999 held: room for 2,001 more
+    broker.collect_fills(START + 3 * BAR)
+    assert exchange_positions(exchange)["ETH"] == pytest.approx(2.645)
+
+
+def test_kill_switch_stops_orders_and_flattens(exchange, tmp_path):
+    switch = tmp_path / "KILL"
+    broker = make_broker(exchange, kill=KillSwitch(str(switch)))
+    broker.reconcile(empty_state())
+    broker.submit([order("SOL", 200.0, 25.0)])
+    broker.collect_fills(START + 2 * BAR)
+    switch.write_text("stop")
+    broker.submit([order("SOL", 200.0, 25.0, bar_end=START + 2 * BAR)])
+    assert exchange_positions(exchange)["SOL"] == 200.0
+    switch.write_text("flatten")
+    broker.submit([])
+    broker.collect_fills(START + 3 * BAR)
+    assert exchange_positions(exchange)["SOL"] == 0.0
+
+
+def test_audit_log_has_every_request_and_no_secret(exchange, tmp_path):
+    audit = tmp_path / "exchange_audit.jsonl"
+    broker = make_broker(exchange, audit=audit)
+    broker.reconcile(empty_state())
+    broker.submit([order("BTC", 0.1, 29800.0)])
+    broker.collect_fills(START + 2 * BAR)
+    broker.close()
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert len(records) == broker.requests and any(r["method"] == "POST" for r in records)
+    text = audit.read_text()
+    assert exchange.api_key not in text and exchange.api_secret not in text
+    assert all(
+        "signature=<redacted>" in (r["url"] + str(r["body"]))
+        for r in records
+        if "signature" in r["url"] + str(r["body"])
+    )
+
+
+def test_wrong_keys_and_missing_credentials_are_clear(exchange, monkeypatch):
+    monkeypatch.setenv(SECRET_ENV, "not-the-secret")
+    with pytest.raises(BrokerError, match="AuthenticationError"):
+        make_broker(exchange).reconcile(empty_state())
+    monkeypatch.delenv(KEY_ENV)
+    with pytest.raises(BrokerError, match=f"set the environment variables {KEY_ENV}"):
+        make_broker(exchange)
