@@ -101,6 +101,11 @@ def simulate_with_dagster(
 ) -> RunSummary:
     """Materialize the model's simulation assets over the window's days, in one run."""
     began = time.perf_counter()
+    if config.broker.kind != "mocked":
+        raise ConfigError(
+            "invalid system config: field 'broker.kind': the Dagster simulation runs the mocked broker; "
+            "use --engine core to trade a simulation through ccxt (on the local exchange)"
+        )
     first, last = partition_range(config)
     # fail fast, before anything is written: a bad model, an occupied log dir, unreadable market data
     dag = load_model(config.model, config.bar_delta, config.model_params)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from prod_system.core.exchange_client import binanceusdm_client, symbol_of
 from prod_system.core.log_dir import LogDir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,3 +113,44 @@ def test_help_lists_the_commands():
     done = cli("--help")
     assert done.returncode == 0
     assert "dump-market-data" in done.stdout and "simulate" in done.stdout
+
+
+def test_exchange_sim_command_serves_the_ccxt_client(tmp_path, snapshot):
+    """`prod-system exchange-sim` starts a local exchange the real ccxt client trades on; keys from the env."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "EXCHANGE_API_KEY": "cli-key", "EXCHANGE_API_SECRET": "cli-secret-value"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prod_system.cli", "exchange-sim", "--market-data", str(snapshot), "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        client = binanceusdm_client(f"http://127.0.0.1:{port}", "cli-key", "cli-secret-value")
+        for _ in range(200):
+            try:
+                markets = client.load_markets()
+                break
+            except Exception:
+                time.sleep(0.05)
+        assert symbol_of("BTC") in markets
+        assert float(client.fetch_balance()["USDT"]["total"]) == 1_000_000
+    finally:
+        server.terminate()
+        out, err = server.communicate(timeout=10)
+    assert "cli-secret-value" not in out + err
+
+
+def test_exchange_sim_without_keys_is_one_clear_line(snapshot):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_API")}
+    done = subprocess.run(
+        [sys.executable, "-m", "prod_system.cli", "exchange-sim", "--market-data", str(snapshot), "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "EXCHANGE_API_KEY" in done.stderr and "Traceback" not in done.stderr
