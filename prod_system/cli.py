@@ -76,7 +76,8 @@ def main() -> None:
     "--source",
     default=f"csv:{BUNDLED_DATA}",
     show_default="bundled candles",
-    help="'csv:DIR' with {SYMBOL}_USDT.csv.gz files, or 'parquet:FILE'.",
+    help="'csv:DIR' with {SYMBOL}_USDT.csv.gz files, 'parquet:FILE', or the real-time market database "
+    "(sqlite:///FILE or postgresql://user@host/db).",
 )
 @click.option(
     "--universe", default="BTC,ETH,SOL,BNB,XRP,DOGE,DOT,MATIC", show_default=True, help="Comma-separated assets."
@@ -98,7 +99,7 @@ def dump_market_data(source: str, universe: str, start: str, end: str, knowledge
         _fail(f"--end ({end}) must be after --start ({start})")
     try:
         delay = parse_duration(knowledge_delay)
-        candles = select_window(load_source(source, assets, delay), begin, finish)
+        candles = select_window(load_source(source, assets, delay, (begin, finish)), begin, finish)
     except (MarketDataError, ValueError) as error:
         _fail(str(error), "check --source and --universe")
     if candles.empty:

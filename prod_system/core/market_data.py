@@ -120,8 +120,28 @@ def read_snapshot(path: str | Path) -> pd.DataFrame:
     return normalize_snapshot(frame)
 
 
-def load_source(source: str, universe: list[str], delay: pd.Timedelta) -> pd.DataFrame:
-    """Load candles from a source spec: 'csv:DIR', 'parquet:FILE' or a .parquet path."""
+def is_database(source: str) -> bool:
+    return source.startswith(("sqlite:", "postgresql:", "postgres:", "postgresql+"))
+
+
+def load_source(
+    source: str,
+    universe: list[str],
+    delay: pd.Timedelta,
+    window: tuple[pd.Timestamp, pd.Timestamp] | None = None,
+) -> pd.DataFrame:
+    """Load candles from a source spec: 'csv:DIR', 'parquet:FILE', a .parquet path, or the real-time
+    market database ('sqlite:///FILE', 'postgresql://...'; only ``window``'s candles, as they were
+    recorded, with their own knowledge times)."""
+    if is_database(source):
+        from prod_system.core.market_db import MarketDatabase  # it builds on this module
+
+        database = MarketDatabase(source)
+        try:
+            start, end = window or (pd.Timestamp("1970-01-01", tz="UTC"), pd.Timestamp("2262-01-01", tz="UTC"))
+            return database.snapshot(universe, start, end)
+        finally:
+            database.close()
     kind, _, location = source.partition(":")
     if kind == "csv":
         return normalize_snapshot(with_knowledge_time(read_csv_dir(location, universe), delay))
