@@ -44,3 +44,22 @@ class SimulatedClock:
         if ts < self._now:
             raise ValueError(f"simulated clock cannot go back from {self._now} to {ts}")
         self._now = ts
+
+
+class ScaledClock:
+    """The real clock, ``speed`` times faster, from ``start`` (a rehearsal of a live session against an
+    exchange replaying its market at the same speed; ``speed=1`` with ``start`` = now is the real clock)."""
+
+    def __init__(self, start: pd.Timestamp, speed: float = 1.0):
+        if not speed > 0:
+            raise ValueError(f"clock speed must be positive, got {speed}")
+        self.start = pd.Timestamp(start).tz_convert("UTC")
+        self.speed = float(speed)
+        self._origin = time.monotonic()
+
+    def now(self) -> pd.Timestamp:
+        return self.start + pd.Timedelta(seconds=(time.monotonic() - self._origin) * self.speed)
+
+    def wait_until(self, ts: pd.Timestamp) -> None:
+        while (remaining := (ts - self.now()).total_seconds()) > 0:
+            time.sleep(remaining / self.speed)

@@ -54,7 +54,8 @@ DEFAULT_INSTRUMENTS: dict[str, Instrument] = {
 class MarketDataConfig(_Strict):
     source: str = Field(
         description="where candles come from: 'parquet:FILE' (a snapshot), 'csv:DIR' "
-        "({SYMBOL}_USDT.csv.gz files), or a path to a .parquet snapshot"
+        "({SYMBOL}_USDT.csv.gz files), a path to a .parquet snapshot, or the real-time market database "
+        "('sqlite:///FILE', 'postgresql://user@host/db'; live sessions read it)"
     )
     knowledge_delay: str = Field(
         default="10s", description="time after a candle's close at which it is known (historical files)"
@@ -135,6 +136,20 @@ class RiskConfig(_Strict):
     )
 
 
+class LiveConfig(_Strict):
+    """How a live session (paper_trading, prod) waits for its data and what it does when it is late."""
+
+    data_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="after a bar's close, how long to wait for every asset's candle"
+    )
+    on_missing: Literal["trade_available", "skip_bar"] = Field(
+        default="trade_available",
+        description="when some assets' candles are still missing at the timeout: trade the others (the "
+        "missing ones keep their holdings), or skip the bar",
+    )
+    poll_seconds: float = Field(default=0.1, gt=0, le=10, description="how often to look for the bar's candles")
+
+
 class SystemConfig(_Strict):
     """Every parameter of one run of the system."""
 
@@ -150,6 +165,7 @@ class SystemConfig(_Strict):
     portfolio: PortfolioConfig = Field(default_factory=PortfolioConfig)
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     risk: RiskConfig = Field(default_factory=RiskConfig)
+    live: LiveConfig = Field(default_factory=LiveConfig)
     log_root: str = Field(default="system_runs", description="root folder of the system log dirs")
     profile_memory: bool = Field(default=True, description="record each DAG node's peak memory (tracemalloc)")
 

@@ -160,7 +160,7 @@ def run_trading(
         clock.wait_until(bar_end + delay)
         fills = broker.collect_fills(bar_end)
         candles = reader.read(bar, since=bar_end - bar)
-        prices = _last_close(candles.field("close"))
+        prices = last_close(candles.field("close"))
         unpriced = [a for a, p in zip(config.universe, prices, strict=True) if not np.isfinite(p)]
         if unpriced:
             logger.warning(
@@ -202,7 +202,7 @@ def run_trading(
     return TradingResult(tables=tables, state=portfolio.state(broker.open_orders(), bars[-1]))
 
 
-def _last_close(close: np.ndarray) -> np.ndarray:
+def last_close(close: np.ndarray) -> np.ndarray:
     """The last known close of each asset in the window (NaN if none)."""
     known = np.isfinite(close)
     last_row = np.where(known, np.arange(len(close))[:, None], -1).max(axis=0, initial=-1)

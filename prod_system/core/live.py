@@ -1,0 +1,323 @@
+"""Live sessions (paper_trading, prod): the system on the real clock, bar after bar, from the database.
+
+Per bar: wait for the bar's close and for every asset's candle in the real-time market database
+(or the timeout: trade the assets that have data, or skip the bar), collect the fills of the
+previous orders, mark the portfolio, run the model on what the clock lets it see, size, and send
+the orders. The state (holdings, cash, orders still executing) is written after every bar, and the
+bar's orders are written *before* they are sent, so a killed process restarts where it was:
+orders already sent are found on the venue by their client ids, never sent twice, and their fills
+are counted once. A bar that cannot be computed in time is recorded as skipped, with the reason.
+
+``paper_trading`` and ``prod`` differ only in the broker (mocked, or the exchange through ccxt).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from prod_system.core.broker import FILL_COLUMNS, Broker
+from prod_system.core.clock import Clock
+from prod_system.core.config import SystemConfig
+from prod_system.core.dag import Dag, load_model
+from prod_system.core.exchange_broker import BrokerError, ExchangeBroker
+from prod_system.core.log_dir import LogDir
+from prod_system.core.market_data import CANDLE, Candles, CandleStore, MarketDataReader
+from prod_system.core.market_db import MarketDatabase
+from prod_system.core.orders import ORDER_COLUMNS, make_orders
+from prod_system.core.portfolio import Portfolio, PortfolioState
+from prod_system.core.simulation import BrokerFactory, broker_factory_for, last_close, run_sizing
+from prod_system.core.timeutil import bar_ends
+
+logger = logging.getLogger("prod_system.live")
+
+STATE_FILE = "state.json"
+INFLIGHT_FILE = "inflight.json"
+LATENCY_COLUMNS = [
+    "bar_end",
+    "data_complete_at",
+    "predictions_at",
+    "orders_submitted_at",
+    "fills_recorded_at",
+    "orders",
+    "missing_assets",
+]
+
+
+class DatabaseCandles:
+    """The candle store of a live session: the database's candles as known at ``now``, through the
+    same visibility rule as a replay (``CandleStore.visible``)."""
+
+    def __init__(self, database: MarketDatabase, assets: list[str]):
+        self.database, self.assets = database, list(assets)
+
+    def visible(self, now: pd.Timestamp, since: pd.Timestamp, until: pd.Timestamp | None = None) -> Candles:
+        last = now if until is None else min(now, until)
+        rows = self.database.snapshot(self.assets, since, last, now=now)
+        if rows.empty:
+            return Candles(since + CANDLE, max(0, int((last - since) / CANDLE)), self.assets)
+        return CandleStore(rows, self.assets).visible(now, since, until)
+
+
+@dataclass
+class BarOutcome:
+    bar_end: pd.Timestamp
+    status: str  # traded | skipped
+    reason: str = ""
+    orders: int = 0
+    latency: dict = field(default_factory=dict)
+
+
+def session_window(now: pd.Timestamp, bar: pd.Timedelta, duration: pd.Timedelta) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """A session from the bar in progress: [now floored to the bar, + duration rounded up to bars)."""
+    start = now.floor(bar)
+    bars = max(1, int(np.ceil(duration / bar)))
+    return start, start + bar * bars
+
+
+class LiveSession:
+    """One live session: its config, clock, database, broker and log dir."""
+
+    def __init__(
+        self,
+        config: SystemConfig,
+        clock: Clock,
+        broker_factory: BrokerFactory | None = None,
+        on_bar: Callable[[BarOutcome], None] | None = None,
+    ):
+        if config.run_mode == "simulation":
+            raise ValueError("a live session runs in paper_trading or prod mode")
+        self.config, self.clock, self.on_bar = config, clock, on_bar
+        self.bar = config.bar_delta
+        self.assets = config.universe
+        self.dag: Dag = load_model(config.model, self.bar, config.model_params)
+        self.database = MarketDatabase(config.market_data.source)
+        self.reader = MarketDataReader(DatabaseCandles(self.database, self.assets), clock)
+        self.log_dir = LogDir.for_config(config)
+        self.broker_factory = broker_factory or broker_factory_for(config, self.log_dir)
+        self.bars = bar_ends(config.start, config.end, self.bar)
+
+    # -- state on disk ---------------------------------------------------------------------------
+
+    def _state_path(self) -> Path:
+        return self.log_dir.path / STATE_FILE
+
+    def load_state(self) -> tuple[PortfolioState, pd.Timestamp | None]:
+        """The persisted state and the last bar it includes (a fresh session: cash only)."""
+        path = self._state_path()
+        if not path.exists():
+            return PortfolioState.empty(self.assets, self.config.portfolio.initial_cash), None
+        data = json.loads(path.read_text())
+        state = PortfolioState(
+            shares=pd.Series(data["shares"]).reindex(self.assets, fill_value=0.0).astype(float),
+            notional=pd.Series(data["notional"]).reindex(self.assets, fill_value=0.0).astype(float),
+            cash=float(data["cash"]),
+            open_orders=[_order_from_json(o) for o in data["open_orders"]],
+            bar_end=pd.Timestamp(data["bar_end"]) if data["bar_end"] else None,
+        )
+        inflight = self.log_dir.path / INFLIGHT_FILE
+        if inflight.exists():  # killed after deciding a bar's orders: they may be on the venue
+            orders = [_order_from_json(o) for o in json.loads(inflight.read_text())["orders"]]
+            known = {o["client_order_id"] for o in state.open_orders}
+            state.open_orders.extend(o for o in orders if o["client_order_id"] not in known)
+        return state, state.bar_end
+
+    def _save_state(self, state: PortfolioState) -> None:
+        data = {
+            "bar_end": state.bar_end.isoformat() if state.bar_end is not None else None,
+            "shares": state.shares.to_dict(),
+            "notional": state.notional.to_dict(),
+            "cash": state.cash,
+            "open_orders": [_order_to_json(o) for o in state.open_orders],
+        }
+        self.log_dir.write_text(STATE_FILE, json.dumps(data, indent=1))
+        (self.log_dir.path / INFLIGHT_FILE).unlink(missing_ok=True)
+
+    # -- the session -----------------------------------------------------------------------------
+
+    def run(self) -> list[BarOutcome]:
+        """Trade every bar of the window that is still ahead (resuming a persisted state)."""
+        fresh = not self._state_path().exists()
+        if fresh:
+            self.log_dir.prepare(self.config, overwrite=False)
+        state, done_until = self.load_state()
+        outcomes: list[BarOutcome] = []
+        with self.log_dir.capture_log(logger):
+            logger.info(
+                "%s session of %s, %s to %s (%d bars of %s), run id %s: %s",
+                self.config.run_mode,
+                self.config.model,
+                self.config.start,
+                self.config.end,
+                len(self.bars),
+                self.config.bar,
+                self.config.run_id,
+                "started" if fresh else f"resumed after {done_until}",
+            )
+            broker = self.broker_factory(self.reader, self.bar)
+            try:
+                state = broker.reconcile(state)
+                portfolio = Portfolio(state)
+                early_fills: list[dict] = []
+                for bar_end in self.bars:
+                    if done_until is not None and bar_end <= done_until:
+                        continue
+                    outcome, early_fills = self._bar(bar_end, broker, portfolio, early_fills)
+                    outcomes.append(outcome)
+                    if self.on_bar:
+                        self.on_bar(outcome)
+            finally:
+                if isinstance(broker, ExchangeBroker):
+                    self.log_dir.write_table("broker/executions", broker.executions(), self.config.start)
+                    broker.close()
+            traded = sum(o.status == "traded" for o in outcomes)
+            logger.info("session done: %d bars traded, %d skipped", traded, len(outcomes) - traded)
+        return outcomes
+
+    def _bar(
+        self, bar_end: pd.Timestamp, broker: Broker, portfolio: Portfolio, early_fills: list[dict]
+    ) -> tuple[BarOutcome, list[dict]]:
+        """Decide and trade one bar (or record why not)."""
+        live = self.config.live
+        deadline = bar_end + pd.Timedelta(seconds=live.data_timeout_seconds)
+        if self.clock.now() > deadline:
+            return self._skip(bar_end, "the process was not running at the bar's close"), early_fills
+        self.clock.wait_until(bar_end)
+        missing = self.database.missing(self.assets, bar_end, self.clock.now())
+        while missing and self.clock.now() < deadline:
+            time.sleep(live.poll_seconds)
+            missing = self.database.missing(self.assets, bar_end, self.clock.now())
+        data_complete_at = self.clock.now()
+        if missing and (live.on_missing == "skip_bar" or len(missing) == len(self.assets)):
+            reason = f"no candle by {deadline.isoformat()} for {', '.join(missing)}"
+            return self._skip(bar_end, reason), early_fills  # their fills wait for the next traded bar
+        if missing:
+            logger.warning("bar %s: no candle for %s: they are not traded this bar", bar_end, ", ".join(missing))
+
+        candles = self.reader.read(self.dag.lookback, since=bar_end - self.dag.lookback)
+        outputs, profile = self.dag.evaluate(candles, self.config.profile_memory)
+        predictions_at = self.clock.now()
+        node_rows, predictions = self._bar_outputs(bar_end, outputs, missing)
+        fills = early_fills + broker.collect_fills(bar_end)
+        prices = last_close(self.reader.read(self.bar, since=bar_end - self.bar).field("close"))
+        stats = portfolio.update(bar_end, fills, prices)
+        targets = run_sizing(self.config, predictions, pd.DatetimeIndex([bar_end]))
+        target_shares = targets.set_index("asset")["target_shares"].reindex(self.assets).to_numpy(dtype="float64")
+        orders = make_orders(
+            bar_end,
+            target_shares,
+            portfolio.shares,
+            prices,
+            self.assets,
+            self.config.portfolio,
+            self.config.run_id,
+            self.clock.now(),
+        )
+        # the intent first: a process killed while sending finds these orders on restart
+        self.log_dir.write_text(INFLIGHT_FILE, json.dumps({"orders": [_order_to_json(o) for o in orders]}))
+        reason = ""
+        try:
+            broker.submit(orders)
+        except BrokerError as error:
+            reason = f"orders failed: {error}"
+            logger.error("bar %s: %s", bar_end, reason)
+        orders_submitted_at = self.clock.now()
+        # market orders are filled at once: count them now (applied to the portfolio next bar)
+        early = broker.collect_fills(bar_end + self.bar) if isinstance(broker, ExchangeBroker) else []
+        fills_recorded_at = self.clock.now() if early else pd.NaT
+        latency = {
+            "bar_end": bar_end,
+            "data_complete_at": data_complete_at,
+            "predictions_at": predictions_at,
+            "orders_submitted_at": orders_submitted_at,
+            "fills_recorded_at": fills_recorded_at,
+            "orders": len(orders),
+            "missing_assets": ",".join(missing),
+        }
+        profiling = pd.DataFrame([{"bar_end": bar_end, **item, "decided_at": predictions_at} for item in profile])
+        tables = {
+            "dag/node_outputs": node_rows,
+            "dag/profiling": profiling,
+            "target_positions": targets,
+            "orders": pd.DataFrame(orders, columns=ORDER_COLUMNS),
+            "fills": pd.DataFrame(fills, columns=FILL_COLUMNS),
+            "latency": pd.DataFrame([latency], columns=LATENCY_COLUMNS),
+            **_last_rows(portfolio.tables(), bar_end),
+        }
+        for name, frame in tables.items():
+            self.log_dir.write_table(name, frame, bar_end)
+        pending = broker.open_orders()
+        self._save_state(portfolio.state(pending, bar_end))
+        logger.info(
+            "bar %s: %d fills, %d orders, pnl=%.2f gmv=%.2f net_wealth=%.2f%s",
+            bar_end.isoformat(),
+            len(fills),
+            len(orders),
+            stats["pnl"],
+            stats["gmv"],
+            stats["net_wealth"],
+            f" ({reason})" if reason else "",
+        )
+        return BarOutcome(bar_end, "traded", reason, len(orders), latency), early
+
+    def _bar_outputs(
+        self, bar_end: pd.Timestamp, outputs: dict[str, pd.DataFrame], missing: list[str]
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Every node's value at ``bar_end`` (long), and the predictions table of the bar."""
+        rows = {}
+        for name in self.dag.order:
+            frame = outputs[name]
+            values = (
+                frame.to_numpy(dtype="float64")[-1]
+                if len(frame.index) and frame.index[-1] == bar_end
+                else np.full(len(self.assets), np.nan)
+            )
+            rows[name] = pd.Series(values, index=self.assets)
+        for name in (self.dag.prediction_node, self.dag.volatility_node, self.dag.price_node):
+            rows[name] = rows[name].where(~rows[name].index.isin(missing))  # no decision on missing data
+        node_rows = pd.DataFrame(
+            [
+                {"bar_end": bar_end, "node": name, "asset": asset, "value": float(value)}
+                for name in self.dag.order
+                for asset, value in rows[name].items()
+            ]
+        )
+        predictions = pd.DataFrame(
+            {
+                "bar_end": bar_end,
+                "asset": self.assets,
+                "prediction": rows[self.dag.prediction_node].to_numpy(),
+                "volatility": rows[self.dag.volatility_node].to_numpy(),
+                "price": rows[self.dag.price_node].to_numpy(),
+            }
+        )
+        return node_rows, predictions
+
+    def _skip(self, bar_end: pd.Timestamp, reason: str) -> BarOutcome:
+        """Record a bar that was not traded (the holdings stay as they are)."""
+        logger.warning("bar %s skipped: %s", bar_end.isoformat(), reason)
+        self.log_dir.write_table("skipped_bars", pd.DataFrame([{"bar_end": bar_end, "reason": reason}]), bar_end)
+        return BarOutcome(bar_end, "skipped", reason)
+
+
+def _last_rows(tables: dict[str, pd.DataFrame], bar_end: pd.Timestamp) -> dict[str, pd.DataFrame]:
+    return {name: frame[frame["bar_end"] == bar_end] for name, frame in tables.items()}
+
+
+def _order_to_json(order: dict) -> dict:
+    return {k: (v.isoformat() if isinstance(v, pd.Timestamp) else v) for k, v in order.items()}
+
+
+def _order_from_json(order: dict) -> dict:
+    out = dict(order)
+    for key in ("bar_end", "submitted_at"):
+        if out.get(key):
+            out[key] = pd.Timestamp(out[key])
+    return out
