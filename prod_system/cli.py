@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from pathlib import Path
 
 import click
+import pandas as pd
 
 from prod_system.core.config import ConfigError, load_config
 from prod_system.core.dag import ModelError
@@ -267,6 +269,108 @@ def reconcile(model, root, start, end, run_mode, trigger, market_data, holdings_
     if diverged:
         click.echo(f"error: {diverged} of {len(runs)} runs diverge from research", err=True)
         sys.exit(EXIT_NOT_RECONCILED)
+
+
+@main.command()
+@click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), help="System config YAML; options override it."
+)
+@click.option("--model", help="C1b, C3a, or 'package.module:function'.")
+@click.option(
+    "--mode", "run_mode", type=click.Choice(["paper_trading", "prod"]), default="paper_trading", show_default=True
+)
+@click.option("--duration", default="1h", show_default=True, help="How long the session trades, e.g. 30m, 24h.")
+@click.option("--root", default="system_runs", show_default=True, help="Root of the system log dirs.")
+@click.option("--bar", default="5m", show_default=True, help="Bar length (1m makes quick sessions).")
+@click.option("--universe", help="Comma-separated assets (default: the 8 bundled ones).")
+@click.option("--database", help="Real-time market database URL [default: sqlite:///{root}/market.db].")
+@click.option("--exchange-url", help="Exchange base URL (the local exchange in tests) [default: Binance].")
+@click.option("--ingest/--no-ingest", default=True, show_default=True, help="Run the candle ingestion in this process.")
+@click.option("--trigger", type=click.Choice(["manual", "scheduled"]), default="manual", show_default=True)
+@click.option(
+    "--speed",
+    default=1.0,
+    show_default=True,
+    help="Rehearsal only: run the clock this many times faster, from the exchange's time (it must replay at "
+    "the same speed).",
+)
+def run(config_path, model, run_mode, duration, root, bar, universe, database, exchange_url, ingest, trigger,
+        speed) -> None:  # fmt: skip
+    """Trade live, bar after bar, on the real clock: paper_trading (mocked fills) or prod (orders via ccxt).
+
+    Each bar waits for every asset's candle in the real-time market database, runs the model, sizes the
+    targets and sends the orders; everything goes to the session's system log dir. Killed and started
+    again with the same options, the session resumes from its persisted state without sending any
+    order twice. API keys (prod) come from the environment variables named in the config
+    (BINANCE_API_KEY and BINANCE_API_SECRET by default).
+    """
+    from prod_system.core.clock import RealClock, ScaledClock
+    from prod_system.core.exchange_broker import BrokerError
+    from prod_system.core.live import LiveSession, session_window, unfinished_session
+
+    try:
+        step = parse_duration(bar)
+        length = parse_duration(duration)
+    except ValueError as error:
+        _fail(str(error))
+    if speed != 1.0:
+        from prod_system.core.exchange_client import binanceusdm_client
+
+        exchange_now = pd.Timestamp(binanceusdm_client(exchange_url).fetch_time(), unit="ms", tz="UTC")
+        clock = ScaledClock(exchange_now, speed)
+    else:
+        clock = RealClock()
+    database = database or f"sqlite:///{Path(root).resolve() / 'market.db'}"
+    Path(root).mkdir(parents=True, exist_ok=True)
+    try:
+        template = load_config(
+            config_path, model=model, run_mode=run_mode, trigger=trigger, start="2000-01-01T00:00:00Z",
+            end="2000-01-02T00:00:00Z", bar=bar, log_root=root, market_data={"source": database},
+            universe=[a for a in universe.split(",") if a] if universe else None,
+        )  # fmt: skip
+        resumable = unfinished_session(root, template.model_name, run_mode, trigger, clock.now())
+        if resumable is not None:
+            config = load_config(resumable / "system_config.yaml")
+            click.echo(f"resuming the unfinished session {resumable}", err=True)
+        else:
+            start, end = session_window(clock.now(), step, length)
+            broker = template.broker.model_dump()
+            if run_mode == "prod":
+                broker.update(kind="ccxt", exchange_url=exchange_url or broker.get("exchange_url"))
+            config = load_config(config_path, **{**template.model_dump(), "start": start, "end": end, "broker": broker})
+    except ConfigError as error:
+        _fail(str(error), "see the configuration reference in the README")
+    stop = threading.Event()
+    ingestion = None
+    try:
+        session = LiveSession(config, clock, on_bar=_print_bar)
+        if ingest:
+            from prod_system.core.ingestion import Ingestor
+
+            ingestor = Ingestor(session.database, config.universe, clock, exchange_url)
+            ingestion = threading.Thread(target=ingestor.run, args=(stop,), daemon=True, name="ingestion")
+            ingestion.start()
+        click.echo(f"session {config.start} to {config.end}, log dir {session.log_dir.path}", err=True)
+        outcomes = session.run()
+    except (MarketDataError, ModelError) as error:
+        _fail(str(error))
+    except BrokerError as error:
+        _fail(str(error), "check the exchange URL, the API key variables and the exchange's positions", EXIT_FAILED)
+    except KeyboardInterrupt:
+        click.echo("interrupted: the session resumes when started again with the same options", err=True)
+        sys.exit(130)
+    finally:
+        stop.set()
+        if ingestion is not None:
+            ingestion.join(timeout=10)
+    traded = sum(o.status == "traded" for o in outcomes)
+    click.echo(f"log dir:     {session.log_dir.path}")
+    click.echo(f"bars:        {traded} traded, {len(outcomes) - traded} skipped")
+
+
+def _print_bar(outcome) -> None:
+    detail = f"{outcome.orders} orders" if outcome.status == "traded" else outcome.reason
+    click.echo(f"bar {outcome.bar_end:%Y-%m-%d %H:%M}: {outcome.status}, {detail}", err=True)
 
 
 @main.command("exchange-sim")

@@ -3,7 +3,14 @@ paper_trading and prod sessions on 1-minute bars, on a clock 60 times faster tha
 
 from __future__ import annotations
 
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,10 +35,10 @@ KEY_ENV, SECRET_ENV = "LIVE_TEST_API_KEY", "LIVE_TEST_API_SECRET"
 class Market:
     """A running market: the exchange, the database with history, the ingestion, the shared clock."""
 
-    def __init__(self, candles: pd.DataFrame, database_url: str):
-        self.exchange = LocalExchange(candles[candles["bar_start"] >= T], clock="original", speed=SPEED)
+    def __init__(self, candles: pd.DataFrame, database_url: str, speed: float = SPEED):
+        self.exchange = LocalExchange(candles[candles["bar_start"] >= T], clock="original", speed=speed)
         client = binanceusdm_client(self.exchange.url)
-        self.clock = ScaledClock(pd.Timestamp(client.fetch_time(), unit="ms", tz="UTC"), SPEED)
+        self.clock = ScaledClock(pd.Timestamp(client.fetch_time(), unit="ms", tz="UTC"), speed)
         self.database_url = database_url
         db = MarketDatabase(database_url)
         history = candles[(candles["bar_start"] >= T - pd.Timedelta(hours=2)) & (candles["bar_start"] < T)]
@@ -136,3 +143,51 @@ def test_late_data_skips_the_bar_and_the_next_goes_on(market, tmp_path):
     assert statuses[0] == "traded" and "skipped" in statuses and statuses[-1] == "traded", statuses
     skipped = LogDir(session.log_dir.path).read_table("skipped_bars")
     assert skipped["reason"].str.contains("no candle by").all()
+
+
+def test_kill_and_restart_sends_no_order_twice_and_loses_no_fill(candles, tmp_path):
+    """`prod-system run` in prod against the local exchange, killed with SIGKILL at random points of
+    its bars and started again with the same command: one session, resumed each time; every order
+    on the exchange is in the log dir, once; the exchange holds exactly what the portfolio holds."""
+    speed = 20.0  # a market minute every 3 s: process start-up costs well under a bar
+    market = Market(candles, f"sqlite:///{tmp_path / 'market.db'}", speed=speed)
+    root = tmp_path / "runs"
+    env = {**os.environ, "BINANCE_API_KEY": market.exchange.api_key, "BINANCE_API_SECRET": market.exchange.api_secret}
+    command = [sys.executable, "-m", "prod_system.cli", "run", "--model", "C1b", "--mode", "prod"]
+    command += ["--duration", "8m", "--bar", "1m", "--root", str(root), "--database", market.database_url]
+    command += ["--exchange-url", market.exchange.url, "--speed", str(speed), "--no-ingest"]
+    rng = random.Random(int(os.environ.get("PROD_SYSTEM_KILL_SEED", "7")))  # other seeds: other kill points
+    kills = 0
+    try:
+        for _ in range(4):
+            process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            time.sleep(rng.uniform(2.0, 6.0))
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+                kills += 1
+            process.wait(timeout=30)
+        final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert final.returncode == 0, final.stderr[-2000:]
+        assert "resuming the unfinished session" in final.stderr
+    finally:
+        market.close()
+    assert kills >= 3
+    (session,) = list(root.glob("C1b/prod/manual/*/system_log_dir"))
+    logs = LogDir(session)
+    stats = logs.read_table("portfolio/statistics")
+    assert stats["bar_end"].is_unique and len(stats) >= 3
+    skipped = logs.read_table("skipped_bars") if (session / "skipped_bars").exists() else pd.DataFrame()
+    assert len(set(stats["bar_end"]) | set(skipped.get("bar_end", []))) >= 6  # of 8: each traded or skipped
+    assert stats["bar_end"].max() == pd.Timestamp(json.loads((session / "state.json").read_text())["bar_end"])
+    # every order on the exchange was decided and recorded by the system, and placed once
+    account = next(iter(market.exchange.engine._accounts.values()))
+    on_exchange = [order.client_order_id for order in account.orders.values()]
+    recorded = set(logs.read_table("orders")["client_order_id"])
+    assert len(on_exchange) == len(set(on_exchange)) and set(on_exchange) <= recorded
+    # no fill lost: the portfolio (and the fills counted but not yet applied) is what the exchange holds
+    state = json.loads((session / "state.json").read_text())
+    held = pd.Series(state["shares"]).reindex(UNIVERSE, fill_value=0.0)
+    for fill in state["unapplied_fills"]:
+        held[fill["asset"]] += fill["shares"]
+    positions = {symbol.removesuffix("USDT"): float(p.amount) for symbol, p in account.positions.items()}
+    assert held.round(9).to_dict() == pd.Series(positions).reindex(UNIVERSE, fill_value=0.0).round(9).to_dict()

@@ -92,6 +92,6 @@ class MockedBroker:
 
     def _twap(self, window_end: pd.Timestamp) -> np.ndarray:
         """Mean of the known 1-minute closes of the window, per asset (NaN if none is known)."""
-        close = self.reader.read(self.bar, since=window_end - self.bar).field("close")
+        close = self.reader.read(self.bar, since=window_end - self.bar, until=window_end).field("close")
         counts = np.isfinite(close).sum(axis=0)
         return np.where(counts > 0, np.nansum(close, axis=0) / np.maximum(counts, 1), np.nan)

@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ from prod_system.core.market_db import MarketDatabase
 from prod_system.core.orders import ORDER_COLUMNS, make_orders
 from prod_system.core.portfolio import Portfolio, PortfolioState
 from prod_system.core.simulation import BrokerFactory, broker_factory_for, last_close, run_sizing
-from prod_system.core.timeutil import bar_ends
+from prod_system.core.timeutil import bar_ends, compact
 
 logger = logging.getLogger("prod_system.live")
 
@@ -82,6 +82,21 @@ def session_window(now: pd.Timestamp, bar: pd.Timedelta, duration: pd.Timedelta)
     return start, start + bar * bars
 
 
+def unfinished_session(
+    root: str | Path, model_name: str, run_mode: str, trigger: str, now: pd.Timestamp
+) -> Path | None:
+    """The log dir of a session of this model and mode that has not reached its end (to resume it)."""
+    candidates = []
+    for path in Path(root).glob(f"{model_name}/{run_mode}/{trigger}/*.*/system_log_dir"):
+        config_file = path / "system_config.yaml"
+        if not config_file.exists():
+            continue
+        end = pd.to_datetime(path.parent.name.split(".")[1], format="%Y%m%d_%H%M%S", utc=True)
+        if end > now:
+            candidates.append(path)
+    return sorted(candidates)[-1] if candidates else None
+
+
 class LiveSession:
     """One live session: its config, clock, database, broker and log dir."""
 
@@ -109,28 +124,31 @@ class LiveSession:
     def _state_path(self) -> Path:
         return self.log_dir.path / STATE_FILE
 
-    def load_state(self) -> tuple[PortfolioState, pd.Timestamp | None]:
-        """The persisted state and the last bar it includes (a fresh session: cash only)."""
+    def load_state(self) -> tuple[PortfolioState, list[dict]]:
+        """The persisted state (a fresh session: cash only), and the fills already counted from the
+        venue but not yet applied to the portfolio (they are applied at the next bar)."""
         path = self._state_path()
-        if not path.exists():
-            return PortfolioState.empty(self.assets, self.config.portfolio.initial_cash), None
-        data = json.loads(path.read_text())
-        state = PortfolioState(
-            shares=pd.Series(data["shares"]).reindex(self.assets, fill_value=0.0).astype(float),
-            notional=pd.Series(data["notional"]).reindex(self.assets, fill_value=0.0).astype(float),
-            cash=float(data["cash"]),
-            open_orders=[_order_from_json(o) for o in data["open_orders"]],
-            bar_end=pd.Timestamp(data["bar_end"]) if data["bar_end"] else None,
-        )
+        data = json.loads(path.read_text()) if path.exists() else {}
+        if data:
+            state = PortfolioState(
+                shares=pd.Series(data["shares"]).reindex(self.assets, fill_value=0.0).astype(float),
+                notional=pd.Series(data["notional"]).reindex(self.assets, fill_value=0.0).astype(float),
+                cash=float(data["cash"]),
+                open_orders=[_order_from_json(o) for o in data["open_orders"]],
+                bar_end=pd.Timestamp(data["bar_end"]) if data["bar_end"] else None,
+            )
+        else:
+            state = PortfolioState.empty(self.assets, self.config.portfolio.initial_cash)
         inflight = self.log_dir.path / INFLIGHT_FILE
         if inflight.exists():  # killed after deciding a bar's orders: they may be on the venue
             orders = [_order_from_json(o) for o in json.loads(inflight.read_text())["orders"]]
             known = {o["client_order_id"] for o in state.open_orders}
             state.open_orders.extend(o for o in orders if o["client_order_id"] not in known)
-        return state, state.bar_end
+        return state, [_order_from_json(f) for f in data.get("unapplied_fills", [])]
 
-    def _save_state(self, state: PortfolioState) -> None:
+    def _save_state(self, state: PortfolioState, unapplied_fills: list[dict]) -> None:
         data = {
+            "unapplied_fills": [_order_to_json(f) for f in unapplied_fills],
             "bar_end": state.bar_end.isoformat() if state.bar_end is not None else None,
             "shares": state.shares.to_dict(),
             "notional": state.notional.to_dict(),
@@ -144,10 +162,11 @@ class LiveSession:
 
     def run(self) -> list[BarOutcome]:
         """Trade every bar of the window that is still ahead (resuming a persisted state)."""
-        fresh = not self._state_path().exists()
+        fresh = not (self.log_dir.path / "system_config.yaml").exists()
         if fresh:
             self.log_dir.prepare(self.config, overwrite=False)
-        state, done_until = self.load_state()
+        state, early_fills = self.load_state()
+        done_until = state.bar_end
         outcomes: list[BarOutcome] = []
         with self.log_dir.capture_log(logger):
             logger.info(
@@ -163,9 +182,12 @@ class LiveSession:
             )
             broker = self.broker_factory(self.reader, self.bar)
             try:
-                state = broker.reconcile(state)
+                # the venue holds the portfolio plus the fills counted but not applied yet
+                expected = replace(state, shares=_plus_fills(state.shares, early_fills))
+                checked = broker.reconcile(expected)
+                if checked is not expected:  # the venue's positions were adopted: they include those fills
+                    state, early_fills = checked, []
                 portfolio = Portfolio(state)
-                early_fills: list[dict] = []
                 for bar_end in self.bars:
                     if done_until is not None and bar_end <= done_until:
                         continue
@@ -175,7 +197,6 @@ class LiveSession:
                         self.on_bar(outcome)
             finally:
                 if isinstance(broker, ExchangeBroker):
-                    self.log_dir.write_table("broker/executions", broker.executions(), self.config.start)
                     broker.close()
             traded = sum(o.status == "traded" for o in outcomes)
             logger.info("session done: %d bars traded, %d skipped", traded, len(outcomes) - traded)
@@ -201,12 +222,16 @@ class LiveSession:
         if missing:
             logger.warning("bar %s: no candle for %s: they are not traded this bar", bar_end, ", ".join(missing))
 
-        candles = self.reader.read(self.dag.lookback, since=bar_end - self.dag.lookback)
+        # what the bar could know by its deadline, never later (a bar decided late after a restart too)
+        asof = min(self.clock.now(), deadline)
+        candles = self.reader.read(self.dag.lookback, since=bar_end - self.dag.lookback, until=bar_end, asof=asof)
         outputs, profile = self.dag.evaluate(candles, self.config.profile_memory)
         predictions_at = self.clock.now()
         node_rows, predictions = self._bar_outputs(bar_end, outputs, missing)
         fills = early_fills + broker.collect_fills(bar_end)
-        prices = last_close(self.reader.read(self.bar, since=bar_end - self.bar).field("close"))
+        prices = last_close(
+            self.reader.read(self.bar, since=bar_end - self.bar, until=bar_end, asof=asof).field("close")
+        )
         stats = portfolio.update(bar_end, fills, prices)
         targets = run_sizing(self.config, predictions, pd.DatetimeIndex([bar_end]))
         target_shares = targets.set_index("asset")["target_shares"].reindex(self.assets).to_numpy(dtype="float64")
@@ -220,8 +245,15 @@ class LiveSession:
             self.config.run_id,
             self.clock.now(),
         )
-        # the intent first: a process killed while sending finds these orders on restart
+        # the intent first: a process killed while sending finds these orders on restart, and every
+        # order that may reach the venue is in the log dir (a bar decided again keeps the first ones)
         self.log_dir.write_text(INFLIGHT_FILE, json.dumps({"orders": [_order_to_json(o) for o in orders]}))
+        orders_table = pd.DataFrame(orders, columns=ORDER_COLUMNS)
+        part = self.log_dir.path / "orders" / f"part-{compact(bar_end)}.parquet"
+        if part.exists():
+            earlier = pd.read_parquet(part)
+            orders_table = pd.concat([earlier, orders_table]).drop_duplicates("client_order_id", keep="first")
+        self.log_dir.write_table("orders", orders_table, bar_end)
         reason = ""
         try:
             broker.submit(orders)
@@ -246,15 +278,16 @@ class LiveSession:
             "dag/node_outputs": node_rows,
             "dag/profiling": profiling,
             "target_positions": targets,
-            "orders": pd.DataFrame(orders, columns=ORDER_COLUMNS),
             "fills": pd.DataFrame(fills, columns=FILL_COLUMNS),
             "latency": pd.DataFrame([latency], columns=LATENCY_COLUMNS),
             **_last_rows(portfolio.tables(), bar_end),
         }
+        if isinstance(broker, ExchangeBroker):
+            executions = broker.executions()
+            tables["broker/executions"] = executions[executions["bar_end"] == bar_end]
         for name, frame in tables.items():
             self.log_dir.write_table(name, frame, bar_end)
-        pending = broker.open_orders()
-        self._save_state(portfolio.state(pending, bar_end))
+        self._save_state(portfolio.state(broker.open_orders(), bar_end), early)
         logger.info(
             "bar %s: %d fills, %d orders, pnl=%.2f gmv=%.2f net_wealth=%.2f%s",
             bar_end.isoformat(),
@@ -305,6 +338,13 @@ class LiveSession:
         logger.warning("bar %s skipped: %s", bar_end.isoformat(), reason)
         self.log_dir.write_table("skipped_bars", pd.DataFrame([{"bar_end": bar_end, "reason": reason}]), bar_end)
         return BarOutcome(bar_end, "skipped", reason)
+
+
+def _plus_fills(shares: pd.Series, fills: list[dict]) -> pd.Series:
+    shares = shares.copy()
+    for fill in fills:
+        shares[fill["asset"]] = round(shares[fill["asset"]] + fill["shares"], 12)
+    return shares
 
 
 def _last_rows(tables: dict[str, pd.DataFrame], bar_end: pd.Timestamp) -> dict[str, pd.DataFrame]:

@@ -267,9 +267,16 @@ class MarketDataReader:
     def assets(self) -> list[str]:
         return self.store.assets
 
-    def read(self, lookback: pd.Timedelta, since: pd.Timestamp | None = None) -> Candles:
-        """The visible candles of the last ``lookback`` (or since ``since``), as of now."""
-        now = self.clock.now()
+    def read(
+        self,
+        lookback: pd.Timedelta,
+        since: pd.Timestamp | None = None,
+        until: pd.Timestamp | None = None,
+        asof: pd.Timestamp | None = None,
+    ) -> Candles:
+        """The candles of the last ``lookback`` (or since ``since``, up to ``until``) visible now, or as
+        of an earlier ``asof`` (what a bar decided late could have known at its deadline)."""
+        now = self.clock.now() if asof is None else min(asof, self.clock.now())
         if since is None:
             since = (now - lookback).floor(CANDLE)
-        return self.store.visible(now, since)
+        return self.store.visible(now, since, until)
