@@ -10,8 +10,17 @@ from __future__ import annotations
 
 import os
 
-from dagster import AssetChecksDefinition, AssetSelection, Definitions, define_asset_job, in_process_executor
+from dagster import (
+    AssetChecksDefinition,
+    AssetSelection,
+    DefaultScheduleStatus,
+    Definitions,
+    ScheduleDefinition,
+    define_asset_job,
+    in_process_executor,
+)
 
+from prod_system.assets.live import CANDLES_KEY, LIVE_MODES, build_live_assets, build_session_job, candles_1m
 from prod_system.assets.publishing import build_investor_assets, build_report_publishing
 from prod_system.assets.reconciliation import build_reconciliation_assets
 from prod_system.assets.simulation import build_simulation_assets, group_name
@@ -25,7 +34,9 @@ from prod_system.resources import (
     TableStoreIOManager,
     default_s3,
 )
+from prod_system.resources.live import LiveResource
 from prod_system.schedules import build_observer_jobs
+from prod_system.sensors import build_bar_sensor
 
 
 def models_from_env() -> list[str]:
@@ -47,6 +58,7 @@ def default_resources() -> dict:
         "io_manager": TableStoreIOManager(),
         "publishing": PublishingResource(),
         "s3": default_s3(),
+        "live": LiveResource(),
     }
 
 
@@ -72,14 +84,57 @@ def build_definitions(
         )
     assets.extend(build_investor_assets(investor_model))
     observer_jobs, schedules = build_observer_jobs(models, investor_model)
+    live_jobs, live_schedules, sensors = _live(models, assets)
     checks = [item for item in assets if isinstance(item, AssetChecksDefinition)]
     return Definitions(
         assets=[item for item in assets if item not in checks],
         asset_checks=checks,
-        jobs=[*jobs, *observer_jobs],
-        schedules=schedules,
+        jobs=[*jobs, *observer_jobs, *live_jobs],
+        schedules=[*schedules, *live_schedules],
+        sensors=sensors,
         resources={**default_resources(), **(resources or {})},
     )
+
+
+def _live(models: list[str], assets: list) -> tuple[list, list, list]:
+    """The live side: candle ingestion every minute, per model and mode a per-bar asset driven by its
+    bar sensor, and the daily 24-hour session job. Everything that trades is created stopped."""
+    assets.append(candles_1m)
+    ingestion = define_asset_job(
+        "market_data_ingestion_job",
+        selection=AssetSelection.assets(CANDLES_KEY),
+        executor_def=in_process_executor,
+        description="Fetch the universe's latest closed 1-minute candles into the real-time market database.",
+    )
+    jobs = [ingestion]
+    schedules = [
+        ScheduleDefinition(
+            name="market_data_ingestion_schedule",
+            job=ingestion,
+            cron_schedule="* * * * *",
+            execution_timezone="UTC",
+            default_status=DefaultScheduleStatus.STOPPED,
+            description="Every minute.",
+        )
+    ]
+    sensors = []
+    for model in models:
+        for mode in LIVE_MODES:
+            assets.append(build_live_assets(model, mode))
+            sensors.append(build_bar_sensor(model, mode))
+            session = build_session_job(model, mode)
+            jobs.append(session)
+            schedules.append(
+                ScheduleDefinition(
+                    name=f"{session.name}_daily",
+                    job=session,
+                    cron_schedule="0 0 * * *",
+                    execution_timezone="UTC",
+                    default_status=DefaultScheduleStatus.STOPPED,
+                    description=f"Opens the 24-hour {mode} session of {model} at 00:00 UTC.",
+                )
+            )
+    return jobs, schedules, sensors
 
 
 defs = build_definitions()

@@ -153,6 +153,7 @@ def _live_reconciliation(model: str, mode: str) -> list[AssetsDefinition]:
 
     @asset(
         key=key,
+        deps=[AssetKey([slug, mode, "bar"])],
         description=f"The latest {mode} session of {model} vs its research portfolio, up to its last bar "
         "(refreshed every 5 minutes while a session runs): the same report as the simulation's.",
         group_name=f"{slug}_{mode}",

@@ -13,10 +13,12 @@ are counted once. A bar that cannot be computed in time is recorded as skipped, 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -73,6 +75,36 @@ class BarOutcome:
     reason: str = ""
     orders: int = 0
     latency: dict = field(default_factory=dict)
+    recorded: bool = False  # a skipped bar written to skipped_bars
+
+
+BAR_KEY_FORMAT = "%Y-%m-%d-%H:%M"  # a bar's partition key: its end, UTC (as Dagster spells time partitions)
+
+
+def bar_key(bar_end: pd.Timestamp) -> str:
+    return bar_end.tz_convert("UTC").strftime(BAR_KEY_FORMAT)
+
+
+def parse_bar_key(key: str) -> pd.Timestamp:
+    return pd.to_datetime(key, format=BAR_KEY_FORMAT, utc=True)
+
+
+def due_bar(
+    now: pd.Timestamp,
+    bar: pd.Timedelta,
+    last_requested: pd.Timestamp | None,
+    missing: Callable[[pd.Timestamp], list[str]],
+    timeout_seconds: float,
+) -> tuple[pd.Timestamp | None, str]:
+    """The bar to run now, if any: the latest closed bar, not requested yet, whose candles are all
+    recorded (or whose data timeout has passed: the run then trades what it has, or skips)."""
+    bar_end = now.floor(bar)
+    if last_requested is not None and bar_end <= last_requested:
+        return None, f"bar {bar_end} already requested; next at {bar_end + bar}"
+    absent = missing(bar_end)
+    if absent and now < bar_end + pd.Timedelta(seconds=timeout_seconds):
+        return None, f"bar {bar_end}: waiting for the candles of {', '.join(absent)}"
+    return bar_end, "complete" if not absent else f"timeout: {', '.join(absent)} missing"
 
 
 def session_window(now: pd.Timestamp, bar: pd.Timedelta, duration: pd.Timedelta) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -146,6 +178,24 @@ class LiveSession:
             state.open_orders.extend(o for o in orders if o["client_order_id"] not in known)
         return state, [_order_from_json(f) for f in data.get("unapplied_fills", [])]
 
+    def _carry_over(self) -> None:
+        """A new session starts where the previous session of the model and mode ended (its holdings,
+        cash, orders still executing), so that the venue and the portfolio keep agreeing."""
+        root = Path(self.config.log_root) / self.config.model_name / self.config.run_mode
+        previous = []
+        for path in root.glob(f"*/*.*/system_log_dir/{STATE_FILE}"):
+            end = pd.to_datetime(path.parent.parent.name.split(".")[1], format="%Y%m%d_%H%M%S", utc=True)
+            if end <= self.config.start and path.parent != self.log_dir.path:
+                previous.append((end, str(path)))
+        if not previous:
+            return
+        path = Path(max(previous)[1])
+        data = json.loads(path.read_text())
+        data["bar_end"] = None  # none of this session's bars is done
+        data["carried_from"] = str(path.parent)
+        self.log_dir.write_text(STATE_FILE, json.dumps(data, indent=1))
+        logger.info("starting from the end of the previous session %s", path.parent)
+
     def _save_state(self, state: PortfolioState, unapplied_fills: list[dict]) -> None:
         data = {
             "unapplied_fills": [_order_to_json(f) for f in unapplied_fills],
@@ -160,11 +210,18 @@ class LiveSession:
 
     # -- the session -----------------------------------------------------------------------------
 
-    def run(self) -> list[BarOutcome]:
-        """Trade every bar of the window that is still ahead (resuming a persisted state)."""
+    def run(self, only: pd.Timestamp | None = None) -> list[BarOutcome]:
+        """Trade every bar of the window still ahead, resuming a persisted state; with ``only``, that
+        one bar (the bars before it that no run traded are recorded as skipped). One process at a
+        time drives a session: a second one waits for the first (a lock in the log dir)."""
         fresh = not (self.log_dir.path / "system_config.yaml").exists()
         if fresh:
             self.log_dir.prepare(self.config, overwrite=False)
+            self._carry_over()
+        with _session_lock(self.log_dir.path):
+            return self._run(fresh, only)
+
+    def _run(self, fresh: bool, only: pd.Timestamp | None) -> list[BarOutcome]:
         state, early_fills = self.load_state()
         done_until = state.bar_end
         outcomes: list[BarOutcome] = []
@@ -191,10 +248,17 @@ class LiveSession:
                 for bar_end in self.bars:
                     if done_until is not None and bar_end <= done_until:
                         continue
-                    outcome, early_fills = self._bar(bar_end, broker, portfolio, early_fills)
+                    if only is not None and bar_end > only:
+                        break
+                    if only is not None and bar_end < only:
+                        outcome = BarOutcome(bar_end, "skipped", "no run traded this bar in time")
+                    else:
+                        self._record_skipped(outcomes)
+                        outcome, early_fills = self._bar(bar_end, broker, portfolio, early_fills)
                     outcomes.append(outcome)
                     if self.on_bar:
                         self.on_bar(outcome)
+                self._record_skipped(outcomes)
             finally:
                 if isinstance(broker, ExchangeBroker):
                     broker.close()
@@ -337,7 +401,31 @@ class LiveSession:
         """Record a bar that was not traded (the holdings stay as they are)."""
         logger.warning("bar %s skipped: %s", bar_end.isoformat(), reason)
         self.log_dir.write_table("skipped_bars", pd.DataFrame([{"bar_end": bar_end, "reason": reason}]), bar_end)
-        return BarOutcome(bar_end, "skipped", reason)
+        return BarOutcome(bar_end, "skipped", reason, recorded=True)
+
+    def _record_skipped(self, outcomes: list[BarOutcome]) -> None:
+        """Write the skipped bars not written yet, as one part (a day of them is one file, not 1,440)."""
+        pending = [o for o in outcomes if o.status == "skipped" and not o.recorded]
+        if not pending:
+            return
+        rows = pd.DataFrame([{"bar_end": o.bar_end, "reason": o.reason} for o in pending])
+        self.log_dir.write_table("skipped_bars", rows, pending[0].bar_end)
+        logger.warning(
+            "%d bars skipped (%s to %s): %s", len(pending), pending[0].bar_end, pending[-1].bar_end, pending[0].reason
+        )
+        for outcome in pending:
+            outcome.recorded = True
+
+
+@contextmanager
+def _session_lock(path: Path):
+    """An exclusive lock on the session's log dir, released when the process ends, however it ends."""
+    with (path / ".session.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _plus_fills(shares: pd.Series, fills: list[dict]) -> pd.Series:

@@ -207,7 +207,7 @@ def _write(report: ObserverReport) -> None:
     result.per_bar.to_parquet(directory / "per_bar.parquet", index=False)
     result.side_by_side.to_parquet(directory / "side_by_side.parquet", index=False)
     result.bar_timing.to_parquet(directory / "bar_timing.parquet", index=False)
-    result.node_timing.to_csv(directory / "node_timing.csv", index=False, float_format="%.4f")
+    result.node_timing.to_csv(directory / "node_timing.csv", index=False)
     tmp = directory / f".{REPORT_HTML}.tmp"
     tmp.write_text(_html(report, pngs))
     tmp.replace(directory / REPORT_HTML)

@@ -1,0 +1,67 @@
+"""The live resource: the real-time market database and the exchange of the live runs."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from prod_system.core.config import SystemConfig, build_config
+from prod_system.core.timeutil import parse_duration
+from prod_system.resources.system import SystemResource, default_root
+
+
+def _default_database() -> str:
+    return os.environ.get("PROD_SYSTEM_DATABASE") or f"sqlite:///{os.path.abspath(default_root())}/market.db"
+
+
+class LiveResource(ConfigurableResource):
+    """Where live runs read candles and send orders. Credentials: PGPASSWORD for the database, the
+    environment variables named by ``api_key_env``/``api_secret_env`` for the exchange."""
+
+    database: str = Field(default_factory=_default_database, description="sqlite:///FILE or postgresql://user@host/db")
+    exchange_url: str | None = Field(
+        default_factory=lambda: os.environ.get("PROD_SYSTEM_EXCHANGE_URL") or None,
+        description="Binance-compatible base URL; None = Binance",
+    )
+    bar: str = Field(default_factory=lambda: os.environ.get("PROD_SYSTEM_LIVE_BAR", "5m"), description="bar length")
+    data_timeout_seconds: float = Field(default=30.0, description="wait for a bar's candles this long after its close")
+    api_key_env: str = "BINANCE_API_KEY"
+    api_secret_env: str = "BINANCE_API_SECRET"
+
+    @property
+    def bar_delta(self) -> pd.Timedelta:
+        return parse_duration(self.bar)
+
+    def session_config(
+        self, system: SystemResource, root: str, model: str, run_mode: str, day: pd.Timestamp
+    ) -> SystemConfig:
+        """The scheduled session of ``day`` (00:00 to 24:00 UTC): the one every bar run of that day joins."""
+        broker = {"kind": "mocked"}
+        if run_mode == "prod":
+            broker = {
+                "kind": "ccxt",
+                "exchange_url": self.exchange_url,
+                "api_key_env": self.api_key_env,
+                "api_secret_env": self.api_secret_env,
+            }
+        return build_config(
+            {
+                "model": model,
+                "model_params": system.model_params.get(model, {}),
+                "universe": system.universe,
+                "bar": self.bar,
+                "run_mode": run_mode,
+                "trigger": "scheduled",
+                "start": day,
+                "end": day + pd.Timedelta(days=1),
+                "market_data": {"source": self.database},
+                "portfolio": system.portfolio,
+                "broker": broker,
+                "log_root": root,
+                "profile_memory": system.profile_memory,
+                "live": {"data_timeout_seconds": self.data_timeout_seconds},
+            }
+        )
