@@ -45,7 +45,7 @@ def test_sensor_drives_one_bar_of_the_scheduled_session(candles, tmp_path):
         assert set(checks) == {"no_missing_bars", "not_stale", "no_duplicates", "valid_prices"}
         assert checks["not_stale"].passed and checks["no_duplicates"].passed and checks["valid_prices"].passed
 
-        sensor = defs.get_sensor_def("C1b_paper_trading_bar_sensor")
+        sensor = defs.resolve_sensor_def("C1b_paper_trading_bar_sensor")
         with build_sensor_context(instance=instance, resources=resources) as context:
             result = sensor(context)
         (request,) = result.run_requests
