@@ -22,7 +22,8 @@ T = pd.Timestamp("2023-07-21T06:00:00Z")
 
 
 def test_sensor_drives_one_bar_of_the_scheduled_session(candles, tmp_path):
-    while pd.Timestamp.now(tz="UTC").second > 40:  # the whole test inside one minute: no bar rolls over
+    # the whole test inside one minute (no bar rolls over), within the bar's data timeout
+    while pd.Timestamp.now(tz="UTC").second > 40:
         time.sleep(0.5)
     with LocalExchange(candles[candles["bar_start"] >= T], clock="shifted") as exchange:
         shift = pd.Timedelta(milliseconds=exchange.engine.market.shift_ms)
@@ -32,7 +33,7 @@ def test_sensor_drives_one_bar_of_the_scheduled_session(candles, tmp_path):
         db = MarketDatabase(database)
         db.upsert(history[["asset", "bar_start", "open", "high", "low", "close", "volume"]], T + shift)
         resources = {
-            "live": LiveResource(database=database, exchange_url=exchange.url, bar="1m", data_timeout_seconds=20),
+            "live": LiveResource(database=database, exchange_url=exchange.url, bar="1m", data_timeout_seconds=55),
             "system": SystemResource(profile_memory=False),
             "log_dir": LogDirResource(root=str(tmp_path / "runs")),
         }
