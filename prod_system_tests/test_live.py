@@ -191,3 +191,36 @@ def test_kill_and_restart_sends_no_order_twice_and_loses_no_fill(candles, tmp_pa
         held[fill["asset"]] += fill["shares"]
     positions = {symbol.removesuffix("USDT"): float(p.amount) for symbol, p in account.positions.items()}
     assert held.round(9).to_dict() == pd.Series(positions).reindex(UNIVERSE, fill_value=0.0).round(9).to_dict()
+
+
+def test_exchange_down_records_the_bar_and_the_session_goes_on(market, tmp_path):
+    """prod with the exchange refusing every order for one bar: the bar is recorded with the reason,
+    nothing is lost, and the next bars trade."""
+    config = live_config(market, tmp_path, "prod", bars=4)
+    second_bar = config.start + pd.Timedelta(minutes=2)
+    session = LiveSession(config, market.clock)
+    down = [{"endpoint": "POST /fapi/v1/order", "kind": "server_error", "status": 503}]
+
+    def on_bar(outcome):
+        if outcome.bar_end == second_bar - pd.Timedelta(minutes=1):
+            market.exchange.set_faults(down)
+        elif outcome.bar_end == second_bar:
+            market.exchange.set_faults([])
+
+    session.on_bar = on_bar
+    session.broker_factory = _fast_retries(session.broker_factory)
+    outcomes = session.run()
+    failed = [o for o in outcomes if o.reason.startswith("orders failed")]
+    assert [o.bar_end for o in failed] == [second_bar]
+    assert outcomes[-1].status == "traded" and outcomes[-1].reason == ""
+    skipped = LogDir(session.log_dir.path).read_table("skipped_bars")
+    assert list(skipped["bar_end"]) == [second_bar] and "gave up after" in skipped["reason"].iloc[0]
+
+
+def _fast_retries(factory):
+    def make(reader, bar):
+        broker = factory(reader, bar)
+        broker.config = broker.config.model_copy(update={"max_attempts": 2, "backoff_seconds": 0.01})
+        return broker
+
+    return make

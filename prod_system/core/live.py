@@ -321,9 +321,10 @@ class LiveSession:
         reason = ""
         try:
             broker.submit(orders)
-        except BrokerError as error:
+        except BrokerError as error:  # the exchange is down or refuses: the bar is decided, not executed
             reason = f"orders failed: {error}"
             logger.error("bar %s: %s", bar_end, reason)
+            self.log_dir.write_table("skipped_bars", pd.DataFrame([{"bar_end": bar_end, "reason": reason}]), bar_end)
         orders_submitted_at = self.clock.now()
         # market orders are filled at once: count them now (applied to the portfolio next bar)
         early = broker.collect_fills(bar_end + self.bar) if isinstance(broker, ExchangeBroker) else []
