@@ -344,7 +344,7 @@ class LiveSession:
             "dag/profiling": profiling,
             "target_positions": targets,
             "fills": pd.DataFrame(fills, columns=FILL_COLUMNS),
-            "latency": pd.DataFrame([latency], columns=LATENCY_COLUMNS),
+            "latency": _utc_times(pd.DataFrame([latency], columns=LATENCY_COLUMNS)),
             **_last_rows(portfolio.tables(), bar_end),
         }
         if isinstance(broker, ExchangeBroker):
@@ -427,6 +427,14 @@ def _session_lock(path: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _utc_times(frame: pd.DataFrame) -> pd.DataFrame:
+    """Time columns as UTC timestamps, even when empty (NaT) in this bar."""
+    for column in frame.columns:
+        if column.endswith("_at") or column == "bar_end":
+            frame[column] = pd.to_datetime(frame[column], utc=True)
+    return frame
 
 
 def _plus_fills(shares: pd.Series, fills: list[dict]) -> pd.Series:
