@@ -30,6 +30,7 @@ from prod_system.core.live import LiveSession, bar_key
 from prod_system.core.log_dir import LogDir
 from prod_system.core.market_data import load_source
 from prod_system.core.market_db import MarketDatabase
+from prod_system.definitions import build_definitions
 from prod_system.exchange import LocalExchange
 from prod_system.resources import LogDirResource, SystemResource
 from prod_system.resources.live import LiveResource
@@ -105,11 +106,20 @@ def main() -> None:
             resources=resources,
         )
         dagster_seconds = time.perf_counter() - began
+        # the day's session as one Dagster run (the daily schedule's job), for a few bars
+        defs = build_definitions(["C1b"], resources=resources, investor_model="C1b")
+        defs.resolve_job_def("C1b_paper_trading_session_job").execute_in_process(
+            run_config={"ops": {"C1b_paper_trading_session": {"config": {"stop_after_minutes": options.bars}}}},
+            instance=instance,
+        )
         stop.set()
         ingestor.close()
     print(f"C1b, {len(UNIVERSE)} assets, 1-minute bars on the real clock, {options.bars} bars per mode:")
-    for mode, session in sessions.items():
-        latency = LogDir(session.log_dir.path).read_table("latency")
+    (scheduled,) = list((work / "dagster_runs").glob("C1b/paper_trading/scheduled/*/system_log_dir"))
+    logs = {f"{mode} (CLI)": session.log_dir.path for mode, session in sessions.items()}
+    logs["paper_trading (Dagster session job, bars after the per-bar run)"] = scheduled
+    for mode, path in logs.items():
+        latency = LogDir(path).read_table("latency")
         close = latency["bar_end"]
         parts = {
             "data complete": latency["data_complete_at"] - close,

@@ -15,6 +15,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
+    Config,
     DynamicPartitionsDefinition,
     Failure,
     MaterializeResult,
@@ -161,16 +162,30 @@ def _broker_factory(config, context):
     return make
 
 
+class SessionRunConfig(Config):
+    """Stop the run after this many minutes (a rehearsal, or a hand-over); the session goes on when the
+    job runs again. Empty: to the end of the day."""
+
+    stop_after_minutes: int | None = None
+
+
 def build_session_job(model: str, mode: str):
     """The whole day's session of ``model`` in ``mode`` in one run (the seed's scheduled 24-hour runs)."""
     slug = model_slug(model)
 
     @op(name=f"{slug}_{mode}_session", description=f"Trade today's {mode} session of {model} to its end.")
-    def run_session(context: OpExecutionContext, live: LiveResource, system: SystemResource, log_dir: LogDirResource):
-        day = pd.Timestamp.now(tz="UTC").floor("1D")
-        config = live.session_config(system, log_dir.root, model, mode, day)
-        session = LiveSession(config, RealClock(), broker_factory=_broker_factory(config, context))
-        outcomes = session.run()
+    def run_session(
+        context: OpExecutionContext,
+        config: SessionRunConfig,
+        live: LiveResource,
+        system: SystemResource,
+        log_dir: LogDirResource,
+    ):
+        now = pd.Timestamp.now(tz="UTC")
+        session_config = live.session_config(system, log_dir.root, model, mode, now.floor("1D"))
+        session = LiveSession(session_config, RealClock(), broker_factory=_broker_factory(session_config, context))
+        until = now + pd.Timedelta(minutes=config.stop_after_minutes) if config.stop_after_minutes else None
+        outcomes = session.run(until=until)
         traded = sum(o.status == "traded" for o in outcomes)
         context.log.info(f"{traded} bars traded, {len(outcomes) - traded} skipped; log dir {session.log_dir.path}")
 

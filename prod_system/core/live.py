@@ -210,18 +210,19 @@ class LiveSession:
 
     # -- the session -----------------------------------------------------------------------------
 
-    def run(self, only: pd.Timestamp | None = None) -> list[BarOutcome]:
+    def run(self, only: pd.Timestamp | None = None, until: pd.Timestamp | None = None) -> list[BarOutcome]:
         """Trade every bar of the window still ahead, resuming a persisted state; with ``only``, that
-        one bar (the bars before it that no run traded are recorded as skipped). One process at a
-        time drives a session: a second one waits for the first (a lock in the log dir)."""
+        one bar (the bars before it that no run traded are recorded as skipped); with ``until``, the
+        bars up to then (the session goes on when run again). One process at a time drives a session:
+        a second one waits for the first (a lock in the log dir)."""
         fresh = not (self.log_dir.path / "system_config.yaml").exists()
         if fresh:
             self.log_dir.prepare(self.config, overwrite=False)
             self._carry_over()
         with _session_lock(self.log_dir.path):
-            return self._run(fresh, only)
+            return self._run(fresh, only, until)
 
-    def _run(self, fresh: bool, only: pd.Timestamp | None) -> list[BarOutcome]:
+    def _run(self, fresh: bool, only: pd.Timestamp | None, until: pd.Timestamp | None) -> list[BarOutcome]:
         state, early_fills = self.load_state()
         done_until = state.bar_end
         outcomes: list[BarOutcome] = []
@@ -250,8 +251,13 @@ class LiveSession:
                         continue
                     if only is not None and bar_end > only:
                         break
+                    if until is not None and bar_end > until:
+                        break
+                    late = self.clock.now() > bar_end + pd.Timedelta(seconds=self.config.live.data_timeout_seconds)
                     if only is not None and bar_end < only:
                         outcome = BarOutcome(bar_end, "skipped", "no run traded this bar in time")
+                    elif late:
+                        outcome = BarOutcome(bar_end, "skipped", "the process was not running at the bar's close")
                     else:
                         self._record_skipped(outcomes)
                         outcome, early_fills = self._bar(bar_end, broker, portfolio, early_fills)
