@@ -25,6 +25,9 @@ MODES = ("paper_trading", "prod")
 
 
 def test_sensors_drive_paper_and_prod_bar_by_bar(candles, postgres_url, tmp_path, monkeypatch):
+    # the first bar comes from the seeded history: start early enough in the minute for its data timeout
+    while pd.Timestamp.now(tz="UTC").second > 40:
+        time.sleep(0.5)
     with LocalExchange(candles[candles["bar_start"] >= T], clock="shifted") as exchange:
         monkeypatch.setenv("BINANCE_API_KEY", exchange.api_key)
         monkeypatch.setenv("BINANCE_API_SECRET", exchange.api_secret)
@@ -34,7 +37,7 @@ def test_sensors_drive_paper_and_prod_bar_by_bar(candles, postgres_url, tmp_path
         history = history.assign(bar_start=history["bar_start"] + shift)
         db.upsert(history[["asset", "bar_start", "open", "high", "low", "close", "volume"]], T + shift)
         resources = {
-            "live": LiveResource(database=postgres_url, exchange_url=exchange.url, bar="1m", data_timeout_seconds=30),
+            "live": LiveResource(database=postgres_url, exchange_url=exchange.url, bar="1m", data_timeout_seconds=50),
             "system": SystemResource(profile_memory=False),
             "log_dir": LogDirResource(root=str(tmp_path / "runs")),
         }
