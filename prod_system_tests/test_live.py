@@ -224,3 +224,21 @@ def _fast_retries(factory):
         return broker
 
     return make
+
+
+def test_state_round_trips_orders_and_fills():
+    """What a restart reads back from state.json is what was written (times as timestamps again)."""
+    from prod_system.core.live import _order_from_json, _order_to_json
+
+    fill = {
+        "bar_end": pd.Timestamp("2023-07-21T06:02:00Z"),
+        "asset": "BTC",
+        "client_order_id": "ps-00000000-2307210601-BTC",
+        "order_bar_end": pd.Timestamp("2023-07-21T06:01:00Z"),
+        "shares": 0.5,
+        "price": 29_800.0,
+        "notional": 14_900.0,
+        "fee": 5.96,
+        "filled_at": pd.Timestamp("2023-07-21T06:01:10Z"),
+    }
+    assert _order_from_json(json.loads(json.dumps(_order_to_json(fill)))) == fill

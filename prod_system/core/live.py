@@ -458,9 +458,11 @@ def _order_to_json(order: dict) -> dict:
     return {k: (v.isoformat() if isinstance(v, pd.Timestamp) else v) for k, v in order.items()}
 
 
-def _order_from_json(order: dict) -> dict:
-    out = dict(order)
-    for key in ("bar_end", "submitted_at"):
-        if out.get(key):
-            out[key] = pd.Timestamp(out[key])
+def _order_from_json(record: dict) -> dict:
+    """An order or fill read back from JSON: its times as timestamps again (bar_end, order_bar_end,
+    submitted_at, filled_at, ...)."""
+    out = dict(record)
+    for key, value in record.items():
+        if value and (key.endswith("bar_end") or key.endswith("_at")):
+            out[key] = pd.Timestamp(value)
     return out
