@@ -125,7 +125,7 @@ def test_late_data_skips_the_bar_and_the_next_goes_on(market, tmp_path):
     """The exchange's klines fail for a while: the bar whose candles never arrive in time is skipped,
     with the reason; the next bar trades from the true holdings."""
     config = live_config(
-        market, tmp_path, "paper_trading", bars=4, live={"data_timeout_seconds": 10, "poll_seconds": 0.01}
+        market, tmp_path, "paper_trading", bars=4, live={"data_timeout_seconds": 20, "poll_seconds": 0.01}
     )
     first_bar = config.start + pd.Timedelta(minutes=1)
     outage = [{"endpoint": "GET /fapi/v1/klines", "kind": "server_error"}]
