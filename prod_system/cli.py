@@ -6,6 +6,7 @@ import logging
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -141,6 +142,34 @@ def _simulation_options(func):
     return func
 
 
+def _window_config(config_path, model, market_data, start, end, root, universe, bar, **fixed):
+    """The config of a simulation-like command: its file, then its options (unset ones left out)."""
+    return load_config(
+        config_path,
+        model=model,
+        start=start,
+        end=end,
+        log_root=root,
+        bar=bar,
+        universe=[a for a in universe.split(",") if a] if universe else None,
+        market_data={"source": market_data if market_data else _default_source(config_path)},
+        **fixed,
+    )
+
+
+@contextmanager
+def _clear_errors():
+    """Bad input as one line plus a hint, exit 2 (nothing has been written when these are raised)."""
+    try:
+        yield
+    except ConfigError as error:
+        _fail(str(error), "see the configuration reference in the README")
+    except (MarketDataError, ModelError) as error:
+        _fail(str(error))
+    except LogDirExistsError as error:
+        _fail(str(error), "or choose another --root")
+
+
 @main.command()
 @_simulation_options
 @click.option(
@@ -153,18 +182,8 @@ def _simulation_options(func):
 def simulate(config_path, model, market_data, start, end, root, universe, bar, overwrite, engine) -> None:
     """Replay the past through the production system and write its system log dir."""
     began = time.perf_counter()
-    overrides = {
-        "model": model,
-        "start": start,
-        "end": end,
-        "log_root": root,
-        "bar": bar,
-        "universe": [a for a in universe.split(",") if a] if universe else None,
-        "run_mode": "simulation",
-        "market_data": {"source": market_data if market_data else _default_source(config_path)},
-    }
-    try:
-        config = load_config(config_path, **overrides)
+    with _clear_errors():
+        config = _window_config(config_path, model, market_data, start, end, root, universe, bar, run_mode="simulation")
         if not market_data and not config_path:
             click.echo(f"market data: bundled candles ({BUNDLED_DATA.name})", err=True)
         if engine == "core":
@@ -175,12 +194,6 @@ def simulate(config_path, model, market_data, start, end, root, universe, bar, o
             from prod_system.launch import simulate_with_dagster
 
             summary = simulate_with_dagster(config, overwrite=overwrite, progress=_Progress())
-    except ConfigError as error:
-        _fail(str(error), "see the configuration reference in the README")
-    except (MarketDataError, ModelError) as error:
-        _fail(str(error))
-    except LogDirExistsError as error:
-        _fail(str(error), "or choose another --root")
     summary.seconds = time.perf_counter() - began
     for line in summary.lines():
         click.echo(line)
@@ -196,26 +209,11 @@ def historical_pnl(config_path, model, market_data, start, end, root, universe, 
     5-minute bars take seconds.
     """
     began = time.perf_counter()
-    overrides = {
-        "model": model,
-        "start": start,
-        "end": end,
-        "log_root": root,
-        "bar": bar,
-        "universe": [a for a in universe.split(",") if a] if universe else None,
-        "market_data": {"source": market_data if market_data else _default_source(config_path)},
-    }
-    try:
-        config = load_config(config_path, **overrides)
+    with _clear_errors():
+        config = _window_config(config_path, model, market_data, start, end, root, universe, bar)
         from prod_system.core.historical import historical_pnl as run
 
         result = run(config, overwrite=overwrite, progress=_Progress())
-    except ConfigError as error:
-        _fail(str(error), "see the configuration reference in the README")
-    except (MarketDataError, ModelError) as error:
-        _fail(str(error))
-    except LogDirExistsError as error:
-        _fail(str(error), "or choose another --root")
     result.seconds = time.perf_counter() - began
     for line in result.lines():
         click.echo(line)
