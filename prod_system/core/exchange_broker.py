@@ -236,11 +236,11 @@ class ExchangeBroker:
             self._positions = held - pending
             logger.info("exchange agrees with the portfolio: %s", _positions_text(held))
             return state
-        problem = "; ".join(
-            [f"{a}: exchange {on_exchange[a]:g}, portfolio {held[a]:g}" for a in self.assets if differ[a]]
-            + [f"{len(open_orders)} open orders ({', '.join(o['clientOrderId'] or o['id'] for o in open_orders)})"]
-            * bool(open_orders)
-        )
+        problems = [f"{a}: exchange {on_exchange[a]:g}, portfolio {held[a]:g}" for a in self.assets if differ[a]]
+        if open_orders:
+            ids = ", ".join(o["clientOrderId"] or o["id"] for o in open_orders)
+            problems.append(f"{len(open_orders)} open orders ({ids})")
+        problem = "; ".join(problems)
         if self.config.on_mismatch == "refuse":
             raise BrokerError(
                 f"the exchange disagrees with the portfolio ({problem}): not trading; set broker.on_mismatch: adopt "

@@ -35,7 +35,7 @@ from prod_system.core.market_data import CANDLE, Candles, CandleStore, MarketDat
 from prod_system.core.market_db import MarketDatabase
 from prod_system.core.orders import ORDER_COLUMNS, make_orders
 from prod_system.core.portfolio import Portfolio, PortfolioState
-from prod_system.core.simulation import BrokerFactory, broker_factory_for, last_close, run_sizing
+from prod_system.core.simulation import BrokerFactory, broker_factory_for, last_close, log_bar, run_sizing
 from prod_system.core.timeutil import bar_ends, compact
 
 logger = logging.getLogger("prod_system.live")
@@ -277,9 +277,7 @@ class LiveSession:
     ) -> tuple[BarOutcome, list[dict]]:
         """Decide and trade one bar (or record why not)."""
         live = self.config.live
-        deadline = bar_end + pd.Timedelta(seconds=live.data_timeout_seconds)
-        if self.clock.now() > deadline:
-            return self._skip(bar_end, "the process was not running at the bar's close"), early_fills
+        deadline = bar_end + pd.Timedelta(seconds=live.data_timeout_seconds)  # run() skips bars already past it
         self.clock.wait_until(bar_end)
         missing = self.database.missing(self.assets, bar_end, self.clock.now())
         while missing and self.clock.now() < deadline:
@@ -329,8 +327,7 @@ class LiveSession:
             broker.submit(orders)
         except BrokerError as error:  # the exchange is down or refuses: the bar is decided, not executed
             reason = f"orders failed: {error}"
-            logger.error("bar %s: %s", bar_end, reason)
-            self.log_dir.write_table("skipped_bars", pd.DataFrame([{"bar_end": bar_end, "reason": reason}]), bar_end)
+            self._write_skipped([BarOutcome(bar_end, "skipped", reason)])
         orders_submitted_at = self.clock.now()
         # market orders are filled at once: count them now (applied to the portfolio next bar)
         early = broker.collect_fills(bar_end + self.bar) if isinstance(broker, ExchangeBroker) else []
@@ -351,7 +348,7 @@ class LiveSession:
             "target_positions": targets,
             "fills": pd.DataFrame(fills, columns=FILL_COLUMNS),
             "latency": _utc_times(pd.DataFrame([latency], columns=LATENCY_COLUMNS)),
-            **_last_rows(portfolio.tables(), bar_end),
+            **portfolio.tables(last_bar_only=True),
         }
         if isinstance(broker, ExchangeBroker):
             executions = broker.executions()
@@ -359,16 +356,7 @@ class LiveSession:
         for name, frame in tables.items():
             self.log_dir.write_table(name, frame, bar_end)
         self._save_state(portfolio.state(broker.open_orders(), bar_end), early)
-        logger.info(
-            "bar %s: %d fills, %d orders, pnl=%.2f gmv=%.2f net_wealth=%.2f%s",
-            bar_end.isoformat(),
-            len(fills),
-            len(orders),
-            stats["pnl"],
-            stats["gmv"],
-            stats["net_wealth"],
-            f" ({reason})" if reason else "",
-        )
+        log_bar(logger, bar_end, fills, orders, stats, reason)
         return BarOutcome(bar_end, "traded", reason, len(orders), latency), early
 
     def _bar_outputs(
@@ -406,13 +394,16 @@ class LiveSession:
 
     def _skip(self, bar_end: pd.Timestamp, reason: str) -> BarOutcome:
         """Record a bar that was not traded (the holdings stay as they are)."""
-        logger.warning("bar %s skipped: %s", bar_end.isoformat(), reason)
-        self.log_dir.write_table("skipped_bars", pd.DataFrame([{"bar_end": bar_end, "reason": reason}]), bar_end)
-        return BarOutcome(bar_end, "skipped", reason, recorded=True)
+        outcome = BarOutcome(bar_end, "skipped", reason)
+        self._write_skipped([outcome])
+        return outcome
 
     def _record_skipped(self, outcomes: list[BarOutcome]) -> None:
-        """Write the skipped bars not written yet, as one part (a day of them is one file, not 1,440)."""
-        pending = [o for o in outcomes if o.status == "skipped" and not o.recorded]
+        """Write the skipped bars not written yet (a day of them is one file, not 1,440)."""
+        self._write_skipped([o for o in outcomes if o.status == "skipped" and not o.recorded])
+
+    def _write_skipped(self, pending: list[BarOutcome]) -> None:
+        """One part of ``skipped_bars`` for these bars (the bar, and why it was not traded)."""
         if not pending:
             return
         rows = pd.DataFrame([{"bar_end": o.bar_end, "reason": o.reason} for o in pending])
@@ -448,10 +439,6 @@ def _plus_fills(shares: pd.Series, fills: list[dict]) -> pd.Series:
     for fill in fills:
         shares[fill["asset"]] = round(shares[fill["asset"]] + fill["shares"], 12)
     return shares
-
-
-def _last_rows(tables: dict[str, pd.DataFrame], bar_end: pd.Timestamp) -> dict[str, pd.DataFrame]:
-    return {name: frame[frame["bar_end"] == bar_end] for name, frame in tables.items()}
 
 
 def _order_to_json(order: dict) -> dict:

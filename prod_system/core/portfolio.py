@@ -132,12 +132,15 @@ class Portfolio:
             bar_end,
         )
 
-    def tables(self) -> dict[str, pd.DataFrame]:
-        """The log-dir tables, long form: one row per (bar_end, asset) or per bar_end."""
-        bars = pd.DatetimeIndex(self._bars, tz="UTC") if self._bars else pd.DatetimeIndex([], tz="UTC")
+    def tables(self, last_bar_only: bool = False) -> dict[str, pd.DataFrame]:
+        """The log-dir tables, long form: one row per (bar_end, asset) or per bar_end; of every bar so
+        far, or only of the last one (a live session writes one bar at a time)."""
+        first = max(len(self._bars) - 1, 0) if last_bar_only else 0
+        bars = pd.DatetimeIndex(self._bars[first:], tz="UTC") if self._bars else pd.DatetimeIndex([], tz="UTC")
 
         def long(key: str, column: str) -> pd.DataFrame:
-            return long_table(bars, self.assets, np.array(self._rows[key]).reshape(len(bars), len(self.assets)), column)
+            values = np.array(self._rows[key][first:]).reshape(len(bars), len(self.assets))
+            return long_table(bars, self.assets, values, column)
 
         return {
             "portfolio/holdings_shares": long("shares", "shares"),
@@ -145,5 +148,5 @@ class Portfolio:
             "portfolio/executed_trades_shares": long("t_shares", "shares"),
             "portfolio/executed_trades_notional": long("t_notional", "notional"),
             "portfolio/pnl": long("pnl", "pnl"),
-            "portfolio/statistics": pd.DataFrame(self._statistics, columns=STATISTICS_COLUMNS),
+            "portfolio/statistics": pd.DataFrame(self._statistics[first:], columns=STATISTICS_COLUMNS),
         }

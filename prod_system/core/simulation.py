@@ -182,15 +182,7 @@ def run_trading(
         broker.submit(orders)
         all_fills.extend(fills)
         all_orders.extend(orders)
-        logger.info(
-            "bar %s: %d fills, %d orders, pnl=%.2f gmv=%.2f net_wealth=%.2f",
-            bar_end.isoformat(),
-            len(fills),
-            len(orders),
-            stats["pnl"],
-            stats["gmv"],
-            stats["net_wealth"],
-        )
+        log_bar(logger, bar_end, fills, orders, stats)
         if progress:
             progress("trading", i + 1, len(bars))
     tables = portfolio.tables()
@@ -200,6 +192,20 @@ def run_trading(
         tables["broker/executions"] = broker.executions()
         broker.close()
     return TradingResult(tables=tables, state=portfolio.state(broker.open_orders(), bars[-1]))
+
+
+def log_bar(log: logging.Logger, bar_end: pd.Timestamp, fills: list, orders: list, stats: dict, note: str = "") -> None:
+    """The log line of a traded bar (simulation and live sessions alike), to the session's logger."""
+    log.info(
+        "bar %s: %d fills, %d orders, pnl=%.2f gmv=%.2f net_wealth=%.2f%s",
+        bar_end.isoformat(),
+        len(fills),
+        len(orders),
+        stats["pnl"],
+        stats["gmv"],
+        stats["net_wealth"],
+        f" ({note})" if note else "",
+    )
 
 
 def last_close(close: np.ndarray) -> np.ndarray:
