@@ -1,4 +1,5 @@
-"""The command line, used as a person would: real subprocesses, exit codes, one-line errors."""
+"""The command line, used as a person would: real subprocesses (and click's runner in process for the
+many quick cases), exit codes, one-line errors."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
+from prod_system import cli as cli_module
 from prod_system.core.exchange_client import binanceusdm_client, symbol_of
 from prod_system.core.log_dir import LogDir
 
 REPO = Path(__file__).resolve().parents[1]
+COMMANDS = ["dump-market-data", "simulate", "historical-pnl", "reconcile", "run", "exchange-sim"]
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -98,6 +102,7 @@ def test_bad_input_is_one_clear_line(tmp_path, args, message):
     assert "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and message in errors[0]
+    assert [line for line in done.stderr.splitlines() if line.startswith("hint: ")]
     assert not (tmp_path / "out" / "C1b").exists()  # nothing written
 
 
@@ -154,3 +159,236 @@ def test_exchange_sim_without_keys_is_one_clear_line(snapshot):
         timeout=60,
     )
     assert done.returncode == 2 and "EXCHANGE_API_KEY" in done.stderr and "Traceback" not in done.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Help, bad input, failures and progress, in process (click's runner: fast, same code path)
+# ---------------------------------------------------------------------------------------------
+
+
+def invoke(*args: str, env: dict | None = None):
+    return CliRunner().invoke(cli_module.main, list(args), env=env)
+
+
+def test_root_help_says_what_the_tool_is_its_commands_and_exit_codes():
+    done = invoke("--help")
+    assert done.exit_code == 0
+    assert "crypto trading system" in done.output and "Typical workflow" in done.output
+    commands = done.output.split("Commands:")[1].splitlines()
+    summaries = {line.split()[0]: line for line in commands if line.strip() and line.startswith("  ")}
+    assert set(COMMANDS) <= set(summaries)
+    for command in COMMANDS:
+        assert not summaries[command].rstrip().endswith("..."), f"truncated summary: {summaries[command]}"
+    codes = {}
+    for line in done.output.split("Exit codes:")[1].split("Options:")[0].splitlines():
+        if line.strip():
+            code, meaning = line.split(maxsplit=1)
+            codes[int(code)] = meaning
+    assert set(codes) == {
+        cli_module.EXIT_OK,
+        cli_module.EXIT_FAILED,
+        cli_module.EXIT_BAD_INPUT,
+        cli_module.EXIT_NOT_RECONCILED,
+        cli_module.EXIT_INTERRUPTED,
+    }
+    assert "success" in codes[0] and "bad input" in codes[2] and "diverges" in codes[3] and "interrupted" in codes[130]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_examples(command):
+    done = invoke(command, "--help")
+    assert done.exit_code == 0, done.output
+    assert "Examples" in done.output
+    examples = done.output.split("Examples")[1].split("Options:")[0]
+    assert f"prod-system {command} --" in examples  # a real invocation, kept on its own lines
+    options = done.output.split("Options:")[1]
+    assert "--help" in options
+
+
+T0, T1 = "2023-07-21T00:00:00Z", "2023-07-22T00:00:00Z"
+DAY = ["--start", T0, "--end", T1]
+DUMP = ["dump-market-data", "--start", "2023-07-21T00:00:00Z", "--end", "2023-07-21T01:00:00Z"]
+BAD_INPUTS = [
+    # (id, arguments, exit code, text of the error line)
+    ("unknown-command", ["bogus"], 2, "No such command 'bogus'"),
+    ("dump-missing-option", ["dump-market-data", "--start", T0, "--out", "x.parquet"], 2, "Missing option '--end'"),
+    (
+        "dump-naive-time",
+        ["dump-market-data", "--start", "2023-07-21", "--end", T1, "--out", "x.parquet"],
+        2,
+        "time zone",
+    ),
+    ("dump-bad-time", ["dump-market-data", "--start", "garbage", "--end", T1, "--out", "x.parquet"], 2, "--start:"),
+    (
+        "dump-end-before-start",
+        ["dump-market-data", "--start", T1, "--end", T0, "--out", "x.parquet"],
+        2,
+        "must be after",
+    ),
+    ("dump-unknown-asset", [*DUMP, "--universe", "FOO", "--out", "x.parquet"], 2, "no candles for FOO"),
+    ("dump-bad-universe", [*DUMP, "--universe", "B-T", "--out", "x.parquet"], 2, "alphanumeric"),
+    ("dump-missing-source", [*DUMP, "--source", "missing.parquet", "--out", "x.parquet"], 2, "not found"),
+    ("dump-unknown-source", [*DUMP, "--source", "foo:bar", "--out", "x.parquet"], 2, "unknown market data source"),
+    ("dump-bad-delay", [*DUMP, "--knowledge-delay", "abc", "--out", "x.parquet"], 2, "invalid duration 'abc'"),
+    (
+        "dump-empty-window",
+        ["dump-market-data", "--start", "2021-01-01T00:00:00Z", "--end", "2021-01-02T00:00:00Z", "--out", "x.parquet"],
+        2,
+        "no candles between",
+    ),
+    ("dump-out-not-parquet", [*DUMP, "--out", "x.csv"], 2, "a snapshot is a .parquet file"),
+    ("dump-out-under-a-file", [*DUMP, "--out", "afile/x.parquet"], 2, "is a file, not a folder"),
+    ("simulate-unknown-model", ["simulate", "--engine", "core", "--model", "C9z", *DAY], 2, "unknown model 'C9z'"),
+    ("simulate-no-model", ["simulate", *DAY], 2, "field 'model'"),
+    ("simulate-missing-end", ["simulate", "--model", "C1b", "--start", T0], 2, "field 'end'"),
+    ("simulate-end-before-start", ["simulate", "--model", "C1b", "--start", T1, "--end", T0], 2, "must be after"),
+    ("simulate-bad-bar", ["simulate", "--model", "C1b", *DAY, "--bar", "7x"], 2, "field 'bar'"),
+    ("simulate-unaligned", ["simulate", "--model", "C1b", *DAY, "--bar", "7m"], 2, "not aligned"),
+    ("simulate-bad-universe", ["simulate", "--model", "C1b", *DAY, "--universe", "B-T"], 2, "alphanumeric"),
+    ("simulate-unknown-asset", ["simulate", "--model", "C1b", *DAY, "--universe", "FOO"], 2, "no lot size"),
+    ("simulate-bad-engine", ["simulate", "--model", "C1b", *DAY, "--engine", "foo"], 2, "'foo' is not one of"),
+    ("simulate-root-under-a-file", ["simulate", "--model", "C1b", *DAY, "--root", "afile/out"], 2, "is a file"),
+    ("simulate-bad-config", ["simulate", "--config", "bad.yaml"], 2, "not valid YAML"),
+    (
+        "simulate-dagster-part-of-a-day",
+        ["simulate", "--model", "C1b", "--start", "2023-07-21T06:00:00Z", "--end", T1],
+        2,
+        "whole session days",
+    ),
+    (
+        "historical-no-market-data",
+        ["historical-pnl", "--model", "C1b", *DAY, "--market-data", "missing.parquet"],
+        2,
+        "missing.parquet not found",
+    ),
+    ("reconcile-no-root", ["reconcile", "--model", "C1b", "--root", "nonexistent"], 2, "no such folder"),
+    ("reconcile-no-run", ["reconcile", "--model", "C1b", "--root", "emptyroot"], 2, "no run of C1b"),
+    ("reconcile-root-is-a-file", ["reconcile", "--model", "C1b", "--root", "afile"], 2, "is a file"),
+    ("reconcile-bad-time", ["reconcile", "--model", "C1b", "--root", "emptyroot", "--end", "tomorrow"], 2, "--end:"),
+    (
+        "reconcile-negative-tolerance",
+        ["reconcile", "--model", "C1b", "--root", "emptyroot", "--pnl-tolerance", "-1"],
+        2,
+        "--pnl-tolerance",
+    ),
+    ("run-no-model", ["run", "--root", "runs"], 2, "field 'model'"),
+    ("run-bad-bar", ["run", "--model", "C1b", "--root", "runs", "--bar", "abc"], 2, "invalid duration 'abc'"),
+    ("run-bar-in-seconds", ["run", "--model", "C1b", "--root", "runs", "--bar", "90s"], 2, "whole number of minutes"),
+    ("run-bad-duration", ["run", "--model", "C1b", "--root", "runs", "--duration", "1y"], 2, "--duration"),
+    ("run-zero-speed", ["run", "--model", "C1b", "--root", "runs", "--speed", "0"], 2, "--speed"),
+    ("run-bad-mode", ["run", "--model", "C1b", "--root", "runs", "--mode", "live"], 2, "--mode"),
+    ("exchange-bad-port", ["exchange-sim", "--market-data", "snap.parquet", "--port", "70000"], 2, "--port"),
+    ("exchange-bad-fee", ["exchange-sim", "--market-data", "snap.parquet", "--taker-fee", "abc"], 2, "--taker-fee"),
+    ("exchange-no-market-data", ["exchange-sim", "--market-data", "missing.parquet", "--port", "0"], 2, "not found"),
+    (
+        "exchange-bad-faults",
+        ["exchange-sim", "--market-data", "missing.parquet", "--port", "0", "--faults", "faults.json"],
+        2,
+        "bad fault rules",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [case[1:] for case in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_an_error_line_a_hint_and_its_exit_code(tmp_path, monkeypatch, args, code, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("not a folder\n")
+    (tmp_path / "emptyroot").mkdir()
+    (tmp_path / "bad.yaml").write_text("model: [\n")
+    (tmp_path / "faults.json").write_text('{"not": "a list"}\n')
+    before = sorted(path.name for path in tmp_path.iterdir())
+    done = invoke(*args, env={"EXCHANGE_API_KEY": "key", "EXCHANGE_API_SECRET": "secret", "PROD_SYSTEM_DEBUG": None})
+    assert done.exit_code == code, done.output
+    assert "Traceback" not in done.output
+    assert done.exception is None or isinstance(done.exception, SystemExit)  # no exception escaped the handlers
+    lines = done.stderr.splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    hints = [line for line in lines if line.startswith("hint: ")]
+    assert len(errors) == 1 and message in errors[0], done.stderr
+    assert len(hints) == 1 and len(hints[0]) > len("hint: ") + 10, done.stderr
+    assert lines.index(hints[0]) == lines.index(errors[0]) + 1  # the hint follows its error
+    assert not any(line.lower().startswith(("usage:", "error:")) for line in done.stdout.splitlines())
+    assert sorted(path.name for path in tmp_path.iterdir()) == before  # bad input writes nothing
+
+
+def test_exchange_sim_without_keys_in_process(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    done = invoke(
+        "exchange-sim", "--market-data", "x.parquet", env={"EXCHANGE_API_KEY": None, "EXCHANGE_API_SECRET": None}
+    )
+    assert done.exit_code == 2
+    assert done.stderr.splitlines()[0].startswith("error: no API key") and "EXCHANGE_API_KEY" in done.stderr
+    assert done.stderr.splitlines()[1].startswith("hint: ")
+
+
+def test_unexpected_failure_is_one_line_and_debug_shows_the_traceback(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something broke\non two lines")
+
+    monkeypatch.setattr(cli_module, "write_snapshot", broken)
+    args = [*DUMP, "--universe", "BTC", "--out", "x.parquet"]
+    done = invoke(*args, env={"PROD_SYSTEM_DEBUG": None})
+    assert done.exit_code == cli_module.EXIT_FAILED
+    assert "Traceback" not in done.output
+    lines = [line for line in done.stderr.splitlines() if line.startswith(("error:", "hint:"))]
+    assert lines[0] == "error: unexpected failure: RuntimeError: something broke on two lines"
+    assert lines[1].startswith("hint: ") and "--debug" in lines[1] and "PROD_SYSTEM_DEBUG=1" in lines[1]
+    assert len(lines) == 2
+    for debug in (invoke("--debug", *args), invoke(*args, env={"PROD_SYSTEM_DEBUG": "1"})):
+        assert debug.exit_code == 1 and isinstance(debug.exception, RuntimeError)  # raised: Python prints it
+
+
+def test_unexpected_failure_during_a_simulation_points_to_its_log(tmp_path, snapshot, monkeypatch):
+    import prod_system.core.simulation as simulation
+
+    def broken(*args, **kwargs):
+        raise KeyError("missing column")
+
+    monkeypatch.setattr(simulation, "write_pnl_report", broken)
+    window = ["--start", "2023-07-21T00:00:00Z", "--end", "2023-07-21T02:00:00Z"]
+    done = invoke(
+        "simulate", "--engine", "core", "--model", "C1b", "--market-data", str(snapshot), *window,
+        "--root", str(tmp_path), env={"PROD_SYSTEM_DEBUG": None},
+    )  # fmt: skip
+    assert done.exit_code == 1, done.output
+    log = tmp_path / "C1b/simulation/manual/20230721_000000.20230721_020000/system_log_dir/log.txt"
+    assert log.exists()
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    hints = [line for line in done.stderr.splitlines() if line.startswith("hint: ")]
+    assert errors == ["error: unexpected failure: KeyError: 'missing column'"]
+    assert len(hints) == 1 and str(log) in hints[0]
+
+
+def test_progress_is_a_few_plain_lines_when_stderr_is_not_a_terminal(tmp_path, snapshot):
+    window = ["--start", "2023-07-21T00:00:00Z", "--end", "2023-07-21T12:00:00Z"]
+    done = invoke(
+        "simulate", "--engine", "core", "--model", "C1b", "--market-data", str(snapshot), *window,
+        "--root", str(tmp_path / "sim"),
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "bars:        144" in done.stdout and "[" not in done.stdout  # results on stdout, progress on stderr
+    assert "\r" not in done.stderr
+    for stage in ("model", "trading"):
+        lines = [line for line in done.stderr.splitlines() if line.split()[:1] == [stage]]
+        assert 2 <= len(lines) <= 5, done.stderr
+        assert "[####################] 144/144 bars" in lines[-1]
+    history = invoke(
+        "historical-pnl", "--model", "C1b", *window, "--market-data", str(snapshot), "--root", str(tmp_path)
+    )
+    assert history.exit_code == 0, history.output
+    assert "144/144 bars" in history.stderr and "\r" not in history.stderr
+    dump = invoke(*DUMP, "--universe", "BTC,ETH", "--out", str(tmp_path / "x.parquet"))
+    assert dump.exit_code == 0, dump.output
+    assert "2/2 assets" in dump.stderr and "wrote 120 candles of 2 assets" in dump.stdout
+
+
+def test_progress_redraws_one_line_on_a_terminal(capsys):
+    progress = cli_module._Progress(tty=True)
+    for done in range(1, 201):
+        progress("model", done, 200)
+    err = capsys.readouterr().err
+    assert err.count("\r") == 101  # one redraw per percent
+    assert err.count("\n") == 1 and err.endswith("\n")  # the line is closed once, when the stage is done
+    assert "[####################] 200/200 bars" in err.split("\r")[-1]
