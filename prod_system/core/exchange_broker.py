@@ -28,8 +28,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import ccxt
 import numpy as np
 import pandas as pd
 
@@ -37,6 +37,9 @@ from prod_system.core.clock import Clock
 from prod_system.core.config import BrokerConfig, RiskConfig
 from prod_system.core.exchange_client import binanceusdm_client, symbol_of
 from prod_system.core.portfolio import PortfolioState
+
+if TYPE_CHECKING:
+    import ccxt
 
 logger = logging.getLogger("prod_system.broker")
 
@@ -58,9 +61,10 @@ EXECUTION_COLUMNS = [
     "acknowledged_at",
     "reason",
 ]
-# errors after which an order may or may not have reached the exchange: look it up, then retry. ccxt's
-# OperationFailed covers NetworkError (timeouts, 5xx, 429) and Binance's -1001 "internal error".
-TRANSIENT = (ccxt.OperationFailed,)
+# Transient errors, after which an order may or may not have reached the exchange (look it up, then
+# retry), are ccxt's OperationFailed: NetworkError (timeouts, 5xx, 429) and Binance's -1001 "internal
+# error". ccxt is imported by the methods that call the exchange, not with this module: loading the
+# Dagster definitions imports this module but needs no ccxt (~0.45 s).
 MAX_BACKOFF_SECONDS = 5.0
 
 
@@ -400,6 +404,8 @@ class ExchangeBroker:
 
     def _place(self, child: _Child) -> str | None:
         """Place one child order exactly once; return None, or the permanent error's message."""
+        import ccxt
+
         symbol = symbol_of(child.asset)
         params = {"clientOrderId": child.client_order_id}
         if child.parent.get("reduce_only"):
@@ -424,7 +430,7 @@ class ExchangeBroker:
                     break  # an earlier attempt (or an earlier process) placed it
                 error = f"rejected: {_message(rejected)}"
                 break
-            except TRANSIENT as transient:
+            except ccxt.OperationFailed as transient:
                 last = transient
                 self.sleep(self._backoff(attempt, transient))
                 if self._lookup(child):  # it reached the exchange before the error
@@ -442,6 +448,8 @@ class ExchangeBroker:
 
     def _lookup(self, child: _Child) -> dict | None:
         """The order on the exchange by its client id, or None if the exchange has never seen it."""
+        import ccxt
+
         for attempt in range(self.config.max_attempts):
             try:
                 order = self.client().fetch_order(
@@ -449,7 +457,7 @@ class ExchangeBroker:
                 )
             except ccxt.OrderNotFound:
                 return None
-            except TRANSIENT as transient:
+            except ccxt.OperationFailed as transient:
                 self.sleep(self._backoff(attempt, transient))
                 continue
             self._acknowledge(child, order)
@@ -470,6 +478,8 @@ class ExchangeBroker:
             self._pending.append(child)
 
     def _backoff(self, attempt: int, error: Exception) -> float:
+        import ccxt
+
         delay = min(self.config.backoff_seconds * 2**attempt, MAX_BACKOFF_SECONDS)
         if isinstance(error, ccxt.DDoSProtection):  # 429 / 418: the exchange says how long
             retry_after = (self.client().last_response_headers or {}).get("Retry-After")
@@ -555,10 +565,12 @@ class ExchangeBroker:
 
     def _call(self, action: Callable[[ccxt.binanceusdm], object], what: str):
         """A read-only request, retried on transient errors; permanent errors fail with ``what``."""
+        import ccxt
+
         for attempt in range(self.config.max_attempts):
             try:
                 return action(self.client())
-            except TRANSIENT as transient:
+            except ccxt.OperationFailed as transient:
                 if attempt == self.config.max_attempts - 1:
                     raise BrokerError(f"{what}: the exchange does not answer ({_message(transient)})") from None
                 self.sleep(self._backoff(attempt, transient))

@@ -13,14 +13,17 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import ccxt
 import pandas as pd
 
 from prod_system.core.clock import Clock
 from prod_system.core.exchange_client import binanceusdm_client, symbol_of
 from prod_system.core.market_data import CANDLE
 from prod_system.core.market_db import MarketDatabase, UpsertResult
+
+if TYPE_CHECKING:
+    import ccxt
 
 logger = logging.getLogger("prod_system.ingestion")
 REFETCH = pd.Timedelta(minutes=2)  # candles before the last recorded one fetched again (revisions)
@@ -61,6 +64,8 @@ class Ingestor:
     def ingest_once(self) -> IngestReport:
         """One pass: fetch every asset's new candles, write the closed ones; an asset that fails is
         reported and retried next time (the others are written)."""
+        import ccxt  # here, not at import (see exchange_client)
+
         began = self.clock.now()
         last = self.database.last_bar_ends(self.assets)
 

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.dates as mdates
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from prod_system.core.log_dir import LogDir
+from prod_system.core.plots import pyplot
 
 
 def per_asset_pnl(log_dir: LogDir) -> pd.Series:
@@ -20,6 +15,9 @@ def per_asset_pnl(log_dir: LogDir) -> pd.Series:
 
 def write_pnl_report(log_dir: LogDir, title: str) -> tuple[str, str]:
     """Write pnl_report.png and pnl_report.md; return their paths."""
+    import matplotlib.dates as mdates
+
+    plt = pyplot()  # matplotlib on Agg, imported here rather than when the definitions load
     stats = log_dir.read_table("portfolio/statistics").sort_values("bar_end")
     times = stats["bar_end"].dt.tz_convert("UTC").dt.tz_localize(None)
     cumulative = stats["pnl"].cumsum()
