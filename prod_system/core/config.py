@@ -222,7 +222,7 @@ class SystemConfig(_Strict):
     @property
     def model_name(self) -> str:
         """A folder-safe name of the model ('C1b', or 'mypkg.models.build_dag')."""
-        return self.model.replace(":", ".").replace("/", "_")
+        return model_folder(self.model)
 
     def log_dir(self) -> Path:
         window = f"{compact(self.start)}.{compact(self.end)}"
@@ -233,6 +233,12 @@ class SystemConfig(_Strict):
         data["start"] = self.start.isoformat().replace("+00:00", "Z")
         data["end"] = self.end.isoformat().replace("+00:00", "Z")
         return yaml.safe_dump(data, sort_keys=False)
+
+
+def model_folder(model: str) -> str:
+    """The log-dir folder of a model: 'C1b', or 'mypkg.models.build_dag' for 'mypkg.models:build_dag'.
+    Idempotent, so readers can pass either form."""
+    return model.replace(":", ".").replace("/", "_")
 
 
 def _format_error(error: ValidationError) -> str:

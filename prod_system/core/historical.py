@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from prod_system.core.config import SystemConfig
+from prod_system.core.config import SystemConfig, model_folder
 from prod_system.core.dag import load_model, run_batch
 from prod_system.core.log_dir import LogDir
 from prod_system.core.market_data import CANDLE, CandleStore, MarketDataError
@@ -99,7 +99,8 @@ def history_window(
 
 def historical_runs(root: str | Path, model_name: str) -> list[Path]:
     """The finished historical simulations of a model under ``root``, the most recently written last."""
-    folders = [p for p in (Path(root) / model_name / HISTORICAL_FOLDER).glob("*.*") if (p / "run.json").exists()]
+    parent = Path(root) / model_folder(model_name) / HISTORICAL_FOLDER
+    folders = [p for p in parent.glob("*.*") if (p / "run.json").exists()]
     return sorted(folders, key=lambda p: (p / "run.json").stat().st_mtime)
 
 

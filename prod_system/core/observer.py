@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from prod_system.core import plots
-from prod_system.core.config import SystemConfig, load_config
+from prod_system.core.config import SystemConfig, load_config, model_folder
 from prod_system.core.log_dir import LogDir
 from prod_system.core.market_data import CandleStore, load_source
 from prod_system.core.reconciliation import Reconciliation, reconcile
@@ -73,7 +73,7 @@ def find_runs(
 ) -> list[RunRef]:
     """The log dirs of ``model`` under ``root`` whose window overlaps [start, end), oldest first."""
     runs = []
-    pattern = f"{model}/{run_mode or '*'}/{trigger or '*'}/*/system_log_dir"
+    pattern = f"{model_folder(model)}/{run_mode or '*'}/{trigger or '*'}/*/system_log_dir"
     for path in Path(root).glob(pattern):
         window = _parse_window(path.parent.name)
         if window is None or not (path / "system_config.yaml").exists():
@@ -88,7 +88,7 @@ def find_runs(
 
 def latest_report(root: str | Path, model: str, run_mode: str | None = None) -> Path | None:
     """The most recently written report.html of ``model`` (of one run mode, or any)."""
-    pattern = f"{model}/{run_mode or '*'}/*/*/{REPORT_FOLDER}/*/{REPORT_HTML}"
+    pattern = f"{model_folder(model)}/{run_mode or '*'}/*/*/{REPORT_FOLDER}/*/{REPORT_HTML}"
     reports = sorted(Path(root).glob(pattern), key=lambda path: path.parent.name)
     return reports[-1] if reports else None
 
