@@ -36,15 +36,12 @@ DAY = pd.Timedelta(days=1)
 
 
 # The settings of the repository's dagster.yaml, for an instance the CLI creates itself (a test keeps
-# the two equal): no telemetry, one SQLite database for all runs' events, written without an fsync
-# per event.
+# the two equal): no telemetry, no welcome dialog, one SQLite database in DAGSTER_HOME for all runs'
+# events, written without an fsync per event.
 INSTANCE_SETTINGS = {
     "telemetry": {"enabled": False},
-    "event_log_storage": {
-        "module": "prod_system.instance.sqlite_event_log",
-        "class": "FastSqliteEventLogStorage",
-        "config": {"base_dir": {"env": "DAGSTER_HOME"}},
-    },
+    "nux": {"enabled": False},
+    "event_log_storage": {"module": "prod_system.instance.sqlite_event_log", "class": "FastSqliteEventLogStorage"},
 }
 
 

@@ -13,8 +13,10 @@ Production uses PostgreSQL storage (dagster-postgres) instead.
 from __future__ import annotations
 
 import os
+import tempfile
 from contextlib import contextmanager
 
+from dagster import Field, StringSource
 from dagster._core.storage.event_log.sqlite.consolidated_sqlite_event_log import ConsolidatedSqliteEventLogStorage
 from dagster._core.storage.sql import create_engine
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
@@ -27,6 +29,18 @@ class FastSqliteEventLogStorage(ConsolidatedSqliteEventLogStorage):
 
     _engine = None
     _engine_pid: int | None = None
+
+    @classmethod
+    def config_type(cls):
+        return {"base_dir": Field(StringSource, is_required=False)}
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):
+        """``base_dir`` defaults to DAGSTER_HOME; without one (a Dagster command run from the repository
+        without scripts/env.sh, where Dagster itself falls back to temporary storage), a temporary
+        folder too, instead of failing on an unset variable."""
+        base_dir = config_value.get("base_dir") or os.environ.get("DAGSTER_HOME")
+        return cls(inst_data=inst_data, base_dir=base_dir or tempfile.mkdtemp(prefix="prod_system_event_log_"))
 
     def _shared_engine(self):
         if self._engine is None or self._engine_pid != os.getpid():
