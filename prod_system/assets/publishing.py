@@ -16,6 +16,7 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetKey, Failure, MaterializeResult, MetadataValue, asset
 from dagster_aws.s3 import S3Resource
 
+from prod_system.assets.figures import usd
 from prod_system.assets.previews import preview
 from prod_system.assets.reconciliation import LIVE_MODES, reconciliation_key
 from prod_system.assets.simulation import model_slug
@@ -89,8 +90,8 @@ def build_investor_assets(model: str) -> list:
                 "first_bar_end": str(stats["bar_end"].iloc[0]),
                 "last_bar_end": str(stats["bar_end"].iloc[-1]),
                 "bars": len(stats),
-                "pnl": float(stats["pnl"].sum()),
-                "gross_volume": float(stats["gross_volume"].sum()),
+                "pnl": usd(stats["pnl"].sum()),
+                "gross_volume": usd(stats["gross_volume"].sum()),
                 "seconds": result.seconds,
                 "directory": MetadataValue.path(str(result.directory)),
                 "cumulative_pnl": preview(png, "cumulative PnL"),
@@ -121,7 +122,7 @@ def _publish_plot(
         metadata={
             **uploaded,
             "s3_uri": MetadataValue.url(uploaded["s3_uri"]),
-            "cumulative_pnl_usd": float(cumulative.iloc[-1]),
+            "cumulative_pnl_usd": usd(cumulative.iloc[-1]),
             "first_bar_end": str(cumulative.index[0]),
             "last_bar_end": str(cumulative.index[-1]),
             "plot": preview(png, title),

@@ -33,6 +33,7 @@ from dagster import (
 )
 
 from prod_system import progress
+from prod_system.assets.figures import usd
 from prod_system.assets.previews import preview
 from prod_system.core.config import SystemConfig
 from prod_system.core.dag import Dag, load_model
@@ -257,7 +258,7 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
         targets = run_sizing(run.config, predictions, run.bars)
         run.write({"target_positions": targets})
         gmv = (targets["target_shares"].abs() * targets["price"]).groupby(targets["bar_end"]).sum()
-        return Output(targets, metadata={"bars": len(run.bars), "target_gmv_mean": float(gmv.mean())})
+        return Output(targets, metadata={"bars": len(run.bars), "target_gmv_mean": usd(gmv.mean())})
 
     @multi_asset(
         outs={
@@ -343,7 +344,7 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
                 "orders": len(orders),
                 "buys": int((orders["side"] == "buy").sum()),
                 "sells": int((orders["side"] == "sell").sum()),
-                "notional_estimate": float(orders["notional_estimate"].abs().sum()) if len(orders) else 0.0,
+                "notional_estimate": usd(orders["notional_estimate"].abs().sum()) if len(orders) else 0.0,
             },
         )
         yield Output(
@@ -351,7 +352,7 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
             output_name="fills",
             metadata={
                 "fills": len(fills),
-                "gross_notional": float(fills["notional"].abs().sum()) if len(fills) else 0.0,
+                "gross_notional": usd(fills["notional"].abs().sum()) if len(fills) else 0.0,
             },
         )
         stats = result.tables["portfolio/statistics"]
@@ -360,9 +361,9 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
             day = stats[(stats["bar_end"] > start) & (stats["bar_end"] <= start + pd.Timedelta(days=1))]
             context.add_asset_metadata(
                 {
-                    "day_pnl": float(day["pnl"].sum()),
-                    "day_gross_volume": float(day["gross_volume"].sum()),
-                    "day_end_net_wealth": float(day["net_wealth"].iloc[-1]) if len(day) else float("nan"),
+                    "day_pnl": usd(day["pnl"].sum()),
+                    "day_gross_volume": usd(day["gross_volume"].sum()),
+                    "day_end_net_wealth": usd(day["net_wealth"].iloc[-1]) if len(day) else float("nan"),
                 },
                 asset_key=key("portfolio"),
                 partition_key=partition,
@@ -371,10 +372,10 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
             portfolio,
             output_name="portfolio",
             metadata={
-                "run_pnl": summary.pnl,
-                "run_gross_volume": summary.gross_volume,
-                "run_turnover": summary.turnover,
-                "net_wealth": summary.final_net_wealth,
+                "run_pnl": usd(summary.pnl),
+                "run_gross_volume": usd(summary.gross_volume),
+                "run_turnover": round(summary.turnover, 2),
+                "net_wealth": usd(summary.final_net_wealth),
                 "run_bars": summary.bars,
                 "started_from": "previous day" if state is not None else "initial cash",
                 "log_dir": MetadataValue.path(summary.log_dir),
