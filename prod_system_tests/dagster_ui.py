@@ -32,7 +32,7 @@ CHROMIUM_ARGS = [
 ]
 # the only warning `dagster dev` may print: Dagster's own notice that the command has a successor
 # (`dg dev`, from the separate dagster-dg-cli package); it is about Dagster's CLI, not this project
-DAGSTER_DEV_NOTICE = ("SupersessionWarning: Function `dev_command` is superseded", "return callback(*args, **kwargs)")
+DAGSTER_DEV_NOTICE = "SupersessionWarning: Function `dev_command` is superseded"
 
 
 def find_chromium() -> str:
@@ -72,9 +72,7 @@ class DagsterDev:
     def warnings(self) -> list[str]:
         """Lines of its output that warn, other than Dagster's notice about the command itself."""
         return [
-            line
-            for line in self.output().splitlines()
-            if ("warning" in line.lower()) and not any(notice in line for notice in DAGSTER_DEV_NOTICE)
+            line for line in self.output().splitlines() if "warning" in line.lower() and DAGSTER_DEV_NOTICE not in line
         ]
 
 
