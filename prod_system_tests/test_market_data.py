@@ -77,8 +77,11 @@ def test_bad_inputs_are_refused(tmp_path, candles):
         write_snapshot(early, tmp_path / "x.parquet")
     assert not (tmp_path / "x.parquet").exists()
     dup = pd.concat([candles.head(3), candles.head(1)])
-    with pytest.raises(MarketDataError, match="duplicate candles"):
-        CandleStore(dup, ["BTC"])
+    with pytest.raises(MarketDataError, match="duplicate candles"):  # writing a snapshot is strict
+        write_snapshot(dup, tmp_path / "dup.parquet")
+    # reading screens: one copy kept, reported (test_data_guard.py covers the rest)
+    (row,) = CandleStore(dup, sorted(set(dup["asset"]))).anomalies.itertuples()
+    assert (row.asset, row.issue, row.action) == (candles["asset"].iloc[0], "duplicate", "kept one copy")
     with pytest.raises(MarketDataError, match="not found"):
         read_snapshot(tmp_path / "missing.parquet")
     (tmp_path / "junk.parquet").write_text("not parquet")

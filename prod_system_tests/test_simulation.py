@@ -28,7 +28,10 @@ def test_log_dir_is_complete(simulated_day):
         frame = pd.read_parquet(log_dir / name)
         assert "bar_end" in frame.columns, name
         assert str(frame["bar_end"].dt.tz) == "UTC", name
-        assert len(frame) > 0, name
+        if name == "data_quality":
+            assert frame.empty  # the real day is clean: the guard found nothing
+        else:
+            assert len(frame) > 0, name
     stats = read(log_dir, "portfolio/statistics")
     assert len(stats) == 288
     assert stats["gross_volume"].sum() > 0 and stats["n_fills"].sum() > 100
@@ -122,7 +125,7 @@ def test_no_future_peeking(tmp_path, candles, simulated_day):
             before[before["bar_end"] <= T].drop(columns=drop),
             after[after["bar_end"] <= T].drop(columns=drop),
         )
-        assert len(before) > 0, name
+        assert len(before) > 0 or name == "data_quality", name  # no data issue on the real candles up to T
         pd.testing.assert_frame_equal(before.reset_index(drop=True), after.reset_index(drop=True), obj=name)
     # and the alteration did change what came after T
     late_before = read(log_dir, "target_positions").query("bar_end > @T")

@@ -41,7 +41,7 @@ LIVE_MODES = ("paper_trading", "prod")
 CANDLES_KEY = AssetKey(["market_data", "candles_1m"])
 KILL_SWITCH_TAG = "prod_system/kill_switch"  # 'stop' or 'flatten' on a run: no new orders / close all
 CHECKED_WINDOW = pd.Timedelta(hours=1)
-SEVERITY = {"no_missing_bars": AssetCheckSeverity.WARN}
+SEVERITY = {"no_missing_bars": AssetCheckSeverity.WARN, "no_price_jumps": AssetCheckSeverity.WARN}
 
 
 def bar_partitions(model: str, mode: str) -> DynamicPartitionsDefinition:
@@ -64,6 +64,7 @@ def bar_partitions(model: str, mode: str) -> DynamicPartitionsDefinition:
             ("not_stale", "every asset's last candle closed within the live data timeout"),
             ("no_duplicates", "one candle per (asset, minute)"),
             ("valid_prices", "prices positive and finite, high >= low, open and close within [low, high]"),
+            ("no_price_jumps", "no close more than 50% away from the minute before (the data guard does not trade it)"),
         )
     ],
 )

@@ -41,6 +41,7 @@ from prod_system.core.log_dir import TABLES
 from prod_system.core.portfolio import PortfolioState
 from prod_system.core.report import write_pnl_report
 from prod_system.core.simulation import (
+    guard_predictions,
     logger,
     predictions_table,
     run_model,
@@ -212,9 +213,13 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
         began = time.perf_counter()
         with run.log_dir.capture_log(logger):
             outputs = run_model(run.config, run.dag, run.store(), run.bars, run.progress, run.clock.for_stage)
-            run.write({"dag/node_outputs": outputs.node_outputs, "dag/profiling": outputs.profiling})
+            predictions, quality = guard_predictions(
+                run.config, run.store(), predictions_table(run.dag, outputs), run.bars
+            )
+            run.write(
+                {"dag/node_outputs": outputs.node_outputs, "dag/profiling": outputs.profiling, "data_quality": quality}
+            )
         per_bar = outputs.profiling.groupby("bar_end")["seconds"].sum()
-        predictions = predictions_table(run.dag, outputs)
         yield Output(
             outputs.node_outputs,
             output_name="dag_node_outputs",
@@ -234,6 +239,8 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
             metadata={
                 "bars": len(run.bars),
                 "coverage": float(predictions["prediction"].notna().mean()),
+                "data_issues": len(quality),
+                "data_issues_by_kind": MetadataValue.json(quality["issue"].value_counts().to_dict()),
                 "last_bar": MetadataValue.md(
                     last[["asset", "prediction", "volatility", "price"]].to_markdown(index=False, floatfmt=".6g")
                 ),

@@ -60,6 +60,26 @@ class MarketDataConfig(_Strict):
     knowledge_delay: str = Field(
         default="10s", description="time after a candle's close at which it is known (historical files)"
     )
+    max_jump: float = Field(
+        default=0.5,
+        gt=0,
+        description="data guard: an asset whose close moved more than this fraction from the previous bar's "
+        "is not traded on that bar",
+    )
+    delisted_after: str = Field(
+        default="1h", description="data guard: how long without any candle before an asset counts as delisted"
+    )
+
+    @field_validator("delisted_after")
+    @classmethod
+    def _delisted(cls, value: str) -> str:
+        if parse_duration(value) <= pd.Timedelta(0):
+            raise ValueError("must be positive")
+        return value
+
+    @property
+    def delisted_after_delta(self) -> pd.Timedelta:
+        return parse_duration(self.delisted_after)
 
     @field_validator("knowledge_delay")
     @classmethod

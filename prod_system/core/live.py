@@ -35,7 +35,15 @@ from prod_system.core.market_data import CANDLE, Candles, CandleStore, MarketDat
 from prod_system.core.market_db import MarketDatabase
 from prod_system.core.orders import ORDER_COLUMNS, make_orders
 from prod_system.core.portfolio import Portfolio, PortfolioState
-from prod_system.core.simulation import BrokerFactory, broker_factory_for, last_close, log_bar, run_sizing
+from prod_system.core.simulation import (
+    BrokerFactory,
+    broker_factory_for,
+    data_guard_for,
+    last_close,
+    log_bar,
+    log_data_quality,
+    run_sizing,
+)
 from prod_system.core.timeutil import bar_ends, compact
 
 logger = logging.getLogger("prod_system.live")
@@ -147,6 +155,7 @@ class LiveSession:
         self.dag: Dag = load_model(config.model, self.bar, config.model_params)
         self.database = MarketDatabase(config.market_data.source)
         self.reader = MarketDataReader(DatabaseCandles(self.database, self.assets), clock)
+        self.guard = data_guard_for(config)
         self.log_dir = LogDir.for_config(config)
         self.broker_factory = broker_factory or broker_factory_for(config, self.log_dir)
         self.bars = bar_ends(config.start, config.end, self.bar)
@@ -296,6 +305,11 @@ class LiveSession:
         outputs, profile = self.dag.evaluate(candles, self.config.profile_memory)
         predictions_at = self.clock.now()
         node_rows, predictions = self._bar_outputs(bar_end, outputs, missing)
+        # the data guard: no order on a bar whose data is unusable for an asset (as in a simulation)
+        window = self.guard.window
+        quality = self.guard.check(bar_end, self.reader.read(window, since=bar_end - window, until=bar_end, asof=asof))
+        predictions.loc[predictions["asset"].isin(quality["asset"]), "prediction"] = np.nan
+        log_data_quality(logger, quality)
         fills = early_fills + broker.collect_fills(bar_end)
         prices = last_close(
             self.reader.read(self.bar, since=bar_end - self.bar, until=bar_end, asof=asof).field("close")
@@ -350,6 +364,8 @@ class LiveSession:
             "latency": _utc_times(pd.DataFrame([latency], columns=LATENCY_COLUMNS)),
             **portfolio.tables(last_bar_only=True),
         }
+        if len(quality):
+            tables["data_quality"] = quality
         if isinstance(broker, ExchangeBroker):
             executions = broker.executions()
             tables["broker/executions"] = executions[executions["bar_end"] == bar_end]

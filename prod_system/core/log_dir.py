@@ -30,6 +30,7 @@ TABLES = (
     "dag/node_outputs",
     "dag/profiling",
     "target_positions",
+    "data_quality",
     "orders",
     "fills",
     "portfolio/holdings_shares",

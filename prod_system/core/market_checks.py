@@ -69,6 +69,16 @@ def bad_prices(candles: pd.DataFrame) -> CheckResult:
     return CheckResult("valid_prices", bad.empty, text, _examples(bad), len(bad))
 
 
+def price_jumps(candles: pd.DataFrame, max_jump: float = 0.5) -> CheckResult:
+    """No close moves by more than ``max_jump`` (a fraction) from the asset's previous candle's close."""
+    frame = candles.sort_values(["asset", "bar_end"])
+    previous = frame.groupby("asset")["close"].shift()
+    move = frame["close"] / previous - 1
+    jumps = frame.assign(previous_close=previous, move=move)[move.abs() > max_jump]
+    text = "no price jump" if jumps.empty else f"{len(jumps)} closes moved more than {max_jump:.0%} in a minute"
+    return CheckResult("no_price_jumps", jumps.empty, text, _examples(jumps), len(jumps))
+
+
 def run_all(
     candles: pd.DataFrame,
     assets: list[str],
@@ -82,4 +92,5 @@ def run_all(
         stale(candles, assets, now, within),
         duplicates(candles),
         bad_prices(candles),
+        price_jumps(candles),
     ]

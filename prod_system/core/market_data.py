@@ -66,8 +66,10 @@ def with_knowledge_time(candles: pd.DataFrame, delay: pd.Timedelta) -> pd.DataFr
     return candles
 
 
-def normalize_snapshot(candles: pd.DataFrame) -> pd.DataFrame:
-    """Check and order a long candle table into the snapshot schema."""
+def normalize_snapshot(candles: pd.DataFrame, duplicates: str = "raise", sort: bool = True) -> pd.DataFrame:
+    """Check and order a long candle table into the snapshot schema. Reading keeps what the data guard
+    must see (``duplicates="keep"``, ``sort=False``: repeated rows and the original order, for
+    ``CandleStore`` to screen and report); writing a snapshot is strict."""
     missing = set(SNAPSHOT_COLUMNS) - set(candles.columns)
     if missing:
         raise MarketDataError(f"market data lacks columns {sorted(missing)}")
@@ -85,12 +87,78 @@ def normalize_snapshot(candles: pd.DataFrame) -> pd.DataFrame:
         raise MarketDataError(
             f"{int(early.sum())} candles are known before they close (e.g. {row['asset']} {row['bar_end']})"
         )
-    frame = frame.sort_values(["bar_end", "asset"], kind="stable").reset_index(drop=True)
+    if sort:
+        frame = frame.sort_values(["bar_end", "asset"], kind="stable").reset_index(drop=True)
     duplicated = frame.duplicated(["asset", "bar_end"])
-    if duplicated.any():
+    if duplicated.any() and duplicates == "raise":
         row = frame[duplicated].iloc[0]
         raise MarketDataError(f"{int(duplicated.sum())} duplicate candles (e.g. {row['asset']} {row['bar_end']})")
     return frame
+
+
+# why a candle was not used as it came (the data guard reports these per bar)
+INVALID_PRICE, CONFLICTING_DUPLICATE = 1, 2
+SCREEN_REASONS = {INVALID_PRICE: "invalid_price", CONFLICTING_DUPLICATE: "duplicate"}
+ANOMALY_COLUMNS = ["asset", "bar_end", "knowledge_ts", "issue", "action", "detail"]
+
+
+def out_of_order(candles: pd.DataFrame) -> pd.DataFrame:
+    """Rows that come earlier in time than the row before them of the same asset, in the order given
+    (they are used, sorted; reported): the anomaly report's rows."""
+    bar_end = pd.to_datetime(candles["bar_end"], utc=True)
+    back = bar_end.groupby(candles["asset"].astype(str).to_numpy()).diff() < pd.Timedelta(0)
+    rows = candles.loc[back.to_numpy(), ["asset"]].assign(
+        bar_end=bar_end[back.to_numpy()],
+        knowledge_ts=pd.to_datetime(candles.loc[back.to_numpy(), "knowledge_ts"], utc=True),
+        issue="out_of_order",
+        action="kept, sorted",
+        detail="earlier than the row before it",
+    )
+    return rows[ANOMALY_COLUMNS].reset_index(drop=True)
+
+
+def screen_candles(candles: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split normalized candles (duplicates kept) into the usable rows, one per (asset, minute), and a
+    report of every anomaly: identical duplicates (one kept),
+    conflicting duplicates and invalid prices (NaN, zero or negative, high < low, open or close
+    outside [low, high]). A dropped candle stays in the usable rows with NaN prices and a reason code
+    in ``screen``, so that readers see it as known but unusable, and the guard can say why."""
+    anomalies = []
+    frame = candles.sort_values(["asset", "bar_end", "knowledge_ts"], kind="stable")
+    key = ["asset", "bar_end"]
+    repeated = frame.duplicated(key, keep=False)
+    identical = repeated & frame.duplicated([*key, *FIELDS], keep=False)
+    if identical.any():
+        rows = frame[identical].drop_duplicates(key)
+        anomalies.append(rows.assign(issue="duplicate", action="kept one copy", detail="identical rows"))
+    frame = frame.drop_duplicates([*key, *FIELDS], keep="last")
+    conflicting = frame.duplicated(key, keep=False)
+    screen = np.zeros(len(frame), dtype=np.int8)
+    if conflicting.any():
+        rows = frame[conflicting].drop_duplicates(key, keep="last")
+        anomalies.append(rows.assign(issue="duplicate", action="dropped", detail="rows disagree on prices"))
+        screen[conflicting.to_numpy()] = CONFLICTING_DUPLICATE
+    prices = frame[list(PRICE_FIELDS)].to_numpy(dtype="float64")
+    with np.errstate(invalid="ignore"):
+        invalid = ~np.isfinite(prices).all(axis=1) | (prices <= 0).any(axis=1)
+        high, low = frame["high"].to_numpy(), frame["low"].to_numpy()
+        body_high = frame[["open", "close"]].max(axis=1).to_numpy()
+        body_low = frame[["open", "close"]].min(axis=1).to_numpy()
+        invalid |= (high < low) | (body_high > high) | (body_low < low)
+    invalid &= screen == 0
+    if invalid.any():
+        rows = frame[invalid]
+        detail = [f"o h l c = {o:g} {h:g} {lo:g} {c:g}" for o, h, lo, c in rows[list(PRICE_FIELDS)].to_numpy()]
+        anomalies.append(rows.assign(issue="invalid_price", action="dropped", detail=detail))
+        screen[invalid] = INVALID_PRICE
+    frame = frame.assign(screen=screen)
+    frame = frame.drop_duplicates(key, keep="last")  # a conflicting pair leaves one dropped row
+    frame.loc[frame["screen"] > 0, list(FIELDS)] = np.nan
+    frame = frame.sort_values(["bar_end", "asset"], kind="stable").reset_index(drop=True)
+    report = (
+        pd.concat(anomalies, ignore_index=True)[ANOMALY_COLUMNS] if anomalies else pd.DataFrame(columns=ANOMALY_COLUMNS)
+    )
+    return frame, report.sort_values(["bar_end", "asset"], kind="stable").reset_index(drop=True)
 
 
 def select_window(candles: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
@@ -117,7 +185,7 @@ def read_snapshot(path: str | Path) -> pd.DataFrame:
         frame = pd.read_parquet(path)
     except Exception as error:
         raise MarketDataError(f"cannot read market data snapshot {path}: {error}") from None
-    return normalize_snapshot(frame)
+    return normalize_snapshot(frame, duplicates="keep", sort=False)
 
 
 def is_database(source: str) -> bool:
@@ -171,6 +239,7 @@ class Candles:
         known: np.ndarray | None = None,
         raw: dict[str, np.ndarray] | None = None,
         offset: int = 0,
+        screen: np.ndarray | None = None,
     ):
         self.first_bar_end = first_bar_end
         self.count = count
@@ -179,6 +248,7 @@ class Candles:
         self._known = known
         self._raw = raw or {}
         self._offset = offset
+        self._screen = screen
 
     @property
     def index(self) -> pd.DatetimeIndex:
@@ -197,16 +267,29 @@ class Candles:
     def fields(self) -> dict[str, np.ndarray]:
         return {name: self.field(name) for name in FIELDS}
 
+    def screened(self) -> np.ndarray:
+        """Per row and asset, why a known candle was dropped (``SCREEN_REASONS`` codes; 0 = usable or
+        not known): its prices read as NaN."""
+        codes = np.zeros((self.count, len(self.assets)), dtype=np.int8)
+        if self._known is not None and self._screen is not None:
+            rows = slice(self._offset, self._offset + len(self._known))
+            codes[rows] = np.where(self._known, self._screen, 0)
+        return codes
+
 
 class CandleStore:
     """A snapshot held in memory as wide arrays, for fast reads of any time window."""
 
     def __init__(self, snapshot: pd.DataFrame, universe: list[str]):
-        snapshot = normalize_snapshot(snapshot)
+        disorder = out_of_order(snapshot)
+        snapshot, anomalies = screen_candles(normalize_snapshot(snapshot, duplicates="keep"))
         unknown = sorted(set(universe) - set(snapshot["asset"]))
         if unknown:
             raise MarketDataError(f"market data has no candles for {unknown}")
         snapshot = snapshot[snapshot["asset"].isin(universe)]
+        anomalies = pd.concat([disorder, anomalies], ignore_index=True) if len(disorder) else anomalies
+        # what the screening found: reported by whoever loads the store (the guard reports per bar)
+        self.anomalies = anomalies[anomalies["asset"].isin(universe)].reset_index(drop=True)
         self.assets = list(universe)
         first, last = snapshot["bar_end"].min(), snapshot["bar_end"].max()
         self.index = pd.date_range(first, last, freq=CANDLE)
@@ -218,6 +301,8 @@ class CandleStore:
             values = np.full(shape, np.nan)
             values[rows, cols] = snapshot[name].to_numpy()
             self._fields[name] = values
+        self._screen = np.zeros(shape, dtype=np.int8)
+        self._screen[rows, cols] = snapshot["screen"].to_numpy()
         self._knowledge = np.full(shape, _NEVER, dtype=np.int64)
         self._knowledge[rows, cols] = (
             snapshot["knowledge_ts"].dt.tz_convert(None).to_numpy().astype("datetime64[ns]").astype(np.int64)
@@ -253,7 +338,8 @@ class CandleStore:
             return Candles(since + CANDLE, count, self.assets)
         known = self._knowledge[lo:hi] <= now.value
         raw = {name: values[lo:hi] for name, values in self._fields.items()}
-        return Candles(since + CANDLE, count, self.assets, known=known, raw=raw, offset=lo - first_row)
+        screen = self._screen[lo:hi]
+        return Candles(since + CANDLE, count, self.assets, known=known, raw=raw, offset=lo - first_row, screen=screen)
 
 
 class MarketDataReader:

@@ -27,6 +27,7 @@ from prod_system.core.broker import FILL_COLUMNS, Broker, MockedBroker
 from prod_system.core.clock import Clock, SimulatedClock
 from prod_system.core.config import SystemConfig
 from prod_system.core.dag import Dag, DagOutputs, load_model, run_streaming
+from prod_system.core.data_guard import DataGuard, quality_frame
 from prod_system.core.exchange_broker import ExchangeBroker
 from prod_system.core.log_dir import LogDir
 from prod_system.core.market_data import CandleStore, MarketDataError, MarketDataReader, load_source
@@ -115,6 +116,40 @@ def predictions_table(dag: Dag, outputs: DagOutputs) -> pd.DataFrame:
         for role, node in roles.items()
     ]
     return pd.concat(columns, axis=1).reset_index()
+
+
+def data_guard_for(config: SystemConfig) -> DataGuard:
+    return DataGuard(config.bar_delta, config.market_data.max_jump, config.market_data.delisted_after_delta)
+
+
+def guard_predictions(
+    config: SystemConfig, store: CandleStore, predictions: pd.DataFrame, bars: pd.DatetimeIndex
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The data guard over a replay: each bar checked on what was visible at its decision time; an
+    asset flagged on a bar loses its prediction there (no target: not traded, holdings kept). Returns
+    the guarded predictions and the ``data_quality`` table, and logs what it found."""
+    guard = data_guard_for(config)
+    delay = config.market_data.delay
+    issues = [guard.check(bar_end, store.visible(bar_end + delay, bar_end - guard.window, bar_end)) for bar_end in bars]
+    found = [frame for frame in issues if len(frame)]
+    quality = pd.concat(found, ignore_index=True) if found else quality_frame([])
+    log_data_quality(logger, quality, store.anomalies)
+    if quality.empty:
+        return predictions, quality
+    flagged = pd.MultiIndex.from_frame(quality[["bar_end", "asset"]])
+    mask = pd.MultiIndex.from_frame(predictions[["bar_end", "asset"]]).isin(flagged)
+    guarded = predictions.copy()
+    guarded.loc[mask, "prediction"] = np.nan
+    return guarded, quality
+
+
+def log_data_quality(log: logging.Logger, quality: pd.DataFrame, anomalies: pd.DataFrame | None = None) -> None:
+    """One warning per screened candle anomaly and per guarded (bar, asset)."""
+    if anomalies is not None:
+        for row in anomalies.itertuples():
+            log.warning("market data: %s %s: %s (%s; %s)", row.asset, row.bar_end, row.issue, row.action, row.detail)
+    for row in quality.itertuples():
+        log.warning("bar %s: %s not traded: %s (%s)", row.bar_end.isoformat(), row.asset, row.issue, row.detail)
 
 
 def run_sizing(config: SystemConfig, predictions: pd.DataFrame, bars: pd.DatetimeIndex) -> pd.DataFrame:
@@ -291,7 +326,8 @@ def simulate(
             config.run_id,
         )
         outputs = run_model(config, dag, store, bars, progress)
-        targets = run_sizing(config, predictions_table(dag, outputs), bars)
+        predictions, quality = guard_predictions(config, store, predictions_table(dag, outputs), bars)
+        targets = run_sizing(config, predictions, bars)
         trading = run_trading(
             config,
             store,
@@ -308,6 +344,7 @@ def simulate(
                 "dag/node_outputs": outputs.node_outputs,
                 "dag/profiling": outputs.profiling,
                 "target_positions": targets,
+                "data_quality": quality,
                 **trading.tables,
             },
             first,
