@@ -246,3 +246,59 @@ def test_state_round_trips_orders_and_fills():
         "filled_at": pd.Timestamp("2023-07-21T06:01:10Z"),
     }
     assert _order_from_json(json.loads(json.dumps(_order_to_json(fill)))) == fill
+
+
+def test_database_lost_and_restored(candles, postgres_url, tmp_path, monkeypatch):
+    """prod on PostgreSQL through a proxy that is cut for a few bars and restored: the bars without
+    the database are recorded as skipped with the reason, nothing crashes, the session trades again
+    once the database answers, and the exchange still holds exactly what the portfolio holds."""
+    from sqlalchemy.engine import make_url
+
+    from prod_system_tests.tcp_proxy import TcpProxy
+
+    speed = 30.0
+    market = Market(candles, postgres_url, speed=speed)
+    server = make_url(postgres_url)
+    proxy = TcpProxy(server.host or "127.0.0.1", server.port or 5432)
+    through_proxy = server.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    monkeypatch.setenv(KEY_ENV, market.exchange.api_key)
+    monkeypatch.setenv(SECRET_ENV, market.exchange.api_secret)
+    config = live_config(market, tmp_path, "prod", bars=8, market_data={"source": through_proxy})
+    session = LiveSession(config, market.clock)
+    outage = (config.start + pd.Timedelta(minutes=2, seconds=30), config.start + pd.Timedelta(minutes=5, seconds=30))
+
+    def partition() -> None:
+        market.clock.wait_until(outage[0])
+        proxy.cut()
+        market.clock.wait_until(outage[1])
+        proxy.restore()
+
+    cutter = threading.Thread(target=partition, daemon=True)
+    cutter.start()
+    try:
+        outcomes = session.run()
+    finally:
+        cutter.join(timeout=60)
+        market.close()
+        proxy.close()
+    by_bar = {o.bar_end: o for o in outcomes}
+    down = [o for o in outcomes if o.status == "skipped"]
+    assert down and all("unreachable" in o.reason for o in down), [(o.bar_end, o.reason) for o in outcomes]
+    assert all(outage[0] < o.bar_end <= outage[1] + pd.Timedelta(minutes=1) for o in down)
+    assert by_bar[config.end].status == "traded"  # trading again after the outage
+    assert by_bar[config.start + pd.Timedelta(minutes=2)].status == "traded"  # and before it
+    log = (session.log_dir.path / "log.txt").read_text()
+    assert "unreachable" in log and "answers again" in log and "Traceback" not in log
+    # no order twice, no fill lost
+    logs = LogDir(session.log_dir.path)
+    account = next(iter(market.exchange.engine._accounts.values()))
+    on_exchange = [order.client_order_id for order in account.orders.values()]
+    assert len(on_exchange) == len(set(on_exchange)) and set(on_exchange) <= set(
+        logs.read_table("orders")["client_order_id"]
+    )
+    state = json.loads((session.log_dir.path / "state.json").read_text())
+    held = pd.Series(state["shares"]).reindex(UNIVERSE, fill_value=0.0)
+    for fill in state["unapplied_fills"]:
+        held[fill["asset"]] += fill["shares"]
+    positions = {symbol.removesuffix("USDT"): float(p.amount) for symbol, p in account.positions.items()}
+    assert held.round(9).to_dict() == pd.Series(positions).reindex(UNIVERSE, fill_value=0.0).round(9).to_dict()

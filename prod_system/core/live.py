@@ -32,7 +32,7 @@ from prod_system.core.dag import Dag, load_model
 from prod_system.core.exchange_broker import BrokerError, ExchangeBroker
 from prod_system.core.log_dir import LogDir
 from prod_system.core.market_data import CANDLE, Candles, CandleStore, MarketDataReader
-from prod_system.core.market_db import MarketDatabase
+from prod_system.core.market_db import DatabaseUnavailable, MarketDatabase
 from prod_system.core.orders import ORDER_COLUMNS, make_orders
 from prod_system.core.portfolio import Portfolio, PortfolioState
 from prod_system.core.simulation import (
@@ -156,6 +156,7 @@ class LiveSession:
         self.database = MarketDatabase(config.market_data.source)
         self.reader = MarketDataReader(DatabaseCandles(self.database, self.assets), clock)
         self.guard = data_guard_for(config)
+        self._database_down = False
         self.log_dir = LogDir.for_config(config)
         self.broker_factory = broker_factory or broker_factory_for(config, self.log_dir)
         self.bars = bar_ends(config.start, config.end, self.bar)
@@ -269,7 +270,10 @@ class LiveSession:
                         outcome = BarOutcome(bar_end, "skipped", "the process was not running at the bar's close")
                     else:
                         self._record_skipped(outcomes)
-                        outcome, early_fills = self._bar(bar_end, broker, portfolio, early_fills)
+                        try:
+                            outcome, early_fills = self._bar(bar_end, broker, portfolio, early_fills)
+                        except DatabaseUnavailable as error:  # the mocked broker reads prices too
+                            outcome = self._skip(bar_end, str(error))
                     outcomes.append(outcome)
                     if self.on_bar:
                         self.on_bar(outcome)
@@ -288,32 +292,39 @@ class LiveSession:
         live = self.config.live
         deadline = bar_end + pd.Timedelta(seconds=live.data_timeout_seconds)  # run() skips bars already past it
         self.clock.wait_until(bar_end)
-        missing = self.database.missing(self.assets, bar_end, self.clock.now())
+        missing, unreachable = self._missing(bar_end)
         while missing and self.clock.now() < deadline:
             time.sleep(live.poll_seconds)
-            missing = self.database.missing(self.assets, bar_end, self.clock.now())
+            missing, unreachable = self._missing(bar_end)
         data_complete_at = self.clock.now()
+        if unreachable:  # the database never answered by the deadline: nothing to decide on
+            return self._skip(bar_end, f"{unreachable} (until {deadline.isoformat()})"), early_fills
         if missing and (live.on_missing == "skip_bar" or len(missing) == len(self.assets)):
             reason = f"no candle by {deadline.isoformat()} for {', '.join(missing)}"
             return self._skip(bar_end, reason), early_fills  # their fills wait for the next traded bar
         if missing:
             logger.warning("bar %s: no candle for %s: they are not traded this bar", bar_end, ", ".join(missing))
 
-        # what the bar could know by its deadline, never later (a bar decided late after a restart too)
+        # what the bar could know by its deadline, never later (a bar decided late after a restart too);
+        # every read of the database comes before the fills are collected, so that a database lost in
+        # the middle of the bar skips it without consuming the exchange's fills
         asof = min(self.clock.now(), deadline)
-        candles = self.reader.read(self.dag.lookback, since=bar_end - self.dag.lookback, until=bar_end, asof=asof)
+        window = self.guard.window
+        try:
+            candles = self.reader.read(self.dag.lookback, since=bar_end - self.dag.lookback, until=bar_end, asof=asof)
+            recent = self.reader.read(window, since=bar_end - window, until=bar_end, asof=asof)
+            bar_candles = self.reader.read(self.bar, since=bar_end - self.bar, until=bar_end, asof=asof)
+        except DatabaseUnavailable as error:
+            return self._skip(bar_end, str(error)), early_fills
         outputs, profile = self.dag.evaluate(candles, self.config.profile_memory)
         predictions_at = self.clock.now()
         node_rows, predictions = self._bar_outputs(bar_end, outputs, missing)
         # the data guard: no order on a bar whose data is unusable for an asset (as in a simulation)
-        window = self.guard.window
-        quality = self.guard.check(bar_end, self.reader.read(window, since=bar_end - window, until=bar_end, asof=asof))
+        quality = self.guard.check(bar_end, recent)
         predictions.loc[predictions["asset"].isin(quality["asset"]), "prediction"] = np.nan
         log_data_quality(logger, quality)
         fills = early_fills + broker.collect_fills(bar_end)
-        prices = last_close(
-            self.reader.read(self.bar, since=bar_end - self.bar, until=bar_end, asof=asof).field("close")
-        )
+        prices = last_close(bar_candles.field("close"))
         stats = portfolio.update(bar_end, fills, prices)
         targets = run_sizing(self.config, predictions, pd.DatetimeIndex([bar_end]))
         target_shares = targets.set_index("asset")["target_shares"].reindex(self.assets).to_numpy(dtype="float64")
@@ -407,6 +418,21 @@ class LiveSession:
             }
         )
         return node_rows, predictions
+
+    def _missing(self, bar_end: pd.Timestamp) -> tuple[list[str], str]:
+        """The assets without their candle of ``bar_end`` yet, and why if the database is unreachable
+        (then every asset counts as missing and the wait goes on until the deadline)."""
+        try:
+            missing = self.database.missing(self.assets, bar_end, self.clock.now())
+        except DatabaseUnavailable as error:
+            if not self._database_down:  # once per outage, not once per poll
+                logger.warning("bar %s: %s; waiting for it until the bar's deadline", bar_end.isoformat(), error)
+            self._database_down = True
+            return list(self.assets), str(error)
+        if self._database_down:
+            logger.warning("bar %s: the market database answers again", bar_end.isoformat())
+            self._database_down = False
+        return missing, ""
 
     def _skip(self, bar_end: pd.Timestamp, reason: str) -> BarOutcome:
         """Record a bar that was not traded (the holdings stay as they are)."""

@@ -17,6 +17,7 @@ visibility rule (``CandleStore.visible``) then applies to the snapshot this prod
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -37,7 +38,7 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 
 from prod_system.core.market_data import FIELDS, SNAPSHOT_COLUMNS, MarketDataError, normalize_snapshot
 
@@ -102,6 +103,26 @@ def engine_for(url: str) -> Engine:
     return create_engine(parsed, **options)
 
 
+class DatabaseUnavailable(MarketDataError):
+    """The market database did not answer (connection lost, server down): the caller may retry."""
+
+
+def _answering(method):
+    """Turn a lost connection into ``DatabaseUnavailable``, one line, without credentials. The pool
+    pings before reuse, so the next call reconnects once the server answers again."""
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (OperationalError, DBAPIError) as error:
+            lines = str(getattr(error, "orig", None) or error).strip().splitlines()
+            reason = lines[0] if lines else type(error).__name__
+            raise DatabaseUnavailable(f"market database {self.where} unreachable: {reason}") from None
+
+    return call
+
+
 class MarketDatabase:
     """Candles in and out of the real-time market database; the schema is created if missing."""
 
@@ -109,6 +130,7 @@ class MarketDatabase:
         self.url = url
         self.exchange = exchange
         self.engine = engine_for(url)
+        self.where = self.engine.url.render_as_string(hide_password=True)
         try:
             metadata.create_all(self.engine)  # idempotent: CREATE TABLE / INDEX IF NOT EXISTS
         except OperationalError as error:
@@ -119,6 +141,7 @@ class MarketDatabase:
 
     # -- writing ---------------------------------------------------------------------------------
 
+    @_answering
     def upsert(self, rows: pd.DataFrame, knowledge_ts: pd.Timestamp) -> UpsertResult:
         """Record closed candles (columns asset, bar_start, open, high, low, close, volume) known at
         ``knowledge_ts``: new ones are inserted, changed ones become a new revision, the rest is left."""
@@ -183,6 +206,7 @@ class MarketDatabase:
 
     # -- reading ---------------------------------------------------------------------------------
 
+    @_answering
     def snapshot(
         self,
         assets: list[str],
@@ -231,6 +255,7 @@ class MarketDatabase:
             return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in SNAPSHOT_COLUMNS})
         return normalize_snapshot(frame)
 
+    @_answering
     def last_bar_ends(self, assets: list[str]) -> dict[str, pd.Timestamp | None]:
         """The end of the latest recorded candle of each asset (None if it has none)."""
         table = candles_table
@@ -243,6 +268,7 @@ class MarketDatabase:
         found = {symbol: pd.Timestamp(ms, unit="ms", tz="UTC") for symbol, ms in rows}
         return {asset: found.get(asset) for asset in assets}
 
+    @_answering
     def missing(self, assets: list[str], bar_end: pd.Timestamp, now: pd.Timestamp | None = None) -> list[str]:
         """The assets whose candle closing at ``bar_end`` is not (or not yet, as of ``now``) recorded."""
         table = candles_table
