@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from prod_system.core.config import SystemConfig
+from prod_system.core.files import write_atomically
 from prod_system.core.timeutil import compact
 
 TABLES = (
@@ -70,9 +71,7 @@ class LogDir:
     def write_text(self, name: str, text: str) -> Path:
         target = self.path / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(target)
+        write_atomically(target, lambda tmp: tmp.write_text(text))
         return target
 
     def write_json(self, name: str, data: dict) -> Path:
@@ -82,9 +81,7 @@ class LogDir:
         folder = self.path / name
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / f"part-{compact(first_bar)}.parquet"
-        tmp = folder / f".{target.name}.tmp"
-        frame.to_parquet(tmp, index=False)
-        tmp.replace(target)
+        write_atomically(target, lambda tmp: frame.to_parquet(tmp, index=False), folder / f".{target.name}.tmp")
         return target
 
     def read_table(self, name: str) -> pd.DataFrame:

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from prod_system.core.clock import Clock
+from prod_system.core.files import write_atomically
 
 CANDLE = pd.Timedelta(minutes=1)
 PRICE_FIELDS = ("open", "high", "low", "close")
@@ -171,9 +172,8 @@ def write_snapshot(candles: pd.DataFrame, path: str | Path) -> Path:
     """Write a snapshot atomically (a crash never leaves half a file under the final name)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    normalize_snapshot(candles).to_parquet(tmp, index=False)
-    tmp.replace(path)
+    frame = normalize_snapshot(candles)
+    write_atomically(path, lambda tmp: frame.to_parquet(tmp, index=False))
     return path
 
 

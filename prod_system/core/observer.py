@@ -27,6 +27,7 @@ import pandas as pd
 
 from prod_system.core import plots
 from prod_system.core.config import SystemConfig, load_config, model_folder
+from prod_system.core.files import write_atomically
 from prod_system.core.log_dir import LogDir
 from prod_system.core.market_data import CandleStore, load_source
 from prod_system.core.reconciliation import Reconciliation, reconcile
@@ -185,9 +186,8 @@ def _clean(value):
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_clean(data), indent=2, default=str, allow_nan=False) + "\n")
-    tmp.replace(path)
+    text = json.dumps(_clean(data), indent=2, default=str, allow_nan=False) + "\n"
+    write_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def _write(report: ObserverReport) -> None:
@@ -208,9 +208,8 @@ def _write(report: ObserverReport) -> None:
     result.side_by_side.to_parquet(directory / "side_by_side.parquet", index=False)
     result.bar_timing.to_parquet(directory / "bar_timing.parquet", index=False)
     result.node_timing.to_csv(directory / "node_timing.csv", index=False)
-    tmp = directory / f".{REPORT_HTML}.tmp"
-    tmp.write_text(_html(report, pngs))
-    tmp.replace(directory / REPORT_HTML)
+    html = _html(report, pngs)
+    write_atomically(directory / REPORT_HTML, lambda tmp: tmp.write_text(html), directory / f".{REPORT_HTML}.tmp")
 
 
 def _image(data: bytes, alt: str) -> str:
