@@ -92,6 +92,7 @@ def test_sensors_drive_paper_and_prod_bar_by_bar(candles, postgres_url, tmp_path
         traded = list(logs[mode].read_table("portfolio/statistics")["bar_end"])
         assert traded == [bar for bar, _ in runs[mode]]
         assert (log_dir / "log.txt").exists() and (log_dir / "state.json").exists()
+        assert (log_dir / "exchange_audit.jsonl").exists() == (mode == "prod")  # every prod request audited
     paper = logs["paper_trading"].read_table("target_positions")
     prod = logs["prod"].read_table("target_positions")
     common = set(paper["bar_end"]) & set(prod["bar_end"])

@@ -32,6 +32,7 @@ from prod_system.core.clock import RealClock
 from prod_system.core.exchange_broker import ExchangeBroker, KillSwitch
 from prod_system.core.ingestion import Ingestor
 from prod_system.core.live import LiveSession, parse_bar_key
+from prod_system.core.log_dir import LogDir
 from prod_system.core.market_db import MarketDatabase
 from prod_system.core.simulation import broker_factory_for
 from prod_system.resources import LogDirResource, SystemResource
@@ -150,7 +151,7 @@ def build_live_assets(model: str, mode: str):
 
 def _broker_factory(config, context):
     """The config's broker, with the run's kill-switch tag applied (a prod run tagged 'stop' or 'flatten')."""
-    factory = broker_factory_for(config)
+    factory = broker_factory_for(config, LogDir.for_config(config))  # the audit log goes in the session's log dir
     forced = context.run.tags.get(KILL_SWITCH_TAG)
 
     def make(reader, bar):
