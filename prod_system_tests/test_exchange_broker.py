@@ -273,6 +273,37 @@ def test_a_restart_never_places_an_order_twice(exchange):
     assert held["BTC"] == 0.3 and held["DOT"] == 100.0
 
 
+def test_the_exchange_restarting_loses_no_order_and_no_fill(snapshot, tmp_path, monkeypatch):
+    """The server stops while the broker is placing a bar's orders (some placed, then connection
+    refused) and comes back with its saved state on the same address: the bar fails clearly, the
+    orders are placed once when sent again, and every fill is counted once."""
+    state = tmp_path / "exchange_state.json"
+    first = LocalExchange(f"parquet:{snapshot}", state_path=state)
+    port = int(first.url.rsplit(":", 1)[1])
+    monkeypatch.setenv(KEY_ENV, first.api_key)
+    monkeypatch.setenv(SECRET_ENV, first.api_secret)
+    broker = make_broker(first, max_attempts=2, concurrency=1)
+    broker.reconcile(empty_state())
+    orders = [order("BTC", 0.1, 29800.0), order("ETH", 1.0, 1890.0), order("SOL", 100, 25.0)]
+    broker.submit(orders[:2])  # two orders on the exchange; then the server goes away
+    first.stop()
+    with pytest.raises(BrokerError, match="SOL"):
+        broker.submit(orders)
+    restarted = LocalExchange(f"parquet:{snapshot}", state_path=state, port=port)
+    try:
+        restarted.set_time(START + BAR + DELAY)
+        broker.submit(orders)  # sent again after the restart: only SOL is new
+        fills = broker.collect_fills(START + 2 * BAR)
+        assert sorted((f["asset"], f["shares"]) for f in fills) == [("BTC", 0.1), ("ETH", 1.0), ("SOL", 100.0)]
+        assert broker.collect_fills(START + 3 * BAR) == []  # counted once
+        placed = [o.client_order_id for o in next(iter(restarted.engine._accounts.values())).orders.values()]
+        assert sorted(placed) == sorted(o["client_order_id"] for o in orders)  # each once
+        held = exchange_positions(restarted)
+        assert (held["BTC"], held["ETH"], held["SOL"]) == (0.1, 1.0, 100.0)
+    finally:
+        restarted.stop()
+
+
 def test_start_refuses_or_adopts_a_disagreeing_exchange(exchange):
     outsider = make_broker(exchange)
     outsider.reconcile(empty_state())

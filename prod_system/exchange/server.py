@@ -577,6 +577,7 @@ class LocalExchange:
 
     ``market_data`` is a source ('parquet:FILE', 'csv:DIR', a .parquet path) or a candle DataFrame.
     The clock is manual by default: ``set_time`` moves it. ``url`` is the base URL for the client.
+    With ``state_path`` and the previous ``port``, a new instance is the same exchange restarted.
     """
 
     def __init__(
@@ -591,13 +592,14 @@ class LocalExchange:
         faults: list[dict] | None = None,
         state_path: str | Path | None = None,
         host: str = "127.0.0.1",
+        port: int = 0,
     ):
         options = ServerOptions(
             market_data,
             api_key,
             api_secret,
             host=host,
-            port=0,
+            port=port,
             clock=clock,
             speed=speed,
             config=config or EngineConfig(),
@@ -606,7 +608,7 @@ class LocalExchange:
         )
         self.service, self._faults, self.engine = _service(options)
         self.api_key, self.api_secret = api_key, api_secret
-        sock = _bind(host, 0)
+        sock = _bind(host, port)  # 0: a free port; a restart passes the previous one (same URL)
         self.url = f"http://{host}:{sock.getsockname()[1]}"
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="local-exchange", daemon=True)
