@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -9,7 +10,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -130,3 +131,19 @@ def postgres_url(postgres_server) -> Iterator[str]:
     yield admin.set(database=name).render_as_string(hide_password=False)
     with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def reliability(request) -> Callable[..., None]:
+    """Record a figure of a fault test for docs/reliability.md (scripts/reliability_report.py writes it):
+    appended to the file PROD_SYSTEM_RELIABILITY_LOG names, a no-op without it. Figures are what the
+    test measured (counts, outcomes), recorded after its assertions passed."""
+    path = os.environ.get("PROD_SYSTEM_RELIABILITY_LOG")
+
+    def record(kind: str, what: str, **figures) -> None:
+        if path:
+            line = {"test": request.node.nodeid, "kind": kind, "what": what, **figures}
+            with open(path, "a") as out:
+                out.write(json.dumps(line, default=str) + "\n")
+
+    return record

@@ -83,7 +83,7 @@ def test_screening_reports_every_anomaly_of_the_file(guarded_day):
     assert np.isnan(candles.field("close")[2, eth]) and candles.screened()[2, eth] == 1
 
 
-def test_each_planted_fault_is_caught_reported_and_not_traded(guarded_day):
+def test_each_planted_fault_is_caught_reported_and_not_traded(guarded_day, reliability):
     log_dir, _ = guarded_day
     quality = log_dir.read_table("data_quality")
     found = set(zip(quality["asset"], quality["bar_end"], quality["issue"], strict=True))
@@ -111,3 +111,20 @@ def test_each_planted_fault_is_caught_reported_and_not_traded(guarded_day):
 
     log = (log_dir.path / "log.txt").read_text()
     assert "DOGE not traded: jump" in log and "market data: XRP" in log
+    details = {
+        "invalid_price": "NaN, zero or negative prices",
+        "duplicate": "duplicate rows that disagree",
+        "jump": "a 60% jump",
+        "missing": "a gap; a late candle",
+    }
+    for issue, what in details.items():
+        hits = [(a, b) for a, b, i in PLANTED if i == issue]
+        traded = sum((a, b) in ordered for a, b in hits)
+        reliability("market_data", what, injected=len(hits), traded_on_it=traded, outcome=f"caught as '{issue}'")
+    reliability(
+        "market_data",
+        "a symbol delisted mid-run",
+        injected=1,
+        traded_on_it=int(any(a == "MATIC" and b > DELISTED_FROM for a, b in ordered)),
+        outcome=f"'missing' for an hour, then 'delisted' ({len(matic)} bars)",
+    )

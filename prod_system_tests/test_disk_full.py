@@ -13,7 +13,7 @@ import pandas as pd
 import yaml
 
 
-def test_disk_full_fails_clearly_and_corrupts_nothing(snapshot, tmp_path):
+def test_disk_full_fails_clearly_and_corrupts_nothing(snapshot, tmp_path, reliability):
     tiny, after = tmp_path / "tiny", tmp_path / "after"
     tiny.mkdir()
     after.mkdir()
@@ -40,3 +40,10 @@ def test_disk_full_fails_clearly_and_corrupts_nothing(snapshot, tmp_path):
             pd.read_parquet(path)
         elif path.suffix in (".yaml", ".json"):
             yaml.safe_load(path.read_text())
+    reliability(
+        "process",
+        "disk full on the log dir",
+        injected=1,
+        corrupted=0,
+        outcome=f"one error line ({errors[0][:60]}...); {len(files)} files left, all whole",
+    )

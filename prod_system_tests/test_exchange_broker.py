@@ -97,6 +97,11 @@ def exchange_positions(exchange: LocalExchange) -> pd.Series:
     return held
 
 
+def placed_ids(exchange: LocalExchange) -> list[str]:
+    """The client order ids of every order the exchange accepted (a duplicate would appear twice)."""
+    return [o.client_order_id for o in next(iter(exchange.engine._accounts.values())).orders.values()]
+
+
 def account(exchange: LocalExchange) -> dict:
     client = binanceusdm_client(exchange.url, exchange.api_key, exchange.api_secret)
     return client.fapiPrivateV3GetAccount()
@@ -199,7 +204,7 @@ def test_twap_spreads_child_orders_over_the_bar(exchange, candles):
     assert exchange_positions(exchange)["ETH"] == 6.0
 
 
-def test_a_timeout_after_the_order_was_accepted_is_looked_up_not_resent(exchange):
+def test_a_timeout_after_the_order_was_accepted_is_looked_up_not_resent(exchange, reliability):
     broker = make_broker(exchange, timeout_seconds=1)
     broker.reconcile(empty_state())
     exchange.set_faults(
@@ -211,6 +216,15 @@ def test_a_timeout_after_the_order_was_accepted_is_looked_up_not_resent(exchange
     assert counts.get("GET /fapi/v1/order", 0) >= 1
     (fill,) = broker.collect_fills(START + 2 * BAR)
     assert fill["shares"] == 0.2 and exchange_positions(exchange)["BTC"] == 0.2
+    reliability(
+        "exchange",
+        "timeout after the order was accepted",
+        injected=1,
+        duplicated=counts["POST /fapi/v1/order"] - 1,
+        lost=0.2 - fill["shares"],
+        matches_exchange=True,
+        outcome="looked up by client id, not resent",
+    )
 
 
 @pytest.mark.parametrize(
@@ -221,7 +235,7 @@ def test_a_timeout_after_the_order_was_accepted_is_looked_up_not_resent(exchange
         ({"kind": "timeout", "delay_ms": 3000, "count": 1}, 0.0),
     ],
 )
-def test_transient_errors_are_retried_once_placed(exchange, fault, slept_at_least):
+def test_transient_errors_are_retried_once_placed(exchange, fault, slept_at_least, reliability):
     sleeps: list[float] = []
     broker = make_broker(exchange, sleeps=sleeps, timeout_seconds=1)
     broker.reconcile(empty_state())
@@ -231,9 +245,20 @@ def test_transient_errors_are_retried_once_placed(exchange, fault, slept_at_leas
     assert sleeps and max(sleeps) >= slept_at_least
     (fill,) = broker.collect_fills(START + 2 * BAR)
     assert fill["shares"] == 400
+    kind = {"server_error": "HTTP 503", "rate_limit": "429 with Retry-After", "timeout": "timeout"}[fault["kind"]]
+    placed = placed_ids(exchange)
+    reliability(
+        "exchange",
+        kind,
+        injected=fault["count"],
+        duplicated=len(placed) - len(set(placed)),
+        lost=400 - fill["shares"],
+        matches_exchange=exchange_positions(exchange)["SOL"] == 400,
+        outcome=f"retried after {max(sleeps):.1f} s, placed once",
+    )
 
 
-def test_a_permanent_rejection_fails_the_bar_after_placing_the_others(exchange):
+def test_a_permanent_rejection_fails_the_bar_after_placing_the_others(exchange, reliability):
     broker = make_broker(exchange)
     broker.reconcile(empty_state())
     exchange.set_faults([{"endpoint": "POST /fapi/v1/order", "kind": "reject", "code": -2019, "count": 1}])
@@ -242,15 +267,35 @@ def test_a_permanent_rejection_fails_the_bar_after_placing_the_others(exchange):
     held = exchange_positions(exchange)
     assert sorted([held["BTC"], held["ETH"]]) == [0.0, 1.0] or sorted([held["BTC"], held["ETH"]]) == [0.0, 0.1]
     assert len(broker.collect_fills(START + 2 * BAR)) == 1
+    placed = placed_ids(exchange)
+    reliability(
+        "exchange",
+        "rejection (-2019 margin)",
+        injected=1,
+        duplicated=len(placed) - len(set(placed)),
+        lost=0,
+        matches_exchange=True,
+        outcome="the bar fails naming the order; the other order placed",
+    )
 
 
-def test_partial_fills_are_recorded_as_executed(exchange):
+def test_partial_fills_are_recorded_as_executed(exchange, reliability):
     broker = make_broker(exchange)
     broker.reconcile(empty_state())
     exchange.set_faults([{"endpoint": "POST /fapi/v1/order", "kind": "partial_fill", "fraction": 0.5, "count": 1}])
     broker.submit([order("XRP", 1000.0, 0.75)])
     (fill,) = broker.collect_fills(START + 2 * BAR)
     assert fill["shares"] == 500.0 and exchange_positions(exchange)["XRP"] == 500.0
+    placed = placed_ids(exchange)
+    reliability(
+        "exchange",
+        "partial fill (50%)",
+        injected=1,
+        duplicated=len(placed) - len(set(placed)),
+        lost=exchange_positions(exchange)["XRP"] - fill["shares"],
+        matches_exchange=True,
+        outcome="500 of 1000 recorded as executed",
+    )
 
 
 def test_a_restart_never_places_an_order_twice(exchange):
@@ -273,7 +318,7 @@ def test_a_restart_never_places_an_order_twice(exchange):
     assert held["BTC"] == 0.3 and held["DOT"] == 100.0
 
 
-def test_the_exchange_restarting_loses_no_order_and_no_fill(snapshot, tmp_path, monkeypatch):
+def test_the_exchange_restarting_loses_no_order_and_no_fill(snapshot, tmp_path, monkeypatch, reliability):
     """The server stops while the broker is placing a bar's orders (some placed, then connection
     refused) and comes back with its saved state on the same address: the bar fails clearly, the
     orders are placed once when sent again, and every fill is counted once."""
@@ -296,10 +341,19 @@ def test_the_exchange_restarting_loses_no_order_and_no_fill(snapshot, tmp_path, 
         fills = broker.collect_fills(START + 2 * BAR)
         assert sorted((f["asset"], f["shares"]) for f in fills) == [("BTC", 0.1), ("ETH", 1.0), ("SOL", 100.0)]
         assert broker.collect_fills(START + 3 * BAR) == []  # counted once
-        placed = [o.client_order_id for o in next(iter(restarted.engine._accounts.values())).orders.values()]
+        placed = placed_ids(restarted)
         assert sorted(placed) == sorted(o["client_order_id"] for o in orders)  # each once
         held = exchange_positions(restarted)
         assert (held["BTC"], held["ETH"], held["SOL"]) == (0.1, 1.0, 100.0)
+        reliability(
+            "exchange",
+            "server restart mid-bar",
+            injected=1,
+            duplicated=len(placed) - len(set(placed)),
+            lost=0,
+            matches_exchange=True,
+            outcome="the bar fails naming the order; sent again after the restart, once",
+        )
     finally:
         restarted.stop()
 

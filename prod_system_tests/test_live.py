@@ -122,7 +122,7 @@ def test_paper_and_prod_sessions_trade_the_same_targets(market, tmp_path):
     assert executions["client_order_id"].is_unique and set(executions["status"]) == {"closed"}
 
 
-def test_late_data_skips_the_bar_and_the_next_goes_on(market, tmp_path):
+def test_late_data_skips_the_bar_and_the_next_goes_on(market, tmp_path, reliability):
     """The exchange's klines fail for a while: the bar whose candles never arrive in time is skipped,
     with the reason; the next bar trades from the true holdings."""
     config = live_config(
@@ -144,9 +144,16 @@ def test_late_data_skips_the_bar_and_the_next_goes_on(market, tmp_path):
     assert statuses[0] == "traded" and "skipped" in statuses and statuses[-1] == "traded", statuses
     skipped = LogDir(session.log_dir.path).read_table("skipped_bars")
     assert skipped["reason"].str.contains("no candle by").all()
+    reliability(
+        "market_data",
+        "candles late (klines failing)",
+        injected=statuses.count("skipped"),
+        traded_on_it=0,
+        outcome=f"{len(skipped)} bar(s) skipped with the reason; the next traded",
+    )
 
 
-def test_kill_and_restart_sends_no_order_twice_and_loses_no_fill(candles, tmp_path):
+def test_kill_and_restart_sends_no_order_twice_and_loses_no_fill(candles, tmp_path, reliability):
     """`prod-system run` in prod against the local exchange, killed with SIGKILL at random points of
     its bars (at least 20 times) and started again with the same command: one session, resumed each
     time; every bar traded or recorded as skipped; every order on the exchange is in the log dir,
@@ -195,9 +202,19 @@ def test_kill_and_restart_sends_no_order_twice_and_loses_no_fill(candles, tmp_pa
         held[fill["asset"]] += fill["shares"]
     positions = {symbol.removesuffix("USDT"): float(p.amount) for symbol, p in account.positions.items()}
     assert held.round(9).to_dict() == pd.Series(positions).reindex(UNIVERSE, fill_value=0.0).round(9).to_dict()
+    reliability(
+        "process",
+        "kill -9 at random points of bars, restart",
+        injected=kills,
+        orders=len(on_exchange),
+        duplicated=len(on_exchange) - len(set(on_exchange)),
+        lost=len(set(on_exchange) - recorded),
+        matches_exchange=True,
+        outcome=f"{len(accounted)} of 50 bars traded or recorded as skipped",
+    )
 
 
-def test_exchange_down_records_the_bar_and_the_session_goes_on(market, tmp_path):
+def test_exchange_down_records_the_bar_and_the_session_goes_on(market, tmp_path, reliability):
     """prod with the exchange refusing every order for one bar: the bar is recorded with the reason,
     nothing is lost, and the next bars trade."""
     config = live_config(market, tmp_path, "prod", bars=4)
@@ -219,6 +236,16 @@ def test_exchange_down_records_the_bar_and_the_session_goes_on(market, tmp_path)
     assert outcomes[-1].status == "traded" and outcomes[-1].reason == ""
     skipped = LogDir(session.log_dir.path).read_table("skipped_bars")
     assert list(skipped["bar_end"]) == [second_bar] and "gave up after" in skipped["reason"].iloc[0]
+    placed = [o.client_order_id for o in next(iter(market.exchange.engine._accounts.values())).orders.values()]
+    reliability(
+        "exchange",
+        "exchange down for a bar (every order 503)",
+        injected=1,
+        duplicated=len(placed) - len(set(placed)),
+        lost=0,
+        matches_exchange=None,
+        outcome="the bar recorded as skipped with the reason; the next bars traded",
+    )
 
 
 def _fast_retries(factory):
@@ -248,7 +275,7 @@ def test_state_round_trips_orders_and_fills():
     assert _order_from_json(json.loads(json.dumps(_order_to_json(fill)))) == fill
 
 
-def test_database_lost_and_restored(candles, postgres_url, tmp_path, monkeypatch):
+def test_database_lost_and_restored(candles, postgres_url, tmp_path, monkeypatch, reliability):
     """prod on PostgreSQL through a proxy that is cut for a few bars and restored: the bars without
     the database are recorded as skipped with the reason, nothing crashes, the session trades again
     once the database answers, and the exchange still holds exactly what the portfolio holds."""
@@ -293,12 +320,21 @@ def test_database_lost_and_restored(candles, postgres_url, tmp_path, monkeypatch
     logs = LogDir(session.log_dir.path)
     account = next(iter(market.exchange.engine._accounts.values()))
     on_exchange = [order.client_order_id for order in account.orders.values()]
-    assert len(on_exchange) == len(set(on_exchange)) and set(on_exchange) <= set(
-        logs.read_table("orders")["client_order_id"]
-    )
+    recorded = set(logs.read_table("orders")["client_order_id"])
+    assert len(on_exchange) == len(set(on_exchange)) and set(on_exchange) <= recorded
     state = json.loads((session.log_dir.path / "state.json").read_text())
     held = pd.Series(state["shares"]).reindex(UNIVERSE, fill_value=0.0)
     for fill in state["unapplied_fills"]:
         held[fill["asset"]] += fill["shares"]
     positions = {symbol.removesuffix("USDT"): float(p.amount) for symbol, p in account.positions.items()}
     assert held.round(9).to_dict() == pd.Series(positions).reindex(UNIVERSE, fill_value=0.0).round(9).to_dict()
+    reliability(
+        "process",
+        "market database (PostgreSQL) connection lost for 3 minutes, restored",
+        injected=1,
+        orders=len(on_exchange),
+        duplicated=len(on_exchange) - len(set(on_exchange)),
+        lost=len(set(on_exchange) - recorded),
+        matches_exchange=True,
+        outcome=f"{len(down)} bar(s) skipped 'unreachable'; trading again after",
+    )

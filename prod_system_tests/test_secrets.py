@@ -57,7 +57,7 @@ def contents(path: Path) -> bytes:
     return data
 
 
-def test_api_keys_reach_no_output(candles, tmp_path, monkeypatch, capfd, caplog):
+def test_api_keys_reach_no_output(candles, tmp_path, monkeypatch, capfd, caplog, reliability):
     caplog.set_level(logging.INFO)
     # the exchange knows only our key; the system reads it from the variables its config names
     exchange = functools.partial(LocalExchange, api_key=API_KEY, api_secret=API_SECRET)
@@ -159,3 +159,10 @@ def test_api_keys_reach_no_output(candles, tmp_path, monkeypatch, capfd, caplog)
     option = re.search(r"--host TEXT(.*?)\n\s+-", done.stdout, re.S)
     assert option is not None, done.stdout
     assert re.findall(r"\[default:\s*([^\]\s]+)\s*\]", option.group(1)) == ["127.0.0.1"]
+    reliability(
+        "secrets",
+        "API key and secret searched in every output",
+        injected=len(files) + len(outputs),
+        occurrences=sum(len(forms) for forms in found.values()),
+        outcome=f"{len(files)} files (config, logs, audit, report, Dagster storage) and {len(outputs)} outputs",
+    )
