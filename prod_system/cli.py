@@ -48,6 +48,7 @@ class _Run:
 
     debug = False
     log_file: Path | None = None
+    market_data: str | None = None  # the command's market-data source, named by its errors
 
 
 class _Progress:
@@ -141,6 +142,15 @@ def _config_hint(message: str) -> str:
     return "see the configuration reference in the README"
 
 
+def _naming_source(message: str) -> str:
+    """A market-data error names its source (some only say what is wrong with the candles)."""
+    source = _Run.market_data
+    if source is None:
+        return message
+    location = source.partition(":")[2] if source.startswith(("csv:", "parquet:")) else source
+    return message if location in message else f"{message} (in {source})"
+
+
 def _market_data_hint(message: str) -> str:
     if "outside the run's window" in message or "covers" in message:
         return "choose --start/--end inside the market data, or give --market-data that covers the window"
@@ -148,6 +158,12 @@ def _market_data_hint(message: str) -> str:
 
 
 MODEL_HINT = "built-in models are C1b and C3a; a custom model is 'package.module:function' importable from here"
+
+
+def _model_failure(error: ModelError) -> None:
+    if "rejected its parameters" in str(error):
+        _fail(f"field 'model_params': {error}", "model_params are keyword arguments of the model's function")
+    _fail(str(error), MODEL_HINT)
 
 
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2: bare `prod-system`
@@ -160,6 +176,7 @@ class _Cli(click.Group):
         """Always exits (like click's standalone mode), with the codes of the root help."""
         _Run.debug = os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes", "on")
         _Run.log_file = None
+        _Run.market_data = None
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except NO_ARGS_IS_HELP as error:
@@ -351,7 +368,7 @@ def _simulation_options(func):
 
 def _window_config(config_path, model, market_data, start, end, root, universe, bar, **fixed):
     """The config of a simulation-like command: its file, then its options (unset ones left out)."""
-    return load_config(
+    config = load_config(
         config_path,
         model=model,
         start=start,
@@ -362,6 +379,8 @@ def _window_config(config_path, model, market_data, start, end, root, universe, 
         market_data={"source": market_data if market_data else _default_source(config_path)},
         **fixed,
     )
+    _Run.market_data = config.market_data.source
+    return config
 
 
 @contextmanager
@@ -372,9 +391,9 @@ def _clear_errors():
     except ConfigError as error:
         _fail(str(error), _config_hint(str(error)))
     except MarketDataError as error:
-        _fail(str(error), _market_data_hint(str(error)))
+        _fail(_naming_source(str(error)), _market_data_hint(str(error)))
     except ModelError as error:
-        _fail(str(error), MODEL_HINT)
+        _model_failure(error)
     except LogDirExistsError as error:
         _fail(str(error), "pass --overwrite to replace it, or choose another --root")
 
@@ -675,7 +694,7 @@ def run(config_path, model, run_mode, duration, root, bar, universe, database, e
     except MarketDataError as error:
         _fail(str(error), "check --database (and that the ingestion runs: --ingest)")
     except ModelError as error:
-        _fail(str(error), MODEL_HINT)
+        _model_failure(error)
     except BrokerError as error:
         _fail(str(error), "check the exchange URL, the API key variables and the exchange's positions", EXIT_FAILED)
     except KeyboardInterrupt:

@@ -14,6 +14,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from prod_system.core.market_data import is_database
 from prod_system.core.timeutil import compact, format_duration, is_aligned, parse_duration, to_utc
 
 RunMode = Literal["simulation", "paper_trading", "prod"]
@@ -26,8 +27,16 @@ class ConfigError(ValueError):
     """A system config that cannot be used; the message names the bad field."""
 
 
+def _duration(value: str) -> pd.Timedelta:
+    """``parse_duration``, with a duration too long for a Timedelta as a ValueError (reported under the field)."""
+    try:
+        return parse_duration(value).as_unit("ns")
+    except (OverflowError, pd.errors.OutOfBoundsTimedelta):
+        raise ValueError(f"duration {value!r} is out of range") from None
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 class Instrument(_Strict):
@@ -70,10 +79,20 @@ class MarketDataConfig(_Strict):
         default="1h", description="data guard: how long without any candle before an asset counts as delisted"
     )
 
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if not (value.startswith(("csv:", "parquet:")) or value.endswith(".parquet") or is_database(value)):
+            raise ValueError(
+                f"unknown market data source {value!r}: "
+                "use 'csv:DIR', 'parquet:FILE', a .parquet file or a database URL"
+            )
+        return value
+
     @field_validator("delisted_after")
     @classmethod
     def _delisted(cls, value: str) -> str:
-        if parse_duration(value) <= pd.Timedelta(0):
+        if _duration(value) <= pd.Timedelta(0):
             raise ValueError("must be positive")
         return value
 
@@ -84,7 +103,7 @@ class MarketDataConfig(_Strict):
     @field_validator("knowledge_delay")
     @classmethod
     def _delay(cls, value: str) -> str:
-        delta = parse_duration(value)
+        delta = _duration(value)
         if delta < pd.Timedelta(0):
             raise ValueError("must not be negative")
         return format_duration(delta) if delta.total_seconds() % 1 == 0 else value
@@ -194,12 +213,15 @@ class SystemConfig(_Strict):
     @field_validator("start", "end", mode="before")
     @classmethod
     def _timestamp(cls, value: Any) -> pd.Timestamp:
-        return to_utc(value)
+        try:
+            return to_utc(value)
+        except (TypeError, OverflowError):
+            raise ValueError(f"not a timestamp: {value!r}") from None
 
     @field_validator("bar")
     @classmethod
     def _bar(cls, value: str) -> str:
-        delta = parse_duration(value)
+        delta = _duration(value)
         if delta < pd.Timedelta(minutes=1) or delta.value % pd.Timedelta(minutes=1).value:
             raise ValueError("must be a whole number of minutes (candles are 1-minute)")
         return format_duration(delta)
@@ -224,7 +246,7 @@ class SystemConfig(_Strict):
                 raise ValueError(f"{name} ({getattr(self, name)}) is not aligned to the {self.bar} bar")
         missing = [a for a in self.universe if a not in self.portfolio.instruments and a not in DEFAULT_INSTRUMENTS]
         if missing:
-            raise ValueError(f"no lot size known for {missing}: add them under portfolio.instruments")
+            raise ValueError(f"no lot size known for universe assets {missing}: add them under portfolio.instruments")
         return self
 
     @property
@@ -261,9 +283,9 @@ def model_folder(model: str) -> str:
     return model.replace(":", ".").replace("/", "_")
 
 
-def _format_error(error: ValidationError) -> str:
+def _format_error(errors: list) -> str:
     lines = []
-    for item in error.errors():
+    for item in errors:
         field = ".".join(str(part) for part in item["loc"]) or "(config)"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
@@ -275,31 +297,67 @@ def _format_error(error: ValidationError) -> str:
 def _deep_merge(base: dict, overrides: dict) -> dict:
     merged = dict(base)
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+        if isinstance(value, dict):
+            if merged.get(key) is None:
+                merged[key] = _deep_merge({}, value)
+            elif isinstance(merged[key], dict):
+                merged[key] = _deep_merge(merged[key], value)
+            # else: a section that is not a mapping stays, so that its error names it
         elif value is not None:
             merged[key] = value
     return merged
 
 
+def _replaced(data: dict, overrides: dict, prefix: tuple = ()) -> list[tuple]:
+    """Where ``overrides`` replace a value of ``data``."""
+    paths = []
+    for key, value in overrides.items():
+        if value is None or key not in data:
+            continue
+        if not isinstance(value, dict):
+            paths.append((*prefix, key))
+        elif isinstance(data[key], dict):
+            paths += _replaced(data[key], value, (*prefix, key))
+    return paths
+
+
+def _replaced_errors(data: dict, overrides: dict) -> list:
+    """The errors of the values of ``data`` that ``overrides`` replace: a bad value in a config file is
+    reported, not silently dropped, when an option replaces it."""
+    paths = _replaced(data, overrides)
+    if paths:
+        try:
+            SystemConfig.model_validate(data)
+        except ValidationError as error:
+            return [item for item in error.errors() if any(tuple(item["loc"][: len(p)]) == p for p in paths)]
+    return []
+
+
 def build_config(data: dict | None = None, **overrides: Any) -> SystemConfig:
     """Validate a config dict (from YAML), with CLI overrides on top (None means 'not given')."""
+    errors = _replaced_errors(data or {}, overrides)
+    if errors:
+        raise ConfigError(_format_error(errors))
     merged = _deep_merge(data or {}, overrides)
     try:
         return SystemConfig.model_validate(merged)
     except ValidationError as error:
-        raise ConfigError(_format_error(error)) from None
+        raise ConfigError(_format_error(error.errors())) from None
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> SystemConfig:
     data: dict = {}
     if path is not None:
         try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
+            data = yaml.safe_load(Path(path).read_text())
         except FileNotFoundError:
             raise ConfigError(f"config file {path} not found") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not a text file (UTF-8 YAML)") from None
         except yaml.YAMLError as error:
             raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        if data is None:
+            raise ConfigError(f"config file {path} is empty: it must hold a mapping of fields")
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must hold a mapping of fields, got {type(data).__name__}")
     return build_config(data, **overrides)
