@@ -110,3 +110,10 @@ def test_real_clock_waits_until_a_time():
     clock.wait_until(target)
     assert clock.now() >= target and time.perf_counter() - began >= 0.14
     clock.wait_until(target - pd.Timedelta(seconds=5))  # a time already passed returns at once
+
+
+def test_reading_a_missing_sqlite_database_creates_nothing(tmp_path):
+    missing = tmp_path / "market.db"
+    with pytest.raises(MarketDataError, match="does not exist"):
+        load_source(f"sqlite:///{missing}", ["BTC"], pd.Timedelta(seconds=10))
+    assert not missing.exists()

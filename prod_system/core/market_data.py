@@ -204,6 +204,10 @@ def load_source(
     if is_database(source):
         from prod_system.core.market_db import MarketDatabase  # it builds on this module
 
+        if source.startswith("sqlite:"):  # reading never creates a database (a live session does)
+            file = source.split(":///", 1)[-1]
+            if file and file != ":memory:" and not Path(file).exists():
+                raise MarketDataError(f"market database {file} does not exist")
         database = MarketDatabase(source)
         try:
             start, end = window or (pd.Timestamp("1970-01-01", tz="UTC"), pd.Timestamp("2262-01-01", tz="UTC"))
