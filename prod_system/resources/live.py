@@ -8,7 +8,7 @@ import pandas as pd
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from prod_system.core.config import SystemConfig, build_config
+from prod_system.core.config import SystemConfig
 from prod_system.core.timeutil import parse_duration
 from prod_system.resources.system import SystemResource, default_root
 
@@ -47,21 +47,15 @@ class LiveResource(ConfigurableResource):
                 "api_key_env": self.api_key_env,
                 "api_secret_env": self.api_secret_env,
             }
-        return build_config(
-            {
-                "model": model,
-                "model_params": system.model_params.get(model, {}),
-                "universe": system.universe,
-                "bar": self.bar,
-                "run_mode": run_mode,
-                "trigger": "scheduled",
-                "start": day,
-                "end": day + pd.Timedelta(days=1),
-                "market_data": {"source": self.database},
-                "portfolio": system.portfolio,
-                "broker": broker,
-                "log_root": root,
-                "profile_memory": system.profile_memory,
-                "live": {"data_timeout_seconds": self.data_timeout_seconds},
-            }
+        return system.build(
+            model,
+            run_mode,
+            "scheduled",
+            day,
+            day + pd.Timedelta(days=1),
+            market_data={"source": self.database},
+            broker=broker,
+            log_root=root,
+            bar=self.bar,
+            live={"data_timeout_seconds": self.data_timeout_seconds},
         )

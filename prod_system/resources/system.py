@@ -52,20 +52,48 @@ class SystemResource(ConfigurableResource):
         broker: BrokerResource,
         log_dir: LogDirResource,
     ) -> SystemConfig:
+        return self.build(
+            model,
+            run_mode,
+            trigger,
+            start,
+            end,
+            market_data={"source": market_data.source, "knowledge_delay": market_data.knowledge_delay},
+            broker={"kind": broker.kind},
+            log_root=log_dir.root,
+        )
+
+    def build(
+        self,
+        model: str,
+        run_mode: str,
+        trigger: str,
+        start: pd.Timestamp,
+        end: pd.Timestamp,
+        *,
+        market_data: dict,
+        broker: dict,
+        log_root: str,
+        bar: str | None = None,
+        **sections: dict,
+    ) -> SystemConfig:
+        """A run's system config: the parameters this resource shares (universe, model parameters,
+        sizing, profiling) and the run's own (window, sources, broker, log root, other sections)."""
         return build_config(
             {
                 "model": model,
                 "model_params": self.model_params.get(model, {}),
                 "universe": self.universe,
-                "bar": self.bar,
+                "bar": bar or self.bar,
                 "run_mode": run_mode,
                 "trigger": trigger,
                 "start": start,
                 "end": end,
-                "market_data": {"source": market_data.source, "knowledge_delay": market_data.knowledge_delay},
+                "market_data": market_data,
                 "portfolio": self.portfolio,
-                "broker": {"kind": broker.kind},
-                "log_root": log_dir.root,
+                "broker": broker,
+                "log_root": log_root,
                 "profile_memory": self.profile_memory,
+                **sections,
             }
         )
