@@ -47,11 +47,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="live_latency_"))
     candles = load_source(f"csv:{BUNDLED}", UNIVERSE, pd.Timedelta(seconds=10))
     with LocalExchange(candles[candles["bar_start"] >= T], clock="shifted") as exchange:
-        shift = pd.Timedelta(milliseconds=exchange.engine.market.shift_ms)
         database = f"sqlite:///{work / 'market.db'}"
         db = MarketDatabase(database)
-        history = candles[(candles["bar_start"] >= T - pd.Timedelta(hours=2)) & (candles["bar_start"] < T)]
-        db.upsert(history.assign(bar_start=history["bar_start"] + shift), T + shift)
+        exchange.seed_history(db, candles)
         clock = RealClock()
         ingestor = Ingestor(db, UNIVERSE, clock, exchange.url)
         stop = threading.Event()

@@ -62,11 +62,9 @@ def main() -> None:
     candles = pd.concat(copies, ignore_index=True)
     latency = [{"endpoint": "*", "kind": "latency", "delay_ms": options.latency_ms}]
     with LocalExchange(candles[candles["bar_start"] >= T], clock="shifted", faults=latency) as exchange:
-        shift = pd.Timedelta(milliseconds=exchange.engine.market.shift_ms)
         database = f"sqlite:///{work / 'market.db'}"
         db = MarketDatabase(database)
-        history = candles[candles["bar_start"] < T]
-        db.upsert(history.assign(bar_start=history["bar_start"] + shift), T + shift)
+        exchange.seed_history(db, candles)  # the two hours before T
         clock = RealClock()
         ingestor = Ingestor(db, list(names), clock, exchange.url)
         passes: list[float] = []

@@ -31,11 +31,8 @@ def test_sensors_drive_paper_and_prod_bar_by_bar(candles, postgres_url, tmp_path
     with LocalExchange(candles[candles["bar_start"] >= T], clock="shifted") as exchange:
         monkeypatch.setenv("BINANCE_API_KEY", exchange.api_key)
         monkeypatch.setenv("BINANCE_API_SECRET", exchange.api_secret)
-        shift = pd.Timedelta(milliseconds=exchange.engine.market.shift_ms)
         db = MarketDatabase(postgres_url)
-        history = candles[(candles["bar_start"] >= T - pd.Timedelta(hours=2)) & (candles["bar_start"] < T)]
-        history = history.assign(bar_start=history["bar_start"] + shift)
-        db.upsert(history[["asset", "bar_start", "open", "high", "low", "close", "volume"]], T + shift)
+        exchange.seed_history(db, candles)
         resources = {
             "live": LiveResource(database=postgres_url, exchange_url=exchange.url, bar="1m", data_timeout_seconds=50),
             "system": SystemResource(profile_memory=False),

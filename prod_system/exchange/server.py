@@ -624,6 +624,18 @@ class LocalExchange:
         """Move the manual clock to ``ts`` (ms since the epoch, ISO string or timestamp); never backwards."""
         self.engine.set_time(to_ms(ts))
 
+    def seed_history(self, database, candles: pd.DataFrame, hours: float = 2.0):
+        """Write the ``hours`` of ``candles`` before the replay's first candle into a market database
+        (a ``MarketDatabase``), moved in time as the replay moves them and known when the replay opens:
+        what ingestion would have recorded before, a live session's warm-up."""
+        market = self.engine.market
+        shift = pd.Timedelta(milliseconds=market.shift_ms)
+        opens = pd.Timestamp(market.first_open_ms, unit="ms", tz="UTC")
+        start = opens - shift
+        history = candles[(candles["bar_start"] >= start - pd.Timedelta(hours=hours)) & (candles["bar_start"] < start)]
+        history = history.assign(bar_start=history["bar_start"] + shift)
+        return database.upsert(history[["asset", "bar_start", "open", "high", "low", "close", "volume"]], opens)
+
     def set_faults(self, rules: list[dict]) -> None:
         """Replace the fault rules (see ``prod_system.exchange.faults``)."""
         self._faults.replace(parse_rules(rules))
