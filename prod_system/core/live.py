@@ -312,8 +312,7 @@ class LiveSession:
         window = self.guard.window
         try:
             candles = self.reader.read(self.dag.lookback, since=bar_end - self.dag.lookback, until=bar_end, asof=asof)
-            recent = self.reader.read(window, since=bar_end - window, until=bar_end, asof=asof)
-            bar_candles = self.reader.read(self.bar, since=bar_end - self.bar, until=bar_end, asof=asof)
+            recent = self.reader.read(window, since=bar_end - window, until=bar_end, asof=asof)  # ends at bar_end
         except DatabaseUnavailable as error:
             return self._skip(bar_end, str(error)), early_fills
         outputs, profile = self.dag.evaluate(candles, self.config.profile_memory)
@@ -324,7 +323,7 @@ class LiveSession:
         predictions.loc[predictions["asset"].isin(quality["asset"]), "prediction"] = np.nan
         log_data_quality(logger, quality)
         fills = early_fills + broker.collect_fills(bar_end)
-        prices = last_close(bar_candles.field("close"))
+        prices = last_close(recent.field("close")[-(self.bar // CANDLE) :])  # the bar's 1-minute candles
         stats = portfolio.update(bar_end, fills, prices)
         targets = run_sizing(self.config, predictions, pd.DatetimeIndex([bar_end]))
         target_shares = targets.set_index("asset")["target_shares"].reindex(self.assets).to_numpy(dtype="float64")
