@@ -25,6 +25,11 @@ BUNDLED = Path(__file__).resolve().parents[1] / "prod_system" / "data" / "binanc
 UNIVERSE = ["BTC", "ETH", "SOL", "BNB", "XRP", "DOGE", "DOT", "MATIC"]
 
 
+def placed_ids(exchange) -> list[str]:
+    """The client order ids of every order the local exchange accepted (a duplicate would appear twice)."""
+    return [o.client_order_id for o in next(iter(exchange.engine._accounts.values())).orders.values()]
+
+
 @pytest.fixture(scope="session")
 def bundled_dir() -> Path:
     return BUNDLED

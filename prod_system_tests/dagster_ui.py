@@ -16,7 +16,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,7 +64,6 @@ class DagsterDev:
     home: Path
     log: Path
     ready_seconds: float
-    process: subprocess.Popen = field(repr=False)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -106,7 +105,7 @@ def dagster_dev(home: Path, env: dict[str, str] | None = None, timeout: float = 
                 if process.poll() is not None or time.monotonic() - started > timeout:
                     raise RuntimeError(f"dagster dev did not answer on {url}:\n{log.read_text()[-3000:]}") from None
                 time.sleep(0.2)
-        yield DagsterDev(url, home, log, time.monotonic() - started, process)
+        yield DagsterDev(url, home, log, time.monotonic() - started)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGINT)

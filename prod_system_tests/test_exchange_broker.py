@@ -18,7 +18,7 @@ from prod_system.core.log_dir import LogDir
 from prod_system.core.portfolio import PortfolioState
 from prod_system.core.simulation import simulate
 from prod_system.exchange import LocalExchange
-from prod_system_tests.conftest import UNIVERSE
+from prod_system_tests.conftest import UNIVERSE, placed_ids
 
 KEY_ENV, SECRET_ENV = "TEST_EXCHANGE_API_KEY", "TEST_EXCHANGE_API_SECRET"
 START = pd.Timestamp("2023-07-21T00:00:00Z")
@@ -95,11 +95,6 @@ def exchange_positions(exchange: LocalExchange) -> pd.Series:
     for position in client.fetch_positions([symbol_of(a) for a in UNIVERSE]):
         held[position["symbol"].split("/")[0]] = float(position["info"]["positionAmt"])
     return held
-
-
-def placed_ids(exchange: LocalExchange) -> list[str]:
-    """The client order ids of every order the exchange accepted (a duplicate would appear twice)."""
-    return [o.client_order_id for o in next(iter(exchange.engine._accounts.values())).orders.values()]
 
 
 def account(exchange: LocalExchange) -> dict:

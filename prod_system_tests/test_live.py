@@ -25,7 +25,7 @@ from prod_system.core.live import LiveSession
 from prod_system.core.log_dir import LogDir
 from prod_system.core.market_db import MarketDatabase
 from prod_system.exchange import LocalExchange
-from prod_system_tests.conftest import UNIVERSE
+from prod_system_tests.conftest import UNIVERSE, placed_ids
 
 SPEED = 60.0  # one market minute per real second
 T = pd.Timestamp("2023-07-21T06:00:00Z")  # the exchange opens here; the database holds what came before
@@ -42,8 +42,7 @@ class Market:
         self.clock = ScaledClock(pd.Timestamp(client.fetch_time(), unit="ms", tz="UTC"), speed)
         self.database_url = database_url
         db = MarketDatabase(database_url)
-        history = candles[(candles["bar_start"] >= T - pd.Timedelta(hours=2)) & (candles["bar_start"] < T)]
-        db.upsert(history[["asset", "bar_start", "open", "high", "low", "close", "volume"]], T)
+        self.exchange.seed_history(db, candles)
         self.ingestor = Ingestor(db, UNIVERSE, self.clock, self.exchange.url)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.ingestor.run, args=(self.stop, pd.Timedelta(seconds=1)), daemon=True)
@@ -153,6 +152,23 @@ def test_late_data_skips_the_bar_and_the_next_goes_on(market, tmp_path, reliabil
     )
 
 
+def assert_exchange_holds_the_session(exchange: LocalExchange, log_dir: Path) -> tuple[list[str], set[str]]:
+    """Every order on the exchange was decided and recorded by the session, and placed once; no fill
+    lost: the portfolio (plus the fills counted but not yet applied) is what the exchange holds.
+    Returns the orders on the exchange and the orders recorded."""
+    on_exchange = placed_ids(exchange)
+    recorded = set(LogDir(log_dir).read_table("orders")["client_order_id"])
+    assert len(on_exchange) == len(set(on_exchange)) and set(on_exchange) <= recorded
+    state = json.loads((log_dir / "state.json").read_text())
+    held = pd.Series(state["shares"]).reindex(UNIVERSE, fill_value=0.0)
+    for fill in state["unapplied_fills"]:
+        held[fill["asset"]] += fill["shares"]
+    account = next(iter(exchange.engine._accounts.values()))
+    positions = {symbol.removesuffix("USDT"): float(p.amount) for symbol, p in account.positions.items()}
+    assert held.round(9).to_dict() == pd.Series(positions).reindex(UNIVERSE, fill_value=0.0).round(9).to_dict()
+    return on_exchange, recorded
+
+
 def test_kill_and_restart_sends_no_order_twice_and_loses_no_fill(candles, tmp_path, reliability):
     """`prod-system run` in prod against the local exchange, killed with SIGKILL at random points of
     its bars (at least 20 times) and started again with the same command: one session, resumed each
@@ -190,18 +206,7 @@ def test_kill_and_restart_sends_no_order_twice_and_loses_no_fill(candles, tmp_pa
     accounted = set(stats["bar_end"]) | set(skipped.get("bar_end", []))
     assert len(accounted) >= 48, f"{len(accounted)} of 50 bars traded or recorded as skipped"
     assert stats["bar_end"].max() == pd.Timestamp(json.loads((session / "state.json").read_text())["bar_end"])
-    # every order on the exchange was decided and recorded by the system, and placed once
-    account = next(iter(market.exchange.engine._accounts.values()))
-    on_exchange = [order.client_order_id for order in account.orders.values()]
-    recorded = set(logs.read_table("orders")["client_order_id"])
-    assert len(on_exchange) == len(set(on_exchange)) and set(on_exchange) <= recorded
-    # no fill lost: the portfolio (and the fills counted but not yet applied) is what the exchange holds
-    state = json.loads((session / "state.json").read_text())
-    held = pd.Series(state["shares"]).reindex(UNIVERSE, fill_value=0.0)
-    for fill in state["unapplied_fills"]:
-        held[fill["asset"]] += fill["shares"]
-    positions = {symbol.removesuffix("USDT"): float(p.amount) for symbol, p in account.positions.items()}
-    assert held.round(9).to_dict() == pd.Series(positions).reindex(UNIVERSE, fill_value=0.0).round(9).to_dict()
+    on_exchange, recorded = assert_exchange_holds_the_session(market.exchange, session)
     reliability(
         "process",
         "kill -9 at random points of bars, restart",
@@ -236,7 +241,7 @@ def test_exchange_down_records_the_bar_and_the_session_goes_on(market, tmp_path,
     assert outcomes[-1].status == "traded" and outcomes[-1].reason == ""
     skipped = LogDir(session.log_dir.path).read_table("skipped_bars")
     assert list(skipped["bar_end"]) == [second_bar] and "gave up after" in skipped["reason"].iloc[0]
-    placed = [o.client_order_id for o in next(iter(market.exchange.engine._accounts.values())).orders.values()]
+    placed = placed_ids(market.exchange)
     reliability(
         "exchange",
         "exchange down for a bar (every order 503)",
@@ -316,18 +321,7 @@ def test_database_lost_and_restored(candles, postgres_url, tmp_path, monkeypatch
     assert by_bar[config.start + pd.Timedelta(minutes=2)].status == "traded"  # and before it
     log = (session.log_dir.path / "log.txt").read_text()
     assert "unreachable" in log and "answers again" in log and "Traceback" not in log
-    # no order twice, no fill lost
-    logs = LogDir(session.log_dir.path)
-    account = next(iter(market.exchange.engine._accounts.values()))
-    on_exchange = [order.client_order_id for order in account.orders.values()]
-    recorded = set(logs.read_table("orders")["client_order_id"])
-    assert len(on_exchange) == len(set(on_exchange)) and set(on_exchange) <= recorded
-    state = json.loads((session.log_dir.path / "state.json").read_text())
-    held = pd.Series(state["shares"]).reindex(UNIVERSE, fill_value=0.0)
-    for fill in state["unapplied_fills"]:
-        held[fill["asset"]] += fill["shares"]
-    positions = {symbol.removesuffix("USDT"): float(p.amount) for symbol, p in account.positions.items()}
-    assert held.round(9).to_dict() == pd.Series(positions).reindex(UNIVERSE, fill_value=0.0).round(9).to_dict()
+    on_exchange, recorded = assert_exchange_holds_the_session(market.exchange, session.log_dir.path)
     reliability(
         "process",
         "market database (PostgreSQL) connection lost for 3 minutes, restored",
