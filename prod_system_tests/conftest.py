@@ -1,4 +1,5 @@
-"""Shared fixtures: the bundled real candles, a snapshot of them, one simulated day, a local S3 server."""
+"""Shared fixtures: the bundled real candles, a snapshot of them, one simulated day, a local S3 server,
+PostgreSQL; and the tripwire that fails any test reaching a real host (``offline.py``)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,42 @@ from sqlalchemy.engine import make_url
 from prod_system.core.config import SystemConfig, build_config
 from prod_system.core.market_data import load_source, select_window, write_snapshot
 from prod_system.core.simulation import simulate
+from prod_system_tests.offline import Tripwire
 
 BUNDLED = Path(__file__).resolve().parents[1] / "prod_system" / "data" / "binance_futures_1m"
 UNIVERSE = ["BTC", "ETH", "SOL", "BNB", "XRP", "DOGE", "DOT", "MATIC"]
+
+
+def _allowed_hosts() -> set[str]:
+    """Loopback, and the PostgreSQL server a developer pointed the tests at (PROD_SYSTEM_TEST_POSTGRES)."""
+    configured = os.environ.get("PROD_SYSTEM_TEST_POSTGRES")
+    return {make_url(configured).host} if configured and make_url(configured).host else set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tripwire() -> Iterator[Tripwire]:
+    """Every connection of the test session stays on this machine (no exchange, no S3, no DNS)."""
+    wire = Tripwire(_allowed_hosts())
+    proxy = wire.start_proxy()
+    no_proxy = ",".join(["localhost", "127.0.0.1", "::1", *sorted(wire.allowed)])
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+            patch.setenv(name, proxy)
+        patch.setenv("NO_PROXY", no_proxy)
+        patch.setenv("no_proxy", no_proxy)
+        wire.arm()
+        yield wire
+        wire.stop()
+
+
+@pytest.fixture(autouse=True)
+def stays_on_this_machine(tripwire: Tripwire) -> Iterator[None]:
+    """Fail the test that tried to reach a real host, even if the code under test swallowed the error."""
+    tripwire.take()
+    yield
+    caught = tripwire.take()
+    if caught:
+        pytest.fail("the test tried to reach real hosts: " + "; ".join(caught[:5]), pytrace=False)
 
 
 def placed_ids(exchange) -> list[str]:
