@@ -21,7 +21,7 @@ from prod_system.core.clock import ScaledClock
 from prod_system.core.config import build_config
 from prod_system.core.exchange_client import binanceusdm_client
 from prod_system.core.ingestion import Ingestor
-from prod_system.core.live import LiveSession
+from prod_system.core.live import LiveSession, due_bar
 from prod_system.core.log_dir import LogDir
 from prod_system.core.market_db import MarketDatabase
 from prod_system.exchange import LocalExchange
@@ -332,3 +332,51 @@ def test_database_lost_and_restored(candles, postgres_url, tmp_path, monkeypatch
         matches_exchange=True,
         outcome=f"{len(down)} bar(s) skipped 'unreachable'; trading again after",
     )
+
+
+CLOSE = pd.Timestamp("2026-01-05T10:10:00Z")  # a bar's close; 1-minute bars below
+
+
+def _at(seconds: float) -> pd.Timestamp:
+    return CLOSE + pd.Timedelta(seconds=seconds)
+
+
+def test_the_bar_sensor_requests_a_closed_bar_once_its_candles_are_in():
+    """Without a pre-launch (prelaunch_seconds 0): after the close, once every candle is recorded or
+    the data timeout has passed; each bar once."""
+    minute = pd.Timedelta(minutes=1)
+    complete, waiting = (lambda bar: []), (lambda bar: ["ETH"])
+    assert due_bar(_at(2), minute, CLOSE - minute, complete, 30) == (CLOSE, "complete")
+    bar, why = due_bar(_at(2), minute, CLOSE - minute, waiting, 30)
+    assert bar is None and "ETH" in why
+    assert due_bar(_at(31), minute, CLOSE - minute, waiting, 30) == (CLOSE, "timeout: ETH missing")
+    assert due_bar(_at(2), minute, CLOSE, complete, 30)[0] is None
+    assert due_bar(_at(2), minute, None, complete, 30)[0] == CLOSE
+
+
+def test_the_bar_sensor_prelaunches_each_bar_once_in_order():
+    """With a pre-launch: the bar in progress, ``lead`` seconds before its close, without reading the
+    database (the run waits for the candles); a closed bar still in its timeout and never requested
+    comes first; one past its timeout is left to the next run, which records it skipped."""
+    minute = pd.Timedelta(minutes=1)
+
+    def never(bar):
+        raise AssertionError("a pre-launching sensor does not read the database")
+
+    assert due_bar(_at(20), minute, CLOSE, never, 30, 30)[0] is None  # 40 s before the next close
+    assert due_bar(_at(30), minute, CLOSE, never, 30, 30)[0] == CLOSE + minute
+    assert due_bar(_at(45), minute, CLOSE + minute, never, 30, 30)[0] is None  # once
+    assert due_bar(_at(5), minute, CLOSE - minute, never, 30, 30)[0] == CLOSE  # catching up, in order
+    assert due_bar(_at(5), minute, None, never, 30, 30)[0] == CLOSE
+    assert due_bar(_at(35), minute, CLOSE - minute, never, 30, 30)[0] == CLOSE + minute
+
+
+def test_the_prelaunch_must_be_under_a_bar(monkeypatch):
+    from prod_system.resources.live import LiveResource
+
+    assert LiveResource(bar="1m").prelaunch == 30
+    with pytest.raises(ValueError, match=r"live.prelaunch_seconds: 60 s must be under the bar \(1m\)"):
+        _ = LiveResource(bar="1m", prelaunch_seconds=60).prelaunch
+    monkeypatch.setenv("PROD_SYSTEM_PRELAUNCH_SECONDS", "soon")
+    with pytest.raises(ValueError, match="PROD_SYSTEM_PRELAUNCH_SECONDS='soon': expected a number of seconds"):
+        LiveResource()

@@ -3,7 +3,7 @@
 - ``market_data/candles_1m``: each run ingests the universe's latest closed candles into the
   real-time market database (a schedule runs it every minute); four asset checks guard it.
 - ``[model, paper_trading|prod, bar]``: one partition per bar (dynamic: the sensor adds each bar
-  as it closes); a run trades exactly that bar in the day's scheduled session, whose log dir is
+  when it requests its run); a run trades exactly that bar in the day's scheduled session, whose log dir is
   ``{root}/{model}/{mode}/scheduled/{day}.{day+1}/system_log_dir``.
 - ``{model}_{mode}_session_job``: the whole day's session in one run (the daily schedule).
 """
@@ -117,8 +117,8 @@ def build_live_assets(model: str, mode: str):
         deps=[CANDLES_KEY],
         description=f"One bar of {model} {mode}: the bar's candles from the database, the model's predictions, "
         "target positions, orders sent (mocked fills in paper trading, the exchange through ccxt in prod), "
-        "fills and portfolio, written to the day's scheduled session log dir. Requested by the bar sensor once "
-        "the bar's candles are in the database.",
+        "fills and portfolio, written to the day's scheduled session log dir. Requested by the bar sensor, by "
+        "default shortly before the bar's close: the run waits for the close and the bar's candles.",
         kinds={"pandas", "parquet"},
         owners=["team:trading"],
         tags={"stage": "live"},

@@ -103,16 +103,35 @@ def due_bar(
     last_requested: pd.Timestamp | None,
     missing: Callable[[pd.Timestamp], list[str]],
     timeout_seconds: float,
+    lead_seconds: float = 0.0,
 ) -> tuple[pd.Timestamp | None, str]:
-    """The bar to run now, if any: the latest closed bar, not requested yet, whose candles are all
-    recorded (or whose data timeout has passed: the run then trades what it has, or skips)."""
-    bar_end = now.floor(bar)
-    if last_requested is not None and bar_end <= last_requested:
-        return None, f"bar {bar_end} already requested; next at {bar_end + bar}"
-    absent = missing(bar_end)
-    if absent and now < bar_end + pd.Timedelta(seconds=timeout_seconds):
-        return None, f"bar {bar_end}: waiting for the candles of {', '.join(absent)}"
-    return bar_end, "complete" if not absent else f"timeout: {', '.join(absent)} missing"
+    """The bar whose run to request now, if any; one at a time, in order, never one requested before.
+
+    Without a lead: the latest closed bar, once all its candles are recorded (or its data timeout has
+    passed: the run then trades what it has, or records the bar skipped). With a lead: the bar in
+    progress, ``lead_seconds`` before its close, so that the run's start (a process, Python, Dagster,
+    the code location: seconds) is paid before the close; the run itself waits for the close and the
+    candles, with the same timeout (``LiveSession``), so it still decides only on complete data. A
+    closed bar not requested yet and still within its timeout comes first."""
+    closed = now.floor(bar)
+    timeout = pd.Timedelta(seconds=timeout_seconds)
+    pending = last_requested is None or last_requested < closed
+    if lead_seconds > 0:
+        upcoming = closed + bar
+        if pending and now < closed + timeout:
+            return closed, f"bar {closed} closed; its run waits for its candles"
+        lead = pd.Timedelta(seconds=lead_seconds)
+        if now < upcoming - lead:
+            return None, f"next run {lead_seconds:g} s before {upcoming}"
+        if last_requested is not None and upcoming <= last_requested:
+            return None, f"bar {upcoming} already requested; next at {upcoming + bar - lead}"
+        return upcoming, f"bar {upcoming} closes in {(upcoming - now).total_seconds():.0f} s; its run waits for it"
+    if not pending:
+        return None, f"bar {closed} already requested; next at {closed + bar}"
+    absent = missing(closed)
+    if absent and now < closed + timeout:
+        return None, f"bar {closed}: waiting for the candles of {', '.join(absent)}"
+    return closed, "complete" if not absent else f"timeout: {', '.join(absent)} missing"
 
 
 def session_window(now: pd.Timestamp, bar: pd.Timedelta, duration: pd.Timedelta) -> tuple[pd.Timestamp, pd.Timestamp]:

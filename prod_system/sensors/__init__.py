@@ -22,8 +22,10 @@ SESSION_TAG = "prod_system/session"
 
 
 def build_bar_sensor(model: str, mode: str):
-    """When a bar has closed and every asset's candle is in the database (or the data timeout has
-    passed), request a run of exactly that bar's partition; the cursor makes it once and in order.
+    """Request a run of exactly one bar's partition, once and in order (the cursor): by default
+    ``prelaunch_seconds`` before the bar's close, the run then waiting for the close and for every
+    asset's candle (or the data timeout); with ``prelaunch_seconds: 0``, once the bar has closed and
+    its candles are in the database. ``core.live.due_bar`` decides.
 
     Created stopped: it trades. Each run carries the session tag, so the run queue can hold a
     model's bars to one at a time (``tag_concurrency_limits`` in dagster.yaml); the session's lock
@@ -40,17 +42,20 @@ def build_bar_sensor(model: str, mode: str):
     )
     def bar_sensor(context: SensorEvaluationContext, live: LiveResource, system: SystemResource):
         last = parse_bar_key(context.cursor) if context.cursor else None
-        database = MarketDatabase(live.database)
+        database: MarketDatabase | None = None
+
+        def missing(bar_end):  # only without a pre-launch: the run itself waits for the candles otherwise
+            nonlocal database
+            database = database or MarketDatabase(live.database)
+            return database.missing(system.universe, bar_end)
+
         try:
             bar_end, why = due_bar(
-                RealClock().now(),
-                live.bar_delta,
-                last,
-                lambda bar: database.missing(system.universe, bar),
-                live.data_timeout_seconds,
+                RealClock().now(), live.bar_delta, last, missing, live.data_timeout_seconds, live.prelaunch
             )
         finally:
-            database.close()
+            if database is not None:
+                database.close()
         if bar_end is None:
             return SkipReason(why)
         key = bar_key(bar_end)
