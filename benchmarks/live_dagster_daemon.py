@@ -4,7 +4,7 @@ shifted to now, on 1-minute bars. Reports per bar: bar close -> candles complete
 run started (Dagster's share) -> orders submitted. With the sensor's pre-launch (default 30 s) the
 run starts before the close and waits; ``--prelaunch 0`` requests it once the candles are in.
 
-    python benchmarks/live_dagster_daemon.py [--minutes 5] [--prelaunch SECONDS]
+    python benchmarks/live_dagster_daemon.py [--minutes 5] [--prelaunch SECONDS ...]   # e.g. --prelaunch 30 0
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -45,8 +46,16 @@ INSTANCE = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=int, default=5)
-    parser.add_argument("--prelaunch", type=float, default=30.0, help="the bar sensor's prelaunch_seconds")
+    parser.add_argument(
+        "--prelaunch", type=float, nargs="+", default=[30.0], help="prelaunch_seconds; several: in turn"
+    )
     options = parser.parse_args()
+    for prelaunch in options.prelaunch:
+        measure(options.minutes, prelaunch)
+
+
+def measure(minutes: int, prelaunch: float) -> None:
+    """One daemon, one fresh instance and market, ``minutes`` of 1-minute bars; prints the latencies."""
     work = Path(tempfile.mkdtemp(prefix="live_daemon_"))
     home = work / "dagster_home"
     home.mkdir()
@@ -64,7 +73,7 @@ def main() -> None:
             "PROD_SYSTEM_DATABASE": database,
             "PROD_SYSTEM_EXCHANGE_URL": exchange.url,
             "PROD_SYSTEM_LIVE_BAR": "1m",
-            "PROD_SYSTEM_PRELAUNCH_SECONDS": str(options.prelaunch),
+            "PROD_SYSTEM_PRELAUNCH_SECONDS": str(prelaunch),
             "PROD_SYSTEM_ROOT": str(work / "runs"),
         }
         dagster = [sys.executable, "-m", "dagster"]
@@ -79,7 +88,7 @@ def main() -> None:
             stderr=subprocess.DEVNULL,
         )
         try:
-            time.sleep(options.minutes * 60 + 20)
+            time.sleep(minutes * 60 + 20)
         finally:
             daemon.terminate()
             daemon.wait(timeout=60)
@@ -106,12 +115,17 @@ def main() -> None:
     }
     print(
         f"C1b paper trading through the Dagster daemon, {len(latency)} bars of 1 minute (8 assets), "
-        f"pre-launch {options.prelaunch:g} s:"
+        f"pre-launch {prelaunch:g} s:"
     )
     for name, delta in parts.items():
         seconds = delta.dt.total_seconds().dropna().to_numpy()
         if len(seconds):
             print(f"  {name:52s} median {np.median(seconds):5.2f} s, p95 {np.percentile(seconds, 95):5.2f} s")
+    per_bar = pd.DataFrame({name: delta.dt.total_seconds().round(2) for name, delta in parts.items()})
+    per_bar.index = close.dt.strftime("%H:%M")
+    per_bar.columns = ["candles complete", "run started", "orders submitted", "complete -> orders"]
+    print("  per bar, seconds after the close:")
+    print(textwrap.indent(per_bar.to_string(), "    "))
     ingest_runs = [r for r in runs if r.job_name == "market_data_ingestion_job"]
     print(f"  ingestion runs: {len(ingest_runs)}; bar runs: {len(started)}")
 
