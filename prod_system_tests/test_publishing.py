@@ -159,3 +159,9 @@ def test_schedules_skip_until_a_session_exists(live_root, snapshot, s3_endpoint,
         scheduled_execution_time=when,
     ) as live:
         assert len(tick.evaluate_tick(live).run_requests) == 1
+
+
+def test_investor_amounts_put_the_sign_before_the_dollar():
+    from prod_system.core.plots import dollars
+
+    assert [dollars(v) for v in (-1000, -1234.6, 483.2, -0.2, 0)] == ["-$1,000", "-$1,235", "$483", "$0", "$0"]

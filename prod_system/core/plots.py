@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import io
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -29,11 +30,17 @@ def pyplot():
     return plt
 
 
-def _formatter(template: str):
-    """A tick formatter writing each value with ``template`` (e.g. ``"{:,.0f}"``)."""
+def _formatter(template: str | Callable[[float], str]):
+    """A tick formatter writing each value with ``template`` (e.g. ``"{:,.0f}"``, or a function)."""
     from matplotlib.ticker import FuncFormatter
 
-    return FuncFormatter(lambda value, _: template.format(value))
+    write = template if callable(template) else template.format
+    return FuncFormatter(lambda value, _: write(value))
+
+
+def dollars(value: float) -> str:
+    """Whole dollars, the sign before the symbol: ``-$1,000``, ``$483``."""
+    return f"{'-' if round(value) < 0 else ''}${abs(value):,.0f}"
 
 
 def _utc(times: pd.Series | pd.DatetimeIndex) -> pd.DatetimeIndex:
@@ -134,10 +141,10 @@ def investor_cumulative_pnl(cumulative: pd.Series, title: str, source: str) -> b
     axis.fill_between(times, cumulative.to_numpy(), 0, color="tab:blue", alpha=0.12)
     axis.axhline(0, color="grey", linewidth=0.8)
     axis.set_ylabel("cumulative PnL ($)")
-    axis.yaxis.set_major_formatter(_formatter("${:,.0f}"))
+    axis.yaxis.set_major_formatter(_formatter(dollars))
     axis.set_title(title)
     last = float(cumulative.iloc[-1]) if len(cumulative) else 0.0
-    axis.legend([f"cumulative PnL (last: ${last:,.0f})"], loc="upper left")
+    axis.legend([f"cumulative PnL (last: {dollars(last)})"], loc="upper left")
     axis.grid(alpha=0.3)
     _time_axis(axis)
     fig.text(0.99, 0.01, source, ha="right", va="bottom", fontsize="small", color="grey")
