@@ -64,6 +64,11 @@ def placed_ids(exchange) -> list[str]:
     return [o.client_order_id for o in next(iter(exchange.engine._accounts.values())).orders.values()]
 
 
+def repeats(ids: list[str]) -> int:
+    """How many of ``ids`` repeat an earlier one: the orders placed twice, for the reliability figures."""
+    return len(ids) - len(set(ids))
+
+
 @pytest.fixture(scope="session")
 def bundled_dir() -> Path:
     return BUNDLED

@@ -18,7 +18,7 @@ from prod_system.core.log_dir import LogDir
 from prod_system.core.portfolio import PortfolioState
 from prod_system.core.simulation import simulate
 from prod_system.exchange import LocalExchange
-from prod_system_tests.conftest import UNIVERSE, placed_ids
+from prod_system_tests.conftest import UNIVERSE, placed_ids, repeats
 
 KEY_ENV, SECRET_ENV = "TEST_EXCHANGE_API_KEY", "TEST_EXCHANGE_API_SECRET"
 START = pd.Timestamp("2023-07-21T00:00:00Z")
@@ -246,7 +246,7 @@ def test_transient_errors_are_retried_once_placed(exchange, fault, slept_at_leas
         "exchange",
         kind,
         injected=fault["count"],
-        duplicated=len(placed) - len(set(placed)),
+        duplicated=repeats(placed),
         lost=400 - fill["shares"],
         matches_exchange=exchange_positions(exchange)["SOL"] == 400,
         outcome=f"retried after {max(sleeps):.1f} s, placed once",
@@ -267,7 +267,7 @@ def test_a_permanent_rejection_fails_the_bar_after_placing_the_others(exchange, 
         "exchange",
         "rejection (-2019 margin)",
         injected=1,
-        duplicated=len(placed) - len(set(placed)),
+        duplicated=repeats(placed),
         lost=0,
         matches_exchange=True,
         outcome="the bar fails naming the order; the other order placed",
@@ -286,7 +286,7 @@ def test_partial_fills_are_recorded_as_executed(exchange, reliability):
         "exchange",
         "partial fill (50%)",
         injected=1,
-        duplicated=len(placed) - len(set(placed)),
+        duplicated=repeats(placed),
         lost=exchange_positions(exchange)["XRP"] - fill["shares"],
         matches_exchange=True,
         outcome="500 of 1000 recorded as executed",
@@ -344,7 +344,7 @@ def test_the_exchange_restarting_loses_no_order_and_no_fill(snapshot, tmp_path, 
             "exchange",
             "server restart mid-bar",
             injected=1,
-            duplicated=len(placed) - len(set(placed)),
+            duplicated=repeats(placed),
             lost=0,
             matches_exchange=True,
             outcome="the bar fails naming the order; sent again after the restart, once",

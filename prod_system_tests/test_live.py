@@ -25,7 +25,7 @@ from prod_system.core.live import LiveSession, due_bar
 from prod_system.core.log_dir import LogDir
 from prod_system.core.market_db import MarketDatabase
 from prod_system.exchange import LocalExchange
-from prod_system_tests.conftest import UNIVERSE, placed_ids
+from prod_system_tests.conftest import UNIVERSE, placed_ids, repeats
 
 SPEED = 60.0  # one market minute per real second
 T = pd.Timestamp("2023-07-21T06:00:00Z")  # the exchange opens here; the database holds what came before
@@ -212,7 +212,7 @@ def test_kill_and_restart_sends_no_order_twice_and_loses_no_fill(candles, tmp_pa
         "kill -9 at random points of bars, restart",
         injected=kills,
         orders=len(on_exchange),
-        duplicated=len(on_exchange) - len(set(on_exchange)),
+        duplicated=repeats(on_exchange),
         lost=len(set(on_exchange) - recorded),
         matches_exchange=True,
         outcome=f"{len(accounted)} of 50 bars traded or recorded as skipped",
@@ -246,7 +246,7 @@ def test_exchange_down_records_the_bar_and_the_session_goes_on(market, tmp_path,
         "exchange",
         "exchange down for a bar (every order 503)",
         injected=1,
-        duplicated=len(placed) - len(set(placed)),
+        duplicated=repeats(placed),
         lost=0,
         matches_exchange=None,
         outcome="the bar recorded as skipped with the reason; the next bars traded",
@@ -327,7 +327,7 @@ def test_database_lost_and_restored(candles, postgres_url, tmp_path, monkeypatch
         "market database (PostgreSQL) connection lost for 3 minutes, restored",
         injected=1,
         orders=len(on_exchange),
-        duplicated=len(on_exchange) - len(set(on_exchange)),
+        duplicated=repeats(on_exchange),
         lost=len(set(on_exchange) - recorded),
         matches_exchange=True,
         outcome=f"{len(down)} bar(s) skipped 'unreachable'; trading again after",
