@@ -30,7 +30,8 @@ UNIVERSE = ["BTC", "ETH", "SOL", "BNB", "XRP", "DOGE", "DOT", "MATIC"]
 def _allowed_hosts() -> set[str]:
     """Loopback, and the PostgreSQL server a developer pointed the tests at (PROD_SYSTEM_TEST_POSTGRES)."""
     configured = os.environ.get("PROD_SYSTEM_TEST_POSTGRES")
-    return {make_url(configured).host} if configured and make_url(configured).host else set()
+    host = make_url(configured).host if configured else None
+    return {host} if host else set()
 
 
 @pytest.fixture(scope="session", autouse=True)

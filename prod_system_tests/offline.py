@@ -44,7 +44,6 @@ class Tripwire:
     def __init__(self, allowed_hosts: set[str] | None = None) -> None:
         self.allowed = {h.lower() for h in (allowed_hosts or set())}
         self.caught: list[str] = []
-        self.armed = False
         self._lock = threading.Lock()
         self._proxy: socketserver.ThreadingTCPServer | None = None
 
@@ -61,8 +60,6 @@ class Tripwire:
         return is_loopback(host) or str(host).lower() in self.allowed
 
     def _audit(self, event: str, args: tuple) -> None:
-        if not self.armed:
-            return
         if event == "socket.getaddrinfo":
             host = args[0]
         elif event == "socket.connect":
@@ -78,11 +75,12 @@ class Tripwire:
             raise RealHostContacted(f"tests must not reach real hosts: {what}")
 
     def arm(self) -> None:
-        """Install the audit hook (for the rest of the process: audit hooks cannot be removed)."""
-        if not getattr(sys, "_prod_system_tripwire", None):
-            sys.addaudithook(self._audit)
-            sys._prod_system_tripwire = self  # one hook per process
-        self.armed = True
+        """Make this tripwire the one the process's audit hook reports to (until ``stop``)."""
+        global _armed, _hooked
+        if not _hooked:  # audit hooks cannot be removed: one for the process
+            sys.addaudithook(_audit)
+            _hooked = True
+        _armed = self
 
     def start_proxy(self) -> str:
         """A proxy on loopback that refuses and records every request: ``http://127.0.0.1:PORT``."""
@@ -100,7 +98,18 @@ class Tripwire:
         return f"http://127.0.0.1:{self._proxy.server_address[1]}"
 
     def stop(self) -> None:
-        self.armed = False
+        global _armed
+        if _armed is self:
+            _armed = None
         if self._proxy is not None:
             self._proxy.shutdown()
             self._proxy.server_close()
+
+
+_armed: Tripwire | None = None
+_hooked = False
+
+
+def _audit(event: str, args: tuple) -> None:
+    if _armed is not None:
+        _armed._audit(event, args)

@@ -55,7 +55,9 @@ def test_sensors_drive_paper_and_prod_bar_by_bar(candles, postgres_url, tmp_path
         checks = []
         writing, stop = threading.Lock(), threading.Event()
 
-        def ingest_every_second():  # the ingestion schedule's work, while a pre-launched run waits
+        # the ingestion schedule's work while a pre-launched run waits; one writer at a time (the store reads
+        # then inserts: two writers racing on a new candle would collide on its key)
+        def ingest_every_second():
             ingestor = Ingestor(MarketDatabase(postgres_url), UNIVERSE, RealClock(), exchange.url)
             try:
                 while not stop.is_set():
