@@ -106,7 +106,9 @@ def test_paper_and_prod_sessions_trade_the_same_targets(market, tmp_path):
         assert [o.status for o in outcomes[mode]] == ["traded"] * 5, [(o.status, o.reason) for o in outcomes[mode]]
         logs = LogDir(session.log_dir.path)
         assert len(logs.read_table("portfolio/statistics")) == 5
-        assert (session.log_dir.path / "log.txt").read_text().count("bar ") >= 5
+        log = (session.log_dir.path / "log.txt").read_text()
+        assert log.count("bar ") >= 5
+        assert "warm-up" not in log  # the database holds the model's whole lookback
     paper = LogDir(sessions["paper_trading"].log_dir.path).read_table("target_positions")
     prod = LogDir(sessions["prod"].log_dir.path).read_table("target_positions")
     assert paper["target_shares"].notna().mean() > 0.9
@@ -119,6 +121,20 @@ def test_paper_and_prod_sessions_trade_the_same_targets(market, tmp_path):
     assert ((latency["orders_submitted_at"] - latency["data_complete_at"]).dt.total_seconds() < 5 * SPEED).all()
     executions = logs.read_table("broker/executions")
     assert executions["client_order_id"].is_unique and set(executions["status"]) == {"closed"}
+
+
+def test_a_database_short_of_the_lookback_is_said_in_the_log(candles, tmp_path):
+    """Ten minutes of history for a model that looks back hours: the session trades on, and log.txt
+    says once, at its first bar, that early predictions will be missing (docs/log_dir.md)."""
+    short = Market(candles[candles["bar_start"] >= T - pd.Timedelta(minutes=10)], f"sqlite:///{tmp_path / 'm.db'}")
+    try:
+        session = LiveSession(live_config(short, tmp_path, "paper_trading", bars=2), short.clock)
+        session.run()
+    finally:
+        short.close()
+    log = (session.log_dir.path / "log.txt").read_text()
+    assert log.count("early predictions will be missing") == 1, log
+    assert f"candles from {(T - pd.Timedelta(minutes=10)).isoformat()} only" in log, log
 
 
 def test_late_data_skips_the_bar_and_the_next_goes_on(market, tmp_path, reliability):

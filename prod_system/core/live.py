@@ -176,6 +176,7 @@ class LiveSession:
         self.reader = MarketDataReader(DatabaseCandles(self.database, self.assets), clock)
         self.guard = data_guard_for(config)
         self._database_down = False
+        self._warm_up_checked = False
         self.log_dir = LogDir.for_config(config)
         self.broker_factory = broker_factory or broker_factory_for(config, self.log_dir)
         self.bars = bar_ends(config.start, config.end, self.bar)
@@ -304,6 +305,26 @@ class LiveSession:
             logger.info("session done: %d bars traded, %d skipped", traded, len(outcomes) - traded)
         return outcomes
 
+    def _check_warm_up(self, bar_end: pd.Timestamp, candles: Candles) -> None:
+        """Warn once, at the session's first decided bar, when the database holds less history than the
+        model's lookback: its first predictions are missing or computed on a short window."""
+        if self._warm_up_checked:
+            return
+        self._warm_up_checked = True
+        seen = np.flatnonzero(np.isfinite(candles.field("close")).any(axis=1))
+        warm_up_from = bar_end - self.dag.lookback
+        if len(seen) and seen[0] <= 1:  # a minute's slack, as a simulation allows
+            return
+        first = "no candle" if not len(seen) else f"candles from {(candles.index[seen[0]] - CANDLE).isoformat()} only"
+        logger.warning(
+            "bar %s: the market database has %s, after the model's warm-up start %s (lookback %s): "
+            "early predictions will be missing",
+            bar_end.isoformat(),
+            first,
+            warm_up_from.isoformat(),
+            f"{self.dag.lookback // CANDLE} minutes",
+        )
+
     def _bar(
         self, bar_end: pd.Timestamp, broker: Broker, portfolio: Portfolio, early_fills: list[dict]
     ) -> tuple[BarOutcome, list[dict]]:
@@ -334,6 +355,7 @@ class LiveSession:
             recent = self.reader.read(window, since=bar_end - window, until=bar_end, asof=asof)  # ends at bar_end
         except DatabaseUnavailable as error:
             return self._skip(bar_end, str(error)), early_fills
+        self._check_warm_up(bar_end, candles)
         outputs, profile = self.dag.evaluate(candles, self.config.profile_memory)
         predictions_at = self.clock.now()
         node_rows, predictions = self._bar_outputs(bar_end, outputs, missing)
