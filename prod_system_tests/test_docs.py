@@ -43,3 +43,79 @@ def test_relative_links_in_the_docs_resolve():
             if not (page.parent / target).exists():
                 broken.append(f"{page.relative_to(REPO)} -> {target}")
     assert broken == []
+
+
+def _definition_names() -> dict[str, set[str]]:
+    """What the code location defines, by kind, as the UI shows it."""
+    import dagster
+
+    from prod_system.definitions import defs
+
+    repo = defs.get_repository_def()
+    return {
+        "definitions": {j.name for j in repo.get_all_jobs()}
+        | {s.name for s in repo.schedule_defs}
+        | {s.name for s in repo.sensor_defs},
+        "checks": {key.name for key in repo.asset_graph.asset_check_keys},
+        "assets": {"/".join(key.path) for key in repo.asset_graph.get_all_asset_keys()},
+        "dagster_api": set(dir(dagster)),
+    }
+
+
+def _expand(template: str) -> re.Pattern:
+    """`{model}_{mode}_bar_sensor` -> a pattern every concrete name of that template matches."""
+    return re.compile("^" + re.sub(r"\\\{[a-z_]+\\\}", "[^_/]+(?:_trading)?", re.escape(template)) + "$")
+
+
+def _quoted(page: Path) -> list[tuple[str, str]]:
+    """(sentence, token) for every backticked token of a page."""
+    text = page.read_text()
+    return [
+        (sentence, token)
+        for sentence in re.split(r"(?<=[.;:])\s", text)
+        for token in re.findall(r"`([^`\n]+)`", sentence)
+    ]
+
+
+def test_dagster_names_quoted_in_the_docs_exist():
+    """Jobs, schedules, sensors, asset checks and live asset keys named in the README and docs/ are the
+    Definitions' own (a renamed schedule or a new check must be renamed or added in the docs too)."""
+    names = _definition_names()
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    unknown, documented_checks = [], set()
+    for page in pages:
+        for sentence, token in _quoted(page):
+            where = f"{page.relative_to(REPO)}: `{token}`"
+            if re.fullmatch(r"[A-Za-z0-9{}_]+_(job|schedule|sensor|daily)", token):
+                if token in names["dagster_api"]:
+                    continue
+                pattern = _expand(token)
+                if not any(pattern.match(name) for name in names["definitions"]):
+                    unknown.append(where)
+            elif re.fullmatch(r"(C1b|C3a|\{model\}|market_data)/[A-Za-z0-9_{}/]+", token):
+                pattern = _expand(token)
+                if not any(pattern.match(name) for name in names["assets"]):
+                    unknown.append(where)
+            elif "check" in sentence and re.fullmatch(r"[a-z]+(_[a-z]+)+", token):
+                if token in names["checks"]:
+                    documented_checks.add(token)
+                else:
+                    unknown.append(where + " (called a check)")
+    assert unknown == [], "names in the docs that the Definitions do not have"
+    assert documented_checks == names["checks"], "asset checks the docs do not name"
+
+
+def test_the_bundled_data_range_is_stated_alike_everywhere():
+    """The README and `prod-system --help` give the bundled candles' real first and last day."""
+    import pandas as pd
+
+    from prod_system.cli import main
+
+    opens = pd.concat(
+        pd.read_csv(path, usecols=[0]).iloc[:, 0]
+        for path in sorted((REPO / "prod_system/data/binance_futures_1m").glob("*.gz"))
+    )
+    opens = pd.to_datetime(opens, utc=True)
+    stated = f"{opens.min():%Y-%m-%d} to {opens.max() + pd.Timedelta(minutes=1):%Y-%m-%d} UTC"
+    assert stated in (REPO / "README.md").read_text()
+    assert stated in main.help

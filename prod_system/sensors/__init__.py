@@ -38,7 +38,11 @@ def build_bar_sensor(model: str, mode: str):
         asset_selection=AssetSelection.assets([slug, mode, "bar"]),
         minimum_interval_seconds=5,
         default_status=DefaultSensorStatus.STOPPED,
-        description=f"Requests one run per closed bar of {model} {mode}, once its candles are in the database.",
+        description=(
+            f"Requests one run per bar of {model} {mode}, in order: prelaunch_seconds (30 s by default) before "
+            "the bar's close, the run then waiting for its candles; with prelaunch_seconds 0, once the bar has "
+            "closed and its candles are in the database."
+        ),
     )
     def bar_sensor(context: SensorEvaluationContext, live: LiveResource, system: SystemResource):
         last = parse_bar_key(context.cursor) if context.cursor else None
