@@ -207,15 +207,37 @@ def test_orders_are_found_by_id_and_client_id_and_cancelled(client, candles):
         client.fetch_order(order["id"], ETH)
 
 
-def test_a_duplicate_client_order_id_is_rejected_and_not_placed_twice(exchange, client):
-    client.create_order(BTC, "market", "buy", 0.001, None, {"clientOrderId": "once"})
+def test_a_client_order_id_is_unique_among_open_orders_only(exchange, client, candles):
+    """Binance's rule: newClientOrderId is "a unique id among open orders". The id of a resting order is
+    refused (-4116, nothing placed); once an order has filled or been cancelled, its id is accepted and
+    trades again: the exchange does not deduplicate a client's orders."""
+    below = round(last_close(candles, "BTC", NOW) * 0.9, 1)
+    resting = client.create_order(BTC, "limit", "buy", 0.01, below, {"clientOrderId": "resting"})
     with pytest.raises(ccxt.InvalidOrder, match="-4116"):
-        client.create_order(BTC, "market", "buy", 0.001, None, {"clientOrderId": "once"})
+        client.create_order(BTC, "market", "buy", 0.001, None, {"clientOrderId": "resting"})
     assert exchange.engine.counts()["orders"] == 1
-    assert len(client.fetch_my_trades(BTC)) == 1
+    client.cancel_order(resting["id"], BTC)
+    again = client.create_order(BTC, "limit", "buy", 0.01, below, {"clientOrderId": "resting"})
+    assert again["id"] != resting["id"]
+    assert client.fetch_order(None, BTC, {"origClientOrderId": "resting"})["id"] == again["id"]  # the latest
+    client.create_order(BTC, "market", "buy", 0.001, None, {"clientOrderId": "filled"})
+    client.create_order(BTC, "market", "buy", 0.001, None, {"clientOrderId": "filled"})  # filled: accepted again
+    assert len(client.fetch_my_trades(BTC)) == 2
+    assert exchange.engine.counts()["orders"] == 4
+
     for bad in ("has spaces", "x" * 37):
         with pytest.raises(ccxt.BadRequest, match="-4015"):
             client.create_order(BTC, "market", "buy", 0.001, None, {"clientOrderId": bad})
+
+
+def test_the_strict_option_refuses_a_client_order_id_forever(snapshot):
+    with LocalExchange(f"parquet:{snapshot}", config=EngineConfig(strict_client_order_ids=True)) as strict:
+        strict.set_time(NOW)
+        client = client_of(strict)
+        client.create_order(BTC, "market", "buy", 0.001, None, {"clientOrderId": "once"})
+        with pytest.raises(ccxt.InvalidOrder, match="-4116"):
+            client.create_order(BTC, "market", "buy", 0.001, None, {"clientOrderId": "once"})
+        assert strict.engine.counts()["orders"] == 1
 
 
 def test_orders_below_the_min_notional_are_invalid_unless_reduce_only(client, candles):
@@ -396,15 +418,15 @@ def test_a_restarted_server_keeps_orders_trades_positions_and_its_clock(snapshot
         first.set_time(NOW)
         client = client_of(first)
         client.create_order(BTC, "market", "buy", 0.01, None, {"clientOrderId": "before-restart"})
-        resting = client.create_order(BTC, "limit", "buy", 0.01, 20000.0)
+        resting = client.create_order(BTC, "limit", "buy", 0.01, 20000.0, {"clientOrderId": "resting"})
         before = (client.fetch_balance()["USDT"], client.fetch_positions(), client.fetch_my_trades(BTC))
     with LocalExchange(f"parquet:{snapshot}", state_path=state, config=config) as second:
         client = client_of(second)
         assert client.fetch_time() == ms(NOW)
         assert (client.fetch_balance()["USDT"], client.fetch_positions(), client.fetch_my_trades(BTC)) == before
         assert [o["id"] for o in client.fetch_open_orders(BTC)] == [resting["id"]]
-        with pytest.raises(ccxt.InvalidOrder, match="-4116"):
-            client.create_order(BTC, "market", "buy", 0.01, None, {"clientOrderId": "before-restart"})
+        with pytest.raises(ccxt.InvalidOrder, match="-4116"):  # still open after the restart
+            client.create_order(BTC, "market", "buy", 0.01, None, {"clientOrderId": "resting"})
         assert int(client.create_order(BTC, "market", "sell", 0.01)["id"]) > int(resting["id"])
 
 

@@ -36,6 +36,7 @@ import pandas as pd
 from prod_system.core.clock import Clock
 from prod_system.core.config import BrokerConfig, RiskConfig
 from prod_system.core.exchange_client import binanceusdm_client, symbol_of
+from prod_system.core.failpoints import failpoint
 from prod_system.core.portfolio import PortfolioState
 
 if TYPE_CHECKING:
@@ -423,7 +424,9 @@ class ExchangeBroker:
         for attempt in range(self.config.max_attempts):
             child.attempts = attempt + 1
             try:
-                self._acknowledge(child, self.client().create_order(symbol, "market", child.side, amount, None, params))
+                placed = self.client().create_order(symbol, "market", child.side, amount, None, params)
+                failpoint("order_sent")  # on the exchange, not yet known here: a restart must find it
+                self._acknowledge(child, placed)
                 break
             except ccxt.InvalidOrder as rejected:
                 if _duplicate(rejected) and self._lookup(child):

@@ -58,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--initial-balance", type=_decimal, default=EngineConfig.initial_balance)
     parser.add_argument("--faults", type=Path, default=None, help="JSON list of fault rules")
     parser.add_argument(
+        "--strict-client-ids",
+        action="store_true",
+        help="refuse a reused newClientOrderId forever (Binance: only among open orders)",
+    )
+    parser.add_argument(
         "--state", type=Path, default=None, help="JSON file keeping orders and positions across restarts"
     )
     return parser
@@ -82,7 +87,9 @@ def _options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Serve
             parser.error(f"cannot read the fault rules {args.faults}: {error.strerror}")
         except (ValueError, FaultRuleError) as error:
             parser.error(f"bad fault rules in {args.faults}: {error}")
-    config = EngineConfig(args.taker_fee, args.maker_fee, args.initial_balance)
+    config = EngineConfig(
+        args.taker_fee, args.maker_fee, args.initial_balance, strict_client_order_ids=args.strict_client_ids
+    )
     return ServerOptions(
         args.market_data, api_key, api_secret, args.host, args.port, args.clock, args.speed, config, faults, args.state
     )

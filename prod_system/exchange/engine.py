@@ -99,6 +99,10 @@ class EngineConfig:
     maker_fee: Decimal = Decimal("0.0002")
     initial_balance: Decimal = Decimal("1000000")
     leverage: int = 20
+    # Binance documents newClientOrderId as "a unique id among open orders": once an order is filled,
+    # cancelled or expired, its id is accepted again (and trades again). True refuses an id forever,
+    # stricter than Binance: a client must never rely on it to deduplicate its orders.
+    strict_client_order_ids: bool = False
 
 
 @dataclass(frozen=True)
@@ -500,7 +504,8 @@ class Engine:
                 client_order_id = uuid.uuid4().hex[:22]
             elif not _CLIENT_ORDER_ID.fullmatch(client_order_id):
                 raise BinanceError(-4015, "Client order id is not valid.")
-            if client_order_id in account.client_order_ids:
+            earlier = account.orders.get(account.client_order_ids.get(client_order_id, -1))
+            if earlier is not None and (earlier.is_open or self.config.strict_client_order_ids):
                 raise BinanceError(-4116, "ClientOrderId is duplicated.")
             self._check_filters(rules, side, order_type, quantity, price)
             last = self.price(symbol, now)
@@ -521,7 +526,7 @@ class Engine:
             self._check_risk(account, order, rules, order.price if order_type == "LIMIT" else last)
             self._next_order_id += 1
             account.orders[order.order_id] = order
-            account.client_order_ids[client_order_id] = order.order_id
+            account.client_order_ids[client_order_id] = order.order_id  # a reused id finds its latest order
             accepted = order.to_json()
             marketable = last is not None and (order_type == "MARKET" or (order.price - last) * order.sign >= 0)
             if marketable:
