@@ -74,3 +74,56 @@ def test_bad_yaml_file(tmp_path):
     path.write_text("- a list\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(path)
+
+
+LOCAL, REMOTE = "http://127.0.0.1:8765", "https://fapi.binance.com"
+
+
+@pytest.mark.parametrize(
+    ("mode", "broker", "outcome"),
+    [
+        ("simulation", None, "mocked"),
+        ("simulation", {"kind": "mocked"}, "mocked"),
+        ("simulation", {"kind": "ccxt", "exchange_url": LOCAL}, "ccxt"),  # the replay on the local exchange
+        ("simulation", {"kind": "ccxt", "exchange_url": "http://localhost:8765"}, "ccxt"),
+        ("simulation", {"kind": "ccxt"}, "a simulation never trades on a real exchange"),
+        ("simulation", {"kind": "ccxt", "exchange_url": REMOTE}, "a simulation never trades on a real exchange"),
+        ("simulation", {"kind": "ccxt", "exchange_url": "http://10.0.0.5:8765"}, "never trades on a real exchange"),
+        ("paper_trading", None, "mocked"),
+        ("paper_trading", {"kind": "mocked", "exchange_url": LOCAL}, "mocked"),
+        ("paper_trading", {"kind": "ccxt"}, "paper_trading never sends orders"),
+        ("paper_trading", {"kind": "ccxt", "exchange_url": LOCAL}, "paper_trading never sends orders"),
+        ("paper_trading", {"kind": "ccxt", "exchange_url": REMOTE}, "paper_trading never sends orders"),
+        ("prod", None, "ccxt"),
+        ("prod", {"exchange_url": LOCAL}, "ccxt"),
+        ("prod", {"kind": "ccxt", "exchange_url": REMOTE}, "ccxt"),
+        ("prod", {"kind": "mocked"}, "prod trades through ccxt"),
+    ],
+)
+def test_the_run_mode_decides_the_broker(mode, broker, outcome):
+    """Every combination of run mode and broker: a typo in the broker section cannot make paper trading
+    (or a simulation) send real orders, nor prod fill on the mocked broker."""
+    data = with_(run_mode=mode, broker=broker)
+    if outcome in ("mocked", "ccxt"):
+        assert build_config(data).broker.kind == outcome
+        return
+    with pytest.raises(ConfigError) as error:
+        build_config(data)
+    message = str(error.value)
+    assert outcome in message and "field 'broker'" in message and "\n" not in message
+
+
+def test_paper_trading_with_a_ccxt_broker_is_refused_by_the_cli(tmp_path):
+    """`prod-system run --mode paper_trading` with `broker.kind: ccxt` in its config: one error line, exit 2,
+    before any connection or file."""
+    from click.testing import CliRunner
+
+    from prod_system.cli import main
+
+    config = tmp_path / "paper.yaml"
+    config.write_text(yaml.safe_dump({"model": "C1b", "broker": {"kind": "ccxt", "exchange_url": REMOTE}}))
+    root = tmp_path / "runs"
+    result = CliRunner().invoke(main, ["run", "--config", str(config), "--mode", "paper_trading", "--root", str(root)])
+    assert result.exit_code == 2, result.output
+    assert "paper_trading never sends orders" in result.output
+    assert not any(root.rglob("system_config.yaml"))

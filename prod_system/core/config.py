@@ -7,12 +7,14 @@ Unknown fields and bad values fail with a ``ConfigError`` naming the field.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from prod_system.core.market_data import is_database
 from prod_system.core.timeutil import compact, format_duration, is_aligned, parse_duration, to_utc
@@ -202,7 +204,9 @@ class SystemConfig(_Strict):
     end: pd.Timestamp = Field(description="last bar ends here (UTC, aligned to the bar)")
     market_data: MarketDataConfig
     portfolio: PortfolioConfig = Field(default_factory=PortfolioConfig)
-    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    broker: BrokerConfig = Field(
+        default=None, validate_default=True, description="who executes: decided by run_mode (see _broker_of_the_mode)"
+    )
     risk: RiskConfig = Field(default_factory=RiskConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
     log_root: str = Field(default="system_runs", description="root folder of the system log dirs")
@@ -217,6 +221,39 @@ class SystemConfig(_Strict):
             return to_utc(value)
         except (TypeError, OverflowError):
             raise ValueError(f"not a timestamp: {value!r}") from None
+
+    @field_validator("broker", mode="before")
+    @classmethod
+    def _broker_default(cls, value: Any, info: ValidationInfo) -> Any:
+        """prod trades through ccxt, the other modes through the mocked broker, unless the config says."""
+        kind = "ccxt" if info.data.get("run_mode") == "prod" else "mocked"
+        if value is None:
+            return {"kind": kind}
+        if isinstance(value, dict) and value.get("kind") is None:
+            return {**value, "kind": kind}
+        return value
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_of_the_mode(cls, broker: BrokerConfig, info: ValidationInfo) -> BrokerConfig:
+        """The run mode decides who may execute, so that a typo cannot send real orders from what the
+        operator believes is paper trading: prod through ccxt only; paper_trading through the mocked
+        broker only; a simulation through the mocked broker, or through ccxt against a local exchange
+        (an exchange_url on this machine: the replay of tests and rehearsals), never a remote one."""
+        mode = info.data.get("run_mode")
+        if mode == "prod" and broker.kind != "ccxt":
+            raise ValueError("prod trades through ccxt (kind: ccxt); use run_mode paper_trading for the mocked broker")
+        if mode == "paper_trading" and broker.kind != "mocked":
+            raise ValueError(
+                "paper_trading never sends orders: its broker is the mocked one (kind: mocked); "
+                "use run_mode prod to trade through ccxt"
+            )
+        if mode == "simulation" and broker.kind == "ccxt" and not _is_loopback(broker.exchange_url):
+            raise ValueError(
+                f"a simulation never trades on a real exchange: kind ccxt needs an exchange_url on this machine "
+                f"(the local exchange, e.g. http://127.0.0.1:8765), got {broker.exchange_url or 'Binance'}"
+            )
+        return broker
 
     @field_validator("bar")
     @classmethod
@@ -275,6 +312,19 @@ class SystemConfig(_Strict):
         data["start"] = self.start.isoformat().replace("+00:00", "Z")
         data["end"] = self.end.isoformat().replace("+00:00", "Z")
         return yaml.safe_dump(data, sort_keys=False)
+
+
+def _is_loopback(url: str | None) -> bool:
+    """Whether ``url`` points at this machine (127.0.0.0/8, ::1, localhost)."""
+    host = urlsplit(url).hostname if url else None
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def model_folder(model: str) -> str:
