@@ -21,7 +21,7 @@ import click
 import pandas as pd
 
 from prod_system.core.config import DEFAULT_UNIVERSE, ConfigError, load_config
-from prod_system.core.dag import ModelError
+from prod_system.core.dag import ModelError, load_model
 from prod_system.core.log_dir import LogDirExistsError
 from prod_system.core.market_data import (
     MarketDataError,
@@ -36,6 +36,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_NOT_RECONCILED = 3
+EXIT_UNREACHABLE = 4
 EXIT_INTERRUPTED = 130
 BUNDLED_DATA = Path(__file__).parent / "data" / "binance_futures_1m"
 DEBUG_ENV = "PROD_SYSTEM_DEBUG"
@@ -124,7 +125,12 @@ def _config_hint(message: str) -> str:
     """The most useful next step for a config error, from the field it names."""
     hints = [
         ("whole session days", "give --start and --end at 00:00:00Z, or use --engine core for other windows"),
-        ("config file", "--config takes a YAML mapping of fields: see the configuration reference in the README"),
+        ("config file", "--config takes a YAML mapping of fields: see docs/configuration.md"),
+        (
+            "field 'market_data.source'",
+            "--market-data takes a .parquet snapshot or 'csv:DIR' (a folder of {ASSET}_USDT.csv.gz files; "
+            "dump-market-data turns it into a snapshot); see docs/configuration.md",
+        ),
         ("field 'start': Field required", "give --start, e.g. --start 2023-07-21T00:00:00Z (or start: in --config)"),
         ("field 'end': Field required", "give --end, e.g. --end 2023-07-22T00:00:00Z (or end: in --config)"),
         ("field 'model'", "give --model C1b, C3a or 'package.module:function' (or model: in the --config file)"),
@@ -139,7 +145,7 @@ def _config_hint(message: str) -> str:
     for needle, hint in hints:
         if needle in message:
             return hint
-    return "see the configuration reference in the README"
+    return "see the fields of the system config in docs/configuration.md"
 
 
 def _naming_source(message: str) -> str:
@@ -169,8 +175,22 @@ def _model_failure(error: ModelError) -> None:
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2: bare `prod-system`
 
 
+def _debug_flag(ctx, param, value) -> None:
+    if value:
+        _Run.debug = True
+
+
+DEBUG_HELP = f"Show the Python traceback of an unexpected failure [env: {DEBUG_ENV}=1]."
+
+
 class _Cli(click.Group):
     """The root command: usage errors and failures as one ``error:`` line plus a ``hint:`` line."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        """Every command also takes --debug, where users type it: ``prod-system reconcile ... --debug``."""
+        debug = click.Option(["--debug"], is_flag=True, expose_value=False, callback=_debug_flag, help=DEBUG_HELP)
+        cmd.params.append(debug)
+        super().add_command(cmd, name)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         """Always exits (like click's standalone mode), with the codes of the root help."""
@@ -218,7 +238,7 @@ def _unexpected(error: Exception) -> None:
     "--debug",
     is_flag=True,
     envvar=DEBUG_ENV,
-    help=f"Show the Python traceback of an unexpected failure [env: {DEBUG_ENV}=1].",
+    help=DEBUG_HELP + " Also accepted after the command.",
 )
 def main(debug: bool) -> None:
     """prod_system: a crypto trading system (Binance USDT-M futures) built as a Dagster asset graph.
@@ -245,6 +265,7 @@ def main(debug: bool) -> None:
       1    failure while working (exchange or I/O error, or a bug: try --debug)
       2    bad input or usage: an 'error:' line and a 'hint:' line on stderr
       3    reconcile: some run diverges from research
+      4    run: cannot reach the exchange at start (nothing was started or written)
       130  interrupted (Ctrl-C)
     """
     _Run.debug = _Run.debug or debug
@@ -344,7 +365,7 @@ def _simulation_options(func):
             "--config",
             "config_path",
             type=click.Path(dir_okay=False),
-            help="System config YAML (see the README); the options below override its fields.",
+            help="System config YAML (fields: docs/configuration.md); the options below override its fields.",
         ),
         click.option("--model", help="C1b, C3a, or 'package.module:function'. Required (here or in --config)."),
         click.option(
@@ -434,6 +455,7 @@ def simulate(config_path, model, market_data, start, end, root, universe, bar, o
     with _clear_errors():
         config = _window_config(config_path, model, market_data, start, end, root, universe, bar, run_mode="simulation")
         _check_writable(config.log_root, "--root")
+        load_model(config.model, config.bar_delta, config.model_params)  # a bad model: refused before any output
         if not market_data and not config_path:
             click.echo(f"market data: bundled candles ({BUNDLED_DATA.name})", err=True)
         click.echo(f"simulating {_window_line(config, engine)}", err=True)
@@ -471,6 +493,7 @@ def historical_pnl(config_path, model, market_data, start, end, root, universe, 
     with _clear_errors():
         config = _window_config(config_path, model, market_data, start, end, root, universe, bar)
         _check_writable(config.log_root, "--root")
+        load_model(config.model, config.bar_delta, config.model_params)  # a bad model: refused before any output
         click.echo(f"historical pnl of {_window_line(config, 'batch')}", err=True)
         from prod_system.core.historical import historical_pnl as run
 
@@ -576,7 +599,7 @@ def reconcile(model, root, start, end, run_mode, trigger, market_data, holdings_
     "--config",
     "config_path",
     type=click.Path(dir_okay=False),
-    help="System config YAML (see the README); the options below override its fields.",
+    help="System config YAML (fields: docs/configuration.md); the options below override its fields.",
 )
 @click.option("--model", help="C1b, C3a, or 'package.module:function'. Required (here or in --config).")
 @click.option(
@@ -650,20 +673,14 @@ def run(config_path, model, run_mode, duration, root, bar, universe, database, e
     except ConfigError as error:
         _fail(str(error), _config_hint(str(error)))
     _check_writable(root, "--root")
-    if speed != 1.0:
-        from prod_system.core.exchange_client import binanceusdm_client
-
-        try:
-            exchange_now = pd.Timestamp(binanceusdm_client(exchange_url).fetch_time(), unit="ms", tz="UTC")
-        except Exception as error:  # ccxt raises many kinds for an unreachable exchange
-            _fail(
-                f"cannot read the exchange's time from {exchange_url or 'Binance'}: {error}",
-                "start the local exchange first (prod-system exchange-sim) or check --exchange-url",
-                EXIT_FAILED,
-            )
-        clock = ScaledClock(exchange_now, speed)
-    else:
-        clock = RealClock()
+    try:
+        load_model(template.model, template.bar_delta, template.model_params)  # bad input before the exchange
+    except ModelError as error:
+        _model_failure(error)
+    # the candles come from the exchange (--ingest), a rehearsal's clock too (--speed): unreachable at
+    # start, the session stops here, before anything is written (later outages are retried bar by bar)
+    exchange_now = _exchange_time(exchange_url) if ingest or speed != 1.0 else None
+    clock = ScaledClock(exchange_now, speed) if speed != 1.0 else RealClock()
     Path(root).mkdir(parents=True, exist_ok=True)
     try:
         resumable = unfinished_session(root, template.model_name, run_mode, trigger, clock.now())
@@ -706,6 +723,27 @@ def run(config_path, model, run_mode, duration, root, bar, universe, database, e
     traded = sum(o.status == "traded" for o in outcomes)
     click.echo(f"log dir:     {session.log_dir.path}")
     click.echo(f"bars:        {traded} traded, {len(outcomes) - traded} skipped")
+
+
+def _exchange_time(exchange_url: str | None) -> pd.Timestamp:
+    """The exchange's time: one request that says whether the exchange answers at all (exit 4 if not)."""
+    from prod_system.core.exchange_client import BINANCE_FUTURES_URL, binanceusdm_client
+
+    url = exchange_url or BINANCE_FUTURES_URL
+    try:
+        return pd.Timestamp(binanceusdm_client(exchange_url, timeout_ms=5_000).fetch_time(), unit="ms", tz="UTC")
+    except Exception as error:  # ccxt raises many kinds for an unreachable exchange
+        cause: BaseException = error
+        for _ in range(10):  # ccxt's NetworkError < requests < urllib3 < the socket's: "Connection refused"
+            cause = cause.__cause__ or cause.__context__ or cause
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else _one_line(cause)[:200]
+        _fail(
+            f"cannot reach the exchange at {url}: {reason} ({type(error).__name__})",
+            "start the local exchange (prod-system exchange-sim --market-data FILE --port PORT) or check --exchange-url"
+            if exchange_url
+            else "check this machine's access to Binance, or give --exchange-url (e.g. a prod-system exchange-sim)",
+            EXIT_UNREACHABLE,
+        )
 
 
 def _print_bar(outcome) -> None:
@@ -793,7 +831,7 @@ def _exchange_hint(message: str) -> str:
     type=_DecimalType(positive=True),
     help="USDT in the account at start.",
 )
-@click.option("--faults", type=click.Path(dir_okay=False), help="JSON list of fault rules (per endpoint; see README).")
+@click.option("--faults", type=click.Path(dir_okay=False), help="JSON fault rules, per endpoint (docs/exchange.md).")
 @click.option("--state", type=click.Path(dir_okay=False), help="JSON file keeping the accounts across restarts.")
 def exchange_sim(market_data, host, port, api_key, api_secret, clock, speed, taker_fee, maker_fee, initial_balance,
                  faults, state) -> None:  # fmt: skip
@@ -828,7 +866,7 @@ def exchange_sim(market_data, host, port, api_key, api_secret, clock, speed, tak
         except OSError as error:
             _fail(f"cannot read the fault rules {faults}: {error.strerror}", "--faults takes a JSON file")
         except (ValueError, FaultRuleError) as error:
-            _fail(f"bad fault rules in {faults}: {error}", "see the fault rules in the README")
+            _fail(f"bad fault rules in {faults}: {error}", "see the fault rules in docs/exchange.md")
     options = ServerOptions(
         market_data, api_key, api_secret, host, port, clock, speed,
         EngineConfig(taker_fee, maker_fee, initial_balance), rules, Path(state) if state else None,

@@ -4,6 +4,7 @@ many quick cases), exit codes, one-line errors."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -22,9 +23,13 @@ REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ["dump-market-data", "simulate", "historical-pnl", "reconcile", "run", "exchange-sim"]
 
 
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "prod_system.cli", *args], cwd=cwd or REPO, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "prod_system.cli", *args],
+        cwd=cwd or REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -189,9 +194,11 @@ def test_root_help_says_what_the_tool_is_its_commands_and_exit_codes():
         cli_module.EXIT_FAILED,
         cli_module.EXIT_BAD_INPUT,
         cli_module.EXIT_NOT_RECONCILED,
+        cli_module.EXIT_UNREACHABLE,
         cli_module.EXIT_INTERRUPTED,
     }
     assert "success" in codes[0] and "bad input" in codes[2] and "diverges" in codes[3] and "interrupted" in codes[130]
+    assert "cannot reach" in codes[cli_module.EXIT_UNREACHABLE]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -255,6 +262,53 @@ BAD_INPUTS = [
         2,
         "whole session days",
     ),
+    # a window partly outside the market data (the bundled candles: 2023-07-19 to 2023-07-28): refused
+    # before anything runs, by every engine, with what the data covers
+    *[
+        (
+            f"{name}-window-past-the-data",
+            [*command, "--model", "C1b", "--start", "2023-07-27T00:00:00Z", "--end", "2023-07-29T00:00:00Z"],
+            2,
+            "covers 2023-07-19 00:00 to 2023-07-28 00:00 UTC",
+        )
+        for name, command in [
+            ("simulate-dagster", ["simulate"]),
+            ("simulate-core", ["simulate", "--engine", "core"]),
+            ("historical", ["historical-pnl"]),
+        ]
+    ],
+    (
+        "simulate-core-window-before-the-data",
+        ["simulate", "--engine", "core", "--model", "C1b", "--start", "2023-07-18T23:00:00Z", "--end", T0],
+        2,
+        "only part of the run's window 2023-07-18 23:00 to 2023-07-21 00:00 UTC",
+    ),
+    (
+        "simulate-slashed-time",
+        ["simulate", "--model", "C1b", "--start", "2023/07/21 00:00", "--end", T1],
+        2,
+        "not understood",
+    ),
+    (
+        "dump-slashed-time",
+        ["dump-market-data", "--start", "2023/07/21 00:00", "--end", T1, "--out", "x.parquet"],
+        2,
+        "not understood",
+    ),
+    (
+        "simulate-local-time",
+        ["simulate", "--model", "C1b", "--start", "2023-07-21T00:00:00+02:00", "--end", T1],
+        2,
+        "must be UTC",
+    ),
+    (
+        "reconcile-local-time",
+        ["reconcile", "--model", "C1b", "--root", "emptyroot", "--end", "2023-07-22T00:00:00-05:00"],
+        2,
+        "must be UTC",
+    ),
+    ("simulate-model-case", ["simulate", "--model", "C1B", *DAY], 2, "did you mean 'C1b'?"),
+    ("historical-model-typo", ["historical-pnl", "--model", "C3", *DAY], 2, "did you mean 'C3a'?"),
     (
         "historical-no-market-data",
         ["historical-pnl", "--model", "C1b", *DAY, "--market-data", "missing.parquet"],
@@ -392,3 +446,86 @@ def test_progress_redraws_one_line_on_a_terminal(capsys):
     assert err.count("\r") == 101  # one redraw per percent
     assert err.count("\n") == 1 and err.endswith("\n")  # the line is closed once, when the stage is done
     assert "[####################] 200/200 bars" in err.split("\r")[-1]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["simulate", "--model", "C1B", *DAY],
+        ["simulate", "--engine", "core", "--model", "C1B", *DAY],
+        ["historical-pnl", "--model", "C1B", *DAY],
+    ],
+    ids=["dagster", "core", "historical"],
+)
+def test_an_unknown_model_is_refused_before_anything_is_printed(tmp_path, monkeypatch, args):
+    monkeypatch.chdir(tmp_path)
+    done = invoke(*args)
+    assert done.exit_code == 2, done.output
+    error, hint = done.stderr.splitlines()  # no "simulating C1B: ..." before the refusal
+    assert error.startswith("error: unknown model 'C1B'") and "did you mean 'C1b'?" in error
+    assert hint.startswith("hint: ")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_hints_and_help_point_to_pages_that_exist(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "faults.json").write_text('{"not": "a list"}\n')
+    (tmp_path / "system.yaml").write_text("model: C1b\nportfolio:\n  gmv: 5\n")
+    cases = [
+        (["simulate", "--model", "C1b", *DAY, "--market-data", "candles.csv"], "docs/configuration.md"),
+        (["simulate", "--config", "system.yaml", *DAY], "docs/configuration.md"),
+        (["exchange-sim", "--market-data", "x.parquet", "--port", "0", "--faults", "faults.json"], "docs/exchange.md"),
+    ]
+    for args, page in cases:
+        done = invoke(*args, env={"EXCHANGE_API_KEY": "key", "EXCHANGE_API_SECRET": "secret"})
+        assert done.exit_code == 2, done.output
+        (hint,) = [line for line in done.stderr.splitlines() if line.startswith("hint: ")]
+        assert page in hint, hint
+    helps = [invoke("--help").output, *(invoke(command, "--help").output for command in COMMANDS)]
+    named = set(re.findall(r"docs/\w+\.md", "\n".join(helps)))
+    assert named and all((REPO / page).is_file() for page in named), named
+    assert not [text for text in helps if "README" in text]  # the references live in docs/, by name
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_debug_is_an_option_of_every_command(command):
+    done = invoke(command, "--debug", "--help")
+    assert done.exit_code == 0, done.output
+    assert "--debug" in done.output.split("Options:")[1]
+
+
+def test_debug_after_the_command_shows_the_traceback(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something broke")
+
+    monkeypatch.setattr(cli_module, "write_snapshot", broken)
+    args = [*DUMP, "--universe", "BTC", "--out", "x.parquet"]
+    for position in (["--debug", *args], [*args, "--debug"], [*args[:3], "--debug", *args[3:]]):
+        done = invoke(*position, env={"PROD_SYSTEM_DEBUG": None})
+        assert done.exit_code == 1 and isinstance(done.exception, RuntimeError), (position, done.output)
+    # where users type it, in a real process: the command runs (here: its bad input), no usage error
+    done = cli("reconcile", "--model", "C1b", "--root", str(tmp_path / "nothing"), "--debug")
+    assert done.returncode == 2 and "No such option" not in done.stderr, done.stderr
+    assert done.stderr.startswith("error: --root ") and "Traceback" not in done.stderr
+
+
+def test_run_that_cannot_reach_its_exchange_stops_at_start(tmp_path):
+    """A paper session whose exchange does not answer: one line naming the URL, at once, nothing left."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens there once the socket is closed
+    began = time.monotonic()
+    args = ["run", "--model", "C1b", "--duration", "2m", "--bar", "1m", "--root", "runs", "--exchange-url", url]
+    try:
+        done = cli(*args, cwd=tmp_path, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the session went on without its exchange")
+    assert time.monotonic() - began < 30
+    assert done.returncode == cli_module.EXIT_UNREACHABLE, done.stderr
+    assert "Traceback" not in done.stderr and "WARNING" not in done.stderr
+    error, hint = done.stderr.splitlines()
+    assert error.startswith("error: ") and url in error
+    assert hint.startswith("hint: ") and "prod-system exchange-sim" in hint and "--exchange-url" in hint
+    assert list(tmp_path.iterdir()) == []  # no root, no market database, no session log dir

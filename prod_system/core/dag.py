@@ -12,6 +12,7 @@ the same predictions (tested).
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import time
 import tracemalloc
@@ -180,7 +181,12 @@ def load_model(spec: str, bar: pd.Timedelta, params: dict | None = None) -> Dag:
     target = BUILTIN_MODELS.get(spec, spec)
     module_name, _, attr = target.partition(":")
     if not attr:
-        raise ModelError(f"unknown model {spec!r}: use one of {sorted(BUILTIN_MODELS)} or 'package.module:function'")
+        by_lower = {name.lower(): name for name in BUILTIN_MODELS}
+        close = difflib.get_close_matches(spec.lower(), list(by_lower), n=1)
+        guess = f" (did you mean {by_lower[close[0]]!r}?)" if close else ""
+        raise ModelError(
+            f"unknown model {spec!r}{guess}: use one of {sorted(BUILTIN_MODELS)} or 'package.module:function'"
+        )
     try:
         builder = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as error:

@@ -30,7 +30,7 @@ from prod_system.core.dag import Dag, DagOutputs, load_model, run_streaming
 from prod_system.core.data_guard import DataGuard, quality_frame
 from prod_system.core.exchange_broker import ExchangeBroker
 from prod_system.core.log_dir import LogDir
-from prod_system.core.market_data import CandleStore, MarketDataError, MarketDataReader, load_source
+from prod_system.core.market_data import CANDLE, CandleStore, MarketDataError, MarketDataReader, load_source
 from prod_system.core.orders import ORDER_COLUMNS, make_orders
 from prod_system.core.portfolio import Portfolio, PortfolioState
 from prod_system.core.positions import compute_targets
@@ -49,11 +49,16 @@ def load_store(config: SystemConfig, dag: Dag) -> CandleStore:
 
 
 def check_coverage(store: CandleStore, config: SystemConfig, dag: Dag) -> CandleStore:
-    """Refuse market data that misses the window; warn when it misses the model's warm-up."""
-    if store.last_bar_end <= config.start or store.first_bar_end > config.end:
+    """Refuse market data that does not cover the whole window, from its start to its end; warn when it
+    misses the model's warm-up. Every path calls it before anything runs or is written: the core
+    simulation, the Dagster one (``launch``) and the historical simulation."""
+    first_open, last_close = store.first_bar_end - CANDLE, store.last_bar_end
+    if first_open > config.start or last_close < config.end:
+        disjoint = last_close <= config.start or first_open >= config.end
         raise MarketDataError(
-            f"market data covers {store.first_bar_end} to {store.last_bar_end}, "
-            f"outside the run's window {config.start} to {config.end}"
+            f"market data covers {first_open:%Y-%m-%d %H:%M} to {last_close:%Y-%m-%d %H:%M} UTC (first candle's open "
+            f"to last candle's close), {'outside' if disjoint else 'only part of'} the run's window "
+            f"{config.start:%Y-%m-%d %H:%M} to {config.end:%Y-%m-%d %H:%M} UTC"
         )
     warm_up_from = config.start - dag.lookback
     if store.first_bar_end > warm_up_from + pd.Timedelta(minutes=1):

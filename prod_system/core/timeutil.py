@@ -31,11 +31,30 @@ def format_duration(delta: pd.Timedelta) -> str:
     return f"{seconds}s"
 
 
+UTC_EXAMPLE = "2023-07-21T00:00:00Z"
+# ISO 8601: a date, optionally a time (T or a space), optionally a zone (Z or an offset)
+_ISO_TIMESTAMP = re.compile(
+    r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?\s*([Zz]|UTC|[+-]\d{2}(:?\d{2})?)?)?$"
+)
+
+
 def to_utc(value: str | datetime | pd.Timestamp) -> pd.Timestamp:
-    """Parse a timestamp; naive values are refused so that no local time sneaks in."""
-    ts = pd.Timestamp(value)
+    """Parse a UTC timestamp. Refused, so that no local time sneaks in: anything but ISO 8601, a
+    time without a zone, and a zone other than UTC (the message gives the instant's UTC spelling)."""
+    not_understood = f"timestamp {value!r} is not understood: write it in ISO 8601 UTC, e.g. {UTC_EXAMPLE}"
+    if isinstance(value, str) and not _ISO_TIMESTAMP.match(value.strip()):
+        raise ValueError(not_understood)
+    try:
+        ts = pd.Timestamp(value.strip() if isinstance(value, str) else value)
+    except ValueError:  # the right shape but no such time: 2023-13-45, 25:00
+        if isinstance(value, str):
+            raise ValueError(not_understood) from None
+        raise
     if ts.tzinfo is None:
-        raise ValueError(f"timestamp {value!r} has no time zone: write it in UTC, e.g. 2023-07-21T00:00:00Z")
+        raise ValueError(f"timestamp {value!r} has no time zone: write it in UTC, e.g. {UTC_EXAMPLE}")
+    if ts.utcoffset():
+        zone, utc = ts.strftime("%z"), ts.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+        raise ValueError(f"timestamp {value!r} is in UTC{zone[:3]}:{zone[3:]}: times must be UTC (this is {utc})")
     return ts.tz_convert("UTC")
 
 
