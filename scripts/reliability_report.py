@@ -48,6 +48,24 @@ KINDS = {
 }
 
 
+def client_id_rule() -> str:
+    """What the local exchange does with a reused client order id in these runs: the duplicate figure
+    means something only if the exchange would have accepted a second order."""
+    sys.path.insert(0, str(REPO))
+    from prod_system.exchange.engine import EngineConfig
+
+    if EngineConfig().strict_client_order_ids:
+        return (
+            "The local exchange refused every reused `newClientOrderId` (stricter than Binance): the duplicate "
+            "figure below could not fail."
+        )
+    return (
+        "The local exchange follows Binance's client-id rule: `newClientOrderId` is unique among *open* orders "
+        "only, so a filled order's id is accepted again and trades again. Nothing but the broker stands "
+        'between a resend and a duplicate: "orders duplicated" below counts orders the exchange really placed twice.'
+    )
+
+
 def run_tests(work: Path) -> tuple[list[dict], dict[str, int], float]:
     log, junit = work / "reliability.jsonl", work / "junit.xml"
     env = {**os.environ, "PROD_SYSTEM_RELIABILITY_LOG": str(log)}
@@ -88,10 +106,12 @@ def render(records: list[dict], cases: dict[str, int], seconds: float, load: str
         f"which record what they injected and what came of it. Commit {commit()}; the tests took",
         f"{seconds:.0f} s on this run.",
         "",
+        client_id_rule(),
+        "",
         "| figure | value |",
         "|---|---|",
         f"| faults injected (exchange, process, market data) | {injected} |",
-        f"| kill -9 survived (one session, restarted each time) | {kills} |",
+        f"| kill -9 survived (sessions restarted after each) | {kills} |",
         f"| bad inputs tried (CLI arguments, config fields, input files) | {sum(cases.values())} |",
         f"| orders duplicated | {duplicated} |",
         f"| fills lost | {lost:g} |",
