@@ -208,9 +208,7 @@ class _Cli(click.Group):
         except click.ClickException as error:
             _fail(error.format_message(), "see 'prod-system --help'", error.exit_code)
         except click.Abort:
-            _fail(
-                "interrupted", "run the command again (with --overwrite if it had started a log dir)", EXIT_INTERRUPTED
-            )
+            _fail("interrupted", "run the same command again: an interrupted run does not block it", EXIT_INTERRUPTED)
         except Exception as error:
             if _Run.debug:
                 raise
@@ -698,7 +696,7 @@ def run(config_path, model, run_mode, duration, root, bar, universe, database, e
     stop = threading.Event()
     ingestion = None
     try:
-        session = LiveSession(config, clock, on_bar=_print_bar)
+        session = LiveSession(config, clock, on_bar=_on_bar(config))
         _Run.log_file = session.log_dir.path / "log.txt"
         if ingest:
             from prod_system.core.ingestion import Ingestor
@@ -749,6 +747,19 @@ def _exchange_time(exchange_url: str | None) -> pd.Timestamp:
 def _print_bar(outcome) -> None:
     detail = f"{outcome.orders} orders" if outcome.status == "traded" else outcome.reason
     click.echo(f"bar {outcome.bar_end:%Y-%m-%d %H:%M}: {outcome.status}, {detail}", err=True)
+
+
+def _on_bar(config):
+    """After each bar: its line on stderr, and its materialization in the Dagster instance (the UI)."""
+    from prod_system.launch import LiveBarReporter
+
+    report = LiveBarReporter(config)
+
+    def on_bar(outcome) -> None:
+        _print_bar(outcome)
+        report(outcome)
+
+    return on_bar
 
 
 class _DecimalType(click.ParamType):

@@ -38,6 +38,9 @@ from prod_system.resources.live import LiveResource
 from prod_system.schedules import build_observer_jobs
 from prod_system.sensors import build_bar_sensor
 
+CODE_LOCATION = "prod_system"  # workspace.yaml's location_name; the CLI's runs name it as their origin
+MODEL_TAG, RUN_MODE_TAG, ROOT_TAG = "prod_system/model", "prod_system/run_mode", "prod_system/root"
+
 
 def models_from_env() -> list[str]:
     return [m.strip() for m in os.environ.get("PROD_SYSTEM_MODELS", "C1b,C3a").split(",") if m.strip()]
@@ -80,6 +83,7 @@ def build_definitions(
                 executor_def=in_process_executor,
                 description=f"Simulate {model}: materialize its simulation assets over a range of session days "
                 "(one run; tags dagster/asset_partition_range_start and _end).",
+                run_tags={MODEL_TAG: model, RUN_MODE_TAG: "simulation"},
             )
         )
     assets.extend(build_investor_assets(investor_model))

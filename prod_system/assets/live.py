@@ -8,6 +8,8 @@
 - ``{model}_{mode}_session_job``: the whole day's session in one run (the daily schedule).
 """
 
+from pathlib import Path
+
 import pandas as pd
 from dagster import (
     AssetCheckResult,
@@ -31,7 +33,7 @@ from prod_system.core import market_checks
 from prod_system.core.clock import RealClock
 from prod_system.core.exchange_broker import ExchangeBroker, KillSwitch
 from prod_system.core.ingestion import Ingestor
-from prod_system.core.live import LiveSession, parse_bar_key
+from prod_system.core.live import BarOutcome, LiveSession, parse_bar_key
 from prod_system.core.log_dir import LogDir
 from prod_system.core.market_db import MarketDatabase
 from prod_system.core.simulation import broker_factory_for
@@ -111,7 +113,7 @@ def build_live_assets(model: str, mode: str):
     slug = model_slug(model)
 
     @asset(
-        key=AssetKey([slug, mode, "bar"]),
+        key=live_bar_key(model, mode),
         group_name=f"{slug}_{mode}",
         partitions_def=bar_partitions(model, mode),
         deps=[CANDLES_KEY],
@@ -134,19 +136,28 @@ def build_live_assets(model: str, mode: str):
         outcome = next((o for o in outcomes if o.bar_end == bar_end), None)
         if outcome is None:
             raise Failure(f"bar {bar_end} was already done in {session.log_dir.path}")
-        metadata = {
-            "status": outcome.status,
-            "reason": outcome.reason,
-            "orders": outcome.orders,
-            "log_dir": MetadataValue.path(str(session.log_dir.path)),
-        }
-        for name in ("data_complete_at", "predictions_at", "orders_submitted_at", "fills_recorded_at"):
-            value = outcome.latency.get(name)
-            if value is not None and not pd.isna(value):
-                metadata[f"{name.removesuffix('_at')}_seconds_after_close"] = (value - bar_end).total_seconds()
-        return MaterializeResult(metadata=metadata)
+        return MaterializeResult(metadata=bar_metadata(outcome, session.log_dir.path))
 
     return live_bar
+
+
+def live_bar_key(model: str, mode: str) -> AssetKey:
+    return AssetKey([model_slug(model), mode, "bar"])
+
+
+def bar_metadata(outcome: BarOutcome, log_dir: Path) -> dict:
+    """What a bar's materialization shows: its status, orders, log dir and latencies after the close."""
+    metadata = {
+        "status": outcome.status,
+        "reason": outcome.reason,
+        "orders": outcome.orders,
+        "log_dir": MetadataValue.path(str(log_dir)),
+    }
+    for name in ("data_complete_at", "predictions_at", "orders_submitted_at", "fills_recorded_at"):
+        value = outcome.latency.get(name)
+        if value is not None and not pd.isna(value):
+            metadata[f"{name.removesuffix('_at')}_seconds_after_close"] = (value - outcome.bar_end).total_seconds()
+    return metadata
 
 
 def _broker_factory(config, context):

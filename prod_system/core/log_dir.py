@@ -55,9 +55,14 @@ class LogDir:
     def for_config(cls, config: SystemConfig) -> LogDir:
         return cls(config.log_dir())
 
+    def holds_run(self) -> bool:
+        """A finished run (``run.json`` is written last) or a live session (its state) is here. A run
+        interrupted or killed before its end leaves neither: the next run of the window replaces it."""
+        return any((self.path / name).exists() for name in ("run.json", "state.json", "inflight.json"))
+
     def check_free(self, overwrite: bool = False) -> None:
         """Refuse to mix with an earlier run of the same window unless told to replace it."""
-        if not overwrite and self.path.exists() and any(self.path.iterdir()):
+        if not overwrite and self.holds_run():
             raise LogDirExistsError(f"{self.path} already holds a run of this window; pass --overwrite to replace it")
 
     def prepare(self, config: SystemConfig, overwrite: bool = False) -> None:
