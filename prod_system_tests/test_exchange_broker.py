@@ -427,3 +427,138 @@ def test_wrong_keys_and_missing_credentials_are_clear(exchange, monkeypatch):
     monkeypatch.delenv(KEY_ENV)
     with pytest.raises(BrokerError, match=f"set the environment variables {KEY_ENV}"):
         make_broker(exchange)
+
+
+# -- risk limits: at, under and over each bound; no price, no order ----------------------------------
+
+LIMITS = ("max_order_notional", "max_notional_per_asset", "max_gross_notional")
+NO_PRICE = "no decision price: risk limits cannot be checked"
+
+
+@pytest.mark.parametrize("limit", LIMITS)
+@pytest.mark.parametrize(
+    ("quantity", "sent", "reason"),
+    [
+        (1.5, 1.5, ""),  # at the bound: 1.5 ETH x 2,000 = 3,000 USDT, placed in full
+        (1.499, 1.499, ""),  # just under: 2,998 USDT, placed in full
+        (1.501, 1.5, "limit"),  # just over: 3,002 USDT, cut to 3,000 / 2,000 = 1.5 ETH, the limit named
+    ],
+    ids=["at", "under", "over"],
+)
+def test_each_risk_limit_at_under_and_over_its_bound(exchange, limit, quantity, sent, reason):
+    """From a flat book, every limit bounds one order of one asset to 3,000 USDT at its decision price."""
+    broker = make_broker(exchange, risk=RiskConfig(**{limit: 3_000.0}))
+    broker.reconcile(empty_state())
+    broker.submit([order("ETH", quantity, 2_000.0)])
+    (execution,) = broker.executions().to_dict("records")
+    assert (execution["status"], execution["sent"]) == ("closed", sent)
+    assert execution["reason"] == (limit if reason else "")
+    assert exchange_positions(exchange)["ETH"] == sent
+    broker.close()
+
+
+@pytest.mark.parametrize("limits", [*LIMITS, "all", "none"])
+@pytest.mark.parametrize("price", [np.nan, None, 0.0])
+def test_no_decision_price_no_order(exchange, limits, price, caplog):
+    """Fail closed: an order without a usable price cannot be checked against the limits, so it is not
+    sent; the executions table says why, and a warning is logged."""
+    names = {"all": LIMITS, "none": ()}.get(limits, (limits,))
+    broker = make_broker(exchange, risk=RiskConfig(**{name: 3_000.0 for name in names}))
+    broker.reconcile(empty_state())
+    with caplog.at_level("WARNING", logger="prod_system.broker"):
+        broker.submit([order("ETH", 1.0, price), order("SOL", 40.0, 25.0)])  # 1 ETH ~ 1,890: under every cap
+    executions = broker.executions().set_index("asset")
+    assert executions.loc["ETH", "status"] == "skipped" and executions.loc["ETH", "reason"] == NO_PRICE
+    assert executions.loc["SOL", "status"] == "closed"  # the priced order of the same bar goes out
+    assert placed_ids(exchange) == [order("SOL", 40.0, 25.0)["client_order_id"]]
+    held = exchange_positions(exchange)
+    assert (held["ETH"], held["SOL"]) == (0.0, 40.0)
+    assert any(NO_PRICE in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+    broker.close()
+
+
+def test_max_gross_notional_counts_the_bars_other_orders_and_the_held_positions(exchange):
+    risk = RiskConfig(max_gross_notional=10_000.0)
+    broker = make_broker(exchange, risk=risk)
+    broker.reconcile(empty_state())
+    # one bar from flat: BTC 0.2 x 30,000 = 6,000 fits; ETH then has 10,000 - 6,000 = 4,000 of room:
+    # 4,000 / 2,000 = 2 ETH of the 3 asked
+    broker.submit([order("BTC", 0.2, 30_000.0), order("ETH", 3.0, 2_000.0)])
+    executions = broker.executions().set_index("asset")
+    assert (executions.loc["BTC", "sent"], executions.loc["BTC", "reason"]) == (0.2, "")
+    assert (executions.loc["ETH", "sent"], executions.loc["ETH", "reason"]) == (2.0, "max_gross_notional")
+    # sent again before their fills are counted (a retried bar): the placed orders fill the 10,000 already
+    broker.submit([order("SOL", 40.0, 25.0)])
+    sol = broker.executions().set_index("asset").loc["SOL"]
+    assert (sol["status"], sol["reason"]) == ("skipped", "max_gross_notional")
+    fills = {f["asset"]: f for f in broker.collect_fills(START + 2 * BAR)}
+    # the next bar: the positions are worth their fill prices; SOL gets what is left of 10,000
+    held = 0.2 * fills["BTC"]["price"] + 2.0 * fills["ETH"]["price"]
+    assert 9_000 < held < 10_000  # (the exchange's prices: BTC ~29,900, ETH ~1,890)
+    broker.submit([order("SOL", 400.0, 25.0, bar_end=START + 2 * BAR)])
+    sol = broker.executions().iloc[-1]
+    assert sol["asset"] == "SOL" and sol["sent"] == np.floor((10_000.0 - held) / 25.0)
+    assert sol["reason"] == "max_gross_notional"
+    broker.close()
+
+
+def test_a_restarted_broker_values_the_held_positions_at_the_exchanges_marks(exchange):
+    """After a restart no order has priced the positions yet: the gross limit takes the exchange's marks
+    (it counted them as worth nothing), and refuses rather than guess when a held position has no price."""
+    first = make_broker(exchange)
+    first.reconcile(empty_state())
+    first.submit([order("BTC", 0.3, 30_000.0)])
+    first.collect_fills(START + 2 * BAR)
+    held = PortfolioState(
+        **{**empty_state().__dict__, "shares": pd.Series({"BTC": 0.3}).reindex(UNIVERSE, fill_value=0.0)}
+    )
+    clock = DrivenClock(START + 2 * BAR + DELAY, exchange)
+    client = binanceusdm_client(exchange.url, exchange.api_key, exchange.api_secret)
+    (btc,) = client.fetch_positions([symbol_of("BTC")])
+    mark = float(btc["markPrice"])  # the exchange's, now
+    second = make_broker(exchange, clock=clock, risk=RiskConfig(max_gross_notional=12_000.0))
+    second.reconcile(held)
+    second.submit([order("ETH", 3.0, 2_000.0, bar_end=START + 2 * BAR)])  # 6,000 USDT asked
+    (eth,) = second.executions().to_dict("records")
+    room = (12_000.0 - 0.3 * mark) / 2_000.0  # 0.3 BTC ~ 8,970 USDT held
+    assert eth["sent"] == np.floor(room * 1000) / 1000 and eth["reason"] == "max_gross_notional"
+    # an exchange that reported no mark for BTC (the local one, as Binance, always does: forgotten here)
+    third = make_broker(exchange, clock=clock, risk=RiskConfig(max_gross_notional=12_000.0))
+    third.reconcile(
+        PortfolioState(**{**held.__dict__, "shares": held.shares.add(pd.Series({"ETH": eth["sent"]}), fill_value=0.0)})
+    )
+    third._prices.pop("BTC")
+    third.submit([order("SOL", 40.0, 25.0, bar_end=START + 2 * BAR)])
+    (sol,) = third.executions().to_dict("records")
+    assert (
+        sol["status"] == "skipped"
+        and sol["reason"] == "no price for the held BTC: max_gross_notional cannot be checked"
+    )
+    for broker in (first, second, third):
+        broker.close()
+
+
+def test_the_kill_switch_flattens_whatever_the_risk_limits_and_without_a_price(exchange, tmp_path):
+    """Flatten orders are reduce-only with no decision price: reducing risk needs no price, and no limit
+    holds them back (a 100 USDT cap on everything, positions of 6,000 and 10,000 USDT)."""
+    opener = make_broker(exchange)
+    opener.reconcile(empty_state())
+    opener.submit([order("BTC", 0.2, 30_000.0), order("SOL", -400.0, 25.0)])
+    opener.collect_fills(START + 2 * BAR)
+    switch = tmp_path / "KILL"
+    switch.write_text("flatten")
+    shares = pd.Series({"BTC": 0.2, "SOL": -400.0}).reindex(UNIVERSE, fill_value=0.0)
+    risk = RiskConfig(max_order_notional=100.0, max_notional_per_asset=100.0, max_gross_notional=100.0)
+    clock = DrivenClock(START + 2 * BAR + DELAY, exchange)
+    broker = make_broker(exchange, clock=clock, risk=risk, kill=KillSwitch(str(switch)))
+    broker.reconcile(PortfolioState(**{**empty_state().__dict__, "shares": shares}))
+    broker.submit([order("ETH", 0.01, np.nan, bar_end=START + 2 * BAR)])  # the bar's order: not sent
+    executions = broker.executions().set_index("asset")
+    assert sorted(executions.index) == ["BTC", "SOL"]
+    assert (executions["status"] == "closed").all() and (executions["reason"] == "").all()
+    assert executions.loc["BTC", "sent"] == 0.2 and executions.loc["SOL", "sent"] == 400.0
+    assert executions["client_order_id"].str.startswith("ps-kill-").all()
+    broker.collect_fills(START + 3 * BAR)
+    assert (exchange_positions(exchange) == 0.0).all()
+    opener.close()
+    broker.close()

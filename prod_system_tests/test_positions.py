@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prod_system.core.config import PortfolioConfig
+from prod_system.core.config import PortfolioConfig, build_config
 from prod_system.core.orders import client_order_id, make_orders
 from prod_system.core.positions import compute_targets, round_to_lot
+from prod_system.core.simulation import run_sizing
 
 BAR = pd.Timestamp("2023-07-21T00:05:00Z")
 
@@ -67,3 +68,61 @@ def test_orders_skip_dust_but_close_positions():
     # BTC: at target; DOGE: +1 (0.07 USDT) is dust; ETH: closing 0.001 (1.9 USDT) is allowed; SOL: no target
     assert [(o["asset"], o["quantity"], o["side"]) for o in orders] == [("ETH", -0.001, "sell")]
     assert orders[0]["client_order_id"] == client_order_id("abcd1234", BAR, "ETH") == "ps-abcd1234-2307210005-ETH"
+
+
+def test_sizing_by_hand():
+    """The sizing research and production share (``run_sizing``), against numbers derived by hand.
+
+    Their targets agree by construction (the same function on the same inputs: test_research checks
+    that plumbing); this is the independent check of what that function computes. Rules
+    (positions.py, docs/system.md): score = mu / sigma^2; notional = target_gmv * score / sum |score|,
+    clipped to +-max_notional_per_asset; shares truncated towards zero to the lot; 0 if |shares| x
+    price is under the min notional; no prediction -> no target (NaN): not traded, holdings kept.
+    """
+    config = build_config(
+        {
+            "model": "C1b",
+            "start": "2023-07-21T00:00:00Z",
+            "end": "2023-07-21T00:05:00Z",
+            "market_data": {"source": "parquet:unused.parquet"},
+            "universe": ["BTC", "ETH", "SOL", "DOGE", "XRP"],
+            "portfolio": {"target_gmv": 1_000, "max_notional_per_asset": 350},
+        }
+    )
+    inputs = pd.DataFrame(
+        [  # asset, mu, sigma, price
+            ("BTC", 0.001, 0.01, 29_876.5),  # score  0.001  / 0.0001 =  10
+            ("ETH", -0.0064, 0.02, 1_893.7),  # score -0.0064 / 0.0004 = -16
+            ("SOL", 0.00138, 0.01, 24.37),  # score  0.00138 / 0.0001 = 13.8
+            ("DOGE", 0.0005, 0.05, 0.0712),  # score  0.0005 / 0.0025 =  0.2
+            ("XRP", np.nan, 0.01, 0.71),  # no prediction: left out of the sum
+        ],
+        columns=["asset", "prediction", "volatility", "price"],
+    ).assign(bar_end=BAR)
+    out = run_sizing(config, inputs, pd.DatetimeIndex([BAR])).set_index("asset")
+    # sum |score| = 10 + 16 + 13.8 + 0.2 = 40 (the signed sum would be 8), so per 1,000 of target GMV:
+    #   BTC   1000 *  10  / 40 =  250
+    #   ETH   1000 * -16  / 40 = -400 -> capped at -350
+    #   SOL   1000 * 13.8 / 40 =  345 (under the 350 cap)
+    #   DOGE  1000 * 0.2  / 40 =    5
+    np.testing.assert_allclose(out["target_notional"].iloc[:4], [250.0, -350.0, 345.0, 5.0], rtol=1e-12)
+    # shares, truncated towards zero to the lot:
+    #   BTC    250 / 29876.5 =  0.0083678 -> 0.008   (lot 0.001; away from zero: 0.009)
+    #   ETH   -350 / 1893.7  = -0.1848234 -> -0.184  (lot 0.001; away from zero and floor: -0.185)
+    #   SOL    345 / 24.37   = 14.1567    -> 14      (lot 1; away from zero: 15)
+    #   DOGE     5 / 0.0712  = 70.2247    -> 70      (lot 1), worth 70 * 0.0712 = 4.984 < 5 USDT min -> 0
+    assert out["target_shares"].iloc[:4].tolist() == [0.008, -0.184, 14.0, 0.0]
+    assert np.isnan(out.loc["XRP", "target_shares"]) and np.isnan(out.loc["XRP", "target_notional"])
+    # the orders towards them: BTC 0.0081 held -> -0.0001 (2.99 USDT) under the min notional, skipped;
+    # DOGE 300 held -> target 0 closes it (-300); XRP 50 held, no target -> no order, 50 kept
+    orders = make_orders(
+        BAR,
+        target_shares=out["target_shares"].to_numpy(),
+        holdings=np.array([0.0081, 0.0, 0.0, 300.0, 50.0]),
+        prices=out["price"].to_numpy(),
+        assets=config.universe,
+        config=config.portfolio,
+        run_id="abcd1234",
+        now=BAR,
+    )
+    assert [(o["asset"], o["quantity"]) for o in orders] == [("ETH", -0.184), ("SOL", 14.0), ("DOGE", -300.0)]

@@ -163,7 +163,8 @@ class ExchangeBroker:
         self._pending: list[_Child] = []  # placed, not fully counted in fills yet
         self._positions = pd.Series(0.0, index=self.assets)  # as the counted fills leave them
         self._since_ms: dict[str, int] = {}
-        self._prices: dict[str, float] = {}  # latest decision or fill price per asset (gross-notional limit)
+        self._prices: dict[str, float] = {}  # latest mark, decision or fill price per asset (gross-notional limit)
+        self._exposure = pd.Series(0.0, index=self.assets)  # during submit: positions once the bar's orders fill
         self._executions: list[dict] = []
         self.requests = 0
 
@@ -226,6 +227,8 @@ class ExchangeBroker:
                 on_exchange[asset] = float(position["info"].get("positionAmt", 0.0))
                 entry[asset] = float(position.get("entryPrice") or np.nan)
                 marks[asset] = float(position.get("markPrice") or np.nan)
+        # the gross-notional limit values the positions it did not trade yet at the exchange's mark
+        self._prices.update({a: float(m) for a, m in marks.items() if np.isfinite(m) and m > 0})
         open_orders = self._call(lambda c: c.fetch_open_orders(), "fetch open orders")
         open_orders = [o for o in open_orders if o["symbol"] in symbols]
         held = state.shares.reindex(self.assets, fill_value=0.0)
@@ -289,6 +292,9 @@ class ExchangeBroker:
         self.markets()
         orders = self._apply_kill_switch(orders)
         waves = self.config.twap_waves if self.config.execution == "twap" else 1
+        # the risk limits see the positions as the earlier orders (of this bar, and those not counted
+        # in the fills yet) will leave them, not only as the counted fills do
+        self._exposure = self._positions + self._unsettled()
         plan = [self._children_of(order, waves) for order in orders]
         start = self.clock.now()
         failures: list[str] = []
@@ -347,6 +353,7 @@ class ExchangeBroker:
             child.reason = reason or f"{total:g} is under the exchange's minimum {minimum:g} (quantity or notional)"
             self._record(child)
             return []
+        self._exposure[asset] = round(self._exposure.get(asset, 0.0) + (total if side == "buy" else -total), 12)
         per_wave = _floor_to(total / waves, step)
         carried, sent = 0.0, 0.0
         for wave in range(waves):
@@ -363,14 +370,27 @@ class ExchangeBroker:
             children.append(child)
         return children
 
+    def _unsettled(self) -> pd.Series:
+        """Shares of our placed orders that the counted fills do not hold yet (what filled, or what
+        may still fill of an order the exchange has not closed)."""
+        unsettled = pd.Series(0.0, index=self.assets)
+        for child in self._pending:
+            expected = max(child.sent, child.filled) if child.status in ("open", "new") else child.filled
+            sign = 1 if child.side == "buy" else -1
+            unsettled[child.asset] += sign * max(expected - child.counted, 0.0)
+        return unsettled
+
     def _risk_limited(self, order: dict) -> tuple[float, str]:
-        """The order's size after the risk limits, and why it was cut (empty if it was not)."""
+        """The order's size after the risk limits, and why it was cut (empty if it was not).
+
+        Fails closed: without a usable decision price (or, for the gross limit, a price of every
+        other position held) nothing can be checked, and the order is not sent (size 0)."""
         asset, quantity = order["asset"], float(order["quantity"])
         price = float(order.get("decision_price") or np.nan)
         size, reasons = abs(quantity), []
         if not np.isfinite(price) or price <= 0:
-            return size, ""
-        current = float(self._positions.get(asset, 0.0))
+            return self._refused(order, "no decision price: risk limits cannot be checked")
+        current = float(self._exposure.get(asset, 0.0))
         direction = np.sign(quantity)
         if self.risk.max_order_notional is not None and size * price > self.risk.max_order_notional:
             size, reasons = self.risk.max_order_notional / price, [*reasons, "max_order_notional"]
@@ -378,16 +398,27 @@ class ExchangeBroker:
             room = self.risk.max_notional_per_asset / price - direction * current  # shares until the cap
             if size > max(room, 0.0) and abs(current + direction * size) > abs(current):
                 size, reasons = max(room, 0.0), [*reasons, "max_notional_per_asset"]
-        if self.risk.max_gross_notional is not None:
-            others = sum(abs(s) * self._prices.get(a, 0.0) for a, s in self._positions.items() if a != asset)
+        if self.risk.max_gross_notional is not None and abs(current + direction * size) > abs(current):
+            held = {a: s for a, s in self._exposure.items() if a != asset and s != 0}
+            unpriced = [a for a in held if a not in self._prices]
+            if unpriced:
+                return self._refused(
+                    order, f"no price for the held {', '.join(unpriced)}: max_gross_notional cannot be checked"
+                )
+            others = sum(abs(s) * self._prices[a] for a, s in held.items())
             room = (self.risk.max_gross_notional - others) / price - direction * current
-            if size > max(room, 0.0) and abs(current + direction * size) > abs(current):
+            if size > max(room, 0.0):
                 size, reasons = max(room, 0.0), [*reasons, "max_gross_notional"]
         if reasons:
             logger.warning(
                 "%s %s cut from %g to %g by %s", order["client_order_id"], asset, abs(quantity), size, reasons
             )
         return size, ", ".join(reasons)
+
+    def _refused(self, order: dict, reason: str) -> tuple[float, str]:
+        quantity = float(order["quantity"])
+        logger.warning("%s %s %g not sent: %s", order["client_order_id"], order["asset"], quantity, reason)
+        return 0.0, reason
 
     def _step(self, asset: str) -> float:
         market = self.markets()[symbol_of(asset)]
