@@ -110,6 +110,7 @@ class _Child:
     acknowledged_at: pd.Timestamp | None = None
     reason: str = ""
     trades: set[str] = field(default_factory=set)
+    placed_ms: int | None = None  # the exchange's time of the order: its trades come at or after it
 
     @property
     def asset(self) -> str:
@@ -162,7 +163,6 @@ class ExchangeBroker:
         self._children: dict[str, _Child] = {}  # by client order id, this session
         self._pending: list[_Child] = []  # placed, not fully counted in fills yet
         self._positions = pd.Series(0.0, index=self.assets)  # as the counted fills leave them
-        self._since_ms: dict[str, int] = {}
         self._prices: dict[str, float] = {}  # latest mark, decision or fill price per asset (gross-notional limit)
         self._exposure = pd.Series(0.0, index=self.assets)  # during submit: positions once the bar's orders fill
         self._executions: list[dict] = []
@@ -505,9 +505,8 @@ class ExchangeBroker:
         child.average_price = order.get("average")
         child.acknowledged_at = self.clock.now()
         timestamp = order.get("timestamp")
-        symbol = symbol_of(child.asset)
-        if timestamp and (symbol not in self._since_ms or timestamp < self._since_ms[symbol]):
-            self._since_ms[symbol] = int(timestamp)
+        if timestamp and (child.placed_ms is None or timestamp < child.placed_ms):
+            child.placed_ms = int(timestamp)
         if child not in self._pending:
             self._pending.append(child)
 
@@ -587,7 +586,11 @@ class ExchangeBroker:
         return child.status not in ("open", "new") and child.counted + 1e-12 >= child.filled
 
     def _trades_of(self, symbol: str) -> list[dict]:
-        since = self._since_ms.get(symbol)
+        # from the earliest order not fully counted, not from the session's first order: Binance lists at
+        # most 7 days from a startTime (ccxt bounds an older since to them), a long session's newer trades
+        # would never be read
+        times = [child.placed_ms for child in self._pending if symbol_of(child.asset) == symbol]
+        since = min(times) if times and None not in times else None
         what = f"fetch trades of {symbol}"
         trades = self._call(lambda c: c.fetch_my_trades(symbol, since, 1000), what)
         page = trades

@@ -57,6 +57,7 @@ LEVERAGE_BRACKETS = (
 )
 _CLIENT_ORDER_ID = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
 _OPEN = ("NEW", "PARTIALLY_FILLED")
+TRADE_WINDOW_MS = 7 * 24 * 3_600_000  # userTrades: startTime to endTime at most 7 days; neither sent: the last 7 days
 _ACCOUNT_TOTALS = (
     "initialMargin",
     "maintMargin",
@@ -625,11 +626,15 @@ class Engine:
         from_id: int | None = None,
         limit: int = 500,
     ) -> list[dict]:
-        """The account's trades of a symbol: from ``from_id``/``start_ms`` on the first ``limit``, else the last."""
+        """The account's trades of a symbol: from ``from_id``/``start_ms`` on the first ``limit``, else the
+        last (of the last 7 days' trades when neither a start nor an end time is sent, as Binance has it)."""
         with self._lock:
             account = self._account(api_key)
-            self._match_resting()
+            now = self._match_resting()
             self._symbol_rules(symbol)
+            ascending = from_id is not None or start_ms is not None
+            if from_id is None and start_ms is None and end_ms is None:
+                start_ms = now - TRADE_WINDOW_MS
             trades = [
                 t
                 for t in account.trades
@@ -638,7 +643,7 @@ class Engine:
                 and (start_ms is None or t.time_ms >= start_ms)
                 and (end_ms is None or t.time_ms <= end_ms)
             ]
-            trades = trades[:limit] if from_id is not None or start_ms is not None else trades[-limit:]
+            trades = trades[:limit] if ascending else trades[-limit:]
             return [trade.to_json() for trade in trades]
 
     # -- account views -------------------------------------------------------------------------------

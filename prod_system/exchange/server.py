@@ -35,6 +35,7 @@ import pandas as pd
 from aiohttp import web
 
 from prod_system.exchange.engine import (
+    TRADE_WINDOW_MS,
     BinanceError,
     Engine,
     EngineConfig,
@@ -290,13 +291,21 @@ def open_orders(service: ExchangeService, call: Call) -> list[dict]:
 
 
 def user_trades(service: ExchangeService, call: Call) -> list[dict]:
+    """Binance's rules (Account Trade List): fromId cannot be sent with startTime or endTime, and
+    startTime to endTime is at most 7 days."""
     params = call.params
+    symbol = _symbol(service.engine, params).symbol
+    start_ms, end_ms, from_id = (_integer(params, name) for name in ("startTime", "endTime", "fromId"))
+    if from_id is not None and (start_ms is not None or end_ms is not None):
+        raise BinanceError(-1128, "Combination of optional parameters invalid.")
+    if start_ms is not None and end_ms is not None and end_ms - start_ms > TRADE_WINDOW_MS:
+        raise BinanceError(-1127, "More than 168 hours between startTime and endTime.")
     return service.engine.user_trades(
         call.api_key,
-        _symbol(service.engine, params).symbol,
-        start_ms=_integer(params, "startTime"),
-        end_ms=_integer(params, "endTime"),
-        from_id=_integer(params, "fromId"),
+        symbol,
+        start_ms=start_ms,
+        end_ms=end_ms,
+        from_id=from_id,
         limit=_in_range("limit", _integer(params, "limit", 500), 1, MAX_TRADES),
     )
 
