@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -219,6 +220,48 @@ def test_a_timeout_after_the_order_was_accepted_is_looked_up_not_resent(exchange
         lost=0.2 - fill["shares"],
         matches_exchange=True,
         outcome="looked up by client id, not resent",
+    )
+
+
+RESEND_SEEDS = int(os.environ.get("PROD_SYSTEM_RESEND_SEEDS", "10"))
+
+
+def test_timeouts_after_processing_never_place_an_order_twice(exchange, candles, reliability):
+    """Binance accepts a filled order's client id again, so a blind resend after a timeout trades twice.
+    Across seeds, the exchange places each order and then times out half of the answers at random: the
+    broker must look each up by client id before sending it again; every order is on the exchange once
+    and the positions are exactly what was ordered."""
+    clock = DrivenClock(START + BAR + DELAY, exchange)
+    broker = make_broker(exchange, clock=clock, timeout_seconds=0.25, max_attempts=8)
+    broker.reconcile(empty_state())
+    sizes = {"BTC": 0.2, "ETH": 3.0, "SOL": 400.0, "XRP": 1000.0}
+    expected = pd.Series(0.0, index=UNIVERSE)
+    for seed in range(RESEND_SEEDS):
+        bar_end = START + BAR * (seed + 1)
+        clock.wait_until(bar_end + DELAY)
+        rule = {"endpoint": "POST /fapi/v1/order", "kind": "timeout", "after": True, "delay_ms": 600}
+        exchange.set_faults([{**rule, "probability": 0.5, "seed": seed}])
+        sign = 1 if seed % 2 == 0 else -1  # buy, then sell back: the margin stays small
+        prices = prices_at(candles, bar_end)
+        broker.submit([order(a, sign * q, prices[a], bar_end=bar_end) for a, q in sizes.items()])
+        for asset, quantity in sizes.items():
+            expected[asset] += sign * quantity
+    exchange.set_faults([])
+    counts, placed = exchange.request_counts(), placed_ids(exchange)
+    assert repeats(placed) == 0 and len(placed) == RESEND_SEEDS * len(sizes)
+    assert counts["POST /fapi/v1/order"] == len(placed)  # each timed-out order was found, none sent again
+    lookups = counts.get("GET /fapi/v1/order", 0)
+    assert lookups >= RESEND_SEEDS  # about half of the answers timed out
+    pd.testing.assert_series_equal(exchange_positions(exchange).round(9), expected.round(9), check_names=False)
+    reliability(
+        "exchange",
+        f"timeout after processing, at random over {RESEND_SEEDS} seeds (Binance's client-id rule)",
+        injected=lookups,
+        orders=len(placed),
+        duplicated=repeats(placed),
+        lost=0,
+        matches_exchange=True,
+        outcome="each timed-out order looked up by client id and not sent again",
     )
 
 
