@@ -13,20 +13,11 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from prod_system.core.log_dir import columns
 from prod_system.core.market_data import MarketDataReader
 from prod_system.core.portfolio import PortfolioState
 
-FILL_COLUMNS = [
-    "bar_end",
-    "asset",
-    "client_order_id",
-    "order_bar_end",
-    "shares",
-    "price",
-    "notional",
-    "fee",
-    "filled_at",
-]
+FILL_COLUMNS = columns("fills")
 
 
 class Broker(Protocol):

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from prod_system.core.log_dir import columns
 from prod_system.core.market_data import SCREEN_REASONS, Candles
 
-DATA_QUALITY_COLUMNS = ["bar_end", "asset", "issue", "detail"]
+DATA_QUALITY_COLUMNS = columns("data_quality")
 ONE_HOUR = pd.Timedelta(hours=1)
 
 

@@ -30,7 +30,7 @@ from prod_system.core.clock import Clock
 from prod_system.core.config import SystemConfig
 from prod_system.core.dag import Dag, load_model
 from prod_system.core.exchange_broker import BrokerError, ExchangeBroker
-from prod_system.core.log_dir import LogDir
+from prod_system.core.log_dir import LogDir, columns
 from prod_system.core.market_data import CANDLE, Candles, CandleStore, MarketDataReader
 from prod_system.core.market_db import DatabaseUnavailable, MarketDatabase
 from prod_system.core.orders import ORDER_COLUMNS, make_orders
@@ -50,15 +50,7 @@ logger = logging.getLogger("prod_system.live")
 
 STATE_FILE = "state.json"
 INFLIGHT_FILE = "inflight.json"
-LATENCY_COLUMNS = [
-    "bar_end",
-    "data_complete_at",
-    "predictions_at",
-    "orders_submitted_at",
-    "fills_recorded_at",
-    "orders",
-    "missing_assets",
-]
+LATENCY_COLUMNS = columns("latency")
 
 
 class DatabaseCandles:
@@ -384,7 +376,7 @@ class LiveSession:
         orders_table = pd.DataFrame(orders, columns=ORDER_COLUMNS)
         part = self.log_dir.path / "orders" / f"part-{compact(bar_end)}.parquet"
         if part.exists():
-            earlier = pd.read_parquet(part)
+            earlier = self.log_dir.read_part("orders", part)
             orders_table = pd.concat([earlier, orders_table]).drop_duplicates("client_order_id", keep="first")
         self.log_dir.write_table("orders", orders_table, bar_end)
         reason = ""

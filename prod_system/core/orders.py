@@ -8,17 +8,9 @@ import numpy as np
 import pandas as pd
 
 from prod_system.core.config import PortfolioConfig
+from prod_system.core.log_dir import columns
 
-ORDER_COLUMNS = [
-    "bar_end",
-    "asset",
-    "client_order_id",
-    "side",
-    "quantity",
-    "decision_price",
-    "notional_estimate",
-    "submitted_at",
-]
+ORDER_COLUMNS = columns("orders")
 
 
 def client_order_id(run_id: str, bar_end: pd.Timestamp | str, asset: str) -> str:

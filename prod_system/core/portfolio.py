@@ -16,19 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-STATISTICS_COLUMNS = [
-    "bar_end",
-    "pnl",
-    "gross_volume",
-    "net_volume",
-    "gmv",
-    "nmv",
-    "cash",
-    "net_wealth",
-    "leverage",
-    "fees",
-    "n_fills",
-]
+from prod_system.core.log_dir import columns
+
+STATISTICS_COLUMNS = columns("portfolio/statistics")
 
 
 def long_table(bars: pd.DatetimeIndex, assets: list[str], values: np.ndarray, column: str) -> pd.DataFrame:

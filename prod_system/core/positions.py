@@ -17,16 +17,9 @@ import numpy as np
 import pandas as pd
 
 from prod_system.core.config import PortfolioConfig
+from prod_system.core.log_dir import columns
 
-TARGET_COLUMNS = [
-    "bar_end",
-    "asset",
-    "prediction",
-    "volatility",
-    "price",
-    "target_notional",
-    "target_shares",
-]
+TARGET_COLUMNS = columns("target_positions")
 
 
 def lot_sizes(config: PortfolioConfig, assets: list[str]) -> np.ndarray:

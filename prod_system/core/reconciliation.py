@@ -56,8 +56,14 @@ class ReconciliationSummary:
         )
         gap = self.cumulative_pnl_prod - self.cumulative_pnl_research
         state = "NOT reconciled" if not self.reconciled else "reconciled in total, but"
+        if np.isfinite(self.pnl_correlation):
+            correlation = f"{self.pnl_correlation:.4f}"
+        elif self.bars < 2:
+            correlation = "undefined (a single bar)"
+        else:
+            correlation = f"undefined (per-bar pnl constant over the {self.bars} bars: nothing traded yet?)"
         return (
-            f"{state}: pnl correlation {self.pnl_correlation:.4f}, cumulative pnl prod - research "
+            f"{state}: pnl correlation {correlation}, cumulative pnl prod - research "
             f"{gap:,.2f} USDT on {self.gross_volume_prod:,.0f} USDT traded; {where}"
         )
 
@@ -118,7 +124,7 @@ def reconcile(
     side = _side_by_side(log_dir, recorded, research, window)
     prod, res = per_bar["pnl_prod"], per_bar["pnl_research"]
     both = prod.notna() & res.notna()
-    correlation = float(np.corrcoef(prod[both], res[both])[0, 1]) if both.sum() > 1 else float("nan")
+    correlation = _correlation(prod[both].to_numpy(), res[both].to_numpy())
     summary = ReconciliationSummary(
         pnl_correlation=correlation,
         max_abs_pnl_diff=float((prod - res).abs().max()),
@@ -130,6 +136,14 @@ def reconcile(
     )
     node_timing, bar_timing, timing = _timing(log_dir, window)
     return Reconciliation(summary, per_bar, side, node_timing, bar_timing, timing)
+
+
+def _correlation(prod: np.ndarray, research: np.ndarray) -> float:
+    """The correlation of the per-bar PnLs; NaN when it is undefined: fewer than two bars, or a side
+    whose PnL does not vary (a session that has not traded yet: all zeros)."""
+    if len(prod) < 2 or not (np.std(prod) > 0 and np.std(research) > 0):
+        return float("nan")
+    return float(np.corrcoef(prod, research)[0, 1])
 
 
 def _per_bar(prod: pd.DataFrame, research: pd.DataFrame, window: pd.DatetimeIndex) -> pd.DataFrame:
