@@ -24,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from prod_system.assets.simulation import WINDOW_START_TAG  # noqa: E402
 from prod_system_tests.dagster_ui import (  # noqa: E402
     chromium_page,
     dagster_dev,
@@ -56,7 +57,7 @@ def ui_round(screenshots: Path | None) -> tuple[float, float]:
         opened = time.perf_counter()
         open_asset_group(page, dev.url, "C1b_simulation", NODES)
         graph = page.screenshot() if screenshots else None
-        launch_partition(page, "2023-07-21")
+        launch_partition(page, "2023-07-21", tags={WINDOW_START_TAG: "2023-07-21"})  # a window's first day
         status = wait_for_run(page)
         seconds = time.perf_counter() - opened
         if status != "Success":

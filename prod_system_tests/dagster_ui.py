@@ -147,9 +147,10 @@ def lineage_edges(page) -> int:
     return page.locator("svg path[marker-end]").count()
 
 
-def launch_partition(page, partition: str) -> str:
+def launch_partition(page, partition: str, tags: dict[str, str] | None = None) -> str:
     """Materialize all of the open group for one partition, as a person does: "Materialize all", all
-    partitions, type the partition, launch. Returns the run id the UI reports."""
+    partitions, type the partition, add the run's tags if any (the dialog's Tags section), launch.
+    Returns the run id the UI reports."""
     page.get_by_role("button", name="Materialize all").click()
     page.get_by_text("Partition selection").wait_for()
     # the dialog offers the last 90 days first: ask for all of them
@@ -160,6 +161,16 @@ def launch_partition(page, partition: str) -> str:
         show_all.click()
     partitions.fill(partition)
     partitions.press("Enter")
+    if tags:
+        page.get_by_role("dialog").get_by_text("Tags", exact=True).click()  # the section opens
+        page.get_by_role("button", name="Add tags").click()
+        for i, (key, value) in enumerate(tags.items()):
+            if i:
+                page.get_by_role("button", name="Add custom tag").click()
+            page.get_by_placeholder("Tag Key").nth(i).fill(key)
+            page.get_by_placeholder("Tag Value").nth(i).fill(value)
+        page.get_by_role("button", name="Apply").click()
+        page.get_by_text(f"{len(tags)} tags", exact=True).wait_for()
     page.get_by_role("button", name="Launch 1 run").click()
     view = page.get_by_role("link", name="View", exact=True)  # in the "Launched run" toast
     href = view.get_attribute("href")

@@ -8,13 +8,19 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
-from prod_system.assets.simulation import build_simulation_assets
+from prod_system.assets.simulation import (
+    PORTFOLIO_TABLES,
+    RANGE_START_TAG,
+    WINDOW_START_TAG,
+    build_simulation_assets,
+)
 from prod_system.core.log_dir import TABLES, LogDir
 from prod_system.core.simulation import simulate
 from prod_system.definitions import build_definitions
@@ -101,23 +107,73 @@ def test_dagster_backfill_equals_pure_core(tmp_path, snapshot, monkeypatch):
 
 
 def test_day_by_day_runs_chain_through_the_portfolio(tmp_path, snapshot):
-    """Materializing day 2 alone starts from day 1's end state, as the ranged run does."""
-    config = sim_config(snapshot, tmp_path / "runs", start="2023-07-21T00:00:00Z", end="2023-07-23T00:00:00Z")
+    """Days materialized one by one, the first marked as the window's first day, give the tables of the
+    single-run backfill over the range and of the pure core: each day starts from the previous day's end
+    state, the window's first day from initial cash, even when the day before it was materialized by an
+    earlier simulation (issue 12: a window never inherits the holdings of another)."""
     instance = DagsterInstance.ephemeral()
+    assets = build_simulation_assets("C1b")
+
+    def run(root: str, tags: dict[str, str], partition: str | None = None):
+        config = sim_config(snapshot, tmp_path / root, start="2023-07-21T00:00:00Z", end="2023-07-23T00:00:00Z")
+        resources = {**resources_for(config), "io_manager": TableStoreIOManager(base_dir=str(tmp_path / "store"))}
+        result = materialize(assets, instance=instance, resources=resources, partition_key=partition, tags=tags)
+        assert result.success
+        return instance.get_latest_materialization_event(key("portfolio")).asset_materialization.metadata
+
+    assert run("earlier", {WINDOW_START_TAG: "2023-07-20"}, "2023-07-20")["started_from"].value == "initial cash"
+    first = run("days", {WINDOW_START_TAG: "2023-07-21"}, "2023-07-21")
+    assert first["started_from"].value == "initial cash"  # not from the end of 2023-07-20
+    assert run("days", {}, "2023-07-22")["started_from"].value == "previous day"
+    ranged = {RANGE_START_TAG: "2023-07-21", "dagster/asset_partition_range_end": "2023-07-22"}
+    assert run("ranged", ranged)["started_from"].value == "initial cash"
+    core = simulate(sim_config(snapshot, tmp_path / "core", start="2023-07-21T00:00:00Z", end="2023-07-23T00:00:00Z"))
+    days = [
+        sim_config(snapshot, tmp_path / "days", start=f"2023-07-{d}T00:00:00Z", end=f"2023-07-{d + 1}T00:00:00Z")
+        for d in (21, 22)
+    ]
+    (single_run,) = (tmp_path / "ranged").glob("C1b/simulation/*/*/system_log_dir")
+
+    def table(log_dir, name: str) -> pd.DataFrame:  # a client order id names its run's window: not compared
+        return comparable(log_dir, name).drop(columns=["client_order_id"], errors="ignore")
+
+    for name in [*PORTFOLIO_TABLES, "orders", "fills"]:
+        chained = pd.concat([table(day.log_dir(), name) for day in days], ignore_index=True)
+        pd.testing.assert_frame_equal(chained, table(single_run, name), obj=name)
+        pd.testing.assert_frame_equal(chained, table(core.log_dir, name), obj=name)
+
+
+def test_a_day_is_refused_without_its_previous_day(tmp_path, snapshot):
+    """A day whose previous day is not materialized, and that is not marked as the first day of a
+    simulation window, fails with one line naming the missing day, before it writes anything; marked
+    (run tag prod_system/window_start), it starts the window from initial cash."""
+    instance = DagsterInstance.ephemeral()
+    config = sim_config(snapshot, tmp_path / "runs", start="2023-07-22T00:00:00Z", end="2023-07-23T00:00:00Z")
     resources = {**resources_for(config), "io_manager": TableStoreIOManager(base_dir=str(tmp_path / "store"))}
     assets = build_simulation_assets("C1b")
-    for day in ("2023-07-21", "2023-07-22"):
-        result = materialize(assets, instance=instance, resources=resources, partition_key=day)
-        assert result.success
-    both = simulate(config.model_copy(update={"log_root": str(tmp_path / "core")}))
-    day2 = LogDir(
-        sim_config(snapshot, tmp_path / "runs", start="2023-07-22T00:00:00Z", end="2023-07-23T00:00:00Z").log_dir()
-    ).read_table("portfolio/statistics")
-    whole = LogDir(both.log_dir).read_table("portfolio/statistics")
-    whole = whole[whole["bar_end"] > pd.Timestamp("2023-07-22", tz="UTC")].reset_index(drop=True)
-    pd.testing.assert_frame_equal(day2, whole)
-    holdings = instance.get_latest_materialization_event(key("portfolio")).asset_materialization.metadata
-    assert holdings["started_from"].value == "previous day"
+
+    def failure(tags: dict[str, str], partition: str | None = "2023-07-22") -> str:
+        result = materialize(
+            assets, instance=instance, resources=resources, partition_key=partition, tags=tags, raise_on_error=False
+        )
+        assert not result.success
+        (event,) = result.get_step_failure_events()
+        return event.step_failure_data.user_failure_data.description
+
+    message = failure({})
+    assert "the portfolio of the previous day 2023-07-21 is not materialized" in message, message
+    assert "prod_system/window_start=2023-07-22" in message and "\n" not in message
+    assert not Path(config.log_dir()).exists()  # nothing written
+    assert "before the first day 2023-07-23 of its simulation window" in failure({WINDOW_START_TAG: "2023-07-23"})
+    assert "expected a session day" in failure({WINDOW_START_TAG: "tomorrow"})
+    # a ranged run that goes on with a window started the day before: the tag wins over the range
+    ranged = {RANGE_START_TAG: "2023-07-22", "dagster/asset_partition_range_end": "2023-07-22"}
+    assert "previous day 2023-07-21 is not materialized" in failure({**ranged, WINDOW_START_TAG: "2023-07-21"}, None)
+    marked = {WINDOW_START_TAG: "2023-07-22"}
+    result = materialize(assets, instance=instance, resources=resources, partition_key="2023-07-22", tags=marked)
+    assert result.success
+    metadata = instance.get_latest_materialization_event(key("portfolio")).asset_materialization.metadata
+    assert metadata["started_from"].value == "initial cash"
 
 
 def test_dagster_job_execute_cli(tmp_path, snapshot):
@@ -160,6 +216,78 @@ def test_dagster_job_execute_cli(tmp_path, snapshot):
     stats = LogDir(log_dir).read_table("portfolio/statistics")
     assert len(stats) == 288
     assert f"parquet:{snapshot}" in (log_dir / "system_config.yaml").read_text()
+
+
+def test_dagster_job_backfill_refuses_a_broken_chain_and_chains_days_in_order(tmp_path, monkeypatch):
+    """`dagster job backfill` launches one run per day, all at once, in no guaranteed order: without the
+    window's first day marked, every day is refused with one line naming its missing previous day, and
+    nothing is written; days launched in order, the first marked (run tag prod_system/window_start),
+    give the tables of the single-run backfill over the range."""
+    import yaml
+    from dagster import DagsterEventType, DagsterRunStatus
+
+    home = tmp_path / "home"
+    home.mkdir()
+    settings = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    # runs launched at once by the CLI, in subprocesses (the queue would wait for the daemon)
+    settings["run_coordinator"] = {"module": "dagster.core.run_coordinator", "class": "DefaultRunCoordinator"}
+    (home / "dagster.yaml").write_text(yaml.safe_dump(settings))
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("PROD_SYSTEM_ROOT", str(tmp_path / "root"))
+    monkeypatch.setenv("PROD_SYSTEM_MODELS", "C1b")
+    instance = DagsterInstance.get()
+
+    def backfill(*args: str) -> dict[str, object]:
+        """The runs of one `dagster job backfill`, once finished: partition -> run."""
+        known = {run.run_id for run in instance.get_runs()}
+        command = [sys.executable, "-m", "dagster", "job", "backfill", "-m", "prod_system.definitions"]
+        done = subprocess.run(
+            [*command, "-j", "C1b_simulation_job", "--noprompt", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        deadline = time.monotonic() + 300
+        while True:
+            runs = [run for run in instance.get_runs() if run.run_id not in known]
+            if (runs and all(run.is_finished for run in runs)) or time.monotonic() > deadline:
+                return {run.tags["dagster/partition"]: run for run in runs}
+            time.sleep(1)
+
+    def failure(run) -> str:
+        (event,) = instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)
+        return event.dagster_event.step_failure_data.user_failure_data.description
+
+    refused = backfill("--from", "2023-07-21", "--to", "2023-07-22")
+    assert {day: run.status for day, run in refused.items()} == {
+        "2023-07-21": DagsterRunStatus.FAILURE,
+        "2023-07-22": DagsterRunStatus.FAILURE,
+    }
+    for day, previous in (("2023-07-21", "2023-07-20"), ("2023-07-22", "2023-07-21")):
+        message = failure(refused[day])
+        assert f"of {day}: the portfolio of the previous day {previous} is not materialized" in message, message
+    assert not (tmp_path / "root" / "C1b").exists()  # nothing written
+
+    marked = json.dumps({WINDOW_START_TAG: "2023-07-21"})
+    for day in ("2023-07-21", "2023-07-22"):  # in order: each day once the previous one is done
+        (run,) = backfill("--partitions", day, "--tags", marked).values()
+        assert run.status == DagsterRunStatus.SUCCESS, run.run_id
+    instance.dispose()
+
+    monkeypatch.setenv("PROD_SYSTEM_ROOT", str(tmp_path / "ranged"))  # the single-run backfill, as the UI runs it
+    ranged = {RANGE_START_TAG: "2023-07-21", "dagster/asset_partition_range_end": "2023-07-22"}
+    job = build_definitions(["C1b"]).resolve_job_def("C1b_simulation_job")
+    assert job.execute_in_process(instance=DagsterInstance.ephemeral(), tags=ranged).success
+    days = sorted((tmp_path / "root").glob("C1b/simulation/manual/*/system_log_dir"))
+    (single_run,) = (tmp_path / "ranged").glob("C1b/simulation/manual/*/system_log_dir")
+    assert [d.parent.name for d in days] == ["20230721_000000.20230722_000000", "20230722_000000.20230723_000000"]
+    for name in [*PORTFOLIO_TABLES, "orders", "fills"]:
+        chained = pd.concat([comparable(day, name) for day in days], ignore_index=True)
+        chained = chained.drop(columns=["client_order_id"], errors="ignore")
+        whole = comparable(single_run, name).drop(columns=["client_order_id"], errors="ignore")
+        pd.testing.assert_frame_equal(chained, whole, obj=name)
 
 
 @pytest.mark.parametrize("start", ["2023-07-21T06:00:00Z"])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from prod_system.assets.simulation import WINDOW_START_TAG
 from prod_system.core.log_dir import LogDir
 from prod_system.definitions import build_definitions
 from prod_system_tests.dagster_ui import (
@@ -53,7 +54,9 @@ def test_operator_materializes_a_partition_from_the_ui(tmp_path, screenshots):
             assert lineage_edges(page) == edges
             page.screenshot(path=screenshots / "asset_graph.png")
 
-            run_id = launch_partition(page, "2023-07-21")
+            # the first day of a simulation: the operator marks it as the window's first day (a day
+            # otherwise continues from the previous day's portfolio, and refuses without it)
+            run_id = launch_partition(page, "2023-07-21", tags={WINDOW_START_TAG: "2023-07-21"})
             status = wait_for_run(page)
             seconds = time.monotonic() - opened
             page.screenshot(path=screenshots / "run.png")

@@ -6,6 +6,13 @@ partitions make a simulated day take minutes. A day partition holds its 288 five
 row of every table carries its ``bar_end``), a simulation is a single-run backfill over a range of
 days, and the portfolio depends on its own previous day, whose end state it starts from. Live runs
 use per-bar partitions (same core functions, one bar per run).
+
+The chain of days: a run's first day starts from initial cash only if it is the first day of a
+simulation window, as the run says (the tag ``prod_system/window_start``, or a ranged run's first
+day: ``dagster/asset_partition_range_start``); any other day continues from the end state of the
+day before, and a run whose previous day is not materialized fails before it writes anything, with
+one line naming that day. So a backfill gives the tables of one ranged run over the window, or
+refuses; never a day silently restarted from cash.
 """
 
 import re
@@ -24,6 +31,7 @@ from dagster import (
     BackfillPolicy,
     BetaWarning,
     DailyPartitionsDefinition,
+    Failure,
     MaterializeResult,
     MetadataValue,
     Output,
@@ -65,6 +73,8 @@ warnings.filterwarnings("ignore", category=BetaWarning)
 
 RUN_MODE = "simulation"
 TRIGGER_TAG = "prod_system/trigger"
+WINDOW_START_TAG = "prod_system/window_start"  # value: the first session day of the simulation window
+RANGE_START_TAG = "dagster/asset_partition_range_start"  # a ranged run's first day (Dagster's tag)
 SESSION_DAYS = DailyPartitionsDefinition(start_date="2019-01-01")
 PREVIOUS_DAY = TimeWindowPartitionMapping(start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True)
 RESOURCE_KEYS = {"system", "market_data", "clock", "broker", "log_dir"}
@@ -83,6 +93,42 @@ def group_name(model: str, run_mode: str = RUN_MODE) -> str:
 def _window(context: AssetExecutionContext) -> tuple[pd.Timestamp, pd.Timestamp]:
     window = context.partition_time_window
     return pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
+
+
+def _day(timestamp: pd.Timestamp) -> str:
+    return timestamp.strftime("%Y-%m-%d")
+
+
+def continues_from(context: AssetExecutionContext, model: str) -> str | None:
+    """The day whose end state the portfolio of this run's first day continues from; None when that
+    day is the first of a simulation window (it starts from initial cash), as the run's tags say."""
+    first = _window(context)[0]
+    tags = context.run.tags
+    tag = WINDOW_START_TAG if tags.get(WINDOW_START_TAG) else RANGE_START_TAG
+    marked = tags.get(tag)
+    if marked is None:
+        return _day(first - pd.Timedelta(days=1))
+    try:
+        window_start = pd.Timestamp(SESSION_DAYS.time_window_for_partition_key(marked).start).tz_convert("UTC")
+    except ValueError:
+        raise Failure(f"run tag {tag}={marked!r}: expected a session day such as 2023-07-21") from None
+    if first < window_start:
+        raise Failure(
+            f"{model} simulation of {_day(first)}: the day is before the first day {marked} of its "
+            f"simulation window (run tag {tag}); run the window from {marked}"
+        )
+    return None if first == window_start else _day(first - pd.Timedelta(days=1))
+
+
+def missing_previous_day(model: str, first: pd.Timestamp, previous: str) -> Failure:
+    """The one-line failure of a day whose previous day's portfolio is not there to continue from."""
+    day = _day(first)
+    return Failure(
+        f"{model} simulation of {day}: the portfolio of the previous day {previous} is not materialized, "
+        f"and {day} is not the first day of a simulation window: materialize {previous} first, or start "
+        f"the window at {day} with the run tag {WINDOW_START_TAG}={day} (a ranged run starts its window "
+        "at its first day)"
+    )
 
 
 class _Run:
@@ -151,6 +197,12 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
         context: AssetExecutionContext,
     ) -> MaterializeResult:
         run = _Run(context, model)
+        selected, steps = context.run.asset_selection, context.run.step_keys_to_execute
+        trades = (not selected or key("portfolio") in selected) and (steps is None or f"{group}_trading" in steps)
+        if trades:  # the chain of days, checked before anything is written
+            previous = continues_from(context, model)
+            if previous is not None and previous not in context.instance.get_materialized_partitions(key("portfolio")):
+                raise missing_previous_day(model, run.config.start, previous)
         store = run.store()  # unreadable market data fails here, before the log dir is touched
         run.log_dir.prepare(run.config, overwrite=True)
         seen = store.visible(run.bars[-1] + run.config.market_data.delay, run.config.start)
@@ -288,7 +340,8 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
                 "portfolio",
                 "Holdings and executed trades (shares, notional), cash and per-bar "
                 "statistics (pnl, volumes, gmv, nmv, net wealth, leverage). Each day starts from the previous "
-                "day's end state.",
+                "day's end state; the first day of a simulation window (run tag prod_system/window_start, or a "
+                "ranged run's first day) from initial cash.",
             ),
         },
         ins={
@@ -311,15 +364,20 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
         previous_portfolio: dict | None,
     ):
         run = _Run(context, model)
-        state = _state_at(previous_portfolio, run.config.start, run.config.universe)
+        previous = continues_from(context, model)
+        state = None if previous is None else _state_at(previous_portfolio, run.config.start, run.config.universe)
+        if previous is not None and state is None:
+            raise missing_previous_day(model, run.config.start, previous)
         began = time.perf_counter()
         with run.log_dir.capture_log(logger):
             if state is None:
                 logger.info(
-                    "no portfolio before %s: starting with %.2f cash",
-                    run.config.start,
+                    "%s is the first day of the simulation window: starting with %.2f cash",
+                    _day(run.config.start),
                     run.config.portfolio.initial_cash,
                 )
+            else:
+                logger.info("continuing from the portfolio at the end of %s", previous)
             result = run_trading(
                 run.config,
                 run.store(),
