@@ -844,8 +844,14 @@ def _exchange_hint(message: str) -> str:
 )
 @click.option("--faults", type=click.Path(dir_okay=False), help="JSON fault rules, per endpoint (docs/exchange.md).")
 @click.option("--state", type=click.Path(dir_okay=False), help="JSON file keeping the accounts across restarts.")
+@click.option(
+    "--strict-client-ids",
+    is_flag=True,
+    help="Refuse a reused newClientOrderId forever (-4116). Binance, and the default, refuse it among open orders "
+    "only: a filled order's id is accepted again.",
+)
 def exchange_sim(market_data, host, port, api_key, api_secret, clock, speed, taker_fee, maker_fee, initial_balance,
-                 faults, state) -> None:  # fmt: skip
+                 faults, state, strict_client_ids) -> None:  # fmt: skip
     """Run a local Binance USDT-M futures exchange that the unmodified ccxt client trades on.
 
     It replays the market data on its clock, fills market orders at the current price with taker fees
@@ -880,7 +886,8 @@ def exchange_sim(market_data, host, port, api_key, api_secret, clock, speed, tak
             _fail(f"bad fault rules in {faults}: {error}", "see the fault rules in docs/exchange.md")
     options = ServerOptions(
         market_data, api_key, api_secret, host, port, clock, speed,
-        EngineConfig(taker_fee, maker_fee, initial_balance), rules, Path(state) if state else None,
+        EngineConfig(taker_fee, maker_fee, initial_balance, strict_client_order_ids=strict_client_ids), rules,
+        Path(state) if state else None,
     )  # fmt: skip
     click.echo(f"starting the local exchange: replaying {market_data} ({clock} clock); Ctrl-C stops it", err=True)
     try:

@@ -268,6 +268,94 @@ def test_kill_and_restart_sends_no_order_twice_and_loses_no_fill(candles, tmp_pa
     )
 
 
+def test_killed_between_sending_and_recording_an_order_the_restart_finds_it(candles, tmp_path, reliability):
+    """Binance accepts a filled order's client id again, so nothing but the broker stands between a
+    restart and a second order. `prod-system run` (prod) SIGKILLs itself right after the exchange
+    accepted one of a bar's orders and before it recorded the answer (the `order_sent` failpoint), and
+    is started again within the same bar: it must find that order by its client id and not send it
+    again, send the bar's orders that never reached the exchange, and trade the bar."""
+    seed = int(os.environ.get("PROD_SYSTEM_RESTART_SEED", "11"))
+    print(f"restart seed {seed} (PROD_SYSTEM_RESTART_SEED)")
+    speed = 4.0  # a bar is 15 s: a restart has the bar's 58 s of data timeout (14.5 s) to come back in
+    market = Market(candles, f"sqlite:///{tmp_path / 'market.db'}", speed=speed)
+    root = tmp_path / "runs"
+    config = tmp_path / "session.yaml"
+    config.write_text("live:\n  data_timeout_seconds: 58\n  poll_seconds: 0.05\n")
+    env = {**os.environ, "BINANCE_API_KEY": market.exchange.api_key, "BINANCE_API_SECRET": market.exchange.api_secret}
+    command = [sys.executable, "-m", "prod_system.cli", "run", "--config", str(config), "--model", "C1b"]
+    command += ["--mode", "prod", "--duration", "3m", "--bar", "1m", "--root", str(root)]
+    command += ["--database", market.database_url, "--exchange-url", market.exchange.url, "--speed", str(speed)]
+    command += ["--no-ingest"]
+    rng = random.Random(seed)
+    killed_in: list[pd.Timestamp] = []
+    try:
+        for _ in range(3):
+            armed = {**env, "PROD_SYSTEM_FAILPOINT": f"order_sent:{rng.randint(1, 6)}"}
+            process = subprocess.run(command, env=armed, capture_output=True, text=True, timeout=240)
+            if process.returncode == 0:
+                break  # the session ended before the failpoint was due
+            assert process.returncode == -signal.SIGKILL, process.stderr[-2000:]
+            (session,) = list(root.glob("C1b/prod/manual/*/system_log_dir"))
+            inflight = json.loads((session / "inflight.json").read_text())["orders"]
+            killed_in.append(pd.Timestamp(inflight[0]["bar_end"]))
+        final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+        assert final.returncode == 0, final.stderr[-2000:]
+    finally:
+        market.close()
+    assert len(killed_in) >= 2, f"seed {seed}: the failpoint fired {len(killed_in)} times"
+    logs = LogDir(session)
+    traded = set(logs.read_table("portfolio/statistics")["bar_end"])
+    assert set(killed_in) <= traded, f"seed {seed}: a bar killed mid-sending was not traded after the restart"
+    on_exchange, recorded = assert_exchange_holds_the_session(market.exchange, session)
+    assert repeats(on_exchange) == 0
+    reliability(
+        "process",
+        "kill -9 between an order sent and recorded, restart in the same bar (Binance's client-id rule)",
+        injected=len(killed_in),
+        orders=len(on_exchange),
+        duplicated=repeats(on_exchange),
+        lost=len(set(on_exchange) - recorded),
+        matches_exchange=True,
+        outcome=f"{len(killed_in)} bars killed after an order reached the exchange; each traded on restart",
+    )
+
+
+def test_a_session_killed_in_its_last_bar_is_resumed_or_carried_with_its_orders(tmp_path):
+    """Killed while sending its last bar's orders (inflight.json written, state.json a bar behind): a
+    restart before that bar's data timeout resumes the session to trade the bar; a later one, a
+    finished session, starts a new session that expects those orders on the venue (open orders to
+    look up), so that the venue and the portfolio keep agreeing."""
+    from prod_system.core.live import INFLIGHT_FILE, unfinished_session
+
+    start, end = pd.Timestamp("2023-07-21T06:00:00Z"), pd.Timestamp("2023-07-21T06:03:00Z")
+    common = {"model": "C1b", "run_mode": "paper_trading", "bar": "1m", "log_root": str(tmp_path)}
+    common |= {"market_data": {"source": f"sqlite:///{tmp_path / 'market.db'}"}, "live": {"data_timeout_seconds": 40}}
+    killed = LiveSession(build_config({**common, "start": start, "end": end}), ScaledClock(start, 1.0))
+    killed.log_dir.prepare(killed.config)
+    held = pd.Series(0.0, index=UNIVERSE)
+    held["BTC"] = 0.5
+    last = {"unapplied_fills": [], "bar_end": "2023-07-21T06:02:00+00:00", "shares": held.to_dict()}
+    last |= {"notional": (held * 30000).to_dict(), "cash": 985000.0, "open_orders": []}
+    (killed.log_dir.path / "state.json").write_text(json.dumps(last))
+    order = {"bar_end": end.isoformat(), "asset": "ETH", "client_order_id": "ps-x-2307210603-ETH"}
+    order |= {"side": "buy", "quantity": 2.0, "decision_price": 1890.0}
+    (killed.log_dir.path / INFLIGHT_FILE).write_text(json.dumps({"orders": [order]}))
+    find = lambda now: unfinished_session(tmp_path, "C1b", "paper_trading", "manual", now)  # noqa: E731
+    assert find(end + pd.Timedelta(seconds=39)) == killed.log_dir.path  # its last bar can still trade
+    assert find(end + pd.Timedelta(seconds=40)) is None
+    finished = {**last, "bar_end": end.isoformat()}  # a session that traded its last bar: never resumed
+    (killed.log_dir.path / "state.json").write_text(json.dumps(finished))
+    assert find(end + pd.Timedelta(seconds=10)) is None
+    (killed.log_dir.path / "state.json").write_text(json.dumps(last))
+    later = pd.Timestamp("2023-07-21T06:10:00Z")
+    new = LiveSession(build_config({**common, "start": later, "end": later + pd.Timedelta(minutes=3)}), None)
+    new.log_dir.prepare(new.config)
+    new._carry_over()
+    state, _ = new.load_state()
+    assert state.shares["BTC"] == 0.5 and state.cash == 985000.0
+    assert [o["client_order_id"] for o in state.open_orders] == ["ps-x-2307210603-ETH"]
+
+
 def test_exchange_down_records_the_bar_and_the_session_goes_on(market, tmp_path, reliability):
     """prod with the exchange refusing every order for one bar: the bar is recorded with the reason,
     nothing is lost, and the next bars trade."""

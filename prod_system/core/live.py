@@ -27,7 +27,7 @@ import pandas as pd
 
 from prod_system.core.broker import FILL_COLUMNS, Broker
 from prod_system.core.clock import Clock
-from prod_system.core.config import SystemConfig
+from prod_system.core.config import SystemConfig, load_config
 from prod_system.core.dag import Dag, load_model
 from prod_system.core.exchange_broker import BrokerError, ExchangeBroker
 from prod_system.core.log_dir import LogDir, columns
@@ -50,6 +50,7 @@ logger = logging.getLogger("prod_system.live")
 
 STATE_FILE = "state.json"
 INFLIGHT_FILE = "inflight.json"
+MAX_DATA_TIMEOUT = pd.Timedelta(hours=1)  # the largest live.data_timeout_seconds the config takes
 LATENCY_COLUMNS = columns("latency")
 
 
@@ -136,14 +137,22 @@ def session_window(now: pd.Timestamp, bar: pd.Timedelta, duration: pd.Timedelta)
 def unfinished_session(
     root: str | Path, model_name: str, run_mode: str, trigger: str, now: pd.Timestamp
 ) -> Path | None:
-    """The log dir of a session of this model and mode that has not reached its end (to resume it)."""
+    """The log dir of a session of this model and mode whose last bar can still be traded (to resume
+    it): one killed in its last bar and started again before that bar's data timeout resumes, rather
+    than leaving the bar's orders to a new session."""
     candidates = []
     for path in Path(root).glob(f"{model_name}/{run_mode}/{trigger}/*.*/system_log_dir"):
         config_file = path / "system_config.yaml"
         if not config_file.exists():
             continue
         end = pd.to_datetime(path.parent.name.split(".")[1], format="%Y%m%d_%H%M%S", utc=True)
-        if end > now:
+        if end + MAX_DATA_TIMEOUT <= now:  # cheap filter first: months of sessions lie here
+            continue
+        if end + pd.Timedelta(seconds=load_config(config_file).live.data_timeout_seconds) <= now:
+            continue
+        state = path / STATE_FILE
+        done = json.loads(state.read_text()).get("bar_end") if state.exists() else None
+        if done is None or pd.Timestamp(done) < end:
             candidates.append(path)
     return sorted(candidates)[-1] if candidates else None
 
@@ -213,10 +222,27 @@ class LiveSession:
             return
         path = Path(max(previous)[1])
         data = json.loads(path.read_text())
+        inflight = path.parent / INFLIGHT_FILE
+        if inflight.exists():  # killed while sending its last bar's orders: they may be on the venue
+            known = {o["client_order_id"] for o in data["open_orders"]}
+            orders = json.loads(inflight.read_text())["orders"]
+            data["open_orders"] += [o for o in orders if o["client_order_id"] not in known]
         data["bar_end"] = None  # none of this session's bars is done
         data["carried_from"] = str(path.parent)
         self.log_dir.write_text(STATE_FILE, json.dumps(data, indent=1))
         logger.info("starting from the end of the previous session %s", path.parent)
+
+    def _write_inflight(self, orders: list[dict]) -> None:
+        """Record the bar's orders before they are sent, beside those of an earlier attempt at the bar
+        (a restart): inflight.json holds every order that may be on the venue and that state.json does
+        not account for yet. A bar decided again after a restart does not send again what the first
+        attempt placed (its fills are counted now), but until state.json is saved those orders and
+        their fills exist nowhere else: replacing them would lose them to the next restart."""
+        path = self.log_dir.path / INFLIGHT_FILE
+        earlier = json.loads(path.read_text())["orders"] if path.exists() else []
+        known = {o["client_order_id"] for o in earlier}
+        merged = earlier + [_order_to_json(o) for o in orders if o["client_order_id"] not in known]
+        self.log_dir.write_text(INFLIGHT_FILE, json.dumps({"orders": merged}))
 
     def _save_state(self, state: PortfolioState, unapplied_fills: list[dict]) -> None:
         data = {
@@ -372,7 +398,7 @@ class LiveSession:
         )
         # the intent first: a process killed while sending finds these orders on restart, and every
         # order that may reach the venue is in the log dir (a bar decided again keeps the first ones)
-        self.log_dir.write_text(INFLIGHT_FILE, json.dumps({"orders": [_order_to_json(o) for o in orders]}))
+        self._write_inflight(orders)
         orders_table = pd.DataFrame(orders, columns=ORDER_COLUMNS)
         part = self.log_dir.path / "orders" / f"part-{compact(bar_end)}.parquet"
         if part.exists():
