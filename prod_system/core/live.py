@@ -262,12 +262,13 @@ class LiveSession:
         """Trade every bar of the window still ahead, resuming a persisted state; with ``only``, that
         one bar (the bars before it that no run traded are recorded as skipped); with ``until``, the
         bars up to then (the session goes on when run again). One process at a time drives a session:
-        a second one waits for the first (a lock in the log dir)."""
-        fresh = not (self.log_dir.path / "system_config.yaml").exists()
-        if fresh:
-            self.log_dir.prepare(self.config, overwrite=False)
-            self._carry_over()
+        a second one waits for the first (a lock beside the log dir), from before the session is prepared
+        (two runs starting a fresh session at once: the second finds it prepared, never replaces it)."""
         with _session_lock(self.log_dir.path):
+            fresh = not (self.log_dir.path / "system_config.yaml").exists()
+            if fresh:
+                self.log_dir.prepare(self.config, overwrite=False)
+                self._carry_over()
             return self._run(fresh, only, until)
 
     def _run(self, fresh: bool, only: pd.Timestamp | None, until: pd.Timestamp | None) -> list[BarOutcome]:
@@ -517,8 +518,10 @@ class LiveSession:
 
 @contextmanager
 def _session_lock(path: Path):
-    """An exclusive lock on the session's log dir, released when the process ends, however it ends."""
-    with (path / ".session.lock").open("w") as handle:
+    """An exclusive lock on the session's log dir, released when the process ends, however it ends. Its
+    file lies beside the dir (``.system_log_dir.lock``): preparing a fresh session replaces the dir."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (path.parent / f".{path.name}.lock").open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
