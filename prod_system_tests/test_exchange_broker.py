@@ -407,6 +407,15 @@ def test_start_refuses_or_adopts_a_disagreeing_exchange(exchange):
     assert adopted.cash + adopted.notional.sum() == pytest.approx(1_000_000.0, rel=1e-3)
 
 
+def test_start_refuses_a_portfolio_with_an_unknown_holding(exchange):
+    """A NaN holding (a corrupt or hand-edited state) agrees with nothing: the start refuses, fail closed,
+    whatever the exchange holds of that asset."""
+    state = empty_state()
+    state.shares["ETH"] = np.nan
+    with pytest.raises(BrokerError, match=r"ETH: exchange 0, portfolio nan"):
+        make_broker(exchange).reconcile(state)
+
+
 def test_exchange_rules_and_risk_limits_apply_before_sending(exchange):
     risk = RiskConfig(max_order_notional=3_000.0, max_notional_per_asset=5_000.0)
     broker = make_broker(exchange, risk=risk)

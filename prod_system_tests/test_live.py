@@ -29,6 +29,17 @@ from prod_system.exchange import LocalExchange
 from prod_system_tests.conftest import UNIVERSE, placed_ids, repeats
 
 SPEED = 60.0  # one market minute per real second
+# Real seconds a bar may wait for its candles: on a loaded 2-core machine an ingestion pass (eight
+# HTTP requests, a database write) can take a second or two of real time, which at 60x is minutes of
+# market time. Every real-clock session here waits this long, in real time, whatever its speed.
+SLACK_SECONDS = 3.0
+
+
+def data_timeout(speed: float = SPEED) -> float:
+    """live.data_timeout_seconds (market time) that leaves SLACK_SECONDS of real time at ``speed``."""
+    return SLACK_SECONDS * speed
+
+
 T = pd.Timestamp("2023-07-21T06:00:00Z")  # the exchange opens here; the database holds what came before
 KEY_ENV, SECRET_ENV = "LIVE_TEST_API_KEY", "LIVE_TEST_API_SECRET"
 KILLS = int(os.environ.get("PROD_SYSTEM_KILLS", "20"))  # kill -9 and restart this many times in one session
@@ -38,6 +49,7 @@ class Market:
     """A running market: the exchange, the database with history, the ingestion, the shared clock."""
 
     def __init__(self, candles: pd.DataFrame, database_url: str, speed: float = SPEED, history: bool = True):
+        self.speed = speed
         self.exchange = LocalExchange(candles[candles["bar_start"] >= T], clock="original", speed=speed)
         client = binanceusdm_client(self.exchange.url)
         self.clock = ScaledClock(pd.Timestamp(client.fetch_time(), unit="ms", tz="UTC"), speed)
@@ -76,7 +88,7 @@ def live_config(market: Market, root: Path, mode: str, bars: int = 5, **override
         "end": (start + pd.Timedelta(minutes=bars)).isoformat(),
         "market_data": {"source": market.database_url},
         "log_root": str(root),
-        "live": {"data_timeout_seconds": 20, "poll_seconds": 0.01},
+        "live": {"data_timeout_seconds": data_timeout(market.speed), "poll_seconds": 0.01},
         "profile_memory": False,
     }
     if mode == "prod":
@@ -143,7 +155,7 @@ def test_late_data_skips_the_bar_and_the_next_goes_on(market, tmp_path, reliabil
     """The exchange's klines fail for a while: the bar whose candles never arrive in time is skipped,
     with the reason; the next bar trades from the true holdings."""
     config = live_config(
-        market, tmp_path, "paper_trading", bars=4, live={"data_timeout_seconds": 20, "poll_seconds": 0.01}
+        market, tmp_path, "paper_trading", bars=4, live={"data_timeout_seconds": data_timeout(), "poll_seconds": 0.01}
     )
     first_bar = config.start + pd.Timedelta(minutes=1)
     outage = [{"endpoint": "GET /fapi/v1/klines", "kind": "server_error"}]
@@ -183,7 +195,7 @@ def test_reconcile_a_session_that_started_from_an_empty_database(candles, tmp_pa
         # session's third bar (its first two place no order)
         known = int((market.clock.now().floor("1min") - T) / pd.Timedelta(minutes=1))
         params = {"vol_window": math.ceil((known + 1) / 0.8), "horizon": 1}
-        live = {"data_timeout_seconds": 40, "poll_seconds": 0.01}
+        live = {"data_timeout_seconds": data_timeout(), "poll_seconds": 0.01}
         config = live_config(market, root, "paper_trading", bars=6, model_params=params, live=live)
         outcomes = LiveSession(config, market.clock).run()
     finally:
@@ -432,9 +444,11 @@ def test_database_lost_and_restored(candles, postgres_url, tmp_path, monkeypatch
     through_proxy = server.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     monkeypatch.setenv(KEY_ENV, market.exchange.api_key)
     monkeypatch.setenv(SECRET_ENV, market.exchange.api_secret)
-    config = live_config(market, tmp_path, "prod", bars=8, market_data={"source": through_proxy})
+    config = live_config(market, tmp_path, "prod", bars=10, market_data={"source": through_proxy})
     session = LiveSession(config, market.clock)
-    outage = (config.start + pd.Timedelta(minutes=2, seconds=30), config.start + pd.Timedelta(minutes=5, seconds=30))
+    # longer than a bar's data timeout plus two bars, so that some bars wait it out and are skipped
+    cut = config.start + pd.Timedelta(minutes=2, seconds=30)
+    outage = (cut, cut + pd.Timedelta(seconds=config.live.data_timeout_seconds) + pd.Timedelta(minutes=3))
 
     def partition() -> None:
         market.clock.wait_until(outage[0])
@@ -461,7 +475,8 @@ def test_database_lost_and_restored(candles, postgres_url, tmp_path, monkeypatch
     on_exchange, recorded = assert_exchange_holds_the_session(market.exchange, session.log_dir.path)
     reliability(
         "process",
-        "market database (PostgreSQL) connection lost for 3 minutes, restored",
+        f"market database (PostgreSQL) connection lost for {(outage[1] - outage[0]).total_seconds() / 60:g} minutes, "
+        "restored",
         injected=1,
         orders=len(on_exchange),
         duplicated=repeats(on_exchange),

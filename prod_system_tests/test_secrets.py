@@ -82,7 +82,10 @@ def test_api_keys_reach_no_output(candles, tmp_path, monkeypatch, capfd, caplog,
     assert market.exchange.api_key == API_KEY
     root = tmp_path / "runs"
     config_file = tmp_path / "prod.yaml"
-    live = {"data_timeout_seconds": 120, "poll_seconds": 0.01}  # 2 s of real time: slack for a busy machine
+    live = {
+        "data_timeout_seconds": test_live.data_timeout(),
+        "poll_seconds": 0.01,
+    }  # real-time slack for a busy machine
     config_file.write_text(live_config(market, root, "prod", bars=BARS, live=live).to_yaml())
     try:
         done = cli(

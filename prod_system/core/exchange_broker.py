@@ -239,7 +239,7 @@ class ExchangeBroker:
         ours = {c.exchange_order_id for c in self._pending}
         open_orders = [o for o in open_orders if str(o["id"]) not in ours]
         steps = pd.Series({a: self._step(a) for a in self.assets})
-        differ = (on_exchange - held).abs() > steps / 2
+        differ = ~((on_exchange - held).abs() <= steps / 2)  # fails closed: a NaN holding never agrees
         if not differ.any() and not open_orders:
             self._positions = held - pending
             logger.info("exchange agrees with the portfolio: %s", _positions_text(held))
