@@ -83,3 +83,16 @@ def test_reconciliation_refuses_duplicated_rows(simulated_day, candles, tmp_path
     LogDir(corrupted).write_table("portfolio/pnl", pnl.head(16), config.start)  # a second, overlapping part
     with pytest.raises(ReconciliationError, match="recorded more than once"):
         reconcile(config, LogDir(corrupted), CandleStore(candles, config.universe))
+
+
+def test_flat_and_identical_sides_reconcile_without_a_correlation():
+    """A session's opening bars where nothing traded: both per-bar PnLs are 0, the correlation is
+    undefined, yet production and research agree exactly; any difference on such bars does not."""
+    from prod_system.core.reconciliation import ReconciliationSummary
+
+    flat = dict(pnl_correlation=np.nan, cumulative_pnl_prod=0.0, cumulative_pnl_research=0.0)
+    flat |= dict(gross_volume_prod=0.0, first_divergence=None, bars=2)
+    same = ReconciliationSummary(max_abs_pnl_diff=0.0, **flat)
+    assert same.reconciled and same.verdict().startswith("reconciled: identical per-bar pnl over 2 bars")
+    off = ReconciliationSummary(max_abs_pnl_diff=0.5, **{**flat, "cumulative_pnl_prod": 0.5})
+    assert not off.reconciled and off.verdict().startswith("NOT reconciled")

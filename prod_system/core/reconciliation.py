@@ -36,8 +36,17 @@ class ReconciliationSummary:
     bars: int
 
     @property
+    def identical_and_flat(self) -> bool:
+        """Per-bar PnL constant on both sides (nothing traded yet: the correlation is undefined) and
+        equal to the cent on every bar: production and research agree exactly."""
+        return bool(not np.isfinite(self.pnl_correlation) and self.max_abs_pnl_diff < 0.005)
+
+    @property
     def reconciled(self) -> bool:
-        """Per-bar PnL correlation >= 0.999 and cumulative PnL within 0.1% of the volume traded."""
+        """Per-bar PnL correlation >= 0.999 and cumulative PnL within 0.1% of the volume traded (or
+        both sides flat and identical, where a correlation is undefined)."""
+        if self.identical_and_flat:
+            return True
         gap = abs(self.cumulative_pnl_prod - self.cumulative_pnl_research)
         return bool(self.pnl_correlation >= 0.999 and gap <= 0.001 * max(self.gross_volume_prod, 1e-9))
 
@@ -47,6 +56,8 @@ class ReconciliationSummary:
     def verdict(self) -> str:
         """One line a person can act on."""
         if self.reconciled and self.first_divergence is None:
+            if self.identical_and_flat:
+                return f"reconciled: identical per-bar pnl over {self.bars} bars (flat: nothing traded yet)"
             return f"reconciled: pnl correlation {self.pnl_correlation:.6f} over {self.bars} bars"
         where = (
             f"first divergence at {self.first_divergence['bar_end']} on {self.first_divergence['asset']} "
