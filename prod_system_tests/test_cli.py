@@ -375,14 +375,19 @@ def test_exchange_sim_without_keys_in_process(tmp_path, monkeypatch):
     assert done.stderr.splitlines()[1].startswith("hint: ")
 
 
-def test_unexpected_failure_is_one_line_and_debug_shows_the_traceback(tmp_path, monkeypatch):
+def _a_dump_that_breaks(tmp_path, monkeypatch, message: str) -> list[str]:
+    """The arguments of a dump-market-data whose writing fails with an unexpected error."""
     monkeypatch.chdir(tmp_path)
 
     def broken(*args, **kwargs):
-        raise RuntimeError("something broke\non two lines")
+        raise RuntimeError(message)
 
     monkeypatch.setattr(cli_module, "write_snapshot", broken)
-    args = [*DUMP, "--universe", "BTC", "--out", "x.parquet"]
+    return [*DUMP, "--universe", "BTC", "--out", "x.parquet"]
+
+
+def test_unexpected_failure_is_one_line_and_debug_shows_the_traceback(tmp_path, monkeypatch):
+    args = _a_dump_that_breaks(tmp_path, monkeypatch, "something broke\non two lines")
     done = invoke(*args, env={"PROD_SYSTEM_DEBUG": None})
     assert done.exit_code == cli_module.EXIT_FAILED
     assert "Traceback" not in done.output
@@ -495,13 +500,7 @@ def test_debug_is_an_option_of_every_command(command):
 
 
 def test_debug_after_the_command_shows_the_traceback(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-
-    def broken(*args, **kwargs):
-        raise RuntimeError("something broke")
-
-    monkeypatch.setattr(cli_module, "write_snapshot", broken)
-    args = [*DUMP, "--universe", "BTC", "--out", "x.parquet"]
+    args = _a_dump_that_breaks(tmp_path, monkeypatch, "something broke")
     for position in (["--debug", *args], [*args, "--debug"], [*args[:3], "--debug", *args[3:]]):
         done = invoke(*position, env={"PROD_SYSTEM_DEBUG": None})
         assert done.exit_code == 1 and isinstance(done.exception, RuntimeError), (position, done.output)

@@ -213,6 +213,16 @@ def test_reconcile_a_session_that_started_from_an_empty_database(candles, tmp_pa
         assert Path(report).is_file()
 
 
+def prod_run(market: Market, root: Path, duration: str, *options: str) -> tuple[list[str], dict]:
+    """`prod-system run` in prod on 1-minute bars against ``market`` at its speed (its database, no
+    ingestion), and the environment holding the exchange's keys."""
+    env = {**os.environ, "BINANCE_API_KEY": market.exchange.api_key, "BINANCE_API_SECRET": market.exchange.api_secret}
+    command = [sys.executable, "-m", "prod_system.cli", "run", *options, "--model", "C1b", "--mode", "prod"]
+    command += ["--duration", duration, "--bar", "1m", "--root", str(root), "--database", market.database_url]
+    command += ["--exchange-url", market.exchange.url, "--speed", str(market.speed), "--no-ingest"]
+    return command, env
+
+
 def assert_exchange_holds_the_session(exchange: LocalExchange, log_dir: Path) -> tuple[list[str], set[str]]:
     """Every order on the exchange was decided and recorded by the session, and placed once; no fill
     lost: the portfolio (plus the fills counted but not yet applied) is what the exchange holds.
@@ -238,10 +248,7 @@ def test_kill_and_restart_sends_no_order_twice_and_loses_no_fill(candles, tmp_pa
     speed = 30.0  # a market minute every 2 s: a kill lands anywhere in a bar, start-up included
     market = Market(candles, f"sqlite:///{tmp_path / 'market.db'}", speed=speed)
     root = tmp_path / "runs"
-    env = {**os.environ, "BINANCE_API_KEY": market.exchange.api_key, "BINANCE_API_SECRET": market.exchange.api_secret}
-    command = [sys.executable, "-m", "prod_system.cli", "run", "--model", "C1b", "--mode", "prod"]
-    command += ["--duration", "50m", "--bar", "1m", "--root", str(root), "--database", market.database_url]
-    command += ["--exchange-url", market.exchange.url, "--speed", str(speed), "--no-ingest"]
+    command, env = prod_run(market, root, "50m")
     rng = random.Random(int(os.environ.get("PROD_SYSTEM_KILL_SEED", "7")))  # other seeds: other kill points
     kills = 0
     try:
@@ -293,11 +300,7 @@ def test_killed_between_sending_and_recording_an_order_the_restart_finds_it(cand
     root = tmp_path / "runs"
     config = tmp_path / "session.yaml"
     config.write_text("live:\n  data_timeout_seconds: 58\n  poll_seconds: 0.05\n")
-    env = {**os.environ, "BINANCE_API_KEY": market.exchange.api_key, "BINANCE_API_SECRET": market.exchange.api_secret}
-    command = [sys.executable, "-m", "prod_system.cli", "run", "--config", str(config), "--model", "C1b"]
-    command += ["--mode", "prod", "--duration", "3m", "--bar", "1m", "--root", str(root)]
-    command += ["--database", market.database_url, "--exchange-url", market.exchange.url, "--speed", str(speed)]
-    command += ["--no-ingest"]
+    command, env = prod_run(market, root, "3m", "--config", str(config))
     rng = random.Random(seed)
     killed_in: list[pd.Timestamp] = []
     try:

@@ -3,9 +3,7 @@ deadline, the exchange's trade list past one page, two processes driving one ses
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -25,7 +23,7 @@ from prod_system.core.market_db import MarketDatabase
 from prod_system.core.portfolio import PortfolioState
 from prod_system.exchange import LocalExchange
 from prod_system_tests.conftest import UNIVERSE, placed_ids
-from prod_system_tests.test_live import Market, assert_exchange_holds_the_session
+from prod_system_tests.test_live import Market, assert_exchange_holds_the_session, prod_run
 
 MINUTE = pd.Timedelta(minutes=1)
 
@@ -293,10 +291,7 @@ def test_a_second_process_on_a_running_session_waits_for_it_and_trades_nothing_t
     speed = 10.0  # a 1-minute bar is 6 s: the second process starts (seconds) well within the session
     market = Market(candles, f"sqlite:///{tmp_path / 'market.db'}", speed=speed)
     root = tmp_path / "runs"
-    env = {**os.environ, "BINANCE_API_KEY": market.exchange.api_key, "BINANCE_API_SECRET": market.exchange.api_secret}
-    command = [sys.executable, "-m", "prod_system.cli", "run", "--model", "C1b", "--mode", "prod"]
-    command += ["--duration", "4m", "--bar", "1m", "--root", str(root), "--database", market.database_url]
-    command += ["--exchange-url", market.exchange.url, "--speed", str(speed), "--no-ingest"]
+    command, env = prod_run(market, root, "4m")
     processes: list[subprocess.Popen] = []
     try:
         first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -37,6 +37,7 @@ from prod_system.core.clock import Clock
 from prod_system.core.config import BrokerConfig, RiskConfig
 from prod_system.core.exchange_client import binanceusdm_client, symbol_of
 from prod_system.core.failpoints import failpoint
+from prod_system.core.log_dir import columns
 from prod_system.core.portfolio import PortfolioState
 
 if TYPE_CHECKING:
@@ -44,24 +45,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("prod_system.broker")
 
-EXECUTION_COLUMNS = [
-    "bar_end",
-    "asset",
-    "client_order_id",
-    "parent_order_id",
-    "wave",
-    "side",
-    "requested",
-    "sent",
-    "status",
-    "exchange_order_id",
-    "filled",
-    "average_price",
-    "attempts",
-    "sent_at",
-    "acknowledged_at",
-    "reason",
-]
+EXECUTION_COLUMNS = columns("broker/executions")  # one schema per table: core/log_dir.py
 # Transient errors, after which an order may or may not have reached the exchange (look it up, then
 # retry), are ccxt's OperationFailed: NetworkError (timeouts, 5xx, 429) and Binance's -1001 "internal
 # error". ccxt is imported by the methods that call the exchange, not with this module: loading the
