@@ -104,6 +104,18 @@ def test_find_runs_by_window(run_root):
     assert find_runs(run_root, "C3a") == []
 
 
+def test_find_runs_passes_over_a_run_interrupted_before_its_end(run_root, tmp_path):
+    """A simulation stopped by Ctrl-C or a kill leaves tables but no run.json: it is not a run to
+    reconcile or observe (its next run replaces it); the finished run beside it is."""
+    root = tmp_path / "root"
+    shutil.copytree(run_root / "C1b", root / "C1b", ignore=shutil.ignore_patterns(REPORT_FOLDER))
+    (finished,) = find_runs(root, "C1b")
+    interrupted = finished.log_dir.parent.parent / "20230721_000000.20230721_120000" / "system_log_dir"
+    shutil.copytree(finished.log_dir, interrupted)
+    (interrupted / "run.json").unlink()
+    assert [run.log_dir for run in find_runs(root, "C1b")] == [finished.log_dir]
+
+
 def test_reconcile_command_fails_loudly_on_a_corrupted_run(run_root, tmp_path):
     """Flip the recorded predictions of one hour: targets, holdings and PnL no longer follow them."""
     root = tmp_path / "root"

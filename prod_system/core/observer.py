@@ -72,12 +72,13 @@ def find_runs(
     start: pd.Timestamp | None = None,
     end: pd.Timestamp | None = None,
 ) -> list[RunRef]:
-    """The log dirs of ``model`` under ``root`` whose window overlaps [start, end), oldest first."""
+    """The log dirs of ``model`` under ``root`` whose window overlaps [start, end), oldest first: finished
+    runs and live sessions, not a run interrupted before its end (its next run replaces it)."""
     runs = []
     pattern = f"{model_folder(model)}/{run_mode or '*'}/{trigger or '*'}/*/system_log_dir"
     for path in Path(root).glob(pattern):
         window = _parse_window(path.parent.name)
-        if window is None or not (path / "system_config.yaml").exists():
+        if window is None or not (path / "system_config.yaml").exists() or not LogDir(path).holds_run():
             continue
         first, last = window
         if (start is not None and last <= start) or (end is not None and first >= end):
