@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -21,7 +22,8 @@ def _options_around_source(before: str, cwd: Path) -> list[str]:
         "ls /nonexistent-prod-system-path 2>/dev/null\n"
         'echo "alive $DAGSTER_HOME"\n'
     )
-    done = subprocess.run(["bash", "-c", script], cwd=cwd, capture_output=True, text=True, timeout=120)
+    fresh = {name: value for name, value in os.environ.items() if name != "DAGSTER_HOME"}  # a user's new shell
+    done = subprocess.run(["bash", "-c", script], cwd=cwd, env=fresh, capture_output=True, text=True, timeout=120)
     return done.stdout.splitlines()
 
 
