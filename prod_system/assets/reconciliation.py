@@ -27,6 +27,7 @@ from dagster import (
     asset_check,
 )
 
+from prod_system.assets.live import live_bar_key
 from prod_system.assets.previews import preview
 from prod_system.assets.simulation import SESSION_DAYS, model_slug
 from prod_system.core.observer import ObserverReport, find_runs, observe
@@ -153,7 +154,7 @@ def _live_reconciliation(model: str, mode: str) -> list[AssetsDefinition]:
 
     @asset(
         key=key,
-        deps=[AssetKey([slug, mode, "bar"])],
+        deps=[live_bar_key(model, mode)],
         description=f"The latest {mode} session of {model} vs its research portfolio, up to its last bar "
         "(refreshed every 5 minutes while a session runs): the same report as the simulation's.",
         group_name=f"{slug}_{mode}",

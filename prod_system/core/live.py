@@ -202,11 +202,9 @@ class LiveSession:
             )
         else:
             state = PortfolioState.empty(self.assets, self.config.portfolio.initial_cash)
-        inflight = self.log_dir.path / INFLIGHT_FILE
-        if inflight.exists():  # killed after deciding a bar's orders: they may be on the venue
-            orders = [_order_from_json(o) for o in json.loads(inflight.read_text())["orders"]]
-            known = {o["client_order_id"] for o in state.open_orders}
-            state.open_orders.extend(o for o in orders if o["client_order_id"] not in known)
+        # killed after deciding a bar's orders: they may be on the venue
+        inflight = [_order_from_json(o) for o in _inflight_orders(self.log_dir.path)]
+        state.open_orders[:] = _with_orders(state.open_orders, inflight)
         return state, [_order_from_json(f) for f in data.get("unapplied_fills", [])]
 
     def _carry_over(self) -> None:
@@ -222,11 +220,8 @@ class LiveSession:
             return
         path = Path(max(previous)[1])
         data = json.loads(path.read_text())
-        inflight = path.parent / INFLIGHT_FILE
-        if inflight.exists():  # killed while sending its last bar's orders: they may be on the venue
-            known = {o["client_order_id"] for o in data["open_orders"]}
-            orders = json.loads(inflight.read_text())["orders"]
-            data["open_orders"] += [o for o in orders if o["client_order_id"] not in known]
+        # killed while sending its last bar's orders: they may be on the venue
+        data["open_orders"] = _with_orders(data["open_orders"], _inflight_orders(path.parent))
         data["bar_end"] = None  # none of this session's bars is done
         data["carried_from"] = str(path.parent)
         self.log_dir.write_text(STATE_FILE, json.dumps(data, indent=1))
@@ -238,10 +233,7 @@ class LiveSession:
         not account for yet. A bar decided again after a restart does not send again what the first
         attempt placed (its fills are counted now), but until state.json is saved those orders and
         their fills exist nowhere else: replacing them would lose them to the next restart."""
-        path = self.log_dir.path / INFLIGHT_FILE
-        earlier = json.loads(path.read_text())["orders"] if path.exists() else []
-        known = {o["client_order_id"] for o in earlier}
-        merged = earlier + [_order_to_json(o) for o in orders if o["client_order_id"] not in known]
+        merged = _with_orders(_inflight_orders(self.log_dir.path), [_order_to_json(o) for o in orders])
         self.log_dir.write_text(INFLIGHT_FILE, json.dumps({"orders": merged}))
 
     def _save_state(self, state: PortfolioState, unapplied_fills: list[dict]) -> None:
@@ -542,6 +534,18 @@ def _plus_fills(shares: pd.Series, fills: list[dict]) -> pd.Series:
     for fill in fills:
         shares[fill["asset"]] = round(shares[fill["asset"]] + fill["shares"], 12)
     return shares
+
+
+def _inflight_orders(log_dir: Path) -> list[dict]:
+    """The orders in a session's inflight.json (as JSON), none if it has none."""
+    path = log_dir / INFLIGHT_FILE
+    return json.loads(path.read_text())["orders"] if path.exists() else []
+
+
+def _with_orders(orders: list[dict], more: list[dict]) -> list[dict]:
+    """``orders``, then those of ``more`` whose client order id is not among them (the first kept)."""
+    known = {o["client_order_id"] for o in orders}
+    return orders + [o for o in more if o["client_order_id"] not in known]
 
 
 def _order_to_json(order: dict) -> dict:

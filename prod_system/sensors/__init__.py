@@ -10,7 +10,7 @@ from dagster import (
     sensor,
 )
 
-from prod_system.assets.live import bar_partitions
+from prod_system.assets.live import bar_partitions, live_bar_key
 from prod_system.assets.simulation import model_slug
 from prod_system.core.clock import RealClock
 from prod_system.core.live import bar_key, due_bar, parse_bar_key
@@ -35,7 +35,7 @@ def build_bar_sensor(model: str, mode: str):
 
     @sensor(
         name=f"{slug}_{mode}_bar_sensor",
-        asset_selection=AssetSelection.assets([slug, mode, "bar"]),
+        asset_selection=AssetSelection.assets(live_bar_key(model, mode)),
         minimum_interval_seconds=5,
         default_status=DefaultSensorStatus.STOPPED,
         description=(
