@@ -14,8 +14,7 @@ import pandas as pd
 import pytest
 
 from prod_system.core.clock import SimulatedClock
-from prod_system.core.config import BrokerConfig, RiskConfig, build_config, load_config
-from prod_system.core.exchange_broker import ExchangeBroker
+from prod_system.core.config import build_config, load_config
 from prod_system.core.exchange_client import binanceusdm_client, symbol_of
 from prod_system.core.live import LiveSession
 from prod_system.core.log_dir import LogDir
@@ -23,6 +22,7 @@ from prod_system.core.market_db import MarketDatabase
 from prod_system.core.portfolio import PortfolioState
 from prod_system.exchange import LocalExchange
 from prod_system_tests.conftest import UNIVERSE, placed_ids
+from prod_system_tests.test_exchange_broker import BAR, DELAY, KEY_ENV, SECRET_ENV, START, make_broker, order
 from prod_system_tests.test_live import Market, assert_exchange_holds_the_session, prod_run
 
 MINUTE = pd.Timedelta(minutes=1)
@@ -132,10 +132,7 @@ def test_a_candle_revised_after_the_deadline_does_not_change_the_decision(candle
 
 # -- (b) the exchange's trade list past one page ---------------------------------------------------------
 
-START = pd.Timestamp("2023-07-21T00:00:00Z")
-BAR = pd.Timedelta(minutes=5)
-NOW = START + BAR + pd.Timedelta(seconds=10)
-KEY_ENV, SECRET_ENV = "MONEY_EDGES_API_KEY", "MONEY_EDGES_API_SECRET"
+NOW = START + BAR + DELAY
 
 
 @pytest.fixture
@@ -145,29 +142,6 @@ def exchange(snapshot, monkeypatch) -> Iterator[LocalExchange]:
         monkeypatch.setenv(KEY_ENV, local.api_key)
         monkeypatch.setenv(SECRET_ENV, local.api_secret)
         yield local
-
-
-def _broker(exchange: LocalExchange) -> ExchangeBroker:
-    config = BrokerConfig(
-        kind="ccxt",
-        exchange_url=exchange.url,
-        api_key_env=KEY_ENV,
-        api_secret_env=SECRET_ENV,
-        timeout_seconds=5,
-        backoff_seconds=0.01,
-    )
-    return ExchangeBroker(config, RiskConfig(), UNIVERSE, SimulatedClock(NOW), BAR, sleep=lambda _: None)
-
-
-def _order(asset: str, quantity: float, price: float, bar_end: pd.Timestamp) -> dict:
-    return {
-        "bar_end": bar_end,
-        "asset": asset,
-        "client_order_id": f"ps-edges01-{bar_end:%y%m%d%H%M}-{asset}",
-        "side": "buy" if quantity > 0 else "sell",
-        "quantity": quantity,
-        "decision_price": price,
-    }
 
 
 def _foreign_trades(exchange: LocalExchange, symbol: str, count: int) -> None:
@@ -189,23 +163,23 @@ def test_fills_are_complete_past_a_thousand_trades_of_a_symbol(exchange, candles
     since the broker's first order, all in one millisecond: the broker's first order is the first of
     them (page 1), its next orders come after 1,200 trades of another desk (page 2). collect_fills
     reports every fill of the broker's orders, in full, once; never another desk's trade."""
-    broker = _broker(exchange)
+    broker = make_broker(exchange, clock=SimulatedClock(NOW), timeout_seconds=5)
     empty = PortfolioState.empty(UNIVERSE, 1_000_000.0)
     broker.reconcile(empty)
     btc = float(candles.query("asset == 'BTC' and bar_end <= @NOW").sort_values("bar_end")["close"].iloc[-1])
     first = START + BAR
-    broker.submit([_order("BTC", 0.5, btc, first)])
+    broker.submit([order("BTC", 0.5, btc, bar_end=first)])
     _foreign_trades(exchange, "BTCUSDT", 1200)
-    second = [_order("BTC", -0.2, btc, first + BAR), _order("ETH", 3.0, 1890.0, first + BAR)]
+    second = [order("BTC", -0.2, btc, bar_end=first + BAR), order("ETH", 3.0, 1890.0, bar_end=first + BAR)]
     broker.submit(second)
     btc_trades = _trades(exchange, "BTCUSDT")
     assert len(btc_trades) == 1202 and len({t.time_ms for t in btc_trades}) == 1  # one millisecond
     ours = {o.order_id: o.client_order_id for o in next(iter(exchange.engine._accounts.values())).orders.values()}
-    position_of_ours = [i for i, t in enumerate(btc_trades) if ours[t.order_id].startswith("ps-edges01-")]
+    position_of_ours = [i for i, t in enumerate(btc_trades) if ours[t.order_id].startswith("ps-test0001-")]
     assert position_of_ours == [0, 1201]  # page 1 and page 2 of the trade list from the first order
 
     fills = {f["client_order_id"]: f for f in broker.collect_fills(first + BAR)}
-    expected = {o["client_order_id"]: o for o in [_order("BTC", 0.5, btc, first), *second]}
+    expected = {o["client_order_id"]: o for o in [order("BTC", 0.5, btc, bar_end=first), *second]}
     assert set(fills) == set(expected)
     by_client_id = {}
     for trade in [*btc_trades, *_trades(exchange, "ETHUSDT")]:
@@ -264,18 +238,18 @@ def test_fills_are_complete_when_the_broker_traded_more_than_7_days_ago(exchange
     week to it): a broker that reads the list from its first order ever finds nothing of an order it
     placed 8 days later, which then stays pending, its fill never counted. The list is read from the
     earliest order not fully counted."""
-    broker = _broker(exchange)
+    broker = make_broker(exchange, clock=SimulatedClock(NOW), timeout_seconds=5)
     broker.reconcile(PortfolioState.empty(UNIVERSE, 1_000_000.0))
     btc = float(candles.query("asset == 'BTC' and bar_end <= @NOW").sort_values("bar_end")["close"].iloc[-1])
-    broker.submit([_order("BTC", 0.5, btc, START + BAR)])
+    broker.submit([order("BTC", 0.5, btc, bar_end=START + BAR)])
     assert [f["shares"] for f in broker.collect_fills(START + 2 * BAR)] == [0.5]
     later = NOW + pd.Timedelta(days=8)  # a long session (prod-system run --duration 30d)
     exchange.set_time(later)
     broker.clock.wait_until(later)
     bar_end = later.floor(BAR)
-    broker.submit([_order("BTC", -0.2, btc, bar_end)])
+    broker.submit([order("BTC", -0.2, btc, bar_end=bar_end)])
     fills = broker.collect_fills(bar_end + BAR)
-    assert [(f["client_order_id"], f["shares"]) for f in fills] == [(f"ps-edges01-{bar_end:%y%m%d%H%M}-BTC", -0.2)]
+    assert [(f["client_order_id"], f["shares"]) for f in fills] == [(f"ps-test0001-{bar_end:%y%m%d%H%M}-BTC", -0.2)]
     assert broker.open_orders() == []
     broker.close()
 
