@@ -27,11 +27,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from prod_system.core.clock import SimulatedClock
-from prod_system.core.config import BrokerConfig, RiskConfig
-from prod_system.core.exchange_broker import ExchangeBroker
-from prod_system.core.market_data import load_source, select_window, write_snapshot
-from prod_system.core.portfolio import PortfolioState
+from prod_system.common.clock import SimulatedClock
+from prod_system.config import BrokerConfig, RiskConfig
+from prod_system.data.market_data import select_window, write_snapshot
+from prod_system.data.sources import load_source
+from prod_system.trading.brokers.exchange import ExchangeBroker
+from prod_system.trading.portfolio import PortfolioState
 
 BUNDLED = Path(__file__).resolve().parents[1] / "prod_system" / "data" / "binance_futures_1m"
 UNIVERSE = ["BTC", "ETH", "SOL", "BNB", "XRP", "DOGE", "DOT", "MATIC"]

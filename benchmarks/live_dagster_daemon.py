@@ -23,10 +23,10 @@ import pandas as pd
 import yaml
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-from prod_system.core.log_dir import LogDir
-from prod_system.core.market_data import load_source
-from prod_system.core.market_db import MarketDatabase
+from prod_system.data.market_db import MarketDatabase
+from prod_system.data.sources import load_source
 from prod_system.exchange import LocalExchange
+from prod_system.log_dir import LogDir
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "prod_system" / "data" / "binance_futures_1m"

@@ -22,18 +22,18 @@ import numpy as np
 import pandas as pd
 from dagster import DagsterInstance, materialize
 
-from prod_system.assets.live import bar_partitions, build_live_assets
-from prod_system.core.clock import RealClock
-from prod_system.core.config import build_config
-from prod_system.core.ingestion import Ingestor
-from prod_system.core.live import LiveSession, bar_key
-from prod_system.core.log_dir import LogDir
-from prod_system.core.market_data import load_source
-from prod_system.core.market_db import MarketDatabase
+from prod_system.common.clock import RealClock
+from prod_system.config import build_config
+from prod_system.data.market_db import MarketDatabase
+from prod_system.data.sources import load_source
 from prod_system.definitions import build_definitions
+from prod_system.defs.live import bar_partitions, build_live_assets
+from prod_system.defs.resources import LogDirResource, SystemResource
+from prod_system.defs.resources.live import LiveResource
 from prod_system.exchange import LocalExchange
-from prod_system.resources import LogDirResource, SystemResource
-from prod_system.resources.live import LiveResource
+from prod_system.log_dir import LogDir
+from prod_system.runs.ingestion import Ingestor
+from prod_system.runs.live import LiveSession, bar_key
 
 BUNDLED = Path(__file__).resolve().parents[1] / "prod_system" / "data" / "binance_futures_1m"
 UNIVERSE = ["BTC", "ETH", "SOL", "BNB", "XRP", "DOGE", "DOT", "MATIC"]

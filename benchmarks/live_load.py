@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from prod_system.core.clock import RealClock
-from prod_system.core.config import DEFAULT_INSTRUMENTS, build_config
-from prod_system.core.ingestion import Ingestor
-from prod_system.core.live import LiveSession
-from prod_system.core.log_dir import LogDir
-from prod_system.core.market_data import load_source
-from prod_system.core.market_db import MarketDatabase
+from prod_system.common.clock import RealClock
+from prod_system.config import DEFAULT_INSTRUMENTS, build_config
+from prod_system.data.market_db import MarketDatabase
+from prod_system.data.sources import load_source
 from prod_system.exchange import LocalExchange
+from prod_system.log_dir import LogDir
+from prod_system.runs.ingestion import Ingestor
+from prod_system.runs.live import LiveSession
 
 BUNDLED = Path(__file__).resolve().parents[1] / "prod_system" / "data" / "binance_futures_1m"
 REAL = ["BTC", "ETH", "SOL", "BNB", "XRP", "DOGE", "DOT", "MATIC"]

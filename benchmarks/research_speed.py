@@ -20,14 +20,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from prod_system.core.config import build_config
-from prod_system.core.dag import load_model, run_batch
-from prod_system.core.historical import historical_pnl
-from prod_system.core.market_data import CandleStore, load_source, write_snapshot
-from prod_system.core.observer import observe
-from prod_system.core.research import research_portfolio
-from prod_system.core.simulation import predictions_table, simulate
-from prod_system.core.timeutil import bar_ends
+from prod_system.analysis.observer import observe
+from prod_system.analysis.research import research_portfolio
+from prod_system.common.timeutil import bar_ends
+from prod_system.config import build_config
+from prod_system.data.market_data import CandleStore, write_snapshot
+from prod_system.data.sources import load_source
+from prod_system.models.dag import load_model, run_batch
+from prod_system.runs.historical import historical_pnl
+from prod_system.runs.simulate import simulate
+from prod_system.runs.stages import predictions_table
 
 BUNDLED = Path(__file__).resolve().parents[1] / "prod_system" / "data" / "binance_futures_1m"
 UNIVERSE = ["BTC", "ETH", "SOL", "BNB", "XRP", "DOGE", "DOT", "MATIC"]

@@ -52,9 +52,9 @@ def in_process(snapshot: Path, days: int, options, work: Path) -> dict:
     """Both engines in this process, after a warm-up run of each: the per-run cost of Dagster."""
     from dagster import DagsterInstance
 
-    from prod_system.core.config import build_config
-    from prod_system.core.simulation import simulate
-    from prod_system.launch import simulate_with_dagster
+    from prod_system.cli.launch import simulate_with_dagster
+    from prod_system.config import build_config
+    from prod_system.runs.simulate import simulate
 
     instance = DagsterInstance.get()
     config = build_config(

@@ -20,11 +20,12 @@ from dagster import (
     in_process_executor,
 )
 
-from prod_system.assets.live import CANDLES_KEY, LIVE_MODES, build_live_assets, build_session_job, candles_1m
-from prod_system.assets.publishing import build_investor_assets, build_report_publishing
-from prod_system.assets.reconciliation import build_reconciliation_assets
-from prod_system.assets.simulation import build_simulation_assets, group_name
-from prod_system.resources import (
+from prod_system.defs.bar_sensor import build_bar_sensor
+from prod_system.defs.live import CANDLES_KEY, LIVE_MODES, build_live_assets, build_session_job, candles_1m
+from prod_system.defs.observer_schedule import build_observer_jobs
+from prod_system.defs.publishing import build_investor_assets, build_report_publishing
+from prod_system.defs.reconciliation import build_reconciliation_assets
+from prod_system.defs.resources import (
     BrokerResource,
     ClockResource,
     LogDirResource,
@@ -34,9 +35,8 @@ from prod_system.resources import (
     TableStoreIOManager,
     default_s3,
 )
-from prod_system.resources.live import LiveResource
-from prod_system.schedules import build_observer_jobs
-from prod_system.sensors import build_bar_sensor
+from prod_system.defs.resources.live import LiveResource
+from prod_system.defs.simulation import build_simulation_assets, group_name
 
 CODE_LOCATION = "prod_system"  # workspace.yaml's location_name; the CLI's runs name it as their origin
 MODEL_TAG, RUN_MODE_TAG, ROOT_TAG = "prod_system/model", "prod_system/run_mode", "prod_system/root"

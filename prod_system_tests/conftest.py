@@ -18,10 +18,11 @@ import pandas as pd
 import pytest
 from sqlalchemy.engine import make_url
 
-from prod_system.core.config import SystemConfig, build_config
-from prod_system.core.market_data import load_source, select_window, write_snapshot
-from prod_system.core.simulation import simulate
-from prod_system_tests.offline import Tripwire
+from prod_system.config import SystemConfig, build_config
+from prod_system.data.market_data import select_window, write_snapshot
+from prod_system.data.sources import load_source
+from prod_system.runs.simulate import simulate
+from prod_system_tests.kit.offline import Tripwire
 
 BUNDLED = Path(__file__).resolve().parents[1] / "prod_system" / "data" / "binance_futures_1m"
 UNIVERSE = ["BTC", "ETH", "SOL", "BNB", "XRP", "DOGE", "DOT", "MATIC"]

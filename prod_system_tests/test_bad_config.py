@@ -23,8 +23,8 @@ from click.testing import CliRunner, Result
 from pydantic import BaseModel
 
 from prod_system import cli as cli_module
-from prod_system.core.config import SystemConfig, build_config
-from prod_system.core.market_data import SNAPSHOT_COLUMNS
+from prod_system.config import SystemConfig, build_config
+from prod_system.data.market_data import SNAPSHOT_COLUMNS
 
 DELETE = object()  # the field is left out of the file
 ASSET = "BTC"  # the key that stands for '*' (any asset) in a field's dotted name

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from prod_system.core.config import ConfigError, build_config, load_config
+from prod_system.config import build_config, load_config
+from prod_system.errors import ConfigError
 
 BASE = {
     "model": "C1b",

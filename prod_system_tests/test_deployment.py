@@ -15,8 +15,8 @@ import time
 import psycopg
 from dagster import DagsterInstance, DagsterRunStatus
 
-from prod_system.core.log_dir import LogDir
-from prod_system_tests.dagster_ui import REPO
+from prod_system.log_dir import LogDir
+from prod_system_tests.kit.dagster_ui import REPO
 
 PRODUCTION_YAML = REPO / "deploy" / "production" / "dagster.yaml"
 

@@ -7,8 +7,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from prod_system.core.log_dir import LogDir
-from prod_system.core.orders import ORDER_COLUMNS
+from prod_system.log_dir import LogDir
+from prod_system.trading.orders import ORDER_COLUMNS
 
 BAR = pd.Timestamp("2023-07-21T06:01:00Z")
 MINUTE = pd.Timedelta(minutes=1)
@@ -58,7 +58,7 @@ def test_parts_written_empty_by_an_older_version_read_back_typed(tmp_path):
 
 def test_every_table_is_written_with_its_schema_when_empty(tmp_path):
     """Every table of the log dir, written with no row, has its schema's types: times UTC."""
-    from prod_system.core.log_dir import SCHEMAS, TABLES
+    from prod_system.log_dir import SCHEMAS, TABLES
 
     assert set(TABLES) <= set(SCHEMAS)
     logs = LogDir(tmp_path)

@@ -9,7 +9,7 @@ import sys
 import ccxt
 import pytest
 
-from prod_system_tests.offline import RealHostContacted, is_loopback
+from prod_system_tests.kit.offline import RealHostContacted, is_loopback
 
 
 def test_loopback_names():

@@ -20,14 +20,14 @@ from urllib.parse import quote, quote_plus
 import pandas as pd
 from dagster import DagsterInstance, materialize
 
-import prod_system.assets.live
-from prod_system.assets.live import bar_partitions, build_live_assets
-from prod_system.core.live import bar_key
+import prod_system.defs.live
+from prod_system.defs.live import bar_partitions, build_live_assets
+from prod_system.defs.resources import LogDirResource, SystemResource
+from prod_system.defs.resources.live import LiveResource
 from prod_system.exchange import LocalExchange
-from prod_system.resources import LogDirResource, SystemResource
-from prod_system.resources.live import LiveResource
-from prod_system_tests import test_live
-from prod_system_tests.test_live import KEY_ENV, SECRET_ENV, Market, live_config
+from prod_system.runs.live import bar_key
+from prod_system_tests.runs import test_live
+from prod_system_tests.runs.test_live import KEY_ENV, SECRET_ENV, Market, live_config
 
 REPO = Path(__file__).resolve().parents[1]
 KEY_CORE, SECRET_CORE = uuid.uuid4().hex, uuid.uuid4().hex
@@ -107,7 +107,7 @@ def test_api_keys_reach_no_output(candles, tmp_path, monkeypatch, capfd, caplog,
     # 3. one prod bar in Dagster, in process, on its own market (a fresh exchange account) whose clock
     # runs 30 times faster: the asset reads that clock instead of the wall clock
     market = Market(candles, f"sqlite:///{tmp_path / 'dagster_market.db'}", speed=30.0)
-    monkeypatch.setattr(prod_system.assets.live, "RealClock", lambda: market.clock)
+    monkeypatch.setattr(prod_system.defs.live, "RealClock", lambda: market.clock)
     resources = {
         "live": LiveResource(
             database=market.database_url,

@@ -25,13 +25,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = [
-    "prod_system_tests/test_exchange_broker.py",
-    "prod_system_tests/test_live.py",
-    "prod_system_tests/test_data_guard.py",
+    "prod_system_tests/trading/brokers/test_exchange_broker.py",
+    "prod_system_tests/runs/test_live.py",
+    "prod_system_tests/data/test_data_guard.py",
     "prod_system_tests/test_disk_full.py",
     "prod_system_tests/test_secrets.py",
     "prod_system_tests/test_bad_config.py",
-    "prod_system_tests/test_cli.py",
+    "prod_system_tests/cli/test_cli.py",
 ]
 # parametrized tables of bad input: each case is one clear error line and nothing written
 BAD_INPUT_TESTS = {

@@ -5,8 +5,9 @@ It replays a candle snapshot on its own clock (``market``), matches orders and k
 (``server``), so paper trading and tests run the real client code path against a known market.
 """
 
+from prod_system.errors import FaultRuleError
 from prod_system.exchange.engine import BinanceError, Engine, EngineConfig, open_engine
-from prod_system.exchange.faults import FaultInjector, FaultRule, FaultRuleError, parse_rules
+from prod_system.exchange.faults import FaultInjector, FaultRule, parse_rules
 from prod_system.exchange.market import MarketReplay, ReplayClock, load_candles
 from prod_system.exchange.server import LocalExchange, ServerOptions, serve
 

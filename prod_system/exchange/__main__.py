@@ -20,9 +20,9 @@ import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from prod_system.core.market_data import MarketDataError
+from prod_system.errors import FaultRuleError, MarketDataError
 from prod_system.exchange.engine import EngineConfig
-from prod_system.exchange.faults import FaultRuleError, parse_rules
+from prod_system.exchange.faults import parse_rules
 from prod_system.exchange.market import CLOCK_MODES
 from prod_system.exchange.server import ServerOptions, serve
 

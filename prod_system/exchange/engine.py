@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from prod_system.core.config import DEFAULT_INSTRUMENTS
+from prod_system.config import DEFAULT_INSTRUMENTS
 from prod_system.exchange.market import ClosedCandle, MarketReplay, ReplayClock, wall_ms
 
 QUOTE = "USDT"

@@ -23,12 +23,10 @@ import threading
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from prod_system.errors import FaultRuleError
+
 KINDS = ("latency", "timeout", "server_error", "rate_limit", "reject", "partial_fill")
 DEFAULT_TIMEOUT_MS = 30_000
-
-
-class FaultRuleError(ValueError):
-    """A fault rule that cannot be used; the message names the rule and the field."""
 
 
 @dataclass

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from prod_system.core.market_data import MarketDataError, load_source
+from prod_system.data.sources import load_source
+from prod_system.errors import MarketDataError
 
 MINUTE_MS = 60_000
 CLOCK_MODES = ("shifted", "original", "manual")

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from aiohttp import web
 
+from prod_system.errors import FaultRuleError
 from prod_system.exchange.engine import (
     TRADE_WINDOW_MS,
     BinanceError,
@@ -44,7 +45,7 @@ from prod_system.exchange.engine import (
     open_engine,
     plain,
 )
-from prod_system.exchange.faults import FaultInjector, FaultRule, FaultRuleError, parse_rules
+from prod_system.exchange.faults import FaultInjector, FaultRule, parse_rules
 from prod_system.exchange.market import MINUTE_MS, load_candles, to_ms, wall_ms
 
 logger = logging.getLogger(__name__)

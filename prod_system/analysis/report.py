@@ -1,0 +1,70 @@
+"""The PnL report of a run: a plot and a short Markdown summary written into the system log dir."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from prod_system.analysis.plots import pyplot
+from prod_system.log_dir import LogDir
+
+
+def per_asset_pnl(log_dir: LogDir) -> pd.Series:
+    """PnL of each asset over the run (sum of its per-bar PnL), worst first."""
+    return log_dir.read_table("portfolio/pnl").groupby("asset")["pnl"].sum().sort_values()
+
+
+def write_pnl_report(log_dir: LogDir, title: str) -> tuple[str, str]:
+    """Write pnl_report.png and pnl_report.md; return their paths."""
+    import matplotlib.dates as mdates
+
+    plt = pyplot()  # matplotlib on Agg, imported here rather than when the definitions load
+    stats = log_dir.read_table("portfolio/statistics").sort_values("bar_end")
+    times = stats["bar_end"].dt.tz_convert("UTC").dt.tz_localize(None)
+    cumulative = stats["pnl"].cumsum()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    top.plot(times, cumulative, color="tab:blue", label="cumulative PnL")
+    top.axhline(0, color="grey", linewidth=0.8)
+    top.set_ylabel("cumulative PnL (USDT)")
+    top.set_title(title)
+    top.legend(loc="upper left")
+    top.grid(alpha=0.3)
+    bottom.plot(times, stats["gmv"], color="tab:orange", label="gross market value")
+    bottom.set_ylabel("GMV (USDT)")
+    bottom.set_xlabel("bar end (UTC)")
+    bottom.legend(loc="upper left")
+    bottom.grid(alpha=0.3)
+    bottom.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    png = log_dir.path / "pnl_report.png"
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+    by_asset = per_asset_pnl(log_dir)
+    gross = stats["gross_volume"].sum()
+    lines = [
+        f"# {title}",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| bars | {len(stats)} |",
+        f"| first bar end (UTC) | {stats['bar_end'].iloc[0]} |",
+        f"| last bar end (UTC) | {stats['bar_end'].iloc[-1]} |",
+        f"| PnL (USDT) | {stats['pnl'].sum():,.2f} |",
+        f"| gross volume traded (USDT) | {gross:,.0f} |",
+        f"| mean GMV (USDT) | {stats['gmv'].mean():,.0f} |",
+        f"| PnL per bar: mean / std (USDT) | {stats['pnl'].mean():,.2f} / {stats['pnl'].std():,.2f} |",
+        f"| final net wealth (USDT) | {stats['net_wealth'].iloc[-1]:,.2f} |",
+        f"| max leverage | {stats['leverage'].max():.3f} |",
+        "",
+        "## PnL by asset (USDT)",
+        "",
+        "| asset | PnL |",
+        "|---|---|",
+        *[f"| {asset} | {value:,.2f} |" for asset, value in by_asset.items()],
+        "",
+        "![cumulative PnL](pnl_report.png)",
+        "",
+    ]
+    md = log_dir.write_text("pnl_report.md", "\n".join(lines))
+    return str(png), str(md)

@@ -1,1 +1,0 @@
-"""Dagster assets: thin wrappers that call the pure core on a partition range."""

@@ -1,0 +1,428 @@
+"""The system config: one validated object holding every parameter of a run.
+
+Loaded from YAML, overridden from the CLI or Dagster run config, and saved into the system log dir.
+Unknown fields and bad values fail with a ``ConfigError`` naming the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from prod_system.common.timeutil import compact, format_duration, is_aligned, parse_duration, to_utc
+from prod_system.errors import ConfigError
+
+
+class RunMode(StrEnum):
+    """The three ways a system runs: the same code, another clock and broker (see ``_broker_of_the_mode``)."""
+
+    SIMULATION = "simulation"  # a replay of a snapshot on a simulated clock, mocked broker
+    PAPER_TRADING = "paper_trading"  # the real clock and market, mocked broker: never sends orders
+    PROD = "prod"  # the real clock and market, Binance USDT-M through ccxt
+
+    @classmethod
+    def live(cls) -> tuple[RunMode, ...]:
+        """The modes on the real clock: live sessions, bar by bar."""
+        return (cls.PAPER_TRADING, cls.PROD)
+
+
+Trigger = Literal["manual", "scheduled"]
+
+DEFAULT_UNIVERSE = ["BTC", "ETH", "SOL", "BNB", "XRP", "DOGE", "DOT", "MATIC"]
+
+
+def _duration(value: str) -> pd.Timedelta:
+    """``parse_duration``, with a duration too long for a Timedelta as a ValueError (reported under the field)."""
+    try:
+        return parse_duration(value).as_unit("ns")
+    except (OverflowError, pd.errors.OutOfBoundsTimedelta):
+        raise ValueError(f"duration {value!r} is out of range") from None
+
+
+def is_database(source: str) -> bool:
+    return source.startswith(("sqlite:", "postgresql:", "postgres:", "postgresql+"))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
+
+
+class Instrument(_Strict):
+    """Exchange trading rules of one asset (Binance USDT-M LOT_SIZE and MIN_NOTIONAL filters)."""
+
+    lot_size: float = Field(gt=0, description="quantity step, in shares (base asset)")
+    min_notional: float = Field(default=5.0, ge=0, description="smallest order value, in USDT")
+
+
+# Binance USDT-M perpetual filters for the bundled universe (2023). In prod the exchange's own
+# filters (ccxt load_markets) take precedence.
+DEFAULT_INSTRUMENTS: dict[str, Instrument] = {
+    "BTC": Instrument(lot_size=0.001),
+    "ETH": Instrument(lot_size=0.001),
+    "SOL": Instrument(lot_size=1.0),
+    "BNB": Instrument(lot_size=0.01),
+    "XRP": Instrument(lot_size=0.1),
+    "DOGE": Instrument(lot_size=1.0),
+    "DOT": Instrument(lot_size=0.1),
+    "MATIC": Instrument(lot_size=1.0),
+}
+
+
+class MarketDataConfig(_Strict):
+    source: str = Field(
+        description="where candles come from: 'parquet:FILE' (a snapshot), 'csv:DIR' "
+        "({SYMBOL}_USDT.csv.gz files), a path to a .parquet snapshot, or the real-time market database "
+        "('sqlite:///FILE', 'postgresql://user@host/db'; live sessions read it)"
+    )
+    knowledge_delay: str = Field(
+        default="10s", description="time after a candle's close at which it is known (historical files)"
+    )
+    max_jump: float = Field(
+        default=0.5,
+        gt=0,
+        description="data guard: an asset whose close moved more than this fraction from the previous bar's "
+        "is not traded on that bar",
+    )
+    delisted_after: str = Field(
+        default="1h", description="data guard: how long without any candle before an asset counts as delisted"
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if not (value.startswith(("csv:", "parquet:")) or value.endswith(".parquet") or is_database(value)):
+            raise ValueError(
+                f"unknown market data source {value!r}: "
+                "use 'csv:DIR', 'parquet:FILE', a .parquet file or a database URL"
+            )
+        return value
+
+    @field_validator("delisted_after")
+    @classmethod
+    def _delisted(cls, value: str) -> str:
+        if _duration(value) <= pd.Timedelta(0):
+            raise ValueError("must be positive")
+        return value
+
+    @property
+    def delisted_after_delta(self) -> pd.Timedelta:
+        return parse_duration(self.delisted_after)
+
+    @field_validator("knowledge_delay")
+    @classmethod
+    def _delay(cls, value: str) -> str:
+        delta = _duration(value)
+        if delta < pd.Timedelta(0):
+            raise ValueError("must not be negative")
+        return format_duration(delta) if delta.total_seconds() % 1 == 0 else value
+
+    @property
+    def delay(self) -> pd.Timedelta:
+        return parse_duration(self.knowledge_delay)
+
+
+class PortfolioConfig(_Strict):
+    initial_cash: float = Field(default=1_000_000.0, gt=0, description="USDT at the start of the run")
+    target_gmv: float = Field(default=100_000.0, gt=0, description="gross market value to size to, USDT")
+    max_notional_per_asset: float = Field(
+        default=30_000.0, gt=0, description="cap on |target notional| of any asset, USDT"
+    )
+    instruments: dict[str, Instrument] = Field(
+        default_factory=dict, description="per-asset lot size and min notional; defaults for the bundled universe"
+    )
+
+    def instrument(self, asset: str) -> Instrument:
+        if asset in self.instruments:
+            return self.instruments[asset]
+        return DEFAULT_INSTRUMENTS[asset]
+
+
+class BrokerConfig(_Strict):
+    """Who executes the orders. API keys are never here: only the names of the environment
+    variables that hold them."""
+
+    kind: Literal["mocked", "ccxt"] = Field(
+        default="mocked", description="'mocked': 100% fills at the next bar's TWAP; 'ccxt': Binance USDT-M via ccxt"
+    )
+    exchange_url: str | None = Field(
+        default=None, description="base URL of a Binance-compatible exchange (the local one); None = Binance"
+    )
+    api_key_env: str = Field(default="BINANCE_API_KEY", description="environment variable holding the API key")
+    api_secret_env: str = Field(default="BINANCE_API_SECRET", description="environment variable holding the secret")
+    execution: Literal["market", "twap"] = Field(
+        default="market", description="'market': one market order per asset; 'twap': child orders across the bar"
+    )
+    twap_waves: int = Field(default=5, ge=1, le=60, description="child orders per asset and bar for 'twap'")
+    timeout_seconds: float = Field(default=10.0, gt=0, le=120, description="HTTP timeout of one request")
+    max_attempts: int = Field(default=6, ge=1, le=20, description="tries of one request on transient errors")
+    backoff_seconds: float = Field(default=0.2, gt=0, le=30, description="first retry delay; doubles, capped at 5 s")
+    concurrency: int = Field(default=8, ge=1, le=64, description="requests in flight at once")
+    on_mismatch: Literal["refuse", "adopt"] = Field(
+        default="refuse",
+        description="at start, when the exchange's positions or open orders disagree with the portfolio: "
+        "'refuse' to trade, or 'adopt' the exchange's positions (and cancel our open orders)",
+    )
+
+    @field_validator("api_key_env", "api_secret_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if not value.replace("_", "").isalnum() or not value[0].isalpha():
+            raise ValueError(f"must be the NAME of an environment variable (e.g. BINANCE_API_KEY), got {value[:4]}...")
+        return value
+
+
+class RiskConfig(_Strict):
+    """Limits the broker enforces on every order, whatever the model and the sizing asked for."""
+
+    max_notional_per_asset: float | None = Field(default=None, gt=0, description="cap on |position| value, USDT")
+    max_gross_notional: float | None = Field(default=None, gt=0, description="cap on the sum of |position| values")
+    max_order_notional: float | None = Field(default=None, gt=0, description="cap on one order's value, USDT")
+    kill_switch_file: str | None = Field(
+        default=None,
+        description="if this file exists, no new orders; if it contains 'flatten', close every position",
+    )
+
+
+class LiveConfig(_Strict):
+    """How a live session (paper_trading, prod) waits for its data and what it does when it is late."""
+
+    data_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="after a bar's close, how long to wait for every asset's candle"
+    )
+    on_missing: Literal["trade_available", "skip_bar"] = Field(
+        default="trade_available",
+        description="when some assets' candles are still missing at the timeout: trade the others (the "
+        "missing ones keep their holdings), or skip the bar",
+    )
+    poll_seconds: float = Field(default=0.1, gt=0, le=10, description="how often to look for the bar's candles")
+
+
+class SystemConfig(_Strict):
+    """Every parameter of one run of the system."""
+
+    model: str = Field(description="built-in model name (C1b, C3a) or 'package.module:function'")
+    model_params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the model")
+    universe: list[str] = Field(default_factory=lambda: list(DEFAULT_UNIVERSE), min_length=1)
+    bar: str = Field(default="5m", description="bar length: the system decides once per bar")
+    run_mode: RunMode = RunMode.SIMULATION
+    trigger: Trigger = "manual"
+    start: pd.Timestamp = Field(description="first bar starts here (UTC, aligned to the bar)")
+    end: pd.Timestamp = Field(description="last bar ends here (UTC, aligned to the bar)")
+    market_data: MarketDataConfig
+    portfolio: PortfolioConfig = Field(default_factory=PortfolioConfig)
+    broker: BrokerConfig = Field(
+        default=None, validate_default=True, description="who executes: decided by run_mode (see _broker_of_the_mode)"
+    )
+    risk: RiskConfig = Field(default_factory=RiskConfig)
+    live: LiveConfig = Field(default_factory=LiveConfig)
+    log_root: str = Field(default="system_runs", description="root folder of the system log dirs")
+    profile_memory: bool = Field(default=True, description="record each DAG node's peak memory (tracemalloc)")
+
+    # run_mode is kept as its plain string value (RunMode is a StrEnum: it compares equal), so tags and paths stay strings
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, use_enum_values=True)
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _timestamp(cls, value: Any) -> pd.Timestamp:
+        try:
+            return to_utc(value)
+        except (TypeError, OverflowError):
+            raise ValueError(f"not a timestamp: {value!r}") from None
+
+    @field_validator("broker", mode="before")
+    @classmethod
+    def _broker_default(cls, value: Any, info: ValidationInfo) -> Any:
+        """prod trades through ccxt, the other modes through the mocked broker, unless the config says."""
+        kind = "ccxt" if info.data.get("run_mode") == RunMode.PROD else "mocked"
+        if value is None:
+            return {"kind": kind}
+        if isinstance(value, dict) and value.get("kind") is None:
+            return {**value, "kind": kind}
+        return value
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_of_the_mode(cls, broker: BrokerConfig, info: ValidationInfo) -> BrokerConfig:
+        """The run mode decides who may execute, so that a typo cannot send real orders from what the
+        operator believes is paper trading: prod through ccxt only; paper_trading through the mocked
+        broker only; a simulation through the mocked broker, or through ccxt against a local exchange
+        (an exchange_url on this machine: the replay of tests and rehearsals), never a remote one."""
+        mode = info.data.get("run_mode")
+        if mode == RunMode.PROD and broker.kind != "ccxt":
+            raise ValueError("prod trades through ccxt (kind: ccxt); use run_mode paper_trading for the mocked broker")
+        if mode == RunMode.PAPER_TRADING and broker.kind != "mocked":
+            raise ValueError(
+                "paper_trading never sends orders: its broker is the mocked one (kind: mocked); "
+                "use run_mode prod to trade through ccxt"
+            )
+        if mode == RunMode.SIMULATION and broker.kind == "ccxt" and not _is_loopback(broker.exchange_url):
+            raise ValueError(
+                f"a simulation never trades on a real exchange: kind ccxt needs an exchange_url on this machine "
+                f"(the local exchange, e.g. http://127.0.0.1:8765), got {broker.exchange_url or 'Binance'}"
+            )
+        return broker
+
+    @field_validator("bar")
+    @classmethod
+    def _bar(cls, value: str) -> str:
+        delta = _duration(value)
+        if delta < pd.Timedelta(minutes=1) or delta.value % pd.Timedelta(minutes=1).value:
+            raise ValueError("must be a whole number of minutes (candles are 1-minute)")
+        return format_duration(delta)
+
+    @field_validator("universe")
+    @classmethod
+    def _universe(cls, value: list[str]) -> list[str]:
+        cleaned = [asset.strip().upper() for asset in value]
+        if any(not asset or not asset.isalnum() for asset in cleaned):
+            raise ValueError(f"asset names must be alphanumeric, got {value}")
+        if len(set(cleaned)) != len(cleaned):
+            raise ValueError(f"duplicate assets in {value}")
+        return cleaned
+
+    @model_validator(mode="after")
+    def _window(self) -> SystemConfig:
+        bar = self.bar_delta
+        if self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
+        for name in ("start", "end"):
+            if not is_aligned(getattr(self, name), bar):
+                raise ValueError(f"{name} ({getattr(self, name)}) is not aligned to the {self.bar} bar")
+        missing = [a for a in self.universe if a not in self.portfolio.instruments and a not in DEFAULT_INSTRUMENTS]
+        if missing:
+            raise ValueError(f"no lot size known for universe assets {missing}: add them under portfolio.instruments")
+        return self
+
+    @property
+    def bar_delta(self) -> pd.Timedelta:
+        return parse_duration(self.bar)
+
+    @property
+    def run_id(self) -> str:
+        """Deterministic id of the run: the same window of the same system gets the same id."""
+        key = "|".join(
+            [self.model, self.run_mode, self.trigger, compact(self.start), compact(self.end), ",".join(self.universe)]
+        )
+        return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+    @property
+    def model_name(self) -> str:
+        """A folder-safe name of the model ('C1b', or 'mypkg.models.build_dag')."""
+        return model_folder(self.model)
+
+    def log_dir(self) -> Path:
+        window = f"{compact(self.start)}.{compact(self.end)}"
+        return Path(self.log_root) / self.model_name / self.run_mode / self.trigger / window / "system_log_dir"
+
+    def to_yaml(self) -> str:
+        data = self.model_dump(mode="json")
+        data["start"] = self.start.isoformat().replace("+00:00", "Z")
+        data["end"] = self.end.isoformat().replace("+00:00", "Z")
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+def _is_loopback(url: str | None) -> bool:
+    """Whether ``url`` points at this machine (127.0.0.0/8, ::1, localhost)."""
+    host = urlsplit(url).hostname if url else None
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def model_folder(model: str) -> str:
+    """The log-dir folder of a model: 'C1b', or 'mypkg.models.build_dag' for 'mypkg.models:build_dag'.
+    Idempotent, so readers can pass either form."""
+    return model.replace(":", ".").replace("/", "_")
+
+
+def _format_error(errors: list) -> str:
+    lines = []
+    for item in errors:
+        field = ".".join(str(part) for part in item["loc"]) or "(config)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        lines.append(f"field '{field}': {message}")
+    return "invalid system config: " + "; ".join(lines)
+
+
+def _deep_merge(base: dict, overrides: dict) -> dict:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            if merged.get(key) is None:
+                merged[key] = _deep_merge({}, value)
+            elif isinstance(merged[key], dict):
+                merged[key] = _deep_merge(merged[key], value)
+            # else: a section that is not a mapping stays, so that its error names it
+        elif value is not None:
+            merged[key] = value
+    return merged
+
+
+def _replaced(data: dict, overrides: dict, prefix: tuple = ()) -> list[tuple]:
+    """Where ``overrides`` replace a value of ``data``."""
+    paths = []
+    for key, value in overrides.items():
+        if value is None or key not in data:
+            continue
+        if not isinstance(value, dict):
+            paths.append((*prefix, key))
+        elif isinstance(data[key], dict):
+            paths += _replaced(data[key], value, (*prefix, key))
+    return paths
+
+
+def _replaced_errors(data: dict, overrides: dict) -> list:
+    """The errors of the values of ``data`` that ``overrides`` replace: a bad value in a config file is
+    reported, not silently dropped, when an option replaces it."""
+    paths = _replaced(data, overrides)
+    if paths:
+        try:
+            SystemConfig.model_validate(data)
+        except ValidationError as error:
+            return [item for item in error.errors() if any(tuple(item["loc"][: len(p)]) == p for p in paths)]
+    return []
+
+
+def build_config(data: dict | None = None, **overrides: Any) -> SystemConfig:
+    """Validate a config dict (from YAML), with CLI overrides on top (None means 'not given')."""
+    errors = _replaced_errors(data or {}, overrides)
+    if errors:
+        raise ConfigError(_format_error(errors))
+    merged = _deep_merge(data or {}, overrides)
+    try:
+        return SystemConfig.model_validate(merged)
+    except ValidationError as error:
+        raise ConfigError(_format_error(error.errors())) from None
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> SystemConfig:
+    data: dict = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {path} is not a text file (UTF-8 YAML)") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        if data is None:
+            raise ConfigError(f"config file {path} is empty: it must hold a mapping of fields")
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of fields, got {type(data).__name__}")
+    return build_config(data, **overrides)

@@ -1,0 +1,44 @@
+"""Where candles come from: a source spec ('csv:DIR', 'parquet:FILE', a .parquet path, or the real-time
+market database) turned into the long snapshot table. It sits above both the snapshot files
+(``market_data``) and the database (``market_db``), which is what breaks their old import cycle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from prod_system.config import is_database
+from prod_system.data.market_data import normalize_snapshot, read_csv_dir, read_snapshot, with_knowledge_time
+from prod_system.data.market_db import MarketDatabase
+from prod_system.errors import MarketDataError
+
+
+def load_source(
+    source: str,
+    universe: list[str],
+    delay: pd.Timedelta,
+    window: tuple[pd.Timestamp, pd.Timestamp] | None = None,
+) -> pd.DataFrame:
+    """Load candles from a source spec: 'csv:DIR', 'parquet:FILE', a .parquet path, or the real-time
+    market database ('sqlite:///FILE', 'postgresql://...'; only ``window``'s candles, as they were
+    recorded, with their own knowledge times)."""
+    if is_database(source):
+        if source.startswith("sqlite:"):  # reading never creates a database (a live session does)
+            file = source.split(":///", 1)[-1]
+            if file and file != ":memory:" and not Path(file).exists():
+                raise MarketDataError(f"market database {file} does not exist")
+        database = MarketDatabase(source)
+        try:
+            start, end = window or (pd.Timestamp("1970-01-01", tz="UTC"), pd.Timestamp("2262-01-01", tz="UTC"))
+            return database.snapshot(universe, start, end)
+        finally:
+            database.close()
+    kind, _, location = source.partition(":")
+    if kind == "csv":
+        return normalize_snapshot(with_knowledge_time(read_csv_dir(location, universe), delay))
+    if kind == "parquet":
+        return read_snapshot(location)
+    if source.endswith(".parquet"):
+        return read_snapshot(source)
+    raise MarketDataError(f"unknown market data source {source!r}: use 'csv:DIR', 'parquet:FILE' or a .parquet file")

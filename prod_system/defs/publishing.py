@@ -1,0 +1,236 @@
+"""Published outputs (thin: the core computes, these assets upload to S3 with dagster-aws).
+
+- ``[model, historical, historical_pnl]``: the investor model in batch over its whole history
+  (from ``history_start``, 2019 by default, or the first day of the market data), research portfolio.
+- ``pnl_for_investors/*``: cumulative PnL in $ of the investor model, ``since_2019`` and
+  ``since_2022`` from the historical simulation (daily), ``last_24hours`` and ``last_5minutes``
+  from the live sessions (the trailing 24 hours up to the last recorded bar, daily; the current
+  session, every 5 minutes), uploaded to ``s3://{bucket}/pnl_for_investors/cumulative_pnl.{window}.png``.
+- ``system_reconciliation/{model}_last_5minutes``: the latest reconciliation report of each model,
+  uploaded to ``s3://{bucket}/system_reconciliation/{model}.last_5minutes.html``.
+"""
+
+import json
+
+import pandas as pd
+from dagster import AssetExecutionContext, AssetKey, Failure, MaterializeResult, MetadataValue, asset
+from dagster_aws.s3 import S3Resource
+
+from prod_system.analysis import plots
+from prod_system.analysis.observer import find_runs, latest_report, session_statistics
+from prod_system.defs.figures import usd
+from prod_system.defs.previews import preview
+from prod_system.defs.reconciliation import LIVE_MODES, reconciliation_key
+from prod_system.defs.resources import (
+    BrokerResource,
+    LogDirResource,
+    MarketDataResource,
+    PublishingResource,
+    SystemResource,
+)
+from prod_system.defs.simulation import model_slug
+from prod_system.errors import MarketDataError
+from prod_system.runs.historical import historical_pnl, historical_runs, history_window, read_statistics
+
+INVESTOR_GROUP = "pnl_for_investors"
+REPORTS_GROUP = "system_reconciliation"
+INVESTOR_PREFIX = "pnl_for_investors/cumulative_pnl"
+HISTORICAL_WINDOWS = {"since_2019": "2019-01-01", "since_2022": "2022-01-01"}
+LIVE_WINDOWS = ("last_24hours", "last_5minutes")
+
+
+def historical_key(model: str) -> AssetKey:
+    return AssetKey([model_slug(model), "historical", "historical_pnl"])
+
+
+def investor_key(window: str) -> AssetKey:
+    return AssetKey([INVESTOR_GROUP, f"cumulative_pnl_{window}"])
+
+
+def report_key(model: str) -> AssetKey:
+    return AssetKey([REPORTS_GROUP, f"{model_slug(model)}_last_5minutes"])
+
+
+def build_investor_assets(model: str) -> list:
+    """The historical simulation of the investor model and the four cumulative-PnL plots."""
+    slug = model_slug(model)
+
+    @asset(
+        key=historical_key(model),
+        description=f"{model} evaluated in batch over the whole market-data history (from history_start), traded "
+        "by the research portfolio: the history behind the investors' cumulative PnL plots.",
+        group_name=f"{slug}_historical",
+        kinds={"pandas", "parquet"},
+        owners=["team:research"],
+        tags={"stage": "research"},
+    )
+    def historical(
+        context: AssetExecutionContext,
+        system: SystemResource,
+        market_data: MarketDataResource,
+        log_dir: LogDirResource,
+        publishing: PublishingResource,
+    ) -> MaterializeResult:
+        store = market_data.candle_store(system.universe)
+        now = pd.Timestamp.now(tz="UTC")
+        try:
+            start, end = history_window(
+                store, pd.Timedelta(system.bar), pd.Timestamp(publishing.history_start, tz="UTC"), now
+            )
+        except MarketDataError as error:
+            raise Failure(str(error)) from None
+        config = system.config_for(
+            model, "simulation", start, end, "scheduled", market_data, BrokerResource(kind="mocked"), log_dir
+        )
+        result = historical_pnl(config, overwrite=True)
+        stats = result.statistics
+        png = (result.directory / "pnl_report.png").read_bytes()
+        return MaterializeResult(
+            metadata={
+                "first_bar_end": str(stats["bar_end"].iloc[0]),
+                "last_bar_end": str(stats["bar_end"].iloc[-1]),
+                "bars": len(stats),
+                "pnl": usd(stats["pnl"].sum()),
+                "gross_volume": usd(stats["gross_volume"].sum()),
+                "seconds": result.seconds,
+                "directory": MetadataValue.path(str(result.directory)),
+                "cumulative_pnl": preview(png, "cumulative PnL"),
+            }
+        )
+
+    assets = [historical]
+    for window, since in HISTORICAL_WINDOWS.items():
+        assets.append(_historical_plot(model, window, pd.Timestamp(since, tz="UTC")))
+    for window in LIVE_WINDOWS:
+        assets.append(_live_plot(model, window))
+    return assets
+
+
+def _publish_plot(
+    context: AssetExecutionContext,
+    s3: S3Resource,
+    publishing: PublishingResource,
+    window: str,
+    cumulative: pd.Series,
+    title: str,
+    source: str,
+) -> MaterializeResult:
+    png = plots.investor_cumulative_pnl(cumulative, title, source)
+    uploaded = publishing.upload(s3, f"{INVESTOR_PREFIX}.{window}.png", png, "image/png")
+    context.log.info(f"published {uploaded['s3_uri']} ({uploaded['bytes']:,} bytes)")
+    return MaterializeResult(
+        metadata={
+            **uploaded,
+            "s3_uri": MetadataValue.url(uploaded["s3_uri"]),
+            "cumulative_pnl_usd": usd(cumulative.iloc[-1]),
+            "first_bar_end": str(cumulative.index[0]),
+            "last_bar_end": str(cumulative.index[-1]),
+            "plot": preview(png, title),
+        }
+    )
+
+
+def _historical_plot(model: str, window: str, since: pd.Timestamp):
+    @asset(
+        key=investor_key(window),
+        description=f"Cumulative PnL in $ of {model} since {since:%Y-%m-%d} (historical simulation), published to "
+        f"s3://{{bucket}}/{INVESTOR_PREFIX}.{window}.png. Refreshed daily.",
+        deps=[historical_key(model)],
+        group_name=INVESTOR_GROUP,
+        kinds={"s3", "matplotlib"},
+        owners=["team:investor-relations"],
+        tags={"stage": "publishing"},
+    )
+    def historical_plot(
+        context: AssetExecutionContext, s3: S3Resource, publishing: PublishingResource, log_dir: LogDirResource
+    ) -> MaterializeResult:
+        runs = historical_runs(log_dir.root, model_slug(model))
+        if not runs:
+            raise Failure(f"no historical simulation of {model} under {log_dir.root}: materialize it first")
+        stats = read_statistics(runs[-1]).set_index("bar_end")
+        stats = stats[stats.index > since]
+        if stats.empty:
+            raise Failure(f"the historical simulation of {model} has no bar after {since}")
+        first, last = stats.index[0], stats.index[-1]
+        note = "" if first <= since + pd.Timedelta(days=1) else f" (market data from {first:%Y-%m-%d})"
+        title = f"{model}: cumulative PnL since {since:%Y-%m-%d}{note}"
+        source = f"historical simulation, bars ending {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC"
+        return _publish_plot(context, s3, publishing, window, stats["pnl"].cumsum(), title, source)
+
+    return historical_plot
+
+
+def _live_plot(model: str, window: str):
+    what = (
+        "the trailing 24 hours of live trading up to the last recorded bar (refreshed daily)"
+        if window == "last_24hours"
+        else "the current live session (refreshed every 5 minutes)"
+    )
+
+    @asset(
+        key=investor_key(window),
+        description=f"Cumulative PnL in $ of {model} over {what}, from the live sessions of the configured run mode; "
+        f"published to s3://{{bucket}}/{INVESTOR_PREFIX}.{window}.png.",
+        group_name=INVESTOR_GROUP,
+        kinds={"s3", "matplotlib"},
+        owners=["team:investor-relations"],
+        tags={"stage": "publishing"},
+    )
+    def live_plot(
+        context: AssetExecutionContext, s3: S3Resource, publishing: PublishingResource, log_dir: LogDirResource
+    ) -> MaterializeResult:
+        mode = publishing.investor_run_mode
+        runs = find_runs(log_dir.root, model_slug(model), mode)
+        if window == "last_5minutes":
+            runs = runs[-1:]
+        stats = session_statistics(runs)
+        if stats.empty:
+            raise Failure(f"no {mode} session of {model} under {log_dir.root} has recorded a bar yet")
+        stats = stats.set_index("bar_end")
+        if window == "last_24hours":
+            stats = stats[stats.index > stats.index[-1] - pd.Timedelta(hours=24)]
+            title = f"{model}: cumulative PnL over the last 24 hours ({mode})"
+        else:
+            title = f"{model}: cumulative PnL of the current session ({mode})"
+        source = f"live {mode}, bars ending {stats.index[0]:%Y-%m-%d %H:%M} to {stats.index[-1]:%Y-%m-%d %H:%M} UTC"
+        return _publish_plot(context, s3, publishing, window, stats["pnl"].cumsum(), title, source)
+
+    return live_plot
+
+
+def build_report_publishing(model: str):
+    """Upload the latest reconciliation report of ``model`` (any run mode) as {model}.last_5minutes.html."""
+
+    @asset(
+        key=report_key(model),
+        description=f"The latest prod-vs-research reconciliation report of {model}, published to "
+        f"s3://{{bucket}}/system_reconciliation/{model}.last_5minutes.html (refreshed every 5 minutes "
+        "during live sessions).",
+        deps=[reconciliation_key(model, mode) for mode in LIVE_MODES],
+        group_name=REPORTS_GROUP,
+        kinds={"s3", "html"},
+        owners=["team:research"],
+        tags={"stage": "publishing"},
+    )
+    def published_report(
+        context: AssetExecutionContext, s3: S3Resource, publishing: PublishingResource, log_dir: LogDirResource
+    ) -> MaterializeResult:
+        report = latest_report(log_dir.root, model_slug(model))
+        if report is None:
+            raise Failure(f"no reconciliation report of {model} under {log_dir.root}: reconcile a run first")
+        summary = json.loads((report.parent / "summary.json").read_text())
+        key = f"{REPORTS_GROUP}/{model}.last_5minutes.html"
+        uploaded = publishing.upload(s3, key, report.read_bytes(), "text/html; charset=utf-8")
+        context.log.info(f"published {uploaded['s3_uri']} from {report}")
+        return MaterializeResult(
+            metadata={
+                **uploaded,
+                "s3_uri": MetadataValue.url(uploaded["s3_uri"]),
+                "report": MetadataValue.path(str(report)),
+                "run_mode": summary["run_mode"],
+                "verdict": summary["verdict"],
+                "generated_at": summary["generated_at"],
+            }
+        )
+
+    return published_report

@@ -1,0 +1,174 @@
+"""Reconciliation assets: production vs research for each model and run mode (thin: calls the observer).
+
+- ``[model, simulation, reconciliation]``: per session day, downstream of the simulated portfolio;
+  it reconciles the run that produced the day's portfolio and writes its report next to the log dir.
+- ``[model, paper_trading|prod, reconciliation]``: the latest live session so far, refreshed every
+  5 minutes by a schedule while a session runs.
+
+An asset check on each says whether production matches research; the report is the product either way.
+"""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    BackfillPolicy,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+
+from prod_system.analysis.observer import ObserverReport, find_runs, observe
+from prod_system.defs.live import live_bar_key
+from prod_system.defs.previews import preview
+from prod_system.defs.resources import LogDirResource
+from prod_system.defs.simulation import SESSION_DAYS, model_slug
+from prod_system.errors import ReconciliationError
+
+LIVE_MODES = ("paper_trading", "prod")
+SUMMARY_FILE = "summary.json"
+
+
+def reconciliation_key(model: str, run_mode: str) -> AssetKey:
+    return AssetKey([model_slug(model), run_mode, "reconciliation"])
+
+
+def report_metadata(report: ObserverReport) -> dict:
+    s = report.summary
+    divergence = s["first_divergence"]
+    return {
+        "reconciled": bool(s["reconciled"] and divergence is None),
+        "verdict": s["verdict"],
+        "pnl_correlation": MetadataValue.float(float(s["pnl_correlation"])),
+        "cumulative_pnl_prod": s["cumulative_pnl_prod"],
+        "cumulative_pnl_research": s["cumulative_pnl_research"],
+        "max_abs_pnl_diff": s["max_abs_pnl_diff"],
+        "gross_volume_prod": s["gross_volume_prod"],
+        "first_divergence": MetadataValue.json(divergence or {}),
+        "bars": s["bars"],
+        "last_bar_end": s["last_bar_end"],
+        "dag_ms_per_bar_median": s["timing"]["dag_ms_per_bar"]["median"],
+        "order_delay_seconds_median": s["timing"]["order_delay_seconds"]["median"],
+        "report": MetadataValue.path(str(report.html)),
+        "log_dir": MetadataValue.path(s["log_dir"]),
+        "cumulative_pnl": preview(report.plot.read_bytes(), "cumulative PnL, production vs research"),
+    }
+
+
+def _observe(context: AssetExecutionContext, log_dir: Path, start=None, end=None) -> ObserverReport:
+    try:
+        report = observe(log_dir, start, end)
+    except ReconciliationError as error:
+        raise Failure(str(error)) from None
+    context.log.info(report.summary["verdict"])
+    return report
+
+
+def _check(report_key: AssetKey):
+    """Production matches research: per-bar PnL correlation >= 0.999, cumulative PnL within 0.1% of
+    the volume traded, and no bar and asset beyond the tolerances."""
+
+    @asset_check(asset=report_key, name="matches_research", blocking=False, description=_check.__doc__)
+    def matches_research(context: AssetCheckExecutionContext) -> AssetCheckResult:
+        event = context.instance.get_latest_materialization_event(report_key)
+        materialization = event.asset_materialization if event else None
+        report = materialization.metadata.get("report") if materialization else None
+        if report is None:
+            return AssetCheckResult(passed=False, metadata={"error": "no reconciliation report yet"})
+        summary = json.loads((Path(report.value).parent / SUMMARY_FILE).read_text())
+        passed = bool(summary["reconciled"] and summary["first_divergence"] is None)
+        return AssetCheckResult(
+            passed=passed,
+            severity=AssetCheckSeverity.ERROR,
+            description=summary["verdict"],
+            metadata={
+                "pnl_correlation": float(summary["pnl_correlation"] or float("nan")),
+                "first_divergence": MetadataValue.json(summary["first_divergence"] or {}),
+            },
+        )
+
+    return matches_research
+
+
+def build_reconciliation_assets(model: str) -> list:
+    """The reconciliation assets (and their checks) of ``model`` for every run mode."""
+    assets = simulation_reconciliation_assets(model)
+    for mode in LIVE_MODES:
+        assets.extend(_live_reconciliation(model, mode))
+    return assets
+
+
+def simulation_reconciliation_assets(model: str) -> list:
+    """The simulation's reconciliation asset and its check: part of the model's simulation group."""
+    slug = model_slug(model)
+    sim_key = reconciliation_key(model, "simulation")
+
+    @asset(
+        key=sim_key,
+        description=f"{model} simulation vs its research portfolio, per session day: per-bar PnL, holdings and "
+        "targets side by side, execution time per DAG node and bar, orders' delay; an HTML report with plots "
+        "and summary.json under {start}.{end}/pnl_realtime_observer_notebook/{run_timestamp}/.",
+        deps=[AssetKey([slug, "simulation", name]) for name in ("portfolio", "target_positions", "dag_node_outputs")],
+        partitions_def=SESSION_DAYS,
+        backfill_policy=BackfillPolicy.single_run(),
+        group_name=f"{slug}_simulation",
+        kinds={"html", "matplotlib"},
+        owners=["team:research"],
+        tags={"stage": "reconciliation"},
+        required_resource_keys={"log_dir"},
+    )
+    def simulation_reconciliation(context: AssetExecutionContext) -> MaterializeResult:
+        window = context.partition_time_window
+        start, end = pd.Timestamp(window.start).tz_convert("UTC"), pd.Timestamp(window.end).tz_convert("UTC")
+        log_root: LogDirResource = context.resources.log_dir
+        runs = [
+            run
+            for run in find_runs(log_root.root, slug, "simulation", start=start, end=end)
+            if run.start <= start and run.end >= end and (run.log_dir / "run.json").exists()
+        ]
+        if not runs:
+            raise Failure(
+                f"no finished simulation of {model} under {log_root.root} covers {start} to {end}: "
+                "materialize its portfolio for these days first"
+            )
+        # the run that last wrote a portfolio for these days is the one the asset graph holds
+        latest = max(runs, key=lambda run: (run.log_dir / "run.json").stat().st_mtime)
+        report = _observe(context, latest.log_dir, start, end)
+        return MaterializeResult(metadata=report_metadata(report))
+
+    return [simulation_reconciliation, _check(sim_key)]
+
+
+def _live_reconciliation(model: str, mode: str) -> list[AssetsDefinition]:
+    slug = model_slug(model)
+    key = reconciliation_key(model, mode)
+
+    @asset(
+        key=key,
+        deps=[live_bar_key(model, mode)],
+        description=f"The latest {mode} session of {model} vs its research portfolio, up to its last bar "
+        "(refreshed every 5 minutes while a session runs): the same report as the simulation's.",
+        group_name=f"{slug}_{mode}",
+        kinds={"html", "matplotlib"},
+        owners=["team:research"],
+        tags={"stage": "reconciliation"},
+        required_resource_keys={"log_dir"},
+    )
+    def live_reconciliation(context: AssetExecutionContext) -> MaterializeResult:
+        log_root: LogDirResource = context.resources.log_dir
+        runs = find_runs(log_root.root, slug, mode)
+        if not runs:
+            raise Failure(f"no {mode} session of {model} under {log_root.root} yet")
+        report = _observe(context, runs[-1].log_dir)
+        return MaterializeResult(metadata=report_metadata(report))
+
+    return [live_reconciliation, _check(key)]

@@ -1,0 +1,22 @@
+"""The broker resource: what receives a run's orders."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pandas as pd
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from prod_system.data.market_data import MarketDataReader
+from prod_system.runs.stages import mocked_broker
+from prod_system.trading.brokers.base import Broker
+
+
+class BrokerResource(ConfigurableResource):
+    """'mocked': 100% fills at the TWAP of the bar after the decision (simulation, paper trading)."""
+
+    kind: Literal["mocked"] = Field(default="mocked", description="'mocked' (ccxt for prod comes next)")
+
+    def connect(self, reader: MarketDataReader, bar: pd.Timedelta) -> Broker:
+        return mocked_broker(reader, bar)

@@ -1,0 +1,40 @@
+"""The market-data resource: where candles come from, and the store every reader goes through."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from prod_system.common.timeutil import parse_duration
+from prod_system.data import BUNDLED_CANDLES
+from prod_system.data.market_data import CandleStore
+from prod_system.data.sources import load_source
+
+
+class MarketDataResource(ConfigurableResource):
+    """A market-data source: a snapshot ('parquet:FILE') or a folder of candle files ('csv:DIR')."""
+
+    source: str = Field(default=f"csv:{BUNDLED_CANDLES}", description="'parquet:FILE' or 'csv:DIR'")
+    knowledge_delay: str = Field(default="10s", description="candle close -> knowledge time, for files without one")
+
+    def candle_store(self, universe: list[str]) -> CandleStore:
+        """The candles of ``universe``, loaded once per process (and again if the source changes)."""
+        return _cached_store(self.source, tuple(universe), self.knowledge_delay, _source_stamp(self.source))
+
+
+def _source_stamp(source: str) -> float:
+    """Modification time of the source, so that a changed file is read again."""
+    location = source.partition(":")[2] if source.startswith(("csv:", "parquet:")) else source
+    path = Path(location)
+    if path.is_dir():
+        return max((p.stat().st_mtime for p in path.iterdir()), default=0.0)
+    return path.stat().st_mtime if path.exists() else 0.0
+
+
+@lru_cache(maxsize=4)
+def _cached_store(source: str, universe: tuple[str, ...], delay: str, stamp: float) -> CandleStore:
+    snapshot = load_source(source, list(universe), parse_duration(delay))
+    return CandleStore(snapshot, list(universe))

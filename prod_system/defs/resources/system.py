@@ -1,0 +1,99 @@
+"""The system resource: the run parameters that are not fixed by the asset (model, mode, window).
+
+Assets combine it with the other resources and their model, run mode and partition window into one
+validated ``SystemConfig``, the same object the pure core runs on and saves in the log dir.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pandas as pd
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from prod_system.config import DEFAULT_UNIVERSE, SystemConfig, build_config
+from prod_system.defs.resources.broker import BrokerResource
+from prod_system.defs.resources.market_data import MarketDataResource
+from prod_system.log_dir import LogDir
+
+
+def default_root() -> str:
+    return os.environ.get("PROD_SYSTEM_ROOT", "system_runs")
+
+
+class LogDirResource(ConfigurableResource):
+    """Where system log dirs go: {root}/{model}/{run_mode}/{trigger}/{start}.{end}/system_log_dir."""
+
+    root: str = Field(default_factory=default_root, description="root of the system log dirs")
+
+    def for_config(self, config: SystemConfig) -> LogDir:
+        return LogDir.for_config(config)
+
+
+class SystemResource(ConfigurableResource):
+    """Run parameters shared by every asset of a model: universe, bar, sizing, model parameters."""
+
+    universe: list[str] = Field(default_factory=lambda: list(DEFAULT_UNIVERSE))
+    bar: str = Field(default="5m", description="bar length")
+    portfolio: dict[str, Any] = Field(default_factory=dict, description="portfolio section of the system config")
+    model_params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="model name -> parameters")
+    profile_memory: bool = True
+
+    def config_for(
+        self,
+        model: str,
+        run_mode: str,
+        start: pd.Timestamp,
+        end: pd.Timestamp,
+        trigger: str,
+        market_data: MarketDataResource,
+        broker: BrokerResource,
+        log_dir: LogDirResource,
+    ) -> SystemConfig:
+        return self.build(
+            model,
+            run_mode,
+            trigger,
+            start,
+            end,
+            market_data={"source": market_data.source, "knowledge_delay": market_data.knowledge_delay},
+            broker={"kind": broker.kind},
+            log_root=log_dir.root,
+        )
+
+    def build(
+        self,
+        model: str,
+        run_mode: str,
+        trigger: str,
+        start: pd.Timestamp,
+        end: pd.Timestamp,
+        *,
+        market_data: dict,
+        broker: dict,
+        log_root: str,
+        bar: str | None = None,
+        **sections: dict,
+    ) -> SystemConfig:
+        """A run's system config: the parameters this resource shares (universe, model parameters,
+        sizing, profiling) and the run's own (window, sources, broker, log root, other sections)."""
+        return build_config(
+            {
+                "model": model,
+                "model_params": self.model_params.get(model, {}),
+                "universe": self.universe,
+                "bar": bar or self.bar,
+                "run_mode": run_mode,
+                "trigger": trigger,
+                "start": start,
+                "end": end,
+                "market_data": market_data,
+                "portfolio": self.portfolio,
+                "broker": broker,
+                "log_root": log_root,
+                "profile_memory": self.profile_memory,
+                **sections,
+            }
+        )

@@ -1,1 +1,0 @@
-"""Dagster instance storage tuned for this project (referenced from dagster.yaml)."""

@@ -1,0 +1,110 @@
+"""The historical simulation: a model in batch over a long history, traded by the research portfolio.
+
+No clock replay and no broker: the model is evaluated over the history in chunks (each with the
+model's warm-up in front, so a chunk's first bars see what streaming would have shown them), and
+the research portfolio trades the predictions vectorised. Months of 5-minute bars take seconds.
+The result goes to ``{root}/{model}/historical_pnl/{start}.{end}/`` with the log dir's table layout:
+
+    system_config.yaml  run.json  predictions/  target_positions/  portfolio/...  pnl_report.{png,md}
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from prod_system.analysis.report import write_pnl_report
+from prod_system.analysis.research import research_portfolio
+from prod_system.common.timeutil import bar_ends, compact
+from prod_system.config import SystemConfig, model_folder
+from prod_system.data.market_data import CANDLE, CandleStore
+from prod_system.errors import MarketDataError
+from prod_system.log_dir import LogDir
+from prod_system.models.dag import load_model, run_batch
+from prod_system.runs.stages import Progress, load_store, predictions_table, summarize
+
+logger = logging.getLogger(__name__)
+
+HISTORICAL_FOLDER = "historical_pnl"
+CHUNK = pd.Timedelta(days=7)
+
+
+def historical_dir(config: SystemConfig) -> Path:
+    return (
+        Path(config.log_root) / config.model_name / HISTORICAL_FOLDER / f"{compact(config.start)}.{compact(config.end)}"
+    )
+
+
+@dataclass
+class HistoricalResult:
+    directory: Path
+    statistics: pd.DataFrame
+    seconds: float
+
+    def lines(self) -> list[str]:
+        summary = summarize(str(self.directory), self.statistics, self.seconds)
+        return summary.lines()
+
+
+def historical_pnl(
+    config: SystemConfig, overwrite: bool = False, progress: Progress | None = None, chunk: pd.Timedelta = CHUNK
+) -> HistoricalResult:
+    """Evaluate the model over the config's window in batch and write the research portfolio."""
+    began = time.perf_counter()
+    dag = load_model(config.model, config.bar_delta, config.model_params)
+    out = LogDir(historical_dir(config))
+    out.check_free(overwrite)
+    store = load_store(config, dag)  # bad market data fails here, before anything is written
+    bars = bar_ends(config.start, config.end, config.bar_delta)
+    known = max(store.last_knowledge_ts, bars[-1])  # the past is known whole
+    per_chunk = max(1, chunk // config.bar_delta)
+    predictions = []
+    for first in range(0, len(bars), per_chunk):
+        chunk_bars = bars[first : first + per_chunk]
+        candles = store.visible(known, chunk_bars[0] - dag.lookback, until=chunk_bars[-1])
+        predictions.append(predictions_table(dag, run_batch(dag, candles, chunk_bars)))
+        if progress:
+            progress("model", first + len(chunk_bars), len(bars))
+    predictions = pd.concat(predictions, ignore_index=True)
+    research = research_portfolio(config, predictions, store, bars)
+    if progress:
+        progress("research", len(bars), len(bars))
+    out.prepare(config, overwrite=overwrite)
+    out.write_table("predictions", predictions, bars[0])
+    for name, frame in research.items():
+        out.write_table(name, frame, bars[0])
+    title = f"{config.model} historical simulation: {config.start:%Y-%m-%d %H:%M} to {config.end:%Y-%m-%d %H:%M} UTC"
+    write_pnl_report(out, title)
+    result = HistoricalResult(out.path, research["portfolio/statistics"], time.perf_counter() - began)
+    summary = summarize(str(out.path), result.statistics, result.seconds)
+    out.write_json("run.json", {"run_id": config.run_id, "engine": "historical", **summary.__dict__})
+    return result
+
+
+def history_window(
+    store: CandleStore, bar: pd.Timedelta, since: pd.Timestamp, until: pd.Timestamp | None = None
+) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The bars of ``[since, until)`` that the market data covers (whole bars only)."""
+    first = max(since, (store.first_bar_end - CANDLE).ceil(bar))
+    last = store.last_bar_end.floor(bar) if until is None else min(until, store.last_bar_end).floor(bar)
+    if last <= first:
+        raise MarketDataError(
+            f"the market data ({store.first_bar_end} to {store.last_bar_end}) has no bar after {since}"
+        )
+    return first, last
+
+
+def historical_runs(root: str | Path, model_name: str) -> list[Path]:
+    """The finished historical simulations of a model under ``root``, the most recently written last."""
+    parent = Path(root) / model_folder(model_name) / HISTORICAL_FOLDER
+    folders = [p for p in parent.glob("*.*") if (p / "run.json").exists()]
+    return sorted(folders, key=lambda p: (p / "run.json").stat().st_mtime)
+
+
+def read_statistics(directory: str | Path) -> pd.DataFrame:
+    """The research portfolio's statistics of a historical simulation."""
+    return LogDir(directory).read_table("portfolio/statistics").sort_values("bar_end", ignore_index=True)

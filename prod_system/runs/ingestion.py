@@ -1,0 +1,120 @@
+"""Candle ingestion: the latest closed 1-minute candles of the universe, from the exchange to the database.
+
+Every minute (a couple of seconds after it closes) each asset's recent candles are fetched through
+ccxt (from the last recorded one, two minutes back to catch revisions) and upserted with the time
+they were written as their knowledge time. A candle still open is never written; re-ingesting is
+idempotent; a revised candle becomes a new revision (``MarketDatabase.upsert``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from prod_system.common.clock import Clock
+from prod_system.data.market_data import CANDLE
+from prod_system.data.market_db import MarketDatabase, UpsertResult
+from prod_system.trading.brokers.ccxt_client import binanceusdm_client, symbol_of
+
+if TYPE_CHECKING:
+    import ccxt
+
+logger = logging.getLogger("prod_system.ingestion")
+REFETCH = pd.Timedelta(minutes=2)  # candles before the last recorded one fetched again (revisions)
+BACKFILL = pd.Timedelta(hours=2)  # how far back an asset with no candle yet starts
+AFTER_CLOSE = pd.Timedelta(seconds=1)  # a pass runs this long after each minute's close
+
+
+@dataclass
+class IngestReport:
+    at: pd.Timestamp
+    result: UpsertResult
+    failed: dict[str, str]  # asset -> error, for the assets whose fetch failed this time
+    seconds: float
+
+
+class Ingestor:
+    """Fetches the universe's closed candles through ccxt and records them in the database."""
+
+    def __init__(
+        self,
+        database: MarketDatabase,
+        assets: list[str],
+        clock: Clock,
+        exchange_url: str | None = None,
+        backfill: pd.Timedelta = BACKFILL,
+        client_factory: Callable[[], ccxt.binanceusdm] | None = None,
+    ):
+        self.database, self.assets, self.clock, self.backfill = database, list(assets), clock, backfill
+        self._client_factory = client_factory or (lambda: binanceusdm_client(exchange_url, timeout_ms=5_000))
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(max_workers=min(8, len(self.assets)), thread_name_prefix="ingest")
+
+    def _client(self) -> ccxt.binanceusdm:
+        if getattr(self._local, "client", None) is None:
+            self._local.client = self._client_factory()
+        return self._local.client
+
+    def ingest_once(self) -> IngestReport:
+        """One pass: fetch every asset's new candles, write the closed ones; an asset that fails is
+        reported and retried next time (the others are written)."""
+        import ccxt  # here, not at import (see exchange_client)
+
+        began = self.clock.now()
+        last = self.database.last_bar_ends(self.assets)
+
+        def fetch(asset: str) -> pd.DataFrame | str:
+            since = (last[asset] - CANDLE - REFETCH) if last[asset] is not None else began - self.backfill
+            since = since.floor(CANDLE)
+            try:
+                rows = self._client().fetch_ohlcv(symbol_of(asset), "1m", int(since.value // 1_000_000), 1000)
+            except ccxt.BaseError as error:
+                return f"{type(error).__name__}: {str(error)[:200]}"
+            frame = pd.DataFrame(rows, columns=["open_ms", "open", "high", "low", "close", "volume"])
+            frame["asset"] = asset
+            frame["bar_start"] = pd.to_datetime(frame["open_ms"], unit="ms", utc=True)
+            return frame
+
+        fetched = dict(zip(self.assets, self._pool.map(fetch, self.assets), strict=True))
+        failed = {asset: result for asset, result in fetched.items() if isinstance(result, str)}
+        frames = [result for result in fetched.values() if not isinstance(result, str)]
+        now = self.clock.now()
+        rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        if len(rows):
+            rows = rows[rows["bar_start"] + CANDLE <= now]  # never a candle still open
+        result = self.database.upsert(rows, now) if len(rows) else UpsertResult()
+        for asset, error in failed.items():
+            logger.warning("ingestion of %s failed (retried next minute): %s", asset, error)
+        if result.revised:
+            logger.warning("%d candles were revised by the exchange (old versions kept)", result.revised)
+        report = IngestReport(now, result, failed, (self.clock.now() - began).total_seconds())
+        logger.info(
+            "ingested at %s: %d new, %d revised, %d unchanged, %d failed in %.3f s",
+            now.isoformat(),
+            result.new,
+            result.revised,
+            result.unchanged,
+            len(failed),
+            report.seconds,
+        )
+        return report
+
+    def run(self, stop: threading.Event, offset: pd.Timedelta = AFTER_CLOSE) -> None:
+        """Ingest once now, then ``offset`` after every minute's close, until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                self.ingest_once()
+            except Exception:  # the loop must survive a bad minute (database down, ...); it is logged
+                logger.exception("ingestion pass failed; retrying at the next minute")
+            next_minute = self.clock.now().floor(CANDLE) + CANDLE + offset
+            while not stop.is_set() and self.clock.now() < next_minute:
+                stop.wait(0.02)  # short real-time naps: the clock may run faster than real time
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)

@@ -1,0 +1,290 @@
+"""The system's stages, and a simulation that runs them without Dagster.
+
+A run goes through three stages, each over a list of bars, each waiting on its clock for every
+bar's decision time (a simulated clock jumps there, a real one sleeps):
+
+1. ``run_model``: at each bar's decision time (bar end + knowledge delay) evaluate the model on the
+   candles visible then; record every node's output and profiling.
+2. ``run_sizing``: turn predictions and volatility into target positions.
+3. ``run_trading``: at each bar's decision time collect the fills of the previous bar's orders, mark
+   the portfolio, then place the orders that move holdings to the bar's targets.
+
+The Dagster assets call these same functions on their partitions; ``simulate`` calls them on the
+whole window. In live runs each call covers one bar, so stage order and bar order coincide.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from prod_system.common.clock import Clock, SimulatedClock
+from prod_system.config import SystemConfig
+from prod_system.data.data_guard import DataGuard, quality_frame
+from prod_system.data.market_data import CANDLE, CandleStore, MarketDataReader
+from prod_system.data.sources import load_source
+from prod_system.errors import MarketDataError
+from prod_system.log_dir import LogDir
+from prod_system.models.dag import Dag, DagOutputs, run_streaming
+from prod_system.trading.brokers.base import FILL_COLUMNS, Broker, MockedBroker
+from prod_system.trading.brokers.exchange import ExchangeBroker
+from prod_system.trading.orders import ORDER_COLUMNS, make_orders
+from prod_system.trading.portfolio import Portfolio, PortfolioState
+
+logger = logging.getLogger("prod_system")
+
+Progress = Callable[[str, int, int], None]
+
+
+def load_store(config: SystemConfig, dag: Dag) -> CandleStore:
+    """Load the market data of the run and check it covers the window (with the model's warm-up)."""
+    snapshot = load_source(config.market_data.source, config.universe, config.market_data.delay)
+    return check_coverage(CandleStore(snapshot, config.universe), config, dag)
+
+
+def check_coverage(store: CandleStore, config: SystemConfig, dag: Dag) -> CandleStore:
+    """Refuse market data that does not cover the whole window, from its start to its end; warn when it
+    misses the model's warm-up. Every path calls it before anything runs or is written: the core
+    simulation, the Dagster one (``launch``) and the historical simulation."""
+    first_open, last_close = store.first_bar_end - CANDLE, store.last_bar_end
+    if first_open > config.start or last_close < config.end:
+        disjoint = last_close <= config.start or first_open >= config.end
+        raise MarketDataError(
+            f"market data covers {first_open:%Y-%m-%d %H:%M} to {last_close:%Y-%m-%d %H:%M} UTC (first candle's open "
+            f"to last candle's close), {'outside' if disjoint else 'only part of'} the run's window "
+            f"{config.start:%Y-%m-%d %H:%M} to {config.end:%Y-%m-%d %H:%M} UTC"
+        )
+    warm_up_from = config.start - dag.lookback
+    if store.first_bar_end > warm_up_from + pd.Timedelta(minutes=1):
+        logger.warning(
+            "market data starts at %s, after the model's warm-up start %s: early predictions will be missing",
+            store.first_bar_end,
+            warm_up_from,
+        )
+    return store
+
+
+# A stage gets its clock from a factory, given the time it starts from: in a simulation each stage
+# replays the past on a clock of its own; live, every stage shares the real clock.
+ClockFactory = Callable[[pd.Timestamp], Clock]
+BrokerFactory = Callable[[MarketDataReader, pd.Timedelta], Broker]
+
+
+def replay_clock(start: pd.Timestamp) -> Clock:
+    return SimulatedClock(start)
+
+
+def mocked_broker(reader: MarketDataReader, bar: pd.Timedelta) -> Broker:
+    return MockedBroker(reader, bar)
+
+
+def broker_factory_for(config: SystemConfig, log_dir: LogDir | None = None) -> BrokerFactory:
+    """The broker the config asks for: mocked, or the exchange through ccxt (audited in the log dir)."""
+    if config.broker.kind == "mocked":
+        return mocked_broker
+    audit = log_dir.path / "exchange_audit.jsonl" if log_dir else None
+
+    def exchange_broker(reader: MarketDataReader, bar: pd.Timedelta) -> Broker:
+        return ExchangeBroker(config.broker, config.risk, config.universe, reader.clock, bar, audit_path=audit)
+
+    return exchange_broker
+
+
+def run_model(
+    config: SystemConfig,
+    dag: Dag,
+    store: CandleStore,
+    bars: pd.DatetimeIndex,
+    progress: Progress | None = None,
+    clock_factory: ClockFactory = replay_clock,
+) -> DagOutputs:
+    reader = MarketDataReader(store, clock_factory(bars[0] - config.bar_delta))
+
+    def on_bar(done: int) -> None:
+        if progress:
+            progress("model", done, len(bars))
+
+    return run_streaming(dag, reader, bars, config.market_data.delay, config.profile_memory, on_bar)
+
+
+def predictions_table(dag: Dag, outputs: DagOutputs) -> pd.DataFrame:
+    """The model's prediction, volatility and price per bar and asset (long form)."""
+    roles = {"prediction": dag.prediction_node, "volatility": dag.volatility_node, "price": dag.price_node}
+    columns = [
+        outputs.node(node).rename_axis(index="bar_end", columns="asset").stack(future_stack=True).rename(role)
+        for role, node in roles.items()
+    ]
+    return pd.concat(columns, axis=1).reset_index()
+
+
+def data_guard_for(config: SystemConfig) -> DataGuard:
+    return DataGuard(config.bar_delta, config.market_data.max_jump, config.market_data.delisted_after_delta)
+
+
+def guard_predictions(
+    config: SystemConfig, store: CandleStore, predictions: pd.DataFrame, bars: pd.DatetimeIndex
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The data guard over a replay: each bar checked on what was visible at its decision time; an
+    asset flagged on a bar loses its prediction there (no target: not traded, holdings kept). Returns
+    the guarded predictions and the ``data_quality`` table, and logs what it found."""
+    guard = data_guard_for(config)
+    delay = config.market_data.delay
+    issues = [guard.check(bar_end, store.visible(bar_end + delay, bar_end - guard.window, bar_end)) for bar_end in bars]
+    found = [frame for frame in issues if len(frame)]
+    quality = pd.concat(found, ignore_index=True) if found else quality_frame([])
+    log_data_quality(logger, quality, store.anomalies)
+    if quality.empty:
+        return predictions, quality
+    flagged = pd.MultiIndex.from_frame(quality[["bar_end", "asset"]])
+    mask = pd.MultiIndex.from_frame(predictions[["bar_end", "asset"]]).isin(flagged)
+    guarded = predictions.copy()
+    guarded.loc[mask, "prediction"] = np.nan
+    return guarded, quality
+
+
+def log_data_quality(log: logging.Logger, quality: pd.DataFrame, anomalies: pd.DataFrame | None = None) -> None:
+    """One warning per screened candle anomaly and per guarded (bar, asset)."""
+    if anomalies is not None:
+        for row in anomalies.itertuples():
+            log.warning("market data: %s %s: %s (%s; %s)", row.asset, row.bar_end, row.issue, row.action, row.detail)
+    for row in quality.itertuples():
+        log.warning("bar %s: %s not traded: %s (%s)", row.bar_end.isoformat(), row.asset, row.issue, row.detail)
+
+
+@dataclass
+class TradingResult:
+    tables: dict[str, pd.DataFrame]
+    state: PortfolioState
+
+
+def run_trading(
+    config: SystemConfig,
+    store: CandleStore,
+    targets: pd.DataFrame,
+    bars: pd.DatetimeIndex,
+    state: PortfolioState | None = None,
+    progress: Progress | None = None,
+    clock_factory: ClockFactory = replay_clock,
+    broker_factory: BrokerFactory = mocked_broker,
+) -> TradingResult:
+    """Per bar: the fills of the previous orders, the marks, then the orders towards the targets."""
+    bar = config.bar_delta
+    delay = config.market_data.delay
+    clock = clock_factory(bars[0] - bar)
+    reader = MarketDataReader(store, clock)
+    broker = broker_factory(reader, bar)
+    run_id = config.run_id
+    state = broker.reconcile(state or PortfolioState.empty(config.universe, config.portfolio.initial_cash))
+    portfolio = Portfolio(state)
+    target_shares = targets.pivot(index="bar_end", columns="asset", values="target_shares")
+    targets_by_bar = target_shares.reindex(index=bars, columns=config.universe).to_numpy(dtype="float64")
+    all_orders, all_fills = [], []
+    for i, bar_end in enumerate(bars):
+        clock.wait_until(bar_end + delay)
+        fills = broker.collect_fills(bar_end)
+        candles = reader.read(bar, since=bar_end - bar)
+        prices = last_close(candles.field("close"))
+        unpriced = [a for a, p in zip(config.universe, prices, strict=True) if not np.isfinite(p)]
+        if unpriced:
+            logger.warning(
+                "bar %s: no price known for %s; their holdings keep their last mark",
+                bar_end.isoformat(),
+                ", ".join(unpriced),
+            )
+        stats = portfolio.update(bar_end, fills, prices)
+        orders = make_orders(
+            bar_end,
+            targets_by_bar[i],
+            portfolio.shares,
+            prices,
+            config.universe,
+            config.portfolio,
+            run_id,
+            clock.now(),
+        )
+        broker.submit(orders)
+        all_fills.extend(fills)
+        all_orders.extend(orders)
+        log_bar(logger, bar_end, fills, orders, stats)
+        if progress:
+            progress("trading", i + 1, len(bars))
+    tables = portfolio.tables()
+    tables["orders"] = pd.DataFrame(all_orders, columns=ORDER_COLUMNS)
+    tables["fills"] = pd.DataFrame(all_fills, columns=FILL_COLUMNS)
+    if isinstance(broker, ExchangeBroker):
+        tables["broker/executions"] = broker.executions()
+        broker.close()
+    return TradingResult(tables=tables, state=portfolio.state(broker.open_orders(), bars[-1]))
+
+
+def log_bar(log: logging.Logger, bar_end: pd.Timestamp, fills: list, orders: list, stats: dict, note: str = "") -> None:
+    """The log line of a traded bar (simulation and live sessions alike), to the session's logger."""
+    log.info(
+        "bar %s: %d fills, %d orders, pnl=%.2f gmv=%.2f net_wealth=%.2f%s",
+        bar_end.isoformat(),
+        len(fills),
+        len(orders),
+        stats["pnl"],
+        stats["gmv"],
+        stats["net_wealth"],
+        f" ({note})" if note else "",
+    )
+
+
+def last_close(close: np.ndarray) -> np.ndarray:
+    """The last known close of each asset in the window (NaN if none)."""
+    known = np.isfinite(close)
+    last_row = np.where(known, np.arange(len(close))[:, None], -1).max(axis=0, initial=-1)
+    picked = close[np.clip(last_row, 0, None), np.arange(close.shape[1])] if len(close) else last_row * np.nan
+    return np.where(last_row >= 0, picked, np.nan)
+
+
+@dataclass
+class RunSummary:
+    log_dir: str
+    bars: int
+    pnl: float
+    gross_volume: float
+    turnover: float
+    final_net_wealth: float
+    seconds: float
+    dagster_run_id: str | None = None
+    reconciliation: str | None = None  # the observer's verdict: production vs research
+    report: str | None = None  # its HTML report
+
+    def lines(self) -> list[str]:
+        run = [f"dagster run: {self.dagster_run_id}"] if self.dagster_run_id else []
+        observer = [f"research:    {self.reconciliation}", f"report:      {self.report}"] if self.report else []
+        return [
+            *run,
+            f"log dir:     {self.log_dir}",
+            f"bars:        {self.bars}",
+            f"pnl:         {self.pnl:,.2f} USDT",
+            f"turnover:    {self.turnover:.2f}x mean gmv ({self.gross_volume:,.0f} USDT traded)",
+            f"net wealth:  {self.final_net_wealth:,.2f} USDT",
+            *observer,
+            f"seconds:     {self.seconds:.2f}",
+        ]
+
+
+def summarize(log_dir: str, statistics: pd.DataFrame, seconds: float) -> RunSummary:
+    gross = float(statistics["gross_volume"].sum())
+    mean_gmv = float(statistics["gmv"].mean()) if len(statistics) else 0.0
+    return RunSummary(
+        log_dir=str(log_dir),
+        bars=len(statistics),
+        pnl=float(statistics["pnl"].sum()),
+        gross_volume=gross,
+        turnover=gross / mean_gmv if mean_gmv > 0 else 0.0,
+        final_net_wealth=float(statistics["net_wealth"].iloc[-1]) if len(statistics) else float("nan"),
+        seconds=seconds,
+    )
+
+
+def write_stage_tables(log_dir: LogDir, tables: dict[str, pd.DataFrame], first_bar: pd.Timestamp) -> None:
+    for name, frame in tables.items():
+        log_dir.write_table(name, frame, first_bar)

@@ -1,0 +1,1 @@
+"""Trading: sizing (target positions), orders, the portfolio and its accounting, and the brokers."""

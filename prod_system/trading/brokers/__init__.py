@@ -1,0 +1,1 @@
+"""Brokers: one interface (``base.Broker``), the mocked broker, and Binance USDT-M through ccxt."""

@@ -1,0 +1,201 @@
+"""The PnL real-time observer: reports next to the log dir, the reconcile and historical-pnl commands."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from prod_system.analysis.observer import REPORT_FOLDER, find_runs, latest_report, observe
+from prod_system.analysis.reconciliation import reconcile
+from prod_system.data.market_data import CandleStore, select_window, write_snapshot
+from prod_system.data.sources import load_source
+from prod_system.errors import ReconciliationError
+from prod_system.log_dir import LogDir
+from prod_system.models.dag import load_model
+from prod_system.runs.historical import historical_pnl, read_statistics
+from prod_system_tests.cli.test_cli import cli
+from prod_system_tests.conftest import sim_config
+
+PNG = b"\x89PNG\r\n\x1a\n"
+SUMMARY_KEYS = {
+    "pnl_correlation",
+    "max_abs_pnl_diff",
+    "cumulative_pnl_prod",
+    "cumulative_pnl_research",
+    "first_divergence",
+}
+
+
+@pytest.fixture(scope="module")
+def run_root(tmp_path_factory, simulated_day) -> Path:
+    """A root holding a copy of the simulated day's window folder (reports are written next to it)."""
+    config, log_dir = simulated_day
+    root = tmp_path_factory.mktemp("observer")
+    window = log_dir.parent
+    target = root / window.relative_to(config.log_root)
+    shutil.copytree(window, target, ignore=shutil.ignore_patterns(REPORT_FOLDER))
+    return root
+
+
+def test_a_simulation_writes_its_report(simulated_day):
+    """The simulation reconciles itself when it ends: its report is next to its log dir."""
+    _, log_dir = simulated_day
+    (report,) = (log_dir.parent / REPORT_FOLDER).glob("*/report.html")
+    assert json.loads((report.parent / "summary.json").read_text())["reconciled"] is True
+
+
+def test_report_of_a_simulated_day(run_root, simulated_day):
+    config, _ = simulated_day
+    (run,) = find_runs(run_root, "C1b")
+    report = observe(run.log_dir, now=pd.Timestamp("2026-01-02T03:04:05Z"))
+    assert report.directory == run.window_dir / REPORT_FOLDER / "20260102_030405"
+    summary = json.loads((report.directory / "summary.json").read_text())
+    assert set(summary) >= SUMMARY_KEYS
+    assert summary["reconciled"] is True and summary["first_divergence"] is None
+    assert summary["pnl_correlation"] >= 0.999
+    gap = abs(summary["cumulative_pnl_prod"] - summary["cumulative_pnl_research"])
+    assert gap <= 0.001 * summary["gross_volume_prod"]
+    prod = LogDir(run.log_dir).read_table("portfolio/statistics")
+    assert summary["cumulative_pnl_prod"] == pytest.approx(prod["pnl"].sum())
+    assert summary["bars"] == 288 and summary["last_bar_end"] == config.end.isoformat()
+    # timing: every node of the model, and orders submitted at the simulated knowledge delay
+    nodes = pd.read_csv(report.directory / "node_timing.csv")
+    assert list(nodes["node"]) == load_model("C1b", config.bar_delta).order
+    assert (nodes["median_ms"] > 0).all() and nodes["share_of_dag_time"].sum() == pytest.approx(1.0)
+    assert summary["timing"]["order_delay_seconds"]["median"] == pytest.approx(10.0)
+    assert summary["timing"]["orders"] == len(LogDir(run.log_dir).read_table("orders"))
+    # side by side: production and research per bar and asset
+    side = pd.read_parquet(report.directory / "side_by_side.parquet")
+    assert len(side) == 288 * 8
+    np.testing.assert_allclose(side["target_shares_prod"], side["target_shares_research"])
+    # the HTML stands alone: plots inlined, nothing fetched from elsewhere
+    page = report.html.read_text()
+    assert page.count("data:image/png;base64,") == 3
+    assert not re.search(r'(src|href)="(?!data:)', page)
+    assert "reconciled: pnl correlation" in page
+    for name in ("cumulative_pnl.png", "holdings_difference.png", "timing.png"):
+        assert (report.directory / name).read_bytes().startswith(PNG)
+    assert latest_report(run_root, "C1b") == report.html
+
+
+def test_reconciles_part_of_a_window(simulated_day):
+    config, log_dir = simulated_day
+    store = CandleStore(pd.read_parquet(config.market_data.source.removeprefix("parquet:")), config.universe)
+    start = config.start + pd.Timedelta(hours=6)
+    end = config.start + pd.Timedelta(hours=12)
+    result = reconcile(config, LogDir(log_dir), store, start, end)
+    assert result.summary.bars == 72
+    assert result.per_bar["bar_end"].iloc[0] == start + config.bar_delta
+    assert result.per_bar["bar_end"].iloc[-1] == end
+    assert result.summary.reconciled
+    with pytest.raises(ReconciliationError, match="no bar"):
+        reconcile(config, LogDir(log_dir), store, config.end, config.end + pd.Timedelta(hours=1))
+
+
+def test_find_runs_by_window(run_root):
+    assert len(find_runs(run_root, "C1b", start=pd.Timestamp("2023-07-21T12:00:00Z"))) == 1
+    assert find_runs(run_root, "C1b", start=pd.Timestamp("2023-07-22T00:00:00Z")) == []
+    assert find_runs(run_root, "C1b", end=pd.Timestamp("2023-07-21T00:00:00Z")) == []
+    assert find_runs(run_root, "C1b", run_mode="prod") == []
+    assert find_runs(run_root, "C3a") == []
+
+
+def test_find_runs_passes_over_a_run_interrupted_before_its_end(run_root, tmp_path):
+    """A simulation stopped by Ctrl-C or a kill leaves tables but no run.json: it is not a run to
+    reconcile or observe (its next run replaces it); the finished run beside it is."""
+    root = tmp_path / "root"
+    shutil.copytree(run_root / "C1b", root / "C1b", ignore=shutil.ignore_patterns(REPORT_FOLDER))
+    (finished,) = find_runs(root, "C1b")
+    interrupted = finished.log_dir.parent.parent / "20230721_000000.20230721_120000" / "system_log_dir"
+    shutil.copytree(finished.log_dir, interrupted)
+    (interrupted / "run.json").unlink()
+    assert [run.log_dir for run in find_runs(root, "C1b")] == [finished.log_dir]
+
+
+def test_reconcile_command_fails_loudly_on_a_corrupted_run(run_root, tmp_path):
+    """Flip the recorded predictions of one hour: targets, holdings and PnL no longer follow them."""
+    root = tmp_path / "root"
+    shutil.copytree(run_root / "C1b", root / "C1b", ignore=shutil.ignore_patterns(REPORT_FOLDER))
+    (run,) = find_runs(root, "C1b")
+    good = cli("reconcile", "--model", "C1b", "--root", str(root))
+    assert good.returncode == 0, good.stderr
+    assert "reconciled: pnl correlation" in good.stdout
+    logs = LogDir(run.log_dir)
+    targets = logs.read_table("target_positions")
+    hour_start = run.start + pd.Timedelta(hours=6)
+    hour = (targets["bar_end"] > hour_start) & (targets["bar_end"] <= hour_start + pd.Timedelta(hours=1))
+    targets.loc[hour, "prediction"] *= -1
+    logs.write_table("target_positions", targets, run.start + pd.Timedelta(minutes=5))  # replaces the part
+    bad = cli("reconcile", "--model", "C1b", "--root", str(root))
+    assert bad.returncode == 3, bad.stderr
+    assert "NOT reconciled" in bad.stdout and "1 of 1 runs diverge from research" in bad.stderr
+    reports = sorted((run.window_dir / REPORT_FOLDER).iterdir())
+    summary = json.loads((reports[-1] / "summary.json").read_text())
+    assert summary["reconciled"] is False and summary["pnl_correlation"] < 0.999
+    first = hour_start + pd.Timedelta(minutes=5)
+    assert summary["first_divergence"]["bar_end"] == first.isoformat()
+    assert summary["first_divergence"]["what"] == "target"
+    assert "NOT reconciled" in (reports[-1] / "report.html").read_text()
+
+
+def test_reconcile_command_bad_input(tmp_path):
+    done = cli("reconcile", "--model", "C1b", "--root", str(tmp_path))
+    assert done.returncode == 2 and done.stderr.startswith("error: no run of C1b")
+    done = cli("reconcile", "--model", "C1b", "--root", str(tmp_path), "--start", "2023-07-21")
+    assert done.returncode == 2 and "has no time zone" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_historical_pnl_equals_the_research_of_a_simulation(simulated_day, snapshot, tmp_path):
+    """Batch in chunks gives the predictions streaming recorded; the research portfolio follows."""
+    _, log_dir = simulated_day
+    hist = sim_config(snapshot, tmp_path)
+    result = historical_pnl(hist, chunk=pd.Timedelta(hours=5))  # chunks that do not divide the day
+    predictions = LogDir(result.directory).read_table("predictions").set_index(["bar_end", "asset"])
+    recorded = LogDir(log_dir).read_table("target_positions").set_index(["bar_end", "asset"])
+    for column in ("prediction", "volatility", "price"):
+        np.testing.assert_allclose(predictions[column], recorded[column].reindex(predictions.index), rtol=1e-9)
+    stats = read_statistics(result.directory)
+    prod = LogDir(log_dir).read_table("portfolio/statistics")
+    assert np.corrcoef(stats["pnl"], prod["pnl"])[0, 1] >= 0.999
+    assert (result.directory / "pnl_report.png").read_bytes().startswith(PNG)
+
+
+def test_historical_pnl_command(snapshot, tmp_path):
+    done = cli(
+        "historical-pnl",
+        "--model",
+        "C3a",
+        "--market-data",
+        str(snapshot),
+        "--start",
+        "2023-07-20T12:00:00Z",
+        "--end",
+        "2023-07-23T00:00:00Z",
+        "--root",
+        str(tmp_path),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "720/720 bars" in done.stderr  # progress
+    out = tmp_path / "C3a" / "historical_pnl" / "20230720_120000.20230723_000000"
+    assert f"log dir:     {out}" in done.stdout
+    assert len(read_statistics(out)) == 720
+    again = cli("historical-pnl", "--model", "C3a", "--market-data", str(snapshot), "--start",
+                "2023-07-20T12:00:00Z", "--end", "2023-07-23T00:00:00Z", "--root", str(tmp_path))  # fmt: skip
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+def test_reconcile_needs_market_data_covering_the_run(run_root, bundled_dir, tmp_path):
+    short = tmp_path / "short.parquet"
+    candles = load_source(
+        f"csv:{bundled_dir}", ["BTC", "ETH", "SOL", "BNB", "XRP", "DOGE", "DOT", "MATIC"], pd.Timedelta(0)
+    )
+    write_snapshot(select_window(candles, pd.Timestamp("2023-07-21T00:00Z"), pd.Timestamp("2023-07-21T12:00Z")), short)
+    done = cli("reconcile", "--model", "C1b", "--root", str(run_root), "--market-data", str(short))
+    assert done.returncode == 2, done.stderr
+    assert "does not cover the run" in done.stderr and "Traceback" not in done.stderr

@@ -1,0 +1,530 @@
+"""The command line, used as a person would: real subprocesses (and click's runner in process for the
+many quick cases), exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from prod_system import cli as cli_module
+from prod_system.log_dir import LogDir
+from prod_system.trading.brokers.ccxt_client import binanceusdm_client, symbol_of
+
+REPO = Path(__file__).resolve().parents[2]
+COMMANDS = ["dump-market-data", "simulate", "historical-pnl", "reconcile", "run", "exchange-sim"]
+
+
+def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "prod_system.cli", *args],
+        cwd=cwd or REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def cli_snapshot(tmp_path_factory, bundled_dir) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "snapshot.parquet"
+    done = cli(
+        "dump-market-data",
+        "--source",
+        f"csv:{bundled_dir}",
+        "--universe",
+        "BTC,ETH,SOL,BNB,XRP,DOGE,DOT,MATIC",
+        "--start",
+        "2023-07-20T00:00:00Z",
+        "--end",
+        "2023-07-22T00:00:00Z",
+        "--out",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "wrote 23,040 candles of 8 assets" in done.stdout
+    return out
+
+
+def test_dump_market_data_writes_a_snapshot(cli_snapshot):
+    frame = pd.read_parquet(cli_snapshot)
+    assert len(frame) == 2 * 1440 * 8
+    assert (frame["knowledge_ts"] - frame["bar_end"]).eq(pd.Timedelta(seconds=10)).all()
+    assert frame["bar_start"].min() == pd.Timestamp("2023-07-20", tz="UTC")
+
+
+def simulate_day(snapshot: Path, root: Path) -> subprocess.CompletedProcess:
+    window = ["--start", "2023-07-21T00:00:00Z", "--end", "2023-07-22T00:00:00Z"]
+    return cli("simulate", "--model", "C1b", "--market-data", str(snapshot), *window, "--root", str(root))
+
+
+def test_simulate_through_dagster(tmp_path, cli_snapshot):
+    done = simulate_day(cli_snapshot, tmp_path)
+    assert done.returncode == 0, done.stderr
+    log_dir = tmp_path / "C1b/simulation/manual/20230721_000000.20230722_000000/system_log_dir"
+    assert f"log dir:     {log_dir}" in done.stdout
+    for figure in ("pnl:", "turnover:", "bars:        288", "seconds:", "dagster run:"):
+        assert figure in done.stdout
+    assert "288/288 bars" in done.stderr  # progress
+    assert len(LogDir(log_dir).read_table("portfolio/statistics")) == 288
+    assert (log_dir / "pnl_report.png").stat().st_size > 10_000
+    # the same window again is refused, and the first run is untouched
+    again = simulate_day(cli_snapshot, tmp_path)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert len(LogDir(log_dir).read_table("portfolio/statistics")) == 288
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "C9z"], "unknown model 'C9z'"),
+        (["--start", "2023-07-21T00:03:00Z"], "not aligned to the 5m bar"),
+        (["--start", "2023-07-21"], "has no time zone"),
+        (["--bar", "90s"], "field 'bar'"),
+        (["--market-data", "missing.parquet"], "missing.parquet not found"),
+        (["--market-data", "csv:/nonexistent"], "does not exist"),
+        (["--start", "2023-07-21T06:00:00Z"], "whole session days"),
+        (["--start", "2021-01-01T00:00:00Z", "--end", "2021-01-02T00:00:00Z"], "outside the run's window"),
+        (["--config", "missing.yaml"], "config file missing.yaml not found"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path, args, message):
+    base = {"--model": "C1b", "--start": "2023-07-21T00:00:00Z", "--end": "2023-07-22T00:00:00Z"}
+    options = dict(base)
+    options.update(dict(zip(args[::2], args[1::2], strict=True)))
+    flat = [item for pair in options.items() for item in pair]
+    done = cli("simulate", *flat, "--root", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0]
+    assert [line for line in done.stderr.splitlines() if line.startswith("hint: ")]
+    assert not (tmp_path / "out" / "C1b").exists()  # nothing written
+
+
+def test_config_file_with_unknown_field(tmp_path):
+    config = tmp_path / "system.yaml"
+    config.write_text("model: C1b\nstart: 2023-07-21T00:00:00Z\nend: 2023-07-22T00:00:00Z\nportfolio:\n  gmv: 5\n")
+    done = cli("simulate", "--config", str(config), "--root", str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert "field 'portfolio.gmv': unknown field" in done.stderr
+
+
+def test_help_lists_the_commands():
+    done = cli("--help")
+    assert done.returncode == 0
+    assert "dump-market-data" in done.stdout and "simulate" in done.stdout
+
+
+def test_exchange_sim_command_serves_the_ccxt_client(tmp_path, snapshot):
+    """`prod-system exchange-sim` starts a local exchange the real ccxt client trades on; keys from the env."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "EXCHANGE_API_KEY": "cli-key", "EXCHANGE_API_SECRET": "cli-secret-value"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prod_system.cli", "exchange-sim", "--market-data", str(snapshot), "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        client = binanceusdm_client(f"http://127.0.0.1:{port}", "cli-key", "cli-secret-value")
+        for _ in range(200):
+            try:
+                markets = client.load_markets()
+                break
+            except Exception:
+                time.sleep(0.05)
+        assert symbol_of("BTC") in markets
+        assert float(client.fetch_balance()["USDT"]["total"]) == 1_000_000
+    finally:
+        server.terminate()
+        out, err = server.communicate(timeout=10)
+    assert "cli-secret-value" not in out + err
+
+
+def test_exchange_sim_without_keys_is_one_clear_line(snapshot):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_API")}
+    done = subprocess.run(
+        [sys.executable, "-m", "prod_system.cli", "exchange-sim", "--market-data", str(snapshot), "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "EXCHANGE_API_KEY" in done.stderr and "Traceback" not in done.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Help, bad input, failures and progress, in process (click's runner: fast, same code path)
+# ---------------------------------------------------------------------------------------------
+
+
+def invoke(*args: str, env: dict | None = None):
+    return CliRunner().invoke(cli_module.main, list(args), env=env)
+
+
+def test_root_help_says_what_the_tool_is_its_commands_and_exit_codes():
+    done = invoke("--help")
+    assert done.exit_code == 0
+    assert "crypto trading system" in done.output and "Typical workflow" in done.output
+    commands = done.output.split("Commands:")[1].splitlines()
+    summaries = {line.split()[0]: line for line in commands if line.strip() and line.startswith("  ")}
+    assert set(COMMANDS) <= set(summaries)
+    for command in COMMANDS:
+        assert not summaries[command].rstrip().endswith("..."), f"truncated summary: {summaries[command]}"
+    codes = {}
+    for line in done.output.split("Exit codes:")[1].split("Options:")[0].splitlines():
+        if line.strip():
+            code, meaning = line.split(maxsplit=1)
+            codes[int(code)] = meaning
+    assert set(codes) == {
+        cli_module.EXIT_OK,
+        cli_module.EXIT_FAILED,
+        cli_module.EXIT_BAD_INPUT,
+        cli_module.EXIT_NOT_RECONCILED,
+        cli_module.EXIT_UNREACHABLE,
+        cli_module.EXIT_INTERRUPTED,
+    }
+    assert "success" in codes[0] and "bad input" in codes[2] and "diverges" in codes[3] and "interrupted" in codes[130]
+    assert "cannot reach" in codes[cli_module.EXIT_UNREACHABLE]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_examples(command):
+    done = invoke(command, "--help")
+    assert done.exit_code == 0, done.output
+    assert "Examples" in done.output
+    examples = done.output.split("Examples")[1].split("Options:")[0]
+    assert f"prod-system {command} --" in examples  # a real invocation, kept on its own lines
+    options = done.output.split("Options:")[1]
+    assert "--help" in options
+
+
+T0, T1 = "2023-07-21T00:00:00Z", "2023-07-22T00:00:00Z"
+DAY = ["--start", T0, "--end", T1]
+DUMP = ["dump-market-data", "--start", "2023-07-21T00:00:00Z", "--end", "2023-07-21T01:00:00Z"]
+BAD_INPUTS = [
+    # (id, arguments, exit code, text of the error line)
+    ("unknown-command", ["bogus"], 2, "No such command 'bogus'"),
+    ("dump-missing-option", ["dump-market-data", "--start", T0, "--out", "x.parquet"], 2, "Missing option '--end'"),
+    (
+        "dump-naive-time",
+        ["dump-market-data", "--start", "2023-07-21", "--end", T1, "--out", "x.parquet"],
+        2,
+        "time zone",
+    ),
+    ("dump-bad-time", ["dump-market-data", "--start", "garbage", "--end", T1, "--out", "x.parquet"], 2, "--start:"),
+    (
+        "dump-end-before-start",
+        ["dump-market-data", "--start", T1, "--end", T0, "--out", "x.parquet"],
+        2,
+        "must be after",
+    ),
+    ("dump-unknown-asset", [*DUMP, "--universe", "FOO", "--out", "x.parquet"], 2, "no candles for FOO"),
+    ("dump-bad-universe", [*DUMP, "--universe", "B-T", "--out", "x.parquet"], 2, "alphanumeric"),
+    ("dump-missing-source", [*DUMP, "--source", "missing.parquet", "--out", "x.parquet"], 2, "not found"),
+    ("dump-unknown-source", [*DUMP, "--source", "foo:bar", "--out", "x.parquet"], 2, "unknown market data source"),
+    ("dump-bad-delay", [*DUMP, "--knowledge-delay", "abc", "--out", "x.parquet"], 2, "invalid duration 'abc'"),
+    (
+        "dump-empty-window",
+        ["dump-market-data", "--start", "2021-01-01T00:00:00Z", "--end", "2021-01-02T00:00:00Z", "--out", "x.parquet"],
+        2,
+        "no candles between",
+    ),
+    ("dump-out-not-parquet", [*DUMP, "--out", "x.csv"], 2, "a snapshot is a .parquet file"),
+    ("dump-out-under-a-file", [*DUMP, "--out", "afile/x.parquet"], 2, "is a file, not a folder"),
+    ("simulate-unknown-model", ["simulate", "--engine", "core", "--model", "C9z", *DAY], 2, "unknown model 'C9z'"),
+    ("simulate-no-model", ["simulate", *DAY], 2, "field 'model'"),
+    ("simulate-missing-end", ["simulate", "--model", "C1b", "--start", T0], 2, "field 'end'"),
+    ("simulate-end-before-start", ["simulate", "--model", "C1b", "--start", T1, "--end", T0], 2, "must be after"),
+    ("simulate-bad-bar", ["simulate", "--model", "C1b", *DAY, "--bar", "7x"], 2, "field 'bar'"),
+    ("simulate-unaligned", ["simulate", "--model", "C1b", *DAY, "--bar", "7m"], 2, "not aligned"),
+    ("simulate-bad-universe", ["simulate", "--model", "C1b", *DAY, "--universe", "B-T"], 2, "alphanumeric"),
+    ("simulate-unknown-asset", ["simulate", "--model", "C1b", *DAY, "--universe", "FOO"], 2, "no lot size"),
+    ("simulate-bad-engine", ["simulate", "--model", "C1b", *DAY, "--engine", "foo"], 2, "'foo' is not one of"),
+    ("simulate-root-under-a-file", ["simulate", "--model", "C1b", *DAY, "--root", "afile/out"], 2, "is a file"),
+    ("simulate-bad-config", ["simulate", "--config", "bad.yaml"], 2, "not valid YAML"),
+    (
+        "simulate-dagster-part-of-a-day",
+        ["simulate", "--model", "C1b", "--start", "2023-07-21T06:00:00Z", "--end", T1],
+        2,
+        "whole session days",
+    ),
+    # a window partly outside the market data (the bundled candles: 2023-07-19 to 2023-07-28): refused
+    # before anything runs, by every engine, with what the data covers
+    *[
+        (
+            f"{name}-window-past-the-data",
+            [*command, "--model", "C1b", "--start", "2023-07-27T00:00:00Z", "--end", "2023-07-29T00:00:00Z"],
+            2,
+            "covers 2023-07-19 00:00 to 2023-07-28 00:00 UTC",
+        )
+        for name, command in [
+            ("simulate-dagster", ["simulate"]),
+            ("simulate-core", ["simulate", "--engine", "core"]),
+            ("historical", ["historical-pnl"]),
+        ]
+    ],
+    (
+        "simulate-core-window-before-the-data",
+        ["simulate", "--engine", "core", "--model", "C1b", "--start", "2023-07-18T23:00:00Z", "--end", T0],
+        2,
+        "only part of the run's window 2023-07-18 23:00 to 2023-07-21 00:00 UTC",
+    ),
+    (
+        "simulate-slashed-time",
+        ["simulate", "--model", "C1b", "--start", "2023/07/21 00:00", "--end", T1],
+        2,
+        "not understood",
+    ),
+    (
+        "dump-slashed-time",
+        ["dump-market-data", "--start", "2023/07/21 00:00", "--end", T1, "--out", "x.parquet"],
+        2,
+        "not understood",
+    ),
+    (
+        "simulate-local-time",
+        ["simulate", "--model", "C1b", "--start", "2023-07-21T00:00:00+02:00", "--end", T1],
+        2,
+        "must be UTC",
+    ),
+    (
+        "reconcile-local-time",
+        ["reconcile", "--model", "C1b", "--root", "emptyroot", "--end", "2023-07-22T00:00:00-05:00"],
+        2,
+        "must be UTC",
+    ),
+    ("simulate-model-case", ["simulate", "--model", "C1B", *DAY], 2, "did you mean 'C1b'?"),
+    ("historical-model-typo", ["historical-pnl", "--model", "C3", *DAY], 2, "did you mean 'C3a'?"),
+    (
+        "historical-no-market-data",
+        ["historical-pnl", "--model", "C1b", *DAY, "--market-data", "missing.parquet"],
+        2,
+        "missing.parquet not found",
+    ),
+    ("reconcile-no-root", ["reconcile", "--model", "C1b", "--root", "nonexistent"], 2, "no such folder"),
+    ("reconcile-no-run", ["reconcile", "--model", "C1b", "--root", "emptyroot"], 2, "no run of C1b"),
+    ("reconcile-root-is-a-file", ["reconcile", "--model", "C1b", "--root", "afile"], 2, "is a file"),
+    ("reconcile-bad-time", ["reconcile", "--model", "C1b", "--root", "emptyroot", "--end", "tomorrow"], 2, "--end:"),
+    (
+        "reconcile-negative-tolerance",
+        ["reconcile", "--model", "C1b", "--root", "emptyroot", "--pnl-tolerance", "-1"],
+        2,
+        "--pnl-tolerance",
+    ),
+    ("run-no-model", ["run", "--root", "runs"], 2, "field 'model'"),
+    ("run-bad-bar", ["run", "--model", "C1b", "--root", "runs", "--bar", "abc"], 2, "invalid duration 'abc'"),
+    ("run-bar-in-seconds", ["run", "--model", "C1b", "--root", "runs", "--bar", "90s"], 2, "whole number of minutes"),
+    ("run-bad-duration", ["run", "--model", "C1b", "--root", "runs", "--duration", "1y"], 2, "--duration"),
+    ("run-zero-speed", ["run", "--model", "C1b", "--root", "runs", "--speed", "0"], 2, "--speed"),
+    ("run-bad-mode", ["run", "--model", "C1b", "--root", "runs", "--mode", "live"], 2, "--mode"),
+    ("exchange-bad-port", ["exchange-sim", "--market-data", "snap.parquet", "--port", "70000"], 2, "--port"),
+    ("exchange-bad-fee", ["exchange-sim", "--market-data", "snap.parquet", "--taker-fee", "abc"], 2, "--taker-fee"),
+    ("exchange-no-market-data", ["exchange-sim", "--market-data", "missing.parquet", "--port", "0"], 2, "not found"),
+    (
+        "exchange-bad-faults",
+        ["exchange-sim", "--market-data", "missing.parquet", "--port", "0", "--faults", "faults.json"],
+        2,
+        "bad fault rules",
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [case[1:] for case in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_is_an_error_line_a_hint_and_its_exit_code(tmp_path, monkeypatch, args, code, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("not a folder\n")
+    (tmp_path / "emptyroot").mkdir()
+    (tmp_path / "bad.yaml").write_text("model: [\n")
+    (tmp_path / "faults.json").write_text('{"not": "a list"}\n')
+    before = sorted(path.name for path in tmp_path.iterdir())
+    done = invoke(*args, env={"EXCHANGE_API_KEY": "key", "EXCHANGE_API_SECRET": "secret", "PROD_SYSTEM_DEBUG": None})
+    assert done.exit_code == code, done.output
+    assert "Traceback" not in done.output
+    assert done.exception is None or isinstance(done.exception, SystemExit)  # no exception escaped the handlers
+    lines = done.stderr.splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    hints = [line for line in lines if line.startswith("hint: ")]
+    assert len(errors) == 1 and message in errors[0], done.stderr
+    assert len(hints) == 1 and len(hints[0]) > len("hint: ") + 10, done.stderr
+    assert lines.index(hints[0]) == lines.index(errors[0]) + 1  # the hint follows its error
+    assert not any(line.lower().startswith(("usage:", "error:")) for line in done.stdout.splitlines())
+    assert sorted(path.name for path in tmp_path.iterdir()) == before  # bad input writes nothing
+
+
+def test_exchange_sim_without_keys_in_process(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    done = invoke(
+        "exchange-sim", "--market-data", "x.parquet", env={"EXCHANGE_API_KEY": None, "EXCHANGE_API_SECRET": None}
+    )
+    assert done.exit_code == 2
+    assert done.stderr.splitlines()[0].startswith("error: no API key") and "EXCHANGE_API_KEY" in done.stderr
+    assert done.stderr.splitlines()[1].startswith("hint: ")
+
+
+def _a_dump_that_breaks(tmp_path, monkeypatch, message: str) -> list[str]:
+    """The arguments of a dump-market-data whose writing fails with an unexpected error."""
+    monkeypatch.chdir(tmp_path)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError(message)
+
+    monkeypatch.setattr(cli_module, "write_snapshot", broken)
+    return [*DUMP, "--universe", "BTC", "--out", "x.parquet"]
+
+
+def test_unexpected_failure_is_one_line_and_debug_shows_the_traceback(tmp_path, monkeypatch):
+    args = _a_dump_that_breaks(tmp_path, monkeypatch, "something broke\non two lines")
+    done = invoke(*args, env={"PROD_SYSTEM_DEBUG": None})
+    assert done.exit_code == cli_module.EXIT_FAILED
+    assert "Traceback" not in done.output
+    lines = [line for line in done.stderr.splitlines() if line.startswith(("error:", "hint:"))]
+    assert lines[0] == "error: unexpected failure: RuntimeError: something broke on two lines"
+    assert lines[1].startswith("hint: ") and "--debug" in lines[1] and "PROD_SYSTEM_DEBUG=1" in lines[1]
+    assert len(lines) == 2
+    for debug in (invoke("--debug", *args), invoke(*args, env={"PROD_SYSTEM_DEBUG": "1"})):
+        assert debug.exit_code == 1 and isinstance(debug.exception, RuntimeError)  # raised: Python prints it
+
+
+def test_unexpected_failure_during_a_simulation_points_to_its_log(tmp_path, snapshot, monkeypatch):
+    import prod_system.runs.stages as simulation
+
+    def broken(*args, **kwargs):
+        raise KeyError("missing column")
+
+    monkeypatch.setattr(simulation, "write_pnl_report", broken)
+    window = ["--start", "2023-07-21T00:00:00Z", "--end", "2023-07-21T02:00:00Z"]
+    done = invoke(
+        "simulate", "--engine", "core", "--model", "C1b", "--market-data", str(snapshot), *window,
+        "--root", str(tmp_path), env={"PROD_SYSTEM_DEBUG": None},
+    )  # fmt: skip
+    assert done.exit_code == 1, done.output
+    log = tmp_path / "C1b/simulation/manual/20230721_000000.20230721_020000/system_log_dir/log.txt"
+    assert log.exists()
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    hints = [line for line in done.stderr.splitlines() if line.startswith("hint: ")]
+    assert errors == ["error: unexpected failure: KeyError: 'missing column'"]
+    assert len(hints) == 1 and str(log) in hints[0]
+
+
+def test_progress_is_a_few_plain_lines_when_stderr_is_not_a_terminal(tmp_path, snapshot):
+    window = ["--start", "2023-07-21T00:00:00Z", "--end", "2023-07-21T12:00:00Z"]
+    done = invoke(
+        "simulate", "--engine", "core", "--model", "C1b", "--market-data", str(snapshot), *window,
+        "--root", str(tmp_path / "sim"),
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "bars:        144" in done.stdout and "[" not in done.stdout  # results on stdout, progress on stderr
+    assert "\r" not in done.stderr
+    for stage in ("model", "trading"):
+        lines = [line for line in done.stderr.splitlines() if line.split()[:1] == [stage]]
+        assert 2 <= len(lines) <= 5, done.stderr
+        assert "[####################] 144/144 bars" in lines[-1]
+    history = invoke(
+        "historical-pnl", "--model", "C1b", *window, "--market-data", str(snapshot), "--root", str(tmp_path)
+    )
+    assert history.exit_code == 0, history.output
+    assert "144/144 bars" in history.stderr and "\r" not in history.stderr
+    dump = invoke(*DUMP, "--universe", "BTC,ETH", "--out", str(tmp_path / "x.parquet"))
+    assert dump.exit_code == 0, dump.output
+    assert "2/2 assets" in dump.stderr and "wrote 120 candles of 2 assets" in dump.stdout
+
+
+def test_progress_redraws_one_line_on_a_terminal(capsys):
+    progress = cli_module._Progress(tty=True)
+    for done in range(1, 201):
+        progress("model", done, 200)
+    err = capsys.readouterr().err
+    assert err.count("\r") == 101  # one redraw per percent
+    assert err.count("\n") == 1 and err.endswith("\n")  # the line is closed once, when the stage is done
+    assert "[####################] 200/200 bars" in err.split("\r")[-1]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["simulate", "--model", "C1B", *DAY],
+        ["simulate", "--engine", "core", "--model", "C1B", *DAY],
+        ["historical-pnl", "--model", "C1B", *DAY],
+    ],
+    ids=["dagster", "core", "historical"],
+)
+def test_an_unknown_model_is_refused_before_anything_is_printed(tmp_path, monkeypatch, args):
+    monkeypatch.chdir(tmp_path)
+    done = invoke(*args)
+    assert done.exit_code == 2, done.output
+    error, hint = done.stderr.splitlines()  # no "simulating C1B: ..." before the refusal
+    assert error.startswith("error: unknown model 'C1B'") and "did you mean 'C1b'?" in error
+    assert hint.startswith("hint: ")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_hints_and_help_point_to_pages_that_exist(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "faults.json").write_text('{"not": "a list"}\n')
+    (tmp_path / "system.yaml").write_text("model: C1b\nportfolio:\n  gmv: 5\n")
+    cases = [
+        (["simulate", "--model", "C1b", *DAY, "--market-data", "candles.csv"], "docs/configuration.md"),
+        (["simulate", "--config", "system.yaml", *DAY], "docs/configuration.md"),
+        (["exchange-sim", "--market-data", "x.parquet", "--port", "0", "--faults", "faults.json"], "docs/exchange.md"),
+    ]
+    for args, page in cases:
+        done = invoke(*args, env={"EXCHANGE_API_KEY": "key", "EXCHANGE_API_SECRET": "secret"})
+        assert done.exit_code == 2, done.output
+        (hint,) = [line for line in done.stderr.splitlines() if line.startswith("hint: ")]
+        assert page in hint, hint
+    helps = [invoke("--help").output, *(invoke(command, "--help").output for command in COMMANDS)]
+    named = set(re.findall(r"docs/\w+\.md", "\n".join(helps)))
+    assert named and all((REPO / page).is_file() for page in named), named
+    assert not [text for text in helps if "README" in text]  # the references live in docs/, by name
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_debug_is_an_option_of_every_command(command):
+    done = invoke(command, "--debug", "--help")
+    assert done.exit_code == 0, done.output
+    assert "--debug" in done.output.split("Options:")[1]
+
+
+def test_debug_after_the_command_shows_the_traceback(tmp_path, monkeypatch):
+    args = _a_dump_that_breaks(tmp_path, monkeypatch, "something broke")
+    for position in (["--debug", *args], [*args, "--debug"], [*args[:3], "--debug", *args[3:]]):
+        done = invoke(*position, env={"PROD_SYSTEM_DEBUG": None})
+        assert done.exit_code == 1 and isinstance(done.exception, RuntimeError), (position, done.output)
+    # where users type it, in a real process: the command runs (here: its bad input), no usage error
+    done = cli("reconcile", "--model", "C1b", "--root", str(tmp_path / "nothing"), "--debug")
+    assert done.returncode == 2 and "No such option" not in done.stderr, done.stderr
+    assert done.stderr.startswith("error: --root ") and "Traceback" not in done.stderr
+
+
+def test_run_that_cannot_reach_its_exchange_stops_at_start(tmp_path):
+    """A paper session whose exchange does not answer: one line naming the URL, at once, nothing left."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens there once the socket is closed
+    began = time.monotonic()
+    args = ["run", "--model", "C1b", "--duration", "2m", "--bar", "1m", "--root", "runs", "--exchange-url", url]
+    try:
+        done = cli(*args, cwd=tmp_path, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the session went on without its exchange")
+    assert time.monotonic() - began < 30
+    assert done.returncode == cli_module.EXIT_UNREACHABLE, done.stderr
+    assert "Traceback" not in done.stderr and "WARNING" not in done.stderr
+    error, hint = done.stderr.splitlines()
+    assert error.startswith("error: ") and url in error
+    assert hint.startswith("hint: ") and "prod-system exchange-sim" in hint and "--exchange-url" in hint
+    assert list(tmp_path.iterdir()) == []  # no root, no market database, no session log dir

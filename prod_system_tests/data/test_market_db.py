@@ -1,0 +1,131 @@
+"""The real-time market database on SQLite and on a real PostgreSQL, and the ingestion into it."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from sqlalchemy import inspect
+
+from prod_system.common.clock import SimulatedClock
+from prod_system.data.market_data import CandleStore
+from prod_system.data.market_db import MarketDatabase
+from prod_system.data.sources import load_source
+from prod_system.errors import MarketDataError
+from prod_system.exchange import LocalExchange
+from prod_system.runs.ingestion import Ingestor
+from prod_system_tests.cli.test_cli import cli
+from prod_system_tests.conftest import UNIVERSE
+
+T0 = pd.Timestamp("2023-07-21T00:00:00Z")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'market.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def minutes(candles: pd.DataFrame, start: pd.Timestamp, count: int) -> pd.DataFrame:
+    rows = candles[(candles["bar_start"] >= start) & (candles["bar_start"] < start + pd.Timedelta(minutes=count))]
+    return rows[["asset", "bar_start", "open", "high", "low", "close", "volume"]].reset_index(drop=True)
+
+
+def test_schema_upsert_revisions_and_visibility(database_url, candles):
+    db = MarketDatabase(database_url)
+    MarketDatabase(database_url).close()  # a second open finds the schema: idempotent set-up
+    names = set(inspect(db.engine).get_table_names())
+    assert {"candles", "candle_revisions"} <= names
+    batch = minutes(candles, T0, 10)
+    known = T0 + pd.Timedelta(minutes=10, seconds=3)
+    first = db.upsert(batch, known)
+    assert (first.new, first.revised, first.unchanged) == (80, 0, 0)
+    again = db.upsert(batch, known + pd.Timedelta(minutes=1))
+    assert (again.new, again.revised, again.unchanged) == (0, 0, 80)  # idempotent
+    revised = batch.copy()
+    revised.loc[(revised["asset"] == "BTC") & (revised["bar_start"] == T0 + pd.Timedelta(minutes=9)), "close"] += 5.0
+    later = known + pd.Timedelta(minutes=2)
+    assert db.upsert(revised, later).revised == 1
+    # as of before the revision: the original close; after: the revised one; nothing from the future
+    window = (T0, T0 + pd.Timedelta(minutes=10))
+    before = db.snapshot(UNIVERSE, *window, now=known + pd.Timedelta(seconds=1)).set_index(["asset", "bar_start"])
+    after = db.snapshot(UNIVERSE, *window, now=later).set_index(["asset", "bar_start"])
+    key = ("BTC", T0 + pd.Timedelta(minutes=9))
+    original = batch.set_index(["asset", "bar_start"]).loc[key, "close"]
+    assert before.loc[key, "close"] == original and after.loc[key, "close"] == original + 5.0
+    assert before.loc[key, "knowledge_ts"] == known and after.loc[key, "knowledge_ts"] == later
+    assert db.snapshot(UNIVERSE, *window, now=known - pd.Timedelta(seconds=1)).empty
+    assert len(db.snapshot(UNIVERSE, *window)) == 80
+    assert db.last_bar_ends(["BTC", "NOPE"]) == {"BTC": T0 + pd.Timedelta(minutes=10), "NOPE": None}
+    assert db.missing(["BTC", "ETH"], T0 + pd.Timedelta(minutes=10)) == []
+    assert db.missing(["BTC", "ETH"], T0 + pd.Timedelta(minutes=11)) == ["BTC", "ETH"]
+    with pytest.raises(MarketDataError, match="before it has closed"):
+        db.upsert(minutes(candles, T0 + pd.Timedelta(minutes=20), 1), T0 + pd.Timedelta(minutes=20, seconds=30))
+    db.close()
+
+
+def test_bad_database_urls_are_clear(tmp_path):
+    with pytest.raises(MarketDataError, match="not a database URL"):
+        MarketDatabase("sqlite:/:bad")
+    with pytest.raises(MarketDataError, match="PGPASSWORD"):
+        MarketDatabase("postgresql://user:secret@127.0.0.1:5432/db")
+    with pytest.raises(MarketDataError, match="cannot open the market database"):
+        MarketDatabase(f"sqlite:///{tmp_path / 'missing' / 'dir' / 'market.db'}")
+
+
+def test_ingestion_writes_closed_candles_once(database_url, snapshot, candles):
+    with LocalExchange(f"parquet:{snapshot}") as exchange:
+        now = T0 + pd.Timedelta(minutes=30, seconds=20)
+        exchange.set_time(now)
+        db = MarketDatabase(database_url)
+        clock = SimulatedClock(now)
+        ingestor = Ingestor(db, UNIVERSE, clock, exchange.url, backfill=pd.Timedelta(minutes=20))
+        report = ingestor.ingest_once()
+        assert report.failed == {} and report.result.new == 20 * 8
+        stored = db.snapshot(UNIVERSE, T0, now + pd.Timedelta(hours=1))
+        assert stored["bar_end"].max() == T0 + pd.Timedelta(minutes=30)  # the open candle is not written
+        expected = candles.set_index(["asset", "bar_start"])
+        got = stored.set_index(["asset", "bar_start"])
+        pd.testing.assert_frame_equal(
+            got[["open", "close", "volume"]], expected.loc[got.index, ["open", "close", "volume"]]
+        )
+        assert (got["knowledge_ts"] == now).all()
+        assert ingestor.ingest_once().result.new == 0  # nothing new: idempotent
+        later = now + pd.Timedelta(minutes=2)
+        exchange.set_time(later)
+        clock.wait_until(later)
+        report = ingestor.ingest_once()
+        assert (report.result.new, report.result.revised) == (16, 0)
+        # an exchange that fails for a while: reported, the next pass catches up
+        exchange.set_faults([{"endpoint": "GET /fapi/v1/klines", "kind": "server_error", "count": 100}])
+        clock.wait_until(later + pd.Timedelta(minutes=1))
+        exchange.set_time(later + pd.Timedelta(minutes=1))
+        assert set(ingestor.ingest_once().failed) == set(UNIVERSE)
+        exchange.set_faults([])
+        assert ingestor.ingest_once().result.new == 8
+        ingestor.close()
+        # what the model reads from the database is what the visibility rule lets it see
+        store = CandleStore(load_source(database_url, UNIVERSE, pd.Timedelta(0)), UNIVERSE)
+        assert store.last_bar_end == T0 + pd.Timedelta(minutes=33)
+        db.close()
+
+
+def test_dump_market_data_from_the_database(database_url, candles, tmp_path):
+    db = MarketDatabase(database_url)
+    db.upsert(minutes(candles, T0, 60), T0 + pd.Timedelta(hours=1, seconds=5))
+    db.close()
+    out = tmp_path / "dump.parquet"
+    done = cli(
+        "dump-market-data",
+        "--source",
+        database_url,
+        "--start",
+        "2023-07-21T00:10:00Z",
+        "--end",
+        "2023-07-21T00:40:00Z",
+        "--out",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr
+    dumped = pd.read_parquet(out)
+    assert len(dumped) == 30 * 8 and (dumped["knowledge_ts"] == T0 + pd.Timedelta(hours=1, seconds=5)).all()

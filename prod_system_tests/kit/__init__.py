@@ -1,0 +1,1 @@
+"""Shared test helpers (the test kit): imported by tests, never by pytest's collection hooks."""
