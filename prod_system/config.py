@@ -29,9 +29,10 @@ class RunMode(StrEnum):
     PROD = "prod"  # the real clock and market, Binance USDT-M through ccxt
 
     @classmethod
-    def live(cls) -> tuple[RunMode, ...]:
-        """The modes on the real clock: live sessions, bar by bar."""
-        return (cls.PAPER_TRADING, cls.PROD)
+    def live(cls) -> tuple[str, ...]:
+        """The modes on the real clock (live sessions, bar by bar), as plain strings: Dagster's tags and
+        keys take strings, not enums."""
+        return (cls.PAPER_TRADING.value, cls.PROD.value)
 
 
 Trigger = Literal["manual", "scheduled"]
@@ -226,7 +227,7 @@ class SystemConfig(_Strict):
     log_root: str = Field(default="system_runs", description="root folder of the system log dirs")
     profile_memory: bool = Field(default=True, description="record each DAG node's peak memory (tracemalloc)")
 
-    # run_mode is kept as its plain string value (RunMode is a StrEnum: it compares equal), so tags and paths stay strings
+    # run_mode keeps its plain string value (RunMode is a StrEnum: it compares equal): tags and paths stay strings
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, use_enum_values=True)
 
     @field_validator("start", "end", mode="before")

@@ -13,6 +13,9 @@ def per_asset_pnl(log_dir: LogDir) -> pd.Series:
     return log_dir.read_table("portfolio/pnl").groupby("asset")["pnl"].sum().sort_values()
 
 
+PNL_REPORT_PNG = "pnl_report.png"  # the cumulative PnL and GMV plot of a run, in its log dir
+
+
 def write_pnl_report(log_dir: LogDir, title: str) -> tuple[str, str]:
     """Write pnl_report.png and pnl_report.md; return their paths."""
     import matplotlib.dates as mdates
@@ -36,7 +39,7 @@ def write_pnl_report(log_dir: LogDir, title: str) -> tuple[str, str]:
     bottom.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
     fig.autofmt_xdate()
     fig.tight_layout()
-    png = log_dir.path / "pnl_report.png"
+    png = log_dir.path / PNL_REPORT_PNG
     fig.savefig(png, dpi=100)
     plt.close(fig)
 

@@ -601,7 +601,7 @@ def reconcile(model, root, start, end, run_mode, trigger, market_data, holdings_
 @click.option(
     "--mode",
     "run_mode",
-    type=click.Choice([mode.value for mode in RunMode.live()]),
+    type=click.Choice(RunMode.live()),
     default="paper_trading",
     show_default=True,
     help="paper_trading: mocked fills; prod: real orders through ccxt.",

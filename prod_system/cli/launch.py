@@ -48,8 +48,9 @@ from prod_system.defs.simulation import SESSION_DAYS, TRIGGER_TAG, group_name
 from prod_system.errors import ConfigError
 from prod_system.log_dir import LogDir
 from prod_system.models.dag import load_model
+from prod_system.runs.finish import RunSummary, summarize
 from prod_system.runs.live import BarOutcome, bar_key
-from prod_system.runs.stages import RunSummary, check_coverage, summarize
+from prod_system.runs.stages import check_coverage
 
 DAY = pd.Timedelta(days=1)
 logger = logging.getLogger(__name__)

@@ -40,7 +40,7 @@ from dagster import (
     multi_asset,
 )
 
-from prod_system.analysis.report import write_pnl_report
+from prod_system.analysis.report import PNL_REPORT_PNG
 from prod_system.common import progress
 from prod_system.common.timeutil import bar_ends
 from prod_system.config import SystemConfig
@@ -55,13 +55,13 @@ from prod_system.defs.resources import (
 )
 from prod_system.log_dir import TABLES
 from prod_system.models.dag import Dag, load_model
+from prod_system.runs.finish import finish_run
 from prod_system.runs.stages import (
     guard_predictions,
     logger,
     predictions_table,
     run_model,
     run_trading,
-    summarize,
     write_stage_tables,
 )
 from prod_system.trading.portfolio import PortfolioState
@@ -389,16 +389,15 @@ def build_simulation_assets(model: str) -> list[AssetsDefinition]:
                 run.broker.connect,
             )
             run.write(result.tables)
-            summary = summarize(
-                str(run.log_dir.path), result.tables["portfolio/statistics"], time.perf_counter() - began
-            )
-            png, _ = write_pnl_report(
+            summary = finish_run(
                 run.log_dir,
-                f"{model} simulation: {run.config.start:%Y-%m-%d %H:%M} to {run.config.end:%Y-%m-%d %H:%M} UTC",
+                run.config,
+                result.tables["portfolio/statistics"],
+                began,
+                engine="dagster",
+                dagster_run_id=context.run.run_id,
             )
-            summary.dagster_run_id = context.run.run_id
-            run.log_dir.write_json("run.json", {"run_id": run.config.run_id, "engine": "dagster", **summary.__dict__})
-            logger.info("done: %s", "; ".join(summary.lines()))
+            png = run.log_dir.path / PNL_REPORT_PNG
         orders, fills = result.tables["orders"], result.tables["fills"]
         portfolio = {name: result.tables[name] for name in PORTFOLIO_TABLES}
         portfolio["open_orders"] = pd.DataFrame(result.state.open_orders, columns=orders.columns)

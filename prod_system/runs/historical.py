@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from prod_system.analysis.report import write_pnl_report
 from prod_system.analysis.research import research_portfolio
 from prod_system.common.timeutil import bar_ends, compact
 from prod_system.config import SystemConfig, model_folder
@@ -25,7 +24,8 @@ from prod_system.data.market_data import CANDLE, CandleStore
 from prod_system.errors import MarketDataError
 from prod_system.log_dir import LogDir
 from prod_system.models.dag import load_model, run_batch
-from prod_system.runs.stages import Progress, load_store, predictions_table, summarize
+from prod_system.runs.finish import finish_run, summarize
+from prod_system.runs.stages import Progress, load_store, predictions_table
 
 logger = logging.getLogger(__name__)
 
@@ -77,12 +77,10 @@ def historical_pnl(
     out.write_table("predictions", predictions, bars[0])
     for name, frame in research.items():
         out.write_table(name, frame, bars[0])
-    title = f"{config.model} historical simulation: {config.start:%Y-%m-%d %H:%M} to {config.end:%Y-%m-%d %H:%M} UTC"
-    write_pnl_report(out, title)
-    result = HistoricalResult(out.path, research["portfolio/statistics"], time.perf_counter() - began)
-    summary = summarize(str(out.path), result.statistics, result.seconds)
-    out.write_json("run.json", {"run_id": config.run_id, "engine": "historical", **summary.__dict__})
-    return result
+    summary = finish_run(
+        out, config, research["portfolio/statistics"], began, engine="historical", kind="historical simulation"
+    )
+    return HistoricalResult(out.path, research["portfolio/statistics"], summary.seconds)
 
 
 def history_window(

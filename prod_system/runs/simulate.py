@@ -5,16 +5,15 @@ from __future__ import annotations
 import time
 
 from prod_system.analysis.observer import observe
-from prod_system.analysis.report import write_pnl_report
 from prod_system.common.timeutil import bar_ends
 from prod_system.config import SystemConfig
 from prod_system.log_dir import LogDir
 from prod_system.models.dag import load_model
+from prod_system.runs.finish import RunSummary, finish_run
 from prod_system.runs.stages import (
     BrokerFactory,
     ClockFactory,
     Progress,
-    RunSummary,
     broker_factory_for,
     guard_predictions,
     load_store,
@@ -23,7 +22,6 @@ from prod_system.runs.stages import (
     replay_clock,
     run_model,
     run_trading,
-    summarize,
     write_stage_tables,
 )
 from prod_system.trading.positions import run_sizing
@@ -80,13 +78,7 @@ def simulate(
             },
             first,
         )
-        summary = summarize(str(log_dir.path), trading.tables["portfolio/statistics"], time.perf_counter() - began)
-        write_pnl_report(
-            log_dir,
-            f"{config.model} {config.run_mode}: {config.start:%Y-%m-%d %H:%M} to {config.end:%Y-%m-%d %H:%M} UTC",
-        )
-        log_dir.write_json("run.json", {"run_id": config.run_id, "engine": "core", **summary.__dict__})
-        logger.info("done: %s", "; ".join(summary.lines()))
+        summary = finish_run(log_dir, config, trading.tables["portfolio/statistics"], began, engine="core")
     report = observe(log_dir.path, store=store)
     summary.reconciliation, summary.report = report.summary["verdict"], str(report.html)
     return summary

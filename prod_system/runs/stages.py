@@ -243,48 +243,6 @@ def last_close(close: np.ndarray) -> np.ndarray:
     return np.where(last_row >= 0, picked, np.nan)
 
 
-@dataclass
-class RunSummary:
-    log_dir: str
-    bars: int
-    pnl: float
-    gross_volume: float
-    turnover: float
-    final_net_wealth: float
-    seconds: float
-    dagster_run_id: str | None = None
-    reconciliation: str | None = None  # the observer's verdict: production vs research
-    report: str | None = None  # its HTML report
-
-    def lines(self) -> list[str]:
-        run = [f"dagster run: {self.dagster_run_id}"] if self.dagster_run_id else []
-        observer = [f"research:    {self.reconciliation}", f"report:      {self.report}"] if self.report else []
-        return [
-            *run,
-            f"log dir:     {self.log_dir}",
-            f"bars:        {self.bars}",
-            f"pnl:         {self.pnl:,.2f} USDT",
-            f"turnover:    {self.turnover:.2f}x mean gmv ({self.gross_volume:,.0f} USDT traded)",
-            f"net wealth:  {self.final_net_wealth:,.2f} USDT",
-            *observer,
-            f"seconds:     {self.seconds:.2f}",
-        ]
-
-
-def summarize(log_dir: str, statistics: pd.DataFrame, seconds: float) -> RunSummary:
-    gross = float(statistics["gross_volume"].sum())
-    mean_gmv = float(statistics["gmv"].mean()) if len(statistics) else 0.0
-    return RunSummary(
-        log_dir=str(log_dir),
-        bars=len(statistics),
-        pnl=float(statistics["pnl"].sum()),
-        gross_volume=gross,
-        turnover=gross / mean_gmv if mean_gmv > 0 else 0.0,
-        final_net_wealth=float(statistics["net_wealth"].iloc[-1]) if len(statistics) else float("nan"),
-        seconds=seconds,
-    )
-
-
 def write_stage_tables(log_dir: LogDir, tables: dict[str, pd.DataFrame], first_bar: pd.Timestamp) -> None:
     for name, frame in tables.items():
         log_dir.write_table(name, frame, first_bar)
