@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from prod_system.common.timeutil import compact, format_duration, is_aligned, parse_duration, to_utc
 from prod_system.errors import ConfigError
+from prod_system.naming import model_folder
 
 
 class RunMode(StrEnum):
@@ -341,12 +342,6 @@ def _is_loopback(url: str | None) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def model_folder(model: str) -> str:
-    """The log-dir folder of a model: 'C1b', or 'mypkg.models.build_dag' for 'mypkg.models:build_dag'.
-    Idempotent, so readers can pass either form."""
-    return model.replace(":", ".").replace("/", "_")
 
 
 def _format_error(errors: list) -> str:

@@ -29,10 +29,11 @@ from prod_system.analysis import plots
 from prod_system.analysis.reconciliation import Reconciliation, reconcile
 from prod_system.common.files import write_atomically
 from prod_system.common.timeutil import compact
-from prod_system.config import SystemConfig, load_config, model_folder
+from prod_system.config import SystemConfig, load_config
 from prod_system.data.market_data import CandleStore
 from prod_system.data.sources import load_source
 from prod_system.log_dir import LogDir
+from prod_system.naming import model_folder
 
 REPORT_FOLDER = "pnl_realtime_observer_notebook"
 REPORT_HTML = "report.html"

@@ -19,11 +19,12 @@ import pandas as pd
 
 from prod_system.analysis.research import research_portfolio
 from prod_system.common.timeutil import bar_ends, compact
-from prod_system.config import SystemConfig, model_folder
+from prod_system.config import SystemConfig
 from prod_system.data.market_data import CANDLE, CandleStore
 from prod_system.errors import MarketDataError
 from prod_system.log_dir import LogDir
 from prod_system.models.dag import load_model, run_batch
+from prod_system.naming import model_folder
 from prod_system.runs.finish import finish_run, summarize
 from prod_system.runs.stages import Progress, load_store, predictions_table
 
