@@ -18,14 +18,11 @@ import pandas as pd
 import pytest
 from sqlalchemy.engine import make_url
 
-from prod_system.config import SystemConfig, build_config
 from prod_system.data.market_data import select_window, write_snapshot
 from prod_system.data.sources import load_source
 from prod_system.runs.simulate import simulate
+from prod_system_tests.kit.data import BUNDLED, UNIVERSE, sim_config
 from prod_system_tests.kit.offline import Tripwire
-
-BUNDLED = Path(__file__).resolve().parents[1] / "prod_system" / "data" / "binance_futures_1m"
-UNIVERSE = ["BTC", "ETH", "SOL", "BNB", "XRP", "DOGE", "DOT", "MATIC"]
 
 
 def _allowed_hosts() -> set[str]:
@@ -61,16 +58,6 @@ def stays_on_this_machine(tripwire: Tripwire) -> Iterator[None]:
         pytest.fail("the test tried to reach real hosts: " + "; ".join(caught[:5]), pytrace=False)
 
 
-def placed_ids(exchange) -> list[str]:
-    """The client order ids of every order the local exchange accepted (a duplicate would appear twice)."""
-    return [o.client_order_id for o in next(iter(exchange.engine._accounts.values())).orders.values()]
-
-
-def repeats(ids: list[str]) -> int:
-    """How many of ``ids`` repeat an earlier one: the orders placed twice, for the reliability figures."""
-    return len(ids) - len(set(ids))
-
-
 @pytest.fixture(scope="session")
 def bundled_dir() -> Path:
     return BUNDLED
@@ -86,18 +73,6 @@ def candles() -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def snapshot(tmp_path_factory, candles) -> Path:
     return write_snapshot(candles, tmp_path_factory.mktemp("snapshot") / "snapshot.parquet")
-
-
-def sim_config(snapshot: Path, root: Path, **overrides) -> SystemConfig:
-    data = {
-        "model": "C1b",
-        "start": "2023-07-21T00:00:00Z",
-        "end": "2023-07-22T00:00:00Z",
-        "market_data": {"source": f"parquet:{snapshot}"},
-        "log_root": str(root),
-    }
-    data.update(overrides)
-    return build_config(data)
 
 
 @pytest.fixture(scope="session")

@@ -26,8 +26,8 @@ from prod_system.defs.resources import LogDirResource, SystemResource
 from prod_system.defs.resources.live import LiveResource
 from prod_system.exchange import LocalExchange
 from prod_system.runs.live import bar_key
-from prod_system_tests.runs import test_live
-from prod_system_tests.runs.test_live import KEY_ENV, SECRET_ENV, Market, live_config
+from prod_system_tests.kit import live as live_kit
+from prod_system_tests.kit.live import KEY_ENV, SECRET_ENV, Market, live_config
 
 REPO = Path(__file__).resolve().parents[1]
 KEY_CORE, SECRET_CORE = uuid.uuid4().hex, uuid.uuid4().hex
@@ -61,7 +61,7 @@ def test_api_keys_reach_no_output(candles, tmp_path, monkeypatch, capfd, caplog,
     caplog.set_level(logging.INFO)
     # the exchange knows only our key; the system reads it from the variables its config names
     exchange = functools.partial(LocalExchange, api_key=API_KEY, api_secret=API_SECRET)
-    monkeypatch.setattr(test_live, "LocalExchange", exchange)  # what Market starts
+    monkeypatch.setattr(live_kit, "LocalExchange", exchange)  # what Market starts
     monkeypatch.setenv(KEY_ENV, API_KEY)
     monkeypatch.setenv(SECRET_ENV, API_SECRET)
     home = tmp_path / "dagster_home"
@@ -83,7 +83,7 @@ def test_api_keys_reach_no_output(candles, tmp_path, monkeypatch, capfd, caplog,
     root = tmp_path / "runs"
     config_file = tmp_path / "prod.yaml"
     live = {
-        "data_timeout_seconds": test_live.data_timeout(),
+        "data_timeout_seconds": live_kit.data_timeout(),
         "poll_seconds": 0.01,
     }  # real-time slack for a busy machine
     config_file.write_text(live_config(market, root, "prod", bars=BARS, live=live).to_yaml())
@@ -92,7 +92,7 @@ def test_api_keys_reach_no_output(candles, tmp_path, monkeypatch, capfd, caplog,
             "run",
             *("run", "--config", str(config_file), "--mode", "prod", "--duration", f"{BARS}m", "--bar", "1m"),
             *("--root", str(root), "--database", market.database_url, "--exchange-url", market.exchange.url),
-            *("--speed", str(test_live.SPEED), "--no-ingest"),
+            *("--speed", str(live_kit.SPEED), "--no-ingest"),
         )
         assert done.returncode == 0, done.stderr.decode()[-2000:]
         (log_dir,) = root.glob("C1b/prod/manual/*/system_log_dir")

@@ -19,8 +19,8 @@ from prod_system.errors import ReconciliationError
 from prod_system.log_dir import LogDir
 from prod_system.models.dag import load_model
 from prod_system.runs.historical import historical_pnl, read_statistics
-from prod_system_tests.cli.test_cli import cli
-from prod_system_tests.conftest import sim_config
+from prod_system_tests.kit.cli import cli
+from prod_system_tests.kit.data import sim_config
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SUMMARY_KEYS = {

@@ -18,7 +18,7 @@ from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 
 from prod_system.log_dir import LogDir
 from prod_system.runs.live import bar_key
-from prod_system_tests.runs.test_live import Market
+from prod_system_tests.kit.live import Market
 
 REPO = Path(__file__).resolve().parents[2]
 WINDOW = ["--start", "2023-07-21T00:00:00Z", "--end", "2023-07-22T00:00:00Z"]

@@ -11,7 +11,7 @@ import pytest
 from prod_system.data.market_data import CandleStore
 from prod_system.log_dir import LogDir
 from prod_system.runs.simulate import simulate
-from prod_system_tests.conftest import sim_config
+from prod_system_tests.kit.data import sim_config
 
 DAY = pd.Timestamp("2023-07-21", tz="UTC")
 

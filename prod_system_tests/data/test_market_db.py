@@ -13,8 +13,8 @@ from prod_system.data.sources import load_source
 from prod_system.errors import MarketDataError
 from prod_system.exchange import LocalExchange
 from prod_system.runs.ingestion import Ingestor
-from prod_system_tests.cli.test_cli import cli
-from prod_system_tests.conftest import UNIVERSE
+from prod_system_tests.kit.cli import cli
+from prod_system_tests.kit.data import UNIVERSE
 
 T0 = pd.Timestamp("2023-07-21T00:00:00Z")
 

@@ -26,7 +26,7 @@ from prod_system.defs.simulation import (
 )
 from prod_system.log_dir import TABLES, LogDir
 from prod_system.runs.simulate import simulate
-from prod_system_tests.conftest import sim_config
+from prod_system_tests.kit.data import sim_config
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ["market_data", "dag_node_outputs", "predictions", "target_positions", "orders", "fills", "portfolio"]

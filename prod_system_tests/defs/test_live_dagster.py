@@ -25,7 +25,7 @@ from prod_system.exchange import LocalExchange
 from prod_system.log_dir import LogDir
 from prod_system.runs.ingestion import Ingestor
 from prod_system.runs.live import parse_bar_key
-from prod_system_tests.conftest import UNIVERSE
+from prod_system_tests.kit.data import UNIVERSE
 
 T = pd.Timestamp("2023-07-21T06:00:00Z")
 BARS = 3

@@ -21,7 +21,7 @@ from prod_system.defs.resources import LogDirResource, MarketDataResource, Publi
 from prod_system.log_dir import LogDir
 from prod_system.runs.historical import historical_runs, read_statistics
 from prod_system.runs.simulate import simulate
-from prod_system_tests.conftest import sim_config
+from prod_system_tests.kit.data import sim_config
 
 PNG = b"\x89PNG\r\n\x1a\n"
 BUCKET = "prod-system-reports-test"

@@ -11,12 +11,7 @@ import pandas as pd
 
 from prod_system.data.market_db import MarketDatabase
 from prod_system.log_dir import LogDir
-from prod_system_tests.trading.brokers.test_money_edges import (
-    BAR_END,
-    MINUTE,
-    _candles_of,
-    _one_bar_session,
-)
+from prod_system_tests.kit.live import BAR_END, MINUTE, candles_of, one_bar_session
 
 
 def test_two_runs_starting_a_fresh_session_at_once_trade_its_bar_once(candles, tmp_path):
@@ -27,12 +22,12 @@ def test_two_runs_starting_a_fresh_session_at_once_trade_its_bar_once(candles, t
     db_url = f"sqlite:///{tmp_path / 'market.db'}"
     db = MarketDatabase(db_url)
     db.upsert(
-        _candles_of(candles, BAR_END - pd.Timedelta(hours=2), BAR_END - MINUTE), BAR_END - pd.Timedelta(seconds=50)
+        candles_of(candles, BAR_END - pd.Timedelta(hours=2), BAR_END - MINUTE), BAR_END - pd.Timedelta(seconds=50)
     )
-    db.upsert(_candles_of(candles, BAR_END - MINUTE, BAR_END), BAR_END + pd.Timedelta(seconds=5))
+    db.upsert(candles_of(candles, BAR_END - MINUTE, BAR_END), BAR_END + pd.Timedelta(seconds=5))
     db.close()
-    a = _one_bar_session(tmp_path / "runs", db_url)
-    b = _one_bar_session(tmp_path / "runs", db_url)
+    a = one_bar_session(tmp_path / "runs", db_url)
+    b = one_bar_session(tmp_path / "runs", db_url)
     assert a.log_dir.path == b.log_dir.path
     a_entered, b_preparing, b_prepared = threading.Event(), threading.Event(), threading.Event()
     prepare, a_factory = b.log_dir.prepare, a.broker_factory

@@ -10,7 +10,7 @@ from prod_system.data.market_data import write_snapshot
 from prod_system.errors import LogDirExistsError
 from prod_system.log_dir import TABLES, LogDir
 from prod_system.runs.simulate import simulate
-from prod_system_tests.conftest import sim_config
+from prod_system_tests.kit.data import sim_config
 
 T = pd.Timestamp("2023-07-21T12:00:00Z")
 

@@ -11,34 +11,28 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prod_system.common.clock import SimulatedClock
-from prod_system.config import BrokerConfig, RiskConfig, build_config
+from prod_system.config import RiskConfig, build_config
 from prod_system.errors import BrokerError
 from prod_system.exchange import LocalExchange
 from prod_system.log_dir import LogDir
 from prod_system.runs.simulate import simulate
 from prod_system.trading.brokers.ccxt_client import binanceusdm_client, symbol_of
-from prod_system.trading.brokers.exchange import ExchangeBroker, KillSwitch
+from prod_system.trading.brokers.exchange import KillSwitch
 from prod_system.trading.portfolio import PortfolioState
-from prod_system_tests.conftest import UNIVERSE, placed_ids, repeats
-
-KEY_ENV, SECRET_ENV = "TEST_EXCHANGE_API_KEY", "TEST_EXCHANGE_API_SECRET"
-START = pd.Timestamp("2023-07-21T00:00:00Z")
-BAR = pd.Timedelta(minutes=5)
-DELAY = pd.Timedelta(seconds=10)
-
-
-class DrivenClock(SimulatedClock):
-    """The replay clock, moving the local exchange's clock along with it."""
-
-    def __init__(self, start: pd.Timestamp, exchange: LocalExchange):
-        super().__init__(start)
-        self.exchange = exchange
-        exchange.set_time(start)
-
-    def wait_until(self, ts: pd.Timestamp) -> None:
-        super().wait_until(ts)
-        self.exchange.set_time(ts)
+from prod_system_tests.kit.data import UNIVERSE
+from prod_system_tests.kit.exchange import (
+    BAR,
+    DELAY,
+    KEY_ENV,
+    SECRET_ENV,
+    START,
+    DrivenClock,
+    broker_config,
+    make_broker,
+    order,
+    placed_ids,
+    repeats,
+)
 
 
 @pytest.fixture
@@ -47,44 +41,6 @@ def exchange(snapshot, monkeypatch) -> Iterator[LocalExchange]:
         monkeypatch.setenv(KEY_ENV, local.api_key)
         monkeypatch.setenv(SECRET_ENV, local.api_secret)
         yield local
-
-
-def broker_config(exchange: LocalExchange, **overrides) -> BrokerConfig:
-    settings = {
-        "kind": "ccxt",
-        "exchange_url": exchange.url,
-        "api_key_env": KEY_ENV,
-        "api_secret_env": SECRET_ENV,
-        "timeout_seconds": 2,
-        "backoff_seconds": 0.01,
-    }
-    return BrokerConfig(**{**settings, **overrides})
-
-
-def make_broker(exchange, clock=None, risk=None, sleeps=None, audit=None, kill=None, **overrides) -> ExchangeBroker:
-    clock = clock or DrivenClock(START + BAR + DELAY, exchange)
-    sleep = sleeps.append if sleeps is not None else (lambda _: None)
-    return ExchangeBroker(
-        broker_config(exchange, **overrides),
-        risk or RiskConfig(),
-        UNIVERSE,
-        clock,
-        BAR,
-        audit_path=audit,
-        sleep=sleep,
-        kill_switch=kill,
-    )
-
-
-def order(asset: str, quantity: float, price: float, bar_end=START + BAR, cid: str | None = None) -> dict:
-    return {
-        "bar_end": bar_end,
-        "asset": asset,
-        "client_order_id": cid or f"ps-test0001-{bar_end:%y%m%d%H%M}-{asset}",
-        "side": "buy" if quantity > 0 else "sell",
-        "quantity": quantity,
-        "decision_price": price,
-    }
 
 
 def empty_state() -> PortfolioState:

@@ -7,84 +7,36 @@ import subprocess
 import time
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 
 import ccxt
 import pandas as pd
 import pytest
 
 from prod_system.common.clock import SimulatedClock
-from prod_system.config import build_config, load_config
+from prod_system.config import load_config
 from prod_system.data.market_db import MarketDatabase
 from prod_system.exchange import LocalExchange
 from prod_system.log_dir import LogDir
-from prod_system.runs.live import LiveSession
 from prod_system.trading.brokers.ccxt_client import binanceusdm_client, symbol_of
 from prod_system.trading.portfolio import PortfolioState
-from prod_system_tests.conftest import UNIVERSE, placed_ids
-from prod_system_tests.runs.test_live import Market, assert_exchange_holds_the_session, prod_run
-from prod_system_tests.trading.brokers.test_exchange_broker import (
-    BAR,
-    DELAY,
-    KEY_ENV,
-    SECRET_ENV,
-    START,
-    make_broker,
-    order,
+from prod_system_tests.kit.data import UNIVERSE
+from prod_system_tests.kit.exchange import BAR, DELAY, KEY_ENV, SECRET_ENV, START, make_broker, order, placed_ids
+from prod_system_tests.kit.live import (
+    BAR_END,
+    MINUTE,
+    TIMEOUT,
+    Market,
+    assert_exchange_holds_the_session,
+    candles_of,
+    one_bar_session,
+    prod_run,
 )
-
-MINUTE = pd.Timedelta(minutes=1)
-
-
-class ReadAdvancingClock:
-    """A test clock that moves ``step`` forward each time it is read (and jumps to what it is told to
-    wait for): a session's wait for its candles reaches the bar's deadline after a few reads, without
-    the test sleeping through real seconds."""
-
-    def __init__(self, start: pd.Timestamp, step: pd.Timedelta):
-        self._now, self.step = pd.Timestamp(start), step
-
-    def now(self) -> pd.Timestamp:
-        now = self._now
-        self._now += self.step
-        return now
-
-    def wait_until(self, ts: pd.Timestamp) -> None:
-        self._now = max(self._now, pd.Timestamp(ts))
-
 
 # -- (c) a candle revised after the bar's deadline ------------------------------------------------------
 
-BAR_END = pd.Timestamp("2023-07-21T12:00:00Z")
-TIMEOUT = 30  # live.data_timeout_seconds
 DEADLINE = BAR_END + pd.Timedelta(seconds=TIMEOUT)
 LATE = "MATIC"  # no candle of the bar by its deadline: the session waits until then
 REVISED = "BTC"  # its bar candle revised just after the deadline
-
-
-def _candles_of(candles: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    """The 1-minute candles with bar_end in (start, end], in the database's input columns."""
-    rows = candles[(candles["bar_end"] > start) & (candles["bar_end"] <= end)]
-    return rows[["asset", "bar_start", "open", "high", "low", "close", "volume"]].reset_index(drop=True)
-
-
-def _one_bar_session(root: Path, database_url: str) -> LiveSession:
-    config = build_config(
-        {
-            "model": "C1b",
-            "run_mode": "paper_trading",
-            "bar": "1m",
-            "universe": UNIVERSE,
-            "start": (BAR_END - MINUTE).isoformat(),
-            "end": BAR_END.isoformat(),
-            "market_data": {"source": database_url},
-            "log_root": str(root),
-            "live": {"data_timeout_seconds": TIMEOUT, "poll_seconds": 0.001, "on_missing": "trade_available"},
-            "profile_memory": False,
-        }
-    )
-    # the session starts 5 s before the bar's close; each read of the clock moves it 1 s on
-    return LiveSession(config, ReadAdvancingClock(BAR_END - pd.Timedelta(seconds=5), pd.Timedelta(seconds=1)))
 
 
 def test_a_candle_revised_after_the_deadline_does_not_change_the_decision(candles, tmp_path):
@@ -94,13 +46,13 @@ def test_a_candle_revised_after_the_deadline_does_not_change_the_decision(candle
     nor the decision prices: the same as the same session without the revision."""
     db_url = f"sqlite:///{tmp_path / 'market.db'}"
     db = MarketDatabase(db_url)
-    history = _candles_of(candles, BAR_END - pd.Timedelta(hours=2), BAR_END - MINUTE)
+    history = candles_of(candles, BAR_END - pd.Timedelta(hours=2), BAR_END - MINUTE)
     db.upsert(history, BAR_END - MINUTE + pd.Timedelta(seconds=5))
-    last = _candles_of(candles, BAR_END - MINUTE, BAR_END)
+    last = candles_of(candles, BAR_END - MINUTE, BAR_END)
     assert set(last["asset"]) == set(UNIVERSE)
     db.upsert(last[last["asset"] != LATE], BAR_END + pd.Timedelta(seconds=5))
 
-    baseline = _one_bar_session(tmp_path / "baseline", db_url)
+    baseline = one_bar_session(tmp_path / "baseline", db_url)
     assert [o.status for o in baseline.run()] == ["traded"]
 
     revision = last[last["asset"] == REVISED].copy()
@@ -109,7 +61,7 @@ def test_a_candle_revised_after_the_deadline_does_not_change_the_decision(candle
     revision["high"] = revision[["high", "close"]].max(axis=1)
     assert db.upsert(revision, DEADLINE + pd.Timedelta(milliseconds=500)).revised == 1
 
-    revised = _one_bar_session(tmp_path / "revised", db_url)
+    revised = one_bar_session(tmp_path / "revised", db_url)
     outcomes = revised.run()
     assert [o.status for o in outcomes] == ["traded"], [(o.status, o.reason) for o in outcomes]
     latency = outcomes[0].latency
