@@ -230,37 +230,43 @@ def _largest(side: pd.DataFrame, name: str, count: int = 10) -> pd.DataFrame:
     return rows.assign(bar_end=rows["bar_end"].dt.strftime("%Y-%m-%d %H:%M"))
 
 
-def _html(report: ObserverReport, pngs: dict[str, bytes]) -> str:
-    s, result, config = report.summary, report.reconciliation, report.config
-    ok = s["reconciled"] and s["first_divergence"] is None
+def _figure(value, fmt="{:,.2f}") -> str:
+    """A summary figure as the report shows it: '-' when there is none (no bars, no orders)."""
+    return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else fmt.format(value)
+
+
+def _headline(s: dict) -> list[tuple[str, str]]:
+    """The report's first table: the summary's figures, named for a reader."""
     timing = s["timing"]
-
-    def figure(value, fmt="{:,.2f}"):
-        return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else fmt.format(value)
-
     divergence = s["first_divergence"]
-    headline = [
+    return [
         ("window (bar ends, UTC)", f"{s['first_bar_end']} to {s['last_bar_end']} ({s['bars']} bars)"),
-        ("per-bar PnL correlation", figure(s["pnl_correlation"], "{:.6f}")),
-        ("cumulative PnL, production (USDT)", figure(s["cumulative_pnl_prod"])),
-        ("cumulative PnL, research (USDT)", figure(s["cumulative_pnl_research"])),
-        ("gross volume traded, production (USDT)", figure(s["gross_volume_prod"], "{:,.0f}")),
-        ("largest per-bar PnL difference (USDT)", figure(s["max_abs_pnl_diff"])),
+        ("per-bar PnL correlation", _figure(s["pnl_correlation"], "{:.6f}")),
+        ("cumulative PnL, production (USDT)", _figure(s["cumulative_pnl_prod"])),
+        ("cumulative PnL, research (USDT)", _figure(s["cumulative_pnl_research"])),
+        ("gross volume traded, production (USDT)", _figure(s["gross_volume_prod"], "{:,.0f}")),
+        ("largest per-bar PnL difference (USDT)", _figure(s["max_abs_pnl_diff"])),
         (
             "first divergence",
             "none" if divergence is None else f"{divergence['bar_end']}, {divergence['asset']} ({divergence['what']})",
         ),
         (
             "DAG time per bar, median / p95 (ms)",
-            f"{figure(timing['dag_ms_per_bar']['median'])} / {figure(timing['dag_ms_per_bar']['p95'])}",
+            f"{_figure(timing['dag_ms_per_bar']['median'])} / {_figure(timing['dag_ms_per_bar']['p95'])}",
         ),
         (
             "order delay after bar close, median / p95 (s)",
-            f"{figure(timing['order_delay_seconds']['median'])} / {figure(timing['order_delay_seconds']['p95'])}",
+            f"{_figure(timing['order_delay_seconds']['median'])} / {_figure(timing['order_delay_seconds']['p95'])}",
         ),
         ("orders", f"{timing['orders']:,}"),
     ]
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in headline)
+
+
+def _html(report: ObserverReport, pngs: dict[str, bytes]) -> str:
+    """The report as one self-contained page (plots inlined): it opens anywhere, copied or mailed."""
+    s, result, config = report.summary, report.reconciliation, report.config
+    ok = s["reconciled"] and s["first_divergence"] is None
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in _headline(s))
     node_timing = result.node_timing.assign(share_of_dag_time=result.node_timing["share_of_dag_time"] * 100)
     node_timing = node_timing.rename(columns={"share_of_dag_time": "share_%", "peak_memory_mb_max": "peak_mb_max"})
     title = f"{config.model} {config.run_mode} ({config.trigger}): production vs research"
