@@ -501,13 +501,7 @@ class Engine:
             account = self._account(api_key)
             now = self._match_resting()
             rules = self._symbol_rules(symbol)
-            if client_order_id is None:
-                client_order_id = uuid.uuid4().hex[:22]
-            elif not _CLIENT_ORDER_ID.fullmatch(client_order_id):
-                raise BinanceError(-4015, "Client order id is not valid.")
-            earlier = account.orders.get(account.client_order_ids.get(client_order_id, -1))
-            if earlier is not None and (earlier.is_open or self.config.strict_client_order_ids):
-                raise BinanceError(-4116, "ClientOrderId is duplicated.")
+            client_order_id = self._free_client_order_id(account, client_order_id)
             self._check_filters(rules, side, order_type, quantity, price)
             last = self.price(symbol, now)
             if order_type == "MARKET" and last is None:
@@ -531,16 +525,41 @@ class Engine:
             accepted = order.to_json()
             marketable = last is not None and (order_type == "MARKET" or (order.price - last) * order.sign >= 0)
             if marketable:
-                quantity = self._reducible(account, order, quantity) if reduce_only else quantity
-                if fill_fraction is not None:
-                    share = quantity * Decimal(repr(fill_fraction)) / rules.step
-                    quantity = share.to_integral_value(ROUND_DOWN) * rules.step
-                if quantity > 0:
-                    self._fill(account, order, quantity, last, False, now)
-                if order_type == "MARKET" and order.is_open:  # what the book could not fill expires
-                    order.status = "EXPIRED"
+                self._execute_at_once(account, order, rules, last, now, fill_fraction)
             self._save()
             return accepted if ack else order.to_json()
+
+    def _free_client_order_id(self, account: Account, client_order_id: str | None) -> str:
+        """The new order's client id: a fresh one if none is given; Binance refuses a malformed id
+        (-4015) and one in use by an open order (-4116; by any order with ``strict_client_order_ids``)."""
+        if client_order_id is None:
+            return uuid.uuid4().hex[:22]
+        if not _CLIENT_ORDER_ID.fullmatch(client_order_id):
+            raise BinanceError(-4015, "Client order id is not valid.")
+        earlier = account.orders.get(account.client_order_ids.get(client_order_id, -1))
+        if earlier is not None and (earlier.is_open or self.config.strict_client_order_ids):
+            raise BinanceError(-4116, "ClientOrderId is duplicated.")
+        return client_order_id
+
+    def _execute_at_once(
+        self,
+        account: Account,
+        order: Order,
+        rules: SymbolRules,
+        last: Decimal,
+        now: int,
+        fill_fraction: float | None,
+    ) -> None:
+        """Fill a marketable order at the last price as a taker (only ``fill_fraction`` of it under that
+        fault, and a reduce-only order no further than the position); a market order's rest expires."""
+        quantity = self._reducible(account, order, order.quantity) if order.reduce_only else order.quantity
+        if fill_fraction is not None:
+            share = quantity * Decimal(repr(fill_fraction)) / rules.step
+            quantity = share.to_integral_value(ROUND_DOWN) * rules.step
+        if quantity > 0:
+            self._fill(account, order, quantity, last, False, now)
+        if order.order_type == "MARKET" and order.is_open:  # what the book could not fill expires
+            order.status = "EXPIRED"
 
     @staticmethod
     def _check_filters(rules: SymbolRules, side: str, order_type: str, quantity: Decimal, price: Decimal | None):
