@@ -37,7 +37,7 @@ from sqlalchemy import (
     select,
     tuple_,
 )
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, Row, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 
 from prod_system.data.market_data import FIELDS, SNAPSHOT_COLUMNS, normalize_snapshot
@@ -150,17 +150,8 @@ class MarketDatabase:
         if (frame["bar_start_ms"] + 60_000 > known).any():
             raise MarketDataError("refusing to record a candle before it has closed")
         keys = list(zip(frame["asset"], frame["bar_start_ms"].astype(int), strict=True))
-        table = candles_table
         with self.engine.begin() as connection:
-            existing = {
-                (row.symbol, row.bar_start_ms): row
-                for chunk in _chunks(keys, 500)
-                for row in connection.execute(
-                    select(table).where(
-                        table.c.exchange == self.exchange, tuple_(table.c.symbol, table.c.bar_start_ms).in_(chunk)
-                    )
-                )
-            }
+            existing = self._recorded(connection, keys)
             inserts, inserted = [], set()
             for record in frame.itertuples(index=False):
                 key = (record.asset, int(record.bar_start_ms))
@@ -184,22 +175,42 @@ class MarketDatabase:
                     inserted.add(key)
                     result.new += 1
                 elif any(getattr(old, name) != values[name] for name in FIELDS):
-                    connection.execute(revisions_table.insert().values(**old._asdict(), replaced_ms=known))
-                    connection.execute(
-                        table.update()
-                        .where(
-                            table.c.exchange == self.exchange,
-                            table.c.symbol == key[0],
-                            table.c.bar_start_ms == key[1],
-                        )
-                        .values(**values, knowledge_ms=known, revision=old.revision + 1)
-                    )
+                    self._revise(connection, old, values, known)
                     result.revised += 1
                 else:
                     result.unchanged += 1
             if inserts:
-                connection.execute(table.insert(), inserts)
+                connection.execute(candles_table.insert(), inserts)
         return result
+
+    def _recorded(self, connection: Connection, keys: list[tuple[str, int]]) -> dict[tuple[str, int], Row]:
+        """The recorded candles of these (symbol, bar_start_ms) keys, read in chunks of a size every
+        database accepts in one IN clause."""
+        table = candles_table
+        return {
+            (row.symbol, row.bar_start_ms): row
+            for chunk in _chunks(keys, 500)
+            for row in connection.execute(
+                select(table).where(
+                    table.c.exchange == self.exchange, tuple_(table.c.symbol, table.c.bar_start_ms).in_(chunk)
+                )
+            )
+        }
+
+    def _revise(self, connection: Connection, old: Row, values: dict, known: int) -> None:
+        """A changed candle: its recorded version moves to the revisions table (which says when it was
+        replaced), the new values take its place with the next revision number."""
+        table = candles_table
+        connection.execute(revisions_table.insert().values(**old._asdict(), replaced_ms=known))
+        connection.execute(
+            table.update()
+            .where(
+                table.c.exchange == self.exchange,
+                table.c.symbol == old.symbol,
+                table.c.bar_start_ms == old.bar_start_ms,
+            )
+            .values(**values, knowledge_ms=known, revision=old.revision + 1)
+        )
 
     # -- reading ---------------------------------------------------------------------------------
 
