@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from prod_system import cli as cli_module
 from prod_system.config import SystemConfig, build_config
+from prod_system.data import BUNDLED_CANDLES
 from prod_system.data.market_data import SNAPSHOT_COLUMNS
 
 DELETE = object()  # the field is left out of the file
@@ -37,7 +38,7 @@ def base_config() -> dict:
         "model": "C1b",
         "start": "2023-07-21T00:00:00Z",
         "end": "2023-07-22T00:00:00Z",
-        "market_data": {"source": f"csv:{cli_module.BUNDLED_DATA}"},
+        "market_data": {"source": f"csv:{BUNDLED_CANDLES}"},
         "portfolio": {"instruments": {ASSET: {"lot_size": 0.001, "min_notional": 5.0}}},
     }
     return yaml.safe_load(build_config(minimal).to_yaml())
@@ -234,7 +235,7 @@ def _with_source(tmp_path: Path, source: str) -> None:
 def _csv_dir(tmp_path: Path, skip: str | None = None) -> Path:
     folder = tmp_path / "candles"
     folder.mkdir()
-    for file in cli_module.BUNDLED_DATA.glob("*_USDT.csv.gz"):
+    for file in BUNDLED_CANDLES.glob("*_USDT.csv.gz"):
         if not file.name.startswith(f"{skip}_"):
             shutil.copy(file, folder)
     _with_source(tmp_path, "csv:candles")

@@ -16,6 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 from prod_system import cli as cli_module
+from prod_system.cli import data as cli_data
+from prod_system.cli import errors as cli_errors
+from prod_system.cli import progress as cli_progress
 from prod_system.log_dir import LogDir
 from prod_system.trading.brokers.ccxt_client import binanceusdm_client, symbol_of
 from prod_system_tests.kit.cli import REPO, cli
@@ -180,15 +183,15 @@ def test_root_help_says_what_the_tool_is_its_commands_and_exit_codes():
             code, meaning = line.split(maxsplit=1)
             codes[int(code)] = meaning
     assert set(codes) == {
-        cli_module.EXIT_OK,
-        cli_module.EXIT_FAILED,
-        cli_module.EXIT_BAD_INPUT,
-        cli_module.EXIT_NOT_RECONCILED,
-        cli_module.EXIT_UNREACHABLE,
-        cli_module.EXIT_INTERRUPTED,
+        cli_errors.EXIT_OK,
+        cli_errors.EXIT_FAILED,
+        cli_errors.EXIT_BAD_INPUT,
+        cli_errors.EXIT_NOT_RECONCILED,
+        cli_errors.EXIT_UNREACHABLE,
+        cli_errors.EXIT_INTERRUPTED,
     }
     assert "success" in codes[0] and "bad input" in codes[2] and "diverges" in codes[3] and "interrupted" in codes[130]
-    assert "cannot reach" in codes[cli_module.EXIT_UNREACHABLE]
+    assert "cannot reach" in codes[cli_errors.EXIT_UNREACHABLE]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -372,14 +375,14 @@ def _a_dump_that_breaks(tmp_path, monkeypatch, message: str) -> list[str]:
     def broken(*args, **kwargs):
         raise RuntimeError(message)
 
-    monkeypatch.setattr(cli_module, "write_snapshot", broken)
+    monkeypatch.setattr(cli_data, "write_snapshot", broken)
     return [*DUMP, "--universe", "BTC", "--out", "x.parquet"]
 
 
 def test_unexpected_failure_is_one_line_and_debug_shows_the_traceback(tmp_path, monkeypatch):
     args = _a_dump_that_breaks(tmp_path, monkeypatch, "something broke\non two lines")
     done = invoke(*args, env={"PROD_SYSTEM_DEBUG": None})
-    assert done.exit_code == cli_module.EXIT_FAILED
+    assert done.exit_code == cli_errors.EXIT_FAILED
     assert "Traceback" not in done.output
     lines = [line for line in done.stderr.splitlines() if line.startswith(("error:", "hint:"))]
     assert lines[0] == "error: unexpected failure: RuntimeError: something broke on two lines"
@@ -434,7 +437,7 @@ def test_progress_is_a_few_plain_lines_when_stderr_is_not_a_terminal(tmp_path, s
 
 
 def test_progress_redraws_one_line_on_a_terminal(capsys):
-    progress = cli_module._Progress(tty=True)
+    progress = cli_progress.Progress(tty=True)
     for done in range(1, 201):
         progress("model", done, 200)
     err = capsys.readouterr().err
@@ -512,7 +515,7 @@ def test_run_that_cannot_reach_its_exchange_stops_at_start(tmp_path):
     except subprocess.TimeoutExpired:
         pytest.fail("the session went on without its exchange")
     assert time.monotonic() - began < 30
-    assert done.returncode == cli_module.EXIT_UNREACHABLE, done.stderr
+    assert done.returncode == cli_errors.EXIT_UNREACHABLE, done.stderr
     assert "Traceback" not in done.stderr and "WARNING" not in done.stderr
     error, hint = done.stderr.splitlines()
     assert error.startswith("error: ") and url in error
