@@ -213,6 +213,12 @@ def simulate_with_dagster(
         raise KeyboardInterrupt from None  # the CLI's one line: 'error: interrupted', exit 130
     finally:
         progress_hook.set_reporter(None)
+    return _run_summary(config, log_dir, result, began)
+
+
+def _run_summary(config: SystemConfig, log_dir: LogDir, result, began: float) -> RunSummary:
+    """The run's summary from its log dir, with its Dagster run id and its reconciliation's verdict
+    and report (the metadata of the reconciliation asset it materialized)."""
     statistics = log_dir.read_table("portfolio/statistics")
     summary = summarize(str(log_dir.path), statistics, time.perf_counter() - began)
     summary.dagster_run_id = result.run_id
