@@ -42,7 +42,6 @@ from prod_system.runs.stages import (
     log_data_quality,
 )
 from prod_system.trading.brokers.base import FILL_COLUMNS, Broker
-from prod_system.trading.brokers.exchange import ExchangeBroker
 from prod_system.trading.orders import ORDER_COLUMNS, make_orders
 from prod_system.trading.portfolio import Portfolio, PortfolioState
 from prod_system.trading.positions import run_sizing
@@ -311,8 +310,7 @@ class LiveSession:
                         self.on_bar(outcome)
                 self._record_skipped(outcomes)
             finally:
-                if isinstance(broker, ExchangeBroker):
-                    broker.close()
+                broker.close()
             traded = sum(o.status == "traded" for o in outcomes)
             logger.info("session done: %d bars traded, %d skipped", traded, len(outcomes) - traded)
         return outcomes
@@ -407,7 +405,7 @@ class LiveSession:
             self._write_skipped([BarOutcome(bar_end, "skipped", reason)])
         orders_submitted_at = self.clock.now()
         # market orders are filled at once: count them now (applied to the portfolio next bar)
-        early = broker.collect_fills(bar_end + self.bar) if isinstance(broker, ExchangeBroker) else []
+        early = broker.collect_immediate_fills(bar_end + self.bar)
         fills_recorded_at = self.clock.now() if early else pd.NaT
         latency = {
             "bar_end": bar_end,
@@ -429,7 +427,7 @@ class LiveSession:
         }
         if len(quality):
             tables["data_quality"] = quality
-        if isinstance(broker, ExchangeBroker):
+        if broker.keeps_execution_log:
             executions = broker.executions()
             tables["broker/executions"] = executions[executions["bar_end"] == bar_end]
         for name, frame in tables.items():

@@ -30,8 +30,9 @@ from prod_system.data.sources import load_source
 from prod_system.errors import MarketDataError
 from prod_system.log_dir import LogDir
 from prod_system.models.dag import Dag, DagOutputs, run_streaming
-from prod_system.trading.brokers.base import FILL_COLUMNS, Broker, MockedBroker
+from prod_system.trading.brokers.base import FILL_COLUMNS, Broker
 from prod_system.trading.brokers.exchange import ExchangeBroker
+from prod_system.trading.brokers.mocked import MockedBroker
 from prod_system.trading.orders import ORDER_COLUMNS, make_orders
 from prod_system.trading.portfolio import Portfolio, PortfolioState
 
@@ -215,9 +216,9 @@ def run_trading(
     tables = portfolio.tables()
     tables["orders"] = pd.DataFrame(all_orders, columns=ORDER_COLUMNS)
     tables["fills"] = pd.DataFrame(all_fills, columns=FILL_COLUMNS)
-    if isinstance(broker, ExchangeBroker):
+    if broker.keeps_execution_log:
         tables["broker/executions"] = broker.executions()
-        broker.close()
+    broker.close()
     return TradingResult(tables=tables, state=portfolio.state(broker.open_orders(), bars[-1]))
 
 

@@ -1,88 +1,57 @@
-"""Brokers take the orders of a bar and report their fills.
-
-``MockedBroker`` (paper_trading, simulation) fills 100% of every order at the time-weighted
-average of the 1-minute closes inside its execution window, the bar after the decision. It reads
-prices only through the market-data reader, so a fill never uses a price the clock could not
-know at the time the fill is recorded.
+"""The broker interface: everything a bar asks of a broker, whichever it is (``mocked.MockedBroker``
+for simulations and paper sessions, ``exchange.ExchangeBroker`` for Binance USDT-M through ccxt).
+The runs call only these methods, so no run needs to know which broker it holds.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from abc import ABC, abstractmethod
 
-import numpy as np
 import pandas as pd
 
-from prod_system.data.market_data import MarketDataReader
 from prod_system.log_dir import columns
 from prod_system.trading.portfolio import PortfolioState
 
 FILL_COLUMNS = columns("fills")
+EXECUTION_COLUMNS = columns("broker/executions")  # one schema per table: log_dir.py
 
 
-class Broker(Protocol):
+class Broker(ABC):
+    """Takes a bar's orders and reports their fills."""
+
+    # whether the broker keeps a log of its child orders as the venue saw them: only then does a run
+    # write the ``broker/executions`` table (a mocked run's log dir has none)
+    keeps_execution_log: bool
+
+    @abstractmethod
     def reconcile(self, state: PortfolioState) -> PortfolioState:
         """Agree with the venue before the first order (the state to trade from)."""
-        ...
 
-    def submit(self, orders: list[dict]) -> None: ...
-
-    def collect_fills(self, bar_end: pd.Timestamp) -> list[dict]: ...
-
-    def open_orders(self) -> list[dict]: ...
-
-
-class MockedBroker:
-    """Fills every order in full at the TWAP of its execution window (order bar_end, + bar]."""
-
-    def __init__(self, reader: MarketDataReader, bar: pd.Timedelta):
-        self.reader = reader
-        self.bar = bar
-        self._pending: list[dict] = []
-
-    def reconcile(self, state: PortfolioState) -> PortfolioState:
-        """Take over the orders still executing at the end of the previous session."""
-        self.submit(state.open_orders)
-        return state
-
+    @abstractmethod
     def submit(self, orders: list[dict]) -> None:
-        self._pending.extend(orders)
+        """Send a bar's orders (may raise ``BrokerError``: the bar is then decided, not executed)."""
 
-    def open_orders(self) -> list[dict]:
-        return list(self._pending)
-
+    @abstractmethod
     def collect_fills(self, bar_end: pd.Timestamp) -> list[dict]:
-        """Fill the orders whose window has ended by now; an order with no visible price expires."""
-        now = self.reader.clock.now()
-        fills, still_pending, twaps = [], [], {}
-        for order in self._pending:
-            window_end = order["bar_end"] + self.bar
-            if window_end > now:
-                still_pending.append(order)
-                continue
-            if window_end not in twaps:
-                twaps[window_end] = self._twap(window_end)
-            price = float(twaps[window_end][self.reader.assets.index(order["asset"])])
-            if not np.isfinite(price):
-                continue  # no known price in the window: the order expires unfilled
-            fills.append(
-                {
-                    "bar_end": bar_end,
-                    "asset": order["asset"],
-                    "client_order_id": order["client_order_id"],
-                    "order_bar_end": order["bar_end"],
-                    "shares": order["quantity"],
-                    "price": price,
-                    "notional": order["quantity"] * price,
-                    "fee": 0.0,
-                    "filled_at": now,
-                }
-            )
-        self._pending = still_pending
-        return fills
+        """The fills of the orders sent before, not reported yet, stamped with ``bar_end``."""
 
-    def _twap(self, window_end: pd.Timestamp) -> np.ndarray:
-        """Mean of the known 1-minute closes of the window, per asset (NaN if none is known)."""
-        close = self.reader.read(self.bar, since=window_end - self.bar, until=window_end).field("close")
-        counts = np.isfinite(close).sum(axis=0)
-        return np.where(counts > 0, np.nansum(close, axis=0) / np.maximum(counts, 1), np.nan)
+    @abstractmethod
+    def collect_immediate_fills(self, apply_at: pd.Timestamp) -> list[dict]:
+        """Right after ``submit``: the fills of the orders filled at once (market orders), counted now
+        so that a restart does not lose them, stamped with the bar that applies them (``apply_at``)."""
+
+    @abstractmethod
+    def open_orders(self) -> list[dict]:
+        """The orders still executing (carried in the portfolio's state to the next session)."""
+
+    @abstractmethod
+    def executions(self) -> pd.DataFrame:
+        """Every child order of the session as the venue saw it (``broker/executions`` schema)."""
+
+    @abstractmethod
+    def force_kill_switch(self, state: str) -> None:
+        """The orchestrator's kill switch ('stop' or 'flatten'), whatever the kill-switch file says."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the broker's connections and files (the end of a run or session)."""

@@ -37,7 +37,7 @@ from prod_system.common.clock import Clock
 from prod_system.common.failpoints import failpoint
 from prod_system.config import BrokerConfig, RiskConfig
 from prod_system.errors import BrokerError
-from prod_system.log_dir import columns
+from prod_system.trading.brokers.base import EXECUTION_COLUMNS, Broker
 from prod_system.trading.brokers.ccxt_client import binanceusdm_client, symbol_of
 from prod_system.trading.portfolio import PortfolioState
 
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("prod_system.broker")
 
-EXECUTION_COLUMNS = columns("broker/executions")  # one schema per table: core/log_dir.py
 # Transient errors, after which an order may or may not have reached the exchange (look it up, then
 # retry), are ccxt's OperationFailed: NetworkError (timeouts, 5xx, 429) and Binance's -1001 "internal
 # error". ccxt is imported by the methods that call the exchange, not with this module: loading the
@@ -118,8 +117,10 @@ class _Child:
         }
 
 
-class ExchangeBroker:
-    """Places each bar's orders on the exchange and reports the fills (the ``Broker`` protocol)."""
+class ExchangeBroker(Broker):
+    """Places each bar's orders on the exchange and reports the fills (the ``Broker`` interface)."""
+
+    keeps_execution_log = True
 
     def __init__(
         self,
@@ -560,6 +561,10 @@ class ExchangeBroker:
         self._pending = [c for c in self._pending if not self._done(c)]
         return list(fills.values())
 
+    def collect_immediate_fills(self, apply_at: pd.Timestamp) -> list[dict]:
+        """Market orders are filled at once: their fills, counted right after they are sent."""
+        return self.collect_fills(apply_at)
+
     def _done(self, child: _Child) -> bool:
         """All the order filled is counted, and it will not fill more (closed, canceled, expired)."""
         if child.status in ("open", "new"):  # a market order closes at once: ask the exchange again
@@ -595,6 +600,10 @@ class ExchangeBroker:
             except ccxt.BaseError as permanent:
                 raise BrokerError(f"{what}: {type(permanent).__name__}: {_message(permanent)}") from None
         raise AssertionError("unreachable")
+
+    def force_kill_switch(self, state: str) -> None:
+        """The orchestrator's stop (a Dagster run tag): 'stop' or 'flatten', whatever the file says."""
+        self.kill_switch.forced = state
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

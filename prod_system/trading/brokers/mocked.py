@@ -1,0 +1,86 @@
+"""The mocked broker (paper_trading, simulation): it fills 100% of every order at the time-weighted
+average of the 1-minute closes inside its execution window, the bar after the decision. It reads
+prices only through the market-data reader, so a fill never uses a price the clock could not know
+at the time the fill is recorded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from prod_system.data.market_data import MarketDataReader
+from prod_system.trading.brokers.base import EXECUTION_COLUMNS, Broker
+from prod_system.trading.portfolio import PortfolioState
+
+
+class MockedBroker(Broker):
+    """Fills every order in full at the TWAP of its execution window (order bar_end, + bar]."""
+
+    keeps_execution_log = False  # no venue, no child orders: a mocked run writes no broker/executions
+
+    def __init__(self, reader: MarketDataReader, bar: pd.Timedelta):
+        self.reader = reader
+        self.bar = bar
+        self._pending: list[dict] = []
+
+    def reconcile(self, state: PortfolioState) -> PortfolioState:
+        """Take over the orders still executing at the end of the previous session."""
+        self.submit(state.open_orders)
+        return state
+
+    def submit(self, orders: list[dict]) -> None:
+        self._pending.extend(orders)
+
+    def open_orders(self) -> list[dict]:
+        return list(self._pending)
+
+    def collect_fills(self, bar_end: pd.Timestamp) -> list[dict]:
+        """Fill the orders whose window has ended by now; an order with no visible price expires."""
+        now = self.reader.clock.now()
+        fills, still_pending, twaps = [], [], {}
+        for order in self._pending:
+            window_end = order["bar_end"] + self.bar
+            if window_end > now:
+                still_pending.append(order)
+                continue
+            if window_end not in twaps:
+                twaps[window_end] = self._twap(window_end)
+            price = float(twaps[window_end][self.reader.assets.index(order["asset"])])
+            if not np.isfinite(price):
+                continue  # no known price in the window: the order expires unfilled
+            fills.append(
+                {
+                    "bar_end": bar_end,
+                    "asset": order["asset"],
+                    "client_order_id": order["client_order_id"],
+                    "order_bar_end": order["bar_end"],
+                    "shares": order["quantity"],
+                    "price": price,
+                    "notional": order["quantity"] * price,
+                    "fee": 0.0,
+                    "filled_at": now,
+                }
+            )
+        self._pending = still_pending
+        return fills
+
+    def collect_immediate_fills(self, apply_at: pd.Timestamp) -> list[dict]:
+        """None: an order fills only once its execution window (the next bar) has passed."""
+        return []
+
+    def executions(self) -> pd.DataFrame:
+        return pd.DataFrame(columns=EXECUTION_COLUMNS)
+
+    def force_kill_switch(self, state: str) -> None:
+        """Ignored: a paper session sends nothing to a venue, so a forced 'stop' or 'flatten' does not
+        change it (its orders and fills stay those of the model)."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def _twap(self, window_end: pd.Timestamp) -> np.ndarray:
+        """Mean of the known 1-minute closes of the window, per asset (NaN if none is known)."""
+        close = self.reader.read(self.bar, since=window_end - self.bar, until=window_end).field("close")
+        counts = np.isfinite(close).sum(axis=0)
+        return np.where(counts > 0, np.nansum(close, axis=0) / np.maximum(counts, 1), np.nan)
