@@ -39,7 +39,6 @@ from prod_system.log_dir import LogDir
 from prod_system.runs.ingestion import Ingestor
 from prod_system.runs.live import BarOutcome, LiveSession, parse_bar_key
 from prod_system.runs.stages import broker_factory_for
-from prod_system.trading.brokers.exchange import ExchangeBroker, KillSwitch
 
 LIVE_MODES = RunMode.live()
 CANDLES_KEY = AssetKey(["market_data", "candles_1m"])
@@ -168,9 +167,8 @@ def _broker_factory(config, context):
 
     def make(reader, bar):
         broker = factory(reader, bar)
-        if forced and isinstance(broker, ExchangeBroker):
-            broker.kill_switch = KillSwitch(config.risk.kill_switch_file)
-            broker.kill_switch.forced = forced
+        if forced:
+            broker.force_kill_switch(forced)  # a paper session's mocked broker ignores it, as before
         return broker
 
     return make
