@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,16 +34,10 @@ from prod_system.data.market_db import MarketDatabase
 from prod_system.errors import BrokerError, DatabaseUnavailable
 from prod_system.log_dir import LogDir, columns
 from prod_system.models.dag import Dag, load_model
-from prod_system.runs.stages import (
-    BrokerFactory,
-    broker_factory_for,
-    data_guard_for,
-    last_close,
-    log_bar,
-    log_data_quality,
-)
-from prod_system.trading.brokers.base import FILL_COLUMNS, Broker
-from prod_system.trading.orders import ORDER_COLUMNS, make_orders
+from prod_system.runs.bar_step import BarStep, BarTrade
+from prod_system.runs.stages import BrokerFactory, broker_factory_for, data_guard_for, log_data_quality
+from prod_system.trading.brokers.base import FILL_COLUMNS
+from prod_system.trading.orders import ORDER_COLUMNS
 from prod_system.trading.portfolio import Portfolio, PortfolioState
 from prod_system.trading.positions import run_sizing
 
@@ -77,6 +72,21 @@ class BarOutcome:
     orders: int = 0
     latency: dict = field(default_factory=dict)
     recorded: bool = False  # a skipped bar written to skipped_bars
+
+
+@dataclass
+class BarDecision:
+    """A bar decided, before it is traded: what the model saw and said, and when."""
+
+    bar_end: pd.Timestamp
+    missing: list[str]  # the assets without the bar's candle by its deadline (not traded)
+    data_complete_at: pd.Timestamp
+    predictions_at: pd.Timestamp
+    node_rows: pd.DataFrame
+    profiling: pd.DataFrame
+    quality: pd.DataFrame
+    targets: pd.DataFrame
+    latency: dict = field(default_factory=dict)  # once the bar is traded and recorded
 
 
 BAR_KEY_FORMAT = "%Y-%m-%d-%H:%M"  # a bar's partition key: its end, UTC (as Dagster spells time partitions)
@@ -286,34 +296,56 @@ class LiveSession:
                 checked = broker.reconcile(expected)
                 if checked is not expected:  # the venue's positions were adopted: they include those fills
                     state, early_fills = checked, []
-                portfolio = Portfolio(state)
-                for bar_end in self.bars:
-                    if done_until is not None and bar_end <= done_until:
-                        continue
-                    if only is not None and bar_end > only:
-                        break
-                    if until is not None and bar_end > until:
-                        break
-                    late = self.clock.now() > bar_end + pd.Timedelta(seconds=self.config.live.data_timeout_seconds)
-                    if only is not None and bar_end < only:
-                        outcome = BarOutcome(bar_end, "skipped", "no run traded this bar in time")
-                    elif late:
-                        outcome = BarOutcome(bar_end, "skipped", "the process was not running at the bar's close")
-                    else:
-                        self._record_skipped(outcomes)
-                        try:
-                            outcome, early_fills = self._bar(bar_end, broker, portfolio, early_fills)
-                        except DatabaseUnavailable as error:  # the mocked broker reads prices too
-                            outcome = self._skip(bar_end, str(error))
-                    outcomes.append(outcome)
-                    if self.on_bar:
-                        self.on_bar(outcome)
+                step = BarStep(
+                    self.config,
+                    broker,
+                    Portfolio(state),
+                    self.clock,
+                    logger,
+                    warn_unpriced=False,  # _wait_for_candles has said which assets have no candle
+                    before_submit=self._record_orders,
+                    on_broker_error=self._orders_failed,
+                    count_immediate_fills=True,
+                )
+                self._trade_bars(step, early_fills, done_until, only, until, outcomes)
                 self._record_skipped(outcomes)
             finally:
                 broker.close()
             traded = sum(o.status == "traded" for o in outcomes)
             logger.info("session done: %d bars traded, %d skipped", traded, len(outcomes) - traded)
         return outcomes
+
+    def _trade_bars(
+        self,
+        step: BarStep,
+        early_fills: list[dict],
+        done_until: pd.Timestamp | None,
+        only: pd.Timestamp | None,
+        until: pd.Timestamp | None,
+        outcomes: list[BarOutcome],
+    ) -> None:
+        """Every bar of the window after ``done_until`` (up to ``only`` or ``until``), into ``outcomes``."""
+        for bar_end in self.bars:
+            if done_until is not None and bar_end <= done_until:
+                continue
+            if only is not None and bar_end > only:
+                break
+            if until is not None and bar_end > until:
+                break
+            late = self.clock.now() > self._deadline(bar_end)
+            if only is not None and bar_end < only:
+                outcome = BarOutcome(bar_end, "skipped", "no run traded this bar in time")
+            elif late:
+                outcome = BarOutcome(bar_end, "skipped", "the process was not running at the bar's close")
+            else:
+                self._record_skipped(outcomes)
+                try:
+                    outcome, early_fills = self._bar(bar_end, step, early_fills)
+                except DatabaseUnavailable as error:  # the mocked broker reads prices too
+                    outcome = self._skip(bar_end, str(error))
+            outcomes.append(outcome)
+            if self.on_bar:
+                self.on_bar(outcome)
 
     def _check_warm_up(self, bar_end: pd.Timestamp, candles: Candles) -> None:
         """Warn once, at the session's first decided bar, when the database holds less history than the
@@ -335,12 +367,43 @@ class LiveSession:
             f"{self.dag.lookback // CANDLE} minutes",
         )
 
-    def _bar(
-        self, bar_end: pd.Timestamp, broker: Broker, portfolio: Portfolio, early_fills: list[dict]
-    ) -> tuple[BarOutcome, list[dict]]:
-        """Decide and trade one bar (or record why not)."""
+    def _deadline(self, bar_end: pd.Timestamp) -> pd.Timestamp:
+        """The latest time a bar is decided on (run() skips bars already past it)."""
+        return bar_end + pd.Timedelta(seconds=self.config.live.data_timeout_seconds)
+
+    def _bar(self, bar_end: pd.Timestamp, step: BarStep, early_fills: list[dict]) -> tuple[BarOutcome, list[dict]]:
+        """Decide and trade one bar (or record why not). ``early_fills``, counted after the previous
+        bar's orders were sent, are applied now; returns those counted after this bar's."""
+        missing, data_complete_at, skipped = self._wait_for_candles(bar_end)
+        if skipped:
+            return self._skip(bar_end, skipped), early_fills  # their fills wait for the next traded bar
+        # what the bar could know by its deadline, never later (a bar decided late after a restart too);
+        # every read of the database comes before the fills are collected, so that a database lost in
+        # the middle of the bar skips it without consuming the exchange's fills
+        asof = min(self.clock.now(), self._deadline(bar_end))
+        window = self.guard.window
+        try:
+            candles = self.reader.read(self.dag.lookback, since=bar_end - self.dag.lookback, until=bar_end, asof=asof)
+            recent = self.reader.read(window, since=bar_end - window, until=bar_end, asof=asof)  # ends at bar_end
+        except DatabaseUnavailable as error:
+            return self._skip(bar_end, str(error)), early_fills
+        decision = self._decide(bar_end, candles, recent, missing, data_complete_at)
+        target_shares = decision.targets.set_index("asset")["target_shares"].reindex(self.assets)
+        trade = step.run(
+            bar_end,
+            recent.field("close")[-(self.bar // CANDLE) :],  # the bar's 1-minute candles
+            target_shares.to_numpy(dtype="float64"),
+            early_fills,
+            record=partial(self._record_bar, step, decision),
+        )
+        outcome = BarOutcome(bar_end, "traded", trade.failure, len(trade.orders), decision.latency)
+        return outcome, trade.immediate_fills
+
+    def _wait_for_candles(self, bar_end: pd.Timestamp) -> tuple[list[str], pd.Timestamp, str]:
+        """Wait for the bar's close and its candles, until its deadline: the assets still missing, when
+        the wait ended, and why the bar is skipped ('' if it is traded)."""
         live = self.config.live
-        deadline = bar_end + pd.Timedelta(seconds=live.data_timeout_seconds)  # run() skips bars already past it
+        deadline = self._deadline(bar_end)
         self.clock.wait_until(bar_end)
         missing, unreachable = self._missing(bar_end)
         while missing and self.clock.now() < deadline:
@@ -348,23 +411,17 @@ class LiveSession:
             missing, unreachable = self._missing(bar_end)
         data_complete_at = self.clock.now()
         if unreachable:  # the database never answered by the deadline: nothing to decide on
-            return self._skip(bar_end, f"{unreachable} (until {deadline.isoformat()})"), early_fills
+            return missing, data_complete_at, f"{unreachable} (until {deadline.isoformat()})"
         if missing and (live.on_missing == "skip_bar" or len(missing) == len(self.assets)):
-            reason = f"no candle by {deadline.isoformat()} for {', '.join(missing)}"
-            return self._skip(bar_end, reason), early_fills  # their fills wait for the next traded bar
+            return missing, data_complete_at, f"no candle by {deadline.isoformat()} for {', '.join(missing)}"
         if missing:
             logger.warning("bar %s: no candle for %s: they are not traded this bar", bar_end, ", ".join(missing))
+        return missing, data_complete_at, ""
 
-        # what the bar could know by its deadline, never later (a bar decided late after a restart too);
-        # every read of the database comes before the fills are collected, so that a database lost in
-        # the middle of the bar skips it without consuming the exchange's fills
-        asof = min(self.clock.now(), deadline)
-        window = self.guard.window
-        try:
-            candles = self.reader.read(self.dag.lookback, since=bar_end - self.dag.lookback, until=bar_end, asof=asof)
-            recent = self.reader.read(window, since=bar_end - window, until=bar_end, asof=asof)  # ends at bar_end
-        except DatabaseUnavailable as error:
-            return self._skip(bar_end, str(error)), early_fills
+    def _decide(
+        self, bar_end: pd.Timestamp, candles: Candles, recent: Candles, missing: list[str], data_complete_at
+    ) -> BarDecision:
+        """The model on the bar's candles, the data guard on its recent ones, and the bar's targets."""
         self._check_warm_up(bar_end, candles)
         outputs, profile = self.dag.evaluate(candles, self.config.profile_memory)
         predictions_at = self.clock.now()
@@ -373,23 +430,21 @@ class LiveSession:
         quality = self.guard.check(bar_end, recent)
         predictions.loc[predictions["asset"].isin(quality["asset"]), "prediction"] = np.nan
         log_data_quality(logger, quality)
-        fills = early_fills + broker.collect_fills(bar_end)
-        prices = last_close(recent.field("close")[-(self.bar // CANDLE) :])  # the bar's 1-minute candles
-        stats = portfolio.update(bar_end, fills, prices)
-        targets = run_sizing(self.config, predictions, pd.DatetimeIndex([bar_end]))
-        target_shares = targets.set_index("asset")["target_shares"].reindex(self.assets).to_numpy(dtype="float64")
-        orders = make_orders(
-            bar_end,
-            target_shares,
-            portfolio.shares,
-            prices,
-            self.assets,
-            self.config.portfolio,
-            self.config.run_id,
-            self.clock.now(),
+        return BarDecision(
+            bar_end=bar_end,
+            missing=missing,
+            data_complete_at=data_complete_at,
+            predictions_at=predictions_at,
+            node_rows=node_rows,
+            profiling=pd.DataFrame([{"bar_end": bar_end, **item, "decided_at": predictions_at} for item in profile]),
+            quality=quality,
+            targets=run_sizing(self.config, predictions, pd.DatetimeIndex([bar_end])),
         )
-        # the intent first: a process killed while sending finds these orders on restart, and every
-        # order that may reach the venue is in the log dir (a bar decided again keeps the first ones)
+
+    def _record_orders(self, bar_end: pd.Timestamp, orders: list[dict]) -> None:
+        """The bar's orders, before they are sent: a process killed while sending finds them on restart,
+        and every order that may reach the venue is in the log dir (a bar decided again keeps the
+        first ones: the orders part is merged by client order id)."""
         self._write_inflight(orders)
         orders_table = pd.DataFrame(orders, columns=ORDER_COLUMNS)
         part = self.log_dir.path / "orders" / f"part-{compact(bar_end)}.parquet"
@@ -397,44 +452,41 @@ class LiveSession:
             earlier = self.log_dir.read_part("orders", part)
             orders_table = pd.concat([earlier, orders_table]).drop_duplicates("client_order_id", keep="first")
         self.log_dir.write_table("orders", orders_table, bar_end)
-        reason = ""
-        try:
-            broker.submit(orders)
-        except BrokerError as error:  # the exchange is down or refuses: the bar is decided, not executed
-            reason = f"orders failed: {error}"
-            self._write_skipped([BarOutcome(bar_end, "skipped", reason)])
-        orders_submitted_at = self.clock.now()
-        # market orders are filled at once: count them now (applied to the portfolio next bar)
-        early = broker.collect_immediate_fills(bar_end + self.bar)
-        fills_recorded_at = self.clock.now() if early else pd.NaT
-        latency = {
+
+    def _orders_failed(self, bar_end: pd.Timestamp, error: BrokerError) -> str:
+        """The exchange is down or refuses: the bar is decided, not executed (recorded as skipped too)."""
+        reason = f"orders failed: {error}"
+        self._write_skipped([BarOutcome(bar_end, "skipped", reason)])
+        return reason
+
+    def _record_bar(self, step: BarStep, decision: BarDecision, trade: BarTrade) -> None:
+        """Write the traded bar's tables, then the state (the bar is done: a restart goes on after it)."""
+        bar_end = decision.bar_end
+        decision.latency = {
             "bar_end": bar_end,
-            "data_complete_at": data_complete_at,
-            "predictions_at": predictions_at,
-            "orders_submitted_at": orders_submitted_at,
-            "fills_recorded_at": fills_recorded_at,
-            "orders": len(orders),
-            "missing_assets": ",".join(missing),
+            "data_complete_at": decision.data_complete_at,
+            "predictions_at": decision.predictions_at,
+            "orders_submitted_at": trade.submitted_at,
+            "fills_recorded_at": trade.immediate_fills_at,
+            "orders": len(trade.orders),
+            "missing_assets": ",".join(decision.missing),
         }
-        profiling = pd.DataFrame([{"bar_end": bar_end, **item, "decided_at": predictions_at} for item in profile])
         tables = {
-            "dag/node_outputs": node_rows,
-            "dag/profiling": profiling,
-            "target_positions": targets,
-            "fills": pd.DataFrame(fills, columns=FILL_COLUMNS),
-            "latency": _utc_times(pd.DataFrame([latency], columns=LATENCY_COLUMNS)),
-            **portfolio.tables(last_bar_only=True),
+            "dag/node_outputs": decision.node_rows,
+            "dag/profiling": decision.profiling,
+            "target_positions": decision.targets,
+            "fills": pd.DataFrame(trade.fills, columns=FILL_COLUMNS),
+            "latency": _utc_times(pd.DataFrame([decision.latency], columns=LATENCY_COLUMNS)),
+            **step.portfolio.tables(last_bar_only=True),
         }
-        if len(quality):
-            tables["data_quality"] = quality
-        if broker.keeps_execution_log:
-            executions = broker.executions()
+        if len(decision.quality):
+            tables["data_quality"] = decision.quality
+        if step.broker.keeps_execution_log:
+            executions = step.broker.executions()
             tables["broker/executions"] = executions[executions["bar_end"] == bar_end]
         for name, frame in tables.items():
             self.log_dir.write_table(name, frame, bar_end)
-        self._save_state(portfolio.state(broker.open_orders(), bar_end), early)
-        log_bar(logger, bar_end, fills, orders, stats, reason)
-        return BarOutcome(bar_end, "traded", reason, len(orders), latency), early
+        self._save_state(step.portfolio.state(step.broker.open_orders(), bar_end), trade.immediate_fills)
 
     def _bar_outputs(
         self, bar_end: pd.Timestamp, outputs: dict[str, pd.DataFrame], missing: list[str]

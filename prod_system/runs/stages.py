@@ -7,7 +7,8 @@ bar's decision time (a simulated clock jumps there, a real one sleeps):
    candles visible then; record every node's output and profiling.
 2. ``run_sizing``: turn predictions and volatility into target positions.
 3. ``run_trading``: at each bar's decision time collect the fills of the previous bar's orders, mark
-   the portfolio, then place the orders that move holdings to the bar's targets.
+   the portfolio, then place the orders that move holdings to the bar's targets (``bar_step``, the
+   same step as a live session's).
 
 The Dagster assets call these same functions on their partitions; ``simulate`` calls them on the
 whole window. In live runs each call covers one bar, so stage order and bar order coincide.
@@ -30,10 +31,11 @@ from prod_system.data.sources import load_source
 from prod_system.errors import MarketDataError
 from prod_system.log_dir import LogDir
 from prod_system.models.dag import Dag, DagOutputs, run_streaming
+from prod_system.runs.bar_step import BarStep
 from prod_system.trading.brokers.base import FILL_COLUMNS, Broker
 from prod_system.trading.brokers.exchange import ExchangeBroker
 from prod_system.trading.brokers.mocked import MockedBroker
-from prod_system.trading.orders import ORDER_COLUMNS, make_orders
+from prod_system.trading.orders import ORDER_COLUMNS
 from prod_system.trading.portfolio import Portfolio, PortfolioState
 
 logger = logging.getLogger("prod_system")
@@ -178,39 +180,18 @@ def run_trading(
     clock = clock_factory(bars[0] - bar)
     reader = MarketDataReader(store, clock)
     broker = broker_factory(reader, bar)
-    run_id = config.run_id
     state = broker.reconcile(state or PortfolioState.empty(config.universe, config.portfolio.initial_cash))
     portfolio = Portfolio(state)
     target_shares = targets.pivot(index="bar_end", columns="asset", values="target_shares")
     targets_by_bar = target_shares.reindex(index=bars, columns=config.universe).to_numpy(dtype="float64")
+    step = BarStep(config, broker, portfolio, clock, logger)
     all_orders, all_fills = [], []
     for i, bar_end in enumerate(bars):
         clock.wait_until(bar_end + delay)
-        fills = broker.collect_fills(bar_end)
-        candles = reader.read(bar, since=bar_end - bar)
-        prices = last_close(candles.field("close"))
-        unpriced = [a for a, p in zip(config.universe, prices, strict=True) if not np.isfinite(p)]
-        if unpriced:
-            logger.warning(
-                "bar %s: no price known for %s; their holdings keep their last mark",
-                bar_end.isoformat(),
-                ", ".join(unpriced),
-            )
-        stats = portfolio.update(bar_end, fills, prices)
-        orders = make_orders(
-            bar_end,
-            targets_by_bar[i],
-            portfolio.shares,
-            prices,
-            config.universe,
-            config.portfolio,
-            run_id,
-            clock.now(),
-        )
-        broker.submit(orders)
-        all_fills.extend(fills)
-        all_orders.extend(orders)
-        log_bar(logger, bar_end, fills, orders, stats)
+        bar_closes = reader.read(bar, since=bar_end - bar).field("close")
+        trade = step.run(bar_end, bar_closes, targets_by_bar[i])
+        all_fills.extend(trade.fills)
+        all_orders.extend(trade.orders)
         if progress:
             progress("trading", i + 1, len(bars))
     tables = portfolio.tables()
@@ -220,28 +201,6 @@ def run_trading(
         tables["broker/executions"] = broker.executions()
     broker.close()
     return TradingResult(tables=tables, state=portfolio.state(broker.open_orders(), bars[-1]))
-
-
-def log_bar(log: logging.Logger, bar_end: pd.Timestamp, fills: list, orders: list, stats: dict, note: str = "") -> None:
-    """The log line of a traded bar (simulation and live sessions alike), to the session's logger."""
-    log.info(
-        "bar %s: %d fills, %d orders, pnl=%.2f gmv=%.2f net_wealth=%.2f%s",
-        bar_end.isoformat(),
-        len(fills),
-        len(orders),
-        stats["pnl"],
-        stats["gmv"],
-        stats["net_wealth"],
-        f" ({note})" if note else "",
-    )
-
-
-def last_close(close: np.ndarray) -> np.ndarray:
-    """The last known close of each asset in the window (NaN if none)."""
-    known = np.isfinite(close)
-    last_row = np.where(known, np.arange(len(close))[:, None], -1).max(axis=0, initial=-1)
-    picked = close[np.clip(last_row, 0, None), np.arange(close.shape[1])] if len(close) else last_row * np.nan
-    return np.where(last_row >= 0, picked, np.nan)
 
 
 def write_stage_tables(log_dir: LogDir, tables: dict[str, pd.DataFrame], first_bar: pd.Timestamp) -> None:
