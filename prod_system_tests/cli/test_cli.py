@@ -393,12 +393,12 @@ def test_unexpected_failure_is_one_line_and_debug_shows_the_traceback(tmp_path, 
 
 
 def test_unexpected_failure_during_a_simulation_points_to_its_log(tmp_path, snapshot, monkeypatch):
-    import prod_system.runs.stages as simulation
+    import prod_system.runs.finish as finish
 
     def broken(*args, **kwargs):
         raise KeyError("missing column")
 
-    monkeypatch.setattr(simulation, "write_pnl_report", broken)
+    monkeypatch.setattr(finish, "write_pnl_report", broken)
     window = ["--start", "2023-07-21T00:00:00Z", "--end", "2023-07-21T02:00:00Z"]
     done = invoke(
         "simulate", "--engine", "core", "--model", "C1b", "--market-data", str(snapshot), *window,
