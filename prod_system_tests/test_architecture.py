@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import builtins
 import itertools
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -374,3 +375,16 @@ def test_every_error_is_a_prod_system_error_defined_in_errors_py():
         elif not under_root(node.name):
             broken.append(f"{path}:{node.lineno}: class {node.name}: does not derive from ProdSystemError")
     _fail_with(broken, "errors outside the one hierarchy (or list them in NOT_USER_ERRORS, with why)")
+
+
+def test_the_docs_name_files_that_exist():
+    """A module or folder of prod_system named in the README or docs/ (`prod_system/...py` or `.../`) exists:
+    a moved module is renamed in the docs too."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for number, line in enumerate(page.read_text().splitlines(), 1):
+            for path in re.findall(r"`(prod_system/[\w/]*(?:\.py|/))", line):
+                if not (REPO / path).exists():
+                    broken.append(f"{page.relative_to(REPO)}:{number}: `{path}`")
+    _fail_with(broken, "files named in the docs that do not exist")
