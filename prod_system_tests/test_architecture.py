@@ -388,3 +388,24 @@ def test_the_docs_name_files_that_exist():
                 if not (REPO / path).exists():
                     broken.append(f"{page.relative_to(REPO)}:{number}: `{path}`")
     _fail_with(broken, "files named in the docs that do not exist")
+
+
+def test_tests_share_helpers_through_the_kit_only():
+    """A test module imports helpers from ``prod_system_tests/kit/``, never from ``conftest.py`` (fixtures
+    and hooks only) nor from another test module (whose tests would then belong to two modules)."""
+    tests = REPO / "prod_system_tests"
+    broken = []
+    for path in sorted(tests.rglob("*.py")):
+        tree, relative = ast.parse(path.read_text()), path.relative_to(REPO).as_posix()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                last = name.split(".")[-1]
+                if name.startswith("prod_system_tests") and (last == "conftest" or last.startswith("test_")):
+                    broken.append(f"{relative}:{node.lineno}: imports {name}")
+    _fail_with(broken, "helpers shared outside prod_system_tests/kit/")
