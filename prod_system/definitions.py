@@ -10,21 +10,11 @@ from __future__ import annotations
 
 import os
 
-from dagster import (
-    AssetChecksDefinition,
-    AssetSelection,
-    DefaultScheduleStatus,
-    Definitions,
-    ScheduleDefinition,
-    define_asset_job,
-    in_process_executor,
-)
+from dagster import Definitions
 
-from prod_system.defs.bar_sensor import build_bar_sensor
-from prod_system.defs.live import CANDLES_KEY, LIVE_MODES, build_live_assets, build_session_job, candles_1m
-from prod_system.defs.observer_schedule import build_observer_jobs
-from prod_system.defs.publishing import build_investor_assets, build_report_publishing
-from prod_system.defs.reconciliation import build_reconciliation_assets
+from prod_system.defs.live import live_definitions
+from prod_system.defs.publishing import publishing_definitions
+from prod_system.defs.reconciliation import reconciliation_definitions
 from prod_system.defs.resources import (
     BrokerResource,
     ClockResource,
@@ -36,10 +26,7 @@ from prod_system.defs.resources import (
     default_s3,
 )
 from prod_system.defs.resources.live import LiveResource
-from prod_system.defs.simulation import build_simulation_assets, group_name
-
-CODE_LOCATION = "prod_system"  # workspace.yaml's location_name; the CLI's runs name it as their origin
-MODEL_TAG, RUN_MODE_TAG, ROOT_TAG = "prod_system/model", "prod_system/run_mode", "prod_system/root"
+from prod_system.defs.simulation import simulation_definitions
 
 
 def models_from_env() -> list[str]:
@@ -68,77 +55,16 @@ def default_resources() -> dict:
 def build_definitions(
     models: list[str] | None = None, resources: dict | None = None, investor_model: str | None = None
 ) -> Definitions:
+    """Each concern's definitions (simulation, live, reconciliation, publishing) and the resources."""
     models = models or models_from_env()
     investor_model = investor_model or investor_model_from_env()
-    assets, jobs = [], []
-    for model in models:
-        assets.extend(build_simulation_assets(model))
-        assets.extend(build_reconciliation_assets(model))
-        assets.append(build_report_publishing(model))
-        jobs.append(
-            define_asset_job(
-                f"{group_name(model)}_job",
-                selection=AssetSelection.groups(group_name(model)),
-                # the steps form a chain: one process avoids 7-18 s of subprocess start-up per run
-                executor_def=in_process_executor,
-                description=f"Simulate {model}: materialize its simulation assets over a range of session days "
-                "(one run; tags dagster/asset_partition_range_start and _end).",
-                run_tags={MODEL_TAG: model, RUN_MODE_TAG: "simulation"},
-            )
-        )
-    assets.extend(build_investor_assets(investor_model))
-    observer_jobs, schedules = build_observer_jobs(models, investor_model)
-    live_jobs, live_schedules, sensors = _live(models, assets)
-    checks = [item for item in assets if isinstance(item, AssetChecksDefinition)]
-    return Definitions(
-        assets=[item for item in assets if item not in checks],
-        asset_checks=checks,
-        jobs=[*jobs, *observer_jobs, *live_jobs],
-        schedules=[*schedules, *live_schedules],
-        sensors=sensors,
-        resources={**default_resources(), **(resources or {})},
+    return Definitions.merge(
+        simulation_definitions(models),
+        live_definitions(models),
+        reconciliation_definitions(models),
+        publishing_definitions(models, investor_model),
+        Definitions(resources={**default_resources(), **(resources or {})}),
     )
-
-
-def _live(models: list[str], assets: list) -> tuple[list, list, list]:
-    """The live side: candle ingestion every minute, per model and mode a per-bar asset driven by its
-    bar sensor, and the daily 24-hour session job. Everything that trades is created stopped."""
-    assets.append(candles_1m)
-    ingestion = define_asset_job(
-        "market_data_ingestion_job",
-        selection=AssetSelection.assets(CANDLES_KEY),
-        executor_def=in_process_executor,
-        description="Fetch the universe's latest closed 1-minute candles into the real-time market database.",
-    )
-    jobs = [ingestion]
-    schedules = [
-        ScheduleDefinition(
-            name="market_data_ingestion_schedule",
-            job=ingestion,
-            cron_schedule="* * * * *",
-            execution_timezone="UTC",
-            default_status=DefaultScheduleStatus.STOPPED,
-            description="Every minute.",
-        )
-    ]
-    sensors = []
-    for model in models:
-        for mode in LIVE_MODES:
-            assets.append(build_live_assets(model, mode))
-            sensors.append(build_bar_sensor(model, mode))
-            session = build_session_job(model, mode)
-            jobs.append(session)
-            schedules.append(
-                ScheduleDefinition(
-                    name=f"{session.name}_daily",
-                    job=session,
-                    cron_schedule="0 0 * * *",
-                    execution_timezone="UTC",
-                    default_status=DefaultScheduleStatus.STOPPED,
-                    description=f"Opens the 24-hour {mode} session of {model} at 00:00 UTC.",
-                )
-            )
-    return jobs, schedules, sensors
 
 
 defs = build_definitions()

@@ -33,7 +33,6 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from prod_system.common import progress as progress_hook
 from prod_system.common.timeutil import compact
 from prod_system.config import SystemConfig
-from prod_system.definitions import CODE_LOCATION, MODEL_TAG, ROOT_TAG, RUN_MODE_TAG
 from prod_system.defs.live import bar_metadata, bar_partitions, live_bar_key
 from prod_system.defs.reconciliation import reconciliation_key
 from prod_system.defs.resources import (
@@ -44,10 +43,11 @@ from prod_system.defs.resources import (
     SystemResource,
     TableStoreIOManager,
 )
-from prod_system.defs.simulation import SESSION_DAYS, TRIGGER_TAG, group_name
+from prod_system.defs.simulation import SESSION_DAYS
 from prod_system.errors import ConfigError
 from prod_system.log_dir import LogDir
 from prod_system.models.dag import load_model
+from prod_system.naming import CODE_LOCATION, MODEL_TAG, ROOT_TAG, RUN_MODE_TAG, TRIGGER_TAG, simulation_job_name
 from prod_system.runs.finish import RunSummary, summarize
 from prod_system.runs.live import BarOutcome, bar_key
 from prod_system.runs.stages import check_coverage
@@ -146,7 +146,7 @@ def simulation_job(model: str) -> tuple[JobDefinition, str]:
     it does not list (PROD_SYSTEM_MODELS), from the same definitions built for that model."""
     from prod_system import definitions
 
-    name = f"{group_name(model)}_job"
+    name = simulation_job_name(model)
     defs = definitions.defs
     if name not in {job.name for job in defs.jobs or ()}:
         defs = definitions.build_definitions([model])

@@ -6,6 +6,9 @@
   when it requests its run); a run trades exactly that bar in the day's scheduled session, whose log dir is
   ``{root}/{model}/{mode}/scheduled/{day}.{day+1}/system_log_dir``.
 - ``{model}_{mode}_session_job``: the whole day's session in one run (the daily schedule).
+- ``{model}_{mode}_bar_sensor``: requests each bar's run, once and in order.
+
+``live_definitions`` gathers them with the ingestion job and the schedules.
 """
 
 from pathlib import Path
@@ -17,15 +20,27 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
+    AssetSelection,
     Config,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    Definitions,
     DynamicPartitionsDefinition,
     Failure,
     MaterializeResult,
     MetadataValue,
     OpExecutionContext,
+    RunRequest,
+    ScheduleDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
     asset,
+    define_asset_job,
+    in_process_executor,
     job,
     op,
+    sensor,
 )
 
 from prod_system.common.clock import RealClock
@@ -34,26 +49,40 @@ from prod_system.data import market_checks
 from prod_system.data.market_db import MarketDatabase
 from prod_system.defs.resources import LogDirResource, SystemResource
 from prod_system.defs.resources.live import LiveResource
-from prod_system.defs.simulation import model_slug
 from prod_system.log_dir import LogDir
+from prod_system.naming import (
+    CANDLES_PATH,
+    INGESTION_JOB,
+    INGESTION_SCHEDULE,
+    KILL_SWITCH_TAG,
+    MARKET_DATA_GROUP,
+    SESSION_TAG,
+    bar_partitions_name,
+    bar_run_key,
+    bar_sensor_name,
+    group_name,
+    live_bar_path,
+    session_job_name,
+    session_op_name,
+    session_schedule_name,
+    session_tag_value,
+)
 from prod_system.runs.ingestion import Ingestor
-from prod_system.runs.live import BarOutcome, LiveSession, parse_bar_key
+from prod_system.runs.live import BarOutcome, LiveSession, bar_key, due_bar, parse_bar_key
 from prod_system.runs.stages import broker_factory_for
 
-LIVE_MODES = RunMode.live()
-CANDLES_KEY = AssetKey(["market_data", "candles_1m"])
-KILL_SWITCH_TAG = "prod_system/kill_switch"  # 'stop' or 'flatten' on a run: no new orders / close all
+CANDLES_KEY = AssetKey(CANDLES_PATH)
 CHECKED_WINDOW = pd.Timedelta(hours=1)
 SEVERITY = {"no_missing_bars": AssetCheckSeverity.WARN, "no_price_jumps": AssetCheckSeverity.WARN}
 
 
 def bar_partitions(model: str, mode: str) -> DynamicPartitionsDefinition:
-    return DynamicPartitionsDefinition(name=f"{model_slug(model)}_{mode}_bars")
+    return DynamicPartitionsDefinition(name=bar_partitions_name(model, mode))
 
 
 @asset(
     key=CANDLES_KEY,
-    group_name="market_data",
+    group_name=MARKET_DATA_GROUP,
     description="The universe's 1-minute candles in the real-time market database (PostgreSQL or SQLite): each "
     "run fetches the latest closed candles through ccxt and upserts them with their knowledge time (when "
     "written); never a candle still open; revisions kept. Scheduled every minute.",
@@ -110,11 +139,10 @@ def candles_1m(context: AssetExecutionContext, live: LiveResource, system: Syste
 
 def build_live_assets(model: str, mode: str):
     """The per-bar asset of one model and live mode."""
-    slug = model_slug(model)
 
     @asset(
         key=live_bar_key(model, mode),
-        group_name=f"{slug}_{mode}",
+        group_name=group_name(model, mode),
         partitions_def=bar_partitions(model, mode),
         deps=[CANDLES_KEY],
         description=f"One bar of {model} {mode}: the bar's candles from the database, the model's predictions, "
@@ -142,7 +170,7 @@ def build_live_assets(model: str, mode: str):
 
 
 def live_bar_key(model: str, mode: str) -> AssetKey:
-    return AssetKey([model_slug(model), mode, "bar"])
+    return AssetKey(live_bar_path(model, mode))
 
 
 def bar_metadata(outcome: BarOutcome, log_dir: Path) -> dict:
@@ -183,9 +211,8 @@ class SessionRunConfig(Config):
 
 def build_session_job(model: str, mode: str):
     """The whole day's session of ``model`` in ``mode`` in one run (the seed's scheduled 24-hour runs)."""
-    slug = model_slug(model)
 
-    @op(name=f"{slug}_{mode}_session", description=f"Trade today's {mode} session of {model} to its end.")
+    @op(name=session_op_name(model, mode), description=f"Trade today's {mode} session of {model} to its end.")
     def run_session(
         context: OpExecutionContext,
         config: SessionRunConfig,
@@ -201,8 +228,106 @@ def build_session_job(model: str, mode: str):
         traded = sum(o.status == "traded" for o in outcomes)
         context.log.info(f"{traded} bars traded, {len(outcomes) - traded} skipped; log dir {session.log_dir.path}")
 
-    @job(name=f"{slug}_{mode}_session_job", description=f"Today's 24-hour {mode} session of {model}.")
+    @job(name=session_job_name(model, mode), description=f"Today's 24-hour {mode} session of {model}.")
     def session_job():
         run_session()
 
     return session_job
+
+
+def build_bar_sensor(model: str, mode: str):
+    """Request a run of exactly one bar's partition, once and in order (the cursor): by default
+    ``prelaunch_seconds`` before the bar's close, the run then waiting for the close and for every
+    asset's candle (or the data timeout); with ``prelaunch_seconds: 0``, once the bar has closed and
+    its candles are in the database. ``runs.live.due_bar`` decides.
+
+    Created stopped: it trades. Each run carries the session tag, so the run queue can hold a
+    model's bars to one at a time (``tag_concurrency_limits`` in dagster.yaml); the session's lock
+    serializes them anyway."""
+    partitions = bar_partitions(model, mode)
+
+    @sensor(
+        name=bar_sensor_name(model, mode),
+        asset_selection=AssetSelection.assets(live_bar_key(model, mode)),
+        minimum_interval_seconds=5,
+        default_status=DefaultSensorStatus.STOPPED,
+        description=(
+            f"Requests one run per bar of {model} {mode}, in order: prelaunch_seconds (30 s by default) before "
+            "the bar's close, the run then waiting for its candles; with prelaunch_seconds 0, once the bar has "
+            "closed and its candles are in the database."
+        ),
+    )
+    def bar_sensor(context: SensorEvaluationContext, live: LiveResource, system: SystemResource):
+        last = parse_bar_key(context.cursor) if context.cursor else None
+        bar_end, why = _due_bar(live, system, last)
+        if bar_end is None:
+            return SkipReason(why)
+        key = bar_key(bar_end)
+        return SensorResult(
+            run_requests=[
+                RunRequest(
+                    run_key=bar_run_key(model, mode, key),
+                    partition_key=key,
+                    tags={SESSION_TAG: session_tag_value(model, mode)},
+                )
+            ],
+            dynamic_partitions_requests=[partitions.build_add_request([key])],
+            cursor=key,
+        )
+
+    return bar_sensor
+
+
+def _due_bar(live: LiveResource, system: SystemResource, last: pd.Timestamp | None):
+    """The bar whose run is due now and why (or None and why not), asking the database only when needed."""
+    database: MarketDatabase | None = None
+
+    def missing(bar_end):  # only without a pre-launch: the run itself waits for the candles otherwise
+        nonlocal database
+        database = database or MarketDatabase(live.database)
+        return database.missing(system.universe, bar_end)
+
+    try:
+        return due_bar(RealClock().now(), live.bar_delta, last, missing, live.data_timeout_seconds, live.prelaunch)
+    finally:
+        if database is not None:
+            database.close()
+
+
+def live_definitions(models: list[str]) -> Definitions:
+    """The live side: candle ingestion every minute, per model and mode a per-bar asset driven by its
+    bar sensor, and the daily 24-hour session job. Everything that trades is created stopped."""
+    ingestion = define_asset_job(
+        INGESTION_JOB,
+        selection=AssetSelection.assets(CANDLES_KEY),
+        executor_def=in_process_executor,
+        description="Fetch the universe's latest closed 1-minute candles into the real-time market database.",
+    )
+    every_minute = ScheduleDefinition(
+        name=INGESTION_SCHEDULE,
+        job=ingestion,
+        cron_schedule="* * * * *",
+        execution_timezone="UTC",
+        default_status=DefaultScheduleStatus.STOPPED,
+        description="Every minute.",
+    )
+    live = [(model, mode) for model in models for mode in RunMode.live()]
+    sessions = {(model, mode): build_session_job(model, mode) for model, mode in live}
+    return Definitions(
+        assets=[candles_1m, *(build_live_assets(model, mode) for model, mode in live)],
+        jobs=[ingestion, *sessions.values()],
+        schedules=[every_minute, *(_daily(job, model, mode) for (model, mode), job in sessions.items())],
+        sensors=[build_bar_sensor(model, mode) for model, mode in live],
+    )
+
+
+def _daily(session_job, model: str, mode: str) -> ScheduleDefinition:
+    """The session job's schedule: the 24-hour session opens at 00:00 UTC."""
+    return ScheduleDefinition(
+        name=session_schedule_name(model, mode),
+        job=session_job,
+        cron_schedule="0 0 * * *",
+        execution_timezone="UTC",
+        default_status=DefaultScheduleStatus.STOPPED,
+        description=f"Opens the 24-hour {mode} session of {model} at 00:00 UTC.",
+    )

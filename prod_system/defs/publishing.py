@@ -8,19 +8,43 @@
   session, every 5 minutes), uploaded to ``s3://{bucket}/pnl_for_investors/cumulative_pnl.{window}.png``.
 - ``system_reconciliation/{model}_last_5minutes``: the latest reconciliation report of each model,
   uploaded to ``s3://{bucket}/system_reconciliation/{model}.last_5minutes.html``.
+
+Their jobs and schedules, as in the seed: per model and live mode, reconcile and publish every 5
+minutes; the history and its plots daily (UTC). The schedules are created stopped: they publish to
+S3, so an operator turns them on (UI or ``dagster schedule start``) once the bucket and credentials
+are in place. A tick with nothing to do (no live session yet) is skipped, not failed.
+
+The runs are found on disk under the model's folder name: the readers take the model as configured.
 """
 
 import json
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetKey, Failure, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    AssetSelection,
+    DefaultScheduleStatus,
+    Definitions,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    RunRequest,
+    ScheduleEvaluationContext,
+    SkipReason,
+    asset,
+    define_asset_job,
+    in_process_executor,
+    schedule,
+)
 from dagster_aws.s3 import S3Resource
 
 from prod_system.analysis import plots
 from prod_system.analysis.observer import find_runs, latest_report, session_statistics
-from prod_system.defs.figures import usd
-from prod_system.defs.previews import preview
-from prod_system.defs.reconciliation import LIVE_MODES, reconciliation_key
+from prod_system.config import RunMode
+from prod_system.defs.metadata import preview, usd
+from prod_system.defs.reconciliation import reconciliation_key
 from prod_system.defs.resources import (
     BrokerResource,
     LogDirResource,
@@ -28,38 +52,60 @@ from prod_system.defs.resources import (
     PublishingResource,
     SystemResource,
 )
-from prod_system.defs.simulation import model_slug
 from prod_system.errors import MarketDataError
+from prod_system.naming import (
+    HISTORICAL,
+    INVESTOR_GROUP,
+    INVESTOR_HISTORY_JOB,
+    INVESTOR_PREFIX,
+    REPORTS_GROUP,
+    SCHEDULED_TAG,
+    group_name,
+    historical_path,
+    investor_job_name,
+    investor_object,
+    investor_plot_path,
+    observer_job_name,
+    report_object,
+    report_path,
+    schedule_name,
+)
 from prod_system.runs.historical import historical_pnl, historical_runs, history_window, read_statistics
 
-INVESTOR_GROUP = "pnl_for_investors"
-REPORTS_GROUP = "system_reconciliation"
-INVESTOR_PREFIX = "pnl_for_investors/cumulative_pnl"
 HISTORICAL_WINDOWS = {"since_2019": "2019-01-01", "since_2022": "2022-01-01"}
 LIVE_WINDOWS = ("last_24hours", "last_5minutes")
+EVERY_5_MINUTES = "*/5 * * * *"
+DAILY = "15 0 * * *"  # 00:15 UTC: the day's last bars are in
 
 
 def historical_key(model: str) -> AssetKey:
-    return AssetKey([model_slug(model), "historical", "historical_pnl"])
+    return AssetKey(historical_path(model))
 
 
 def investor_key(window: str) -> AssetKey:
-    return AssetKey([INVESTOR_GROUP, f"cumulative_pnl_{window}"])
+    return AssetKey(investor_plot_path(window))
 
 
 def report_key(model: str) -> AssetKey:
-    return AssetKey([REPORTS_GROUP, f"{model_slug(model)}_last_5minutes"])
+    return AssetKey(report_path(model))
 
 
-def build_investor_assets(model: str) -> list:
+def build_investor_assets(model: str) -> list[AssetsDefinition]:
     """The historical simulation of the investor model and the four cumulative-PnL plots."""
-    slug = model_slug(model)
+    assets = [_historical(model)]
+    for window, since in HISTORICAL_WINDOWS.items():
+        assets.append(_historical_plot(model, window, pd.Timestamp(since, tz="UTC")))
+    for window in LIVE_WINDOWS:
+        assets.append(_live_plot(model, window))
+    return assets
 
+
+def _historical(model: str) -> AssetsDefinition:
     @asset(
         key=historical_key(model),
         description=f"{model} evaluated in batch over the whole market-data history (from history_start), traded "
         "by the research portfolio: the history behind the investors' cumulative PnL plots.",
-        group_name=f"{slug}_historical",
+        group_name=group_name(model, HISTORICAL),
         kinds={"pandas", "parquet"},
         owners=["team:research"],
         tags={"stage": "research"},
@@ -98,12 +144,7 @@ def build_investor_assets(model: str) -> list:
             }
         )
 
-    assets = [historical]
-    for window, since in HISTORICAL_WINDOWS.items():
-        assets.append(_historical_plot(model, window, pd.Timestamp(since, tz="UTC")))
-    for window in LIVE_WINDOWS:
-        assets.append(_live_plot(model, window))
-    return assets
+    return historical
 
 
 def _publish_plot(
@@ -116,7 +157,7 @@ def _publish_plot(
     source: str,
 ) -> MaterializeResult:
     png = plots.investor_cumulative_pnl(cumulative, title, source)
-    uploaded = publishing.upload(s3, f"{INVESTOR_PREFIX}.{window}.png", png, "image/png")
+    uploaded = publishing.upload(s3, investor_object(window), png, "image/png")
     context.log.info(f"published {uploaded['s3_uri']} ({uploaded['bytes']:,} bytes)")
     return MaterializeResult(
         metadata={
@@ -144,7 +185,7 @@ def _historical_plot(model: str, window: str, since: pd.Timestamp):
     def historical_plot(
         context: AssetExecutionContext, s3: S3Resource, publishing: PublishingResource, log_dir: LogDirResource
     ) -> MaterializeResult:
-        runs = historical_runs(log_dir.root, model_slug(model))
+        runs = historical_runs(log_dir.root, model)
         if not runs:
             raise Failure(f"no historical simulation of {model} under {log_dir.root}: materialize it first")
         stats = read_statistics(runs[-1]).set_index("bar_end")
@@ -180,7 +221,7 @@ def _live_plot(model: str, window: str):
         context: AssetExecutionContext, s3: S3Resource, publishing: PublishingResource, log_dir: LogDirResource
     ) -> MaterializeResult:
         mode = publishing.investor_run_mode
-        runs = find_runs(log_dir.root, model_slug(model), mode)
+        runs = find_runs(log_dir.root, model, mode)
         if window == "last_5minutes":
             runs = runs[-1:]
         stats = session_statistics(runs)
@@ -206,7 +247,7 @@ def build_report_publishing(model: str):
         description=f"The latest prod-vs-research reconciliation report of {model}, published to "
         f"s3://{{bucket}}/system_reconciliation/{model}.last_5minutes.html (refreshed every 5 minutes "
         "during live sessions).",
-        deps=[reconciliation_key(model, mode) for mode in LIVE_MODES],
+        deps=[reconciliation_key(model, mode) for mode in RunMode.live()],
         group_name=REPORTS_GROUP,
         kinds={"s3", "html"},
         owners=["team:research"],
@@ -215,12 +256,11 @@ def build_report_publishing(model: str):
     def published_report(
         context: AssetExecutionContext, s3: S3Resource, publishing: PublishingResource, log_dir: LogDirResource
     ) -> MaterializeResult:
-        report = latest_report(log_dir.root, model_slug(model))
+        report = latest_report(log_dir.root, model)
         if report is None:
             raise Failure(f"no reconciliation report of {model} under {log_dir.root}: reconcile a run first")
         summary = json.loads((report.parent / "summary.json").read_text())
-        key = f"{REPORTS_GROUP}/{model}.last_5minutes.html"
-        uploaded = publishing.upload(s3, key, report.read_bytes(), "text/html; charset=utf-8")
+        uploaded = publishing.upload(s3, report_object(model), report.read_bytes(), "text/html; charset=utf-8")
         context.log.info(f"published {uploaded['s3_uri']} from {report}")
         return MaterializeResult(
             metadata={
@@ -234,3 +274,77 @@ def build_report_publishing(model: str):
         )
 
     return published_report
+
+
+def publishing_definitions(models: list[str], investor_model: str) -> Definitions:
+    """The published reports of every model and the investor plots of one, with their jobs and schedules."""
+    observer = [_observer(model, mode) for model in models for mode in RunMode.live()]
+    investor = _investor_jobs(investor_model)
+    return Definitions(
+        assets=[*(build_report_publishing(model) for model in models), *build_investor_assets(investor_model)],
+        jobs=[job for job, _ in [*observer, *investor]],
+        schedules=[tick for _, tick in [*observer, *investor]],
+    )
+
+
+def _observer(model: str, mode: str) -> tuple:
+    """The job that reconciles the latest session of ``model`` in ``mode`` and publishes the report, and
+    its schedule (every 5 minutes)."""
+    job = _job(
+        observer_job_name(model, mode),
+        AssetSelection.assets(reconciliation_key(model, mode), report_key(model)),
+        f"Reconcile the latest {mode} session of {model} with research and publish the report.",
+    )
+    return job, _schedule(job, EVERY_5_MINUTES, model, mode, f"Every 5 minutes during {mode} sessions of {model}.")
+
+
+def _investor_jobs(model: str) -> list[tuple]:
+    """The investor plots' jobs and schedules: the historical simulation and its plots daily, the live
+    plots as in the seed."""
+    history = _job(
+        INVESTOR_HISTORY_JOB,
+        AssetSelection.assets(historical_key(model), *[investor_key(w) for w in HISTORICAL_WINDOWS]),
+        f"The historical simulation of {model} and its since-2019 and since-2022 cumulative PnL plots.",
+    )
+    daily = schedule(
+        name=schedule_name(history.name),
+        job=history,
+        cron_schedule=DAILY,
+        execution_timezone="UTC",
+        default_status=DefaultScheduleStatus.STOPPED,
+        description="Daily: the history and the long-run plots.",
+    )(lambda _context: RunRequest())
+    jobs = [(history, daily)]
+    for window, cron, when in (("last_24hours", DAILY, "Daily"), ("last_5minutes", EVERY_5_MINUTES, "Every 5 minutes")):
+        job = _job(
+            investor_job_name(window),
+            AssetSelection.assets(investor_key(window)),
+            f"The {window} cumulative PnL plot of {model}.",
+        )
+        jobs.append((job, _schedule(job, cron, model, None, f"{when}, while {model} trades live.")))
+    return jobs
+
+
+def _job(name: str, selection: AssetSelection, description: str):
+    return define_asset_job(name, selection=selection, executor_def=in_process_executor, description=description)
+
+
+def _schedule(job, cron: str, model: str, mode: str | None, description: str):
+    """A schedule that requests a run only when the model has a session of ``mode`` (the investor
+    mode when None) under the log root (its folder: the model's log dirs are named after it)."""
+
+    @schedule(
+        name=schedule_name(job.name),
+        job=job,
+        cron_schedule=cron,
+        execution_timezone="UTC",
+        default_status=DefaultScheduleStatus.STOPPED,
+        description=description,
+    )
+    def _tick(context: ScheduleEvaluationContext, log_dir: LogDirResource, publishing: PublishingResource):
+        run_mode = mode or publishing.investor_run_mode
+        if not find_runs(log_dir.root, model, run_mode):
+            return SkipReason(f"no {run_mode} session of {model} under {log_dir.root}")
+        return RunRequest(run_key=None, tags={SCHEDULED_TAG: context.scheduled_execution_time.isoformat()})
+
+    return _tick

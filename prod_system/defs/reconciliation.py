@@ -6,6 +6,7 @@
   5 minutes by a schedule while a session runs.
 
 An asset check on each says whether production matches research; the report is the product either way.
+The runs are found on disk under the model's folder name (``find_runs`` takes the model as configured).
 """
 
 import json
@@ -20,6 +21,7 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     BackfillPolicy,
+    Definitions,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -28,18 +30,20 @@ from dagster import (
 )
 
 from prod_system.analysis.observer import ObserverReport, find_runs, observe
+from prod_system.config import RunMode
 from prod_system.defs.live import live_bar_key
-from prod_system.defs.previews import preview
+from prod_system.defs.metadata import preview
 from prod_system.defs.resources import LogDirResource
-from prod_system.defs.simulation import SESSION_DAYS, model_slug
+from prod_system.defs.simulation import SESSION_DAYS, simulation_key
 from prod_system.errors import ReconciliationError
+from prod_system.naming import group_name, reconciliation_path
 
-LIVE_MODES = ("paper_trading", "prod")
+SIMULATION = RunMode.SIMULATION.value
 SUMMARY_FILE = "summary.json"
 
 
 def reconciliation_key(model: str, run_mode: str) -> AssetKey:
-    return AssetKey([model_slug(model), run_mode, "reconciliation"])
+    return AssetKey(reconciliation_path(model, run_mode))
 
 
 def report_metadata(report: ObserverReport) -> dict:
@@ -99,28 +103,27 @@ def _check(report_key: AssetKey):
     return matches_research
 
 
-def build_reconciliation_assets(model: str) -> list:
-    """The reconciliation assets (and their checks) of ``model`` for every run mode."""
-    assets = simulation_reconciliation_assets(model)
-    for mode in LIVE_MODES:
-        assets.extend(_live_reconciliation(model, mode))
-    return assets
+def reconciliation_definitions(models: list[str]) -> Definitions:
+    """The reconciliation assets of every model in every run mode, each with its check."""
+    assets = []
+    for model in models:
+        assets.append(_simulation_reconciliation(model))
+        assets.extend(_live_reconciliation(model, mode) for mode in RunMode.live())
+    return Definitions(assets=assets, asset_checks=[_check(asset.key) for asset in assets])
 
 
-def simulation_reconciliation_assets(model: str) -> list:
-    """The simulation's reconciliation asset and its check: part of the model's simulation group."""
-    slug = model_slug(model)
-    sim_key = reconciliation_key(model, "simulation")
+def _simulation_reconciliation(model: str) -> AssetsDefinition:
+    """The simulation's reconciliation asset: part of the model's simulation group."""
 
     @asset(
-        key=sim_key,
+        key=reconciliation_key(model, SIMULATION),
         description=f"{model} simulation vs its research portfolio, per session day: per-bar PnL, holdings and "
         "targets side by side, execution time per DAG node and bar, orders' delay; an HTML report with plots "
         "and summary.json under {start}.{end}/pnl_realtime_observer_notebook/{run_timestamp}/.",
-        deps=[AssetKey([slug, "simulation", name]) for name in ("portfolio", "target_positions", "dag_node_outputs")],
+        deps=[simulation_key(model, name) for name in ("portfolio", "target_positions", "dag_node_outputs")],
         partitions_def=SESSION_DAYS,
         backfill_policy=BackfillPolicy.single_run(),
-        group_name=f"{slug}_simulation",
+        group_name=group_name(model),
         kinds={"html", "matplotlib"},
         owners=["team:research"],
         tags={"stage": "reconciliation"},
@@ -132,7 +135,7 @@ def simulation_reconciliation_assets(model: str) -> list:
         log_root: LogDirResource = context.resources.log_dir
         runs = [
             run
-            for run in find_runs(log_root.root, slug, "simulation", start=start, end=end)
+            for run in find_runs(log_root.root, model, SIMULATION, start=start, end=end)
             if run.start <= start and run.end >= end and (run.log_dir / "run.json").exists()
         ]
         if not runs:
@@ -145,19 +148,16 @@ def simulation_reconciliation_assets(model: str) -> list:
         report = _observe(context, latest.log_dir, start, end)
         return MaterializeResult(metadata=report_metadata(report))
 
-    return [simulation_reconciliation, _check(sim_key)]
+    return simulation_reconciliation
 
 
-def _live_reconciliation(model: str, mode: str) -> list[AssetsDefinition]:
-    slug = model_slug(model)
-    key = reconciliation_key(model, mode)
-
+def _live_reconciliation(model: str, mode: str) -> AssetsDefinition:
     @asset(
-        key=key,
+        key=reconciliation_key(model, mode),
         deps=[live_bar_key(model, mode)],
         description=f"The latest {mode} session of {model} vs its research portfolio, up to its last bar "
         "(refreshed every 5 minutes while a session runs): the same report as the simulation's.",
-        group_name=f"{slug}_{mode}",
+        group_name=group_name(model, mode),
         kinds={"html", "matplotlib"},
         owners=["team:research"],
         tags={"stage": "reconciliation"},
@@ -165,10 +165,10 @@ def _live_reconciliation(model: str, mode: str) -> list[AssetsDefinition]:
     )
     def live_reconciliation(context: AssetExecutionContext) -> MaterializeResult:
         log_root: LogDirResource = context.resources.log_dir
-        runs = find_runs(log_root.root, slug, mode)
+        runs = find_runs(log_root.root, model, mode)
         if not runs:
             raise Failure(f"no {mode} session of {model} under {log_root.root} yet")
         report = _observe(context, runs[-1].log_dir)
         return MaterializeResult(metadata=report_metadata(report))
 
-    return [live_reconciliation, _check(key)]
+    return live_reconciliation

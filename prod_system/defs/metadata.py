@@ -1,10 +1,18 @@
-"""Plot previews in the Dagster UI: a small PNG inlined in Markdown metadata."""
+"""How figures and plots read in the Dagster UI's metadata: amounts in USDT to the cent (a float's 16
+digits say nothing more and are hard to read), and plots as small previews inlined in Markdown."""
+
+from __future__ import annotations
 
 import base64
 
 from dagster import MetadataValue
 
 from prod_system.analysis import plots
+
+
+def usd(value: float) -> float:
+    """An amount in USDT, rounded to the cent."""
+    return round(float(value), 2)
 
 
 def preview(png: bytes, alt: str) -> MetadataValue:
