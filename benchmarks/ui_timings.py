@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from prod_system.defs.simulation import WINDOW_START_TAG  # noqa: E402
+from prod_system.naming import WINDOW_START_TAG  # noqa: E402
 from prod_system_tests.kit.dagster_ui import (  # noqa: E402
     chromium_page,
     dagster_dev,

@@ -20,11 +20,10 @@ from prod_system.definitions import build_definitions
 from prod_system.defs.resources import TableStoreIOManager
 from prod_system.defs.simulation import (
     PORTFOLIO_TABLES,
-    RANGE_START_TAG,
-    WINDOW_START_TAG,
     build_simulation_assets,
 )
 from prod_system.log_dir import TABLES, LogDir
+from prod_system.naming import RANGE_START_TAG, WINDOW_START_TAG
 from prod_system.runs.simulate import simulate
 from prod_system_tests.kit.data import sim_config
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from prod_system.definitions import build_definitions
-from prod_system.defs.simulation import WINDOW_START_TAG
 from prod_system.log_dir import LogDir
+from prod_system.naming import WINDOW_START_TAG
 from prod_system_tests.kit.dagster_ui import (
     chromium_page,
     dagster_dev,
