@@ -42,6 +42,7 @@ from dagster_aws.s3 import S3Resource
 
 from prod_system.analysis import plots
 from prod_system.analysis.observer import find_runs, latest_report, session_statistics
+from prod_system.analysis.report import PNL_REPORT_PNG
 from prod_system.config import RunMode
 from prod_system.defs.metadata import preview, usd
 from prod_system.defs.reconciliation import reconciliation_key
@@ -72,6 +73,7 @@ from prod_system.naming import (
 )
 from prod_system.runs.historical import historical_pnl, historical_runs, history_window, read_statistics
 
+SIMULATION = RunMode.SIMULATION.value  # the run mode of the historical simulation
 HISTORICAL_WINDOWS = {"since_2019": "2019-01-01", "since_2022": "2022-01-01"}
 LIVE_WINDOWS = ("last_24hours", "last_5minutes")
 EVERY_5_MINUTES = "*/5 * * * *"
@@ -126,11 +128,11 @@ def _historical(model: str) -> AssetsDefinition:
         except MarketDataError as error:
             raise Failure(str(error)) from None
         config = system.config_for(
-            model, "simulation", start, end, "scheduled", market_data, BrokerResource(kind="mocked"), log_dir
+            model, SIMULATION, start, end, "scheduled", market_data, BrokerResource(kind="mocked"), log_dir
         )
         result = historical_pnl(config, overwrite=True)
         stats = result.statistics
-        png = (result.directory / "pnl_report.png").read_bytes()
+        png = (result.directory / PNL_REPORT_PNG).read_bytes()
         return MaterializeResult(
             metadata={
                 "first_bar_end": str(stats["bar_end"].iloc[0]),
