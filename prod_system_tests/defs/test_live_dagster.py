@@ -26,8 +26,8 @@ from prod_system.log_dir import LogDir
 from prod_system.runs.ingestion import Ingestor
 from prod_system.runs.live import parse_bar_key
 from prod_system_tests.kit.data import UNIVERSE
+from prod_system_tests.kit.live import T
 
-T = pd.Timestamp("2023-07-21T06:00:00Z")
 BARS = 3
 MODES = ("paper_trading", "prod")
 
