@@ -5,10 +5,18 @@ a partition range stores one Parquet file per table under a folder named by the 
 range (one partition, the same range, or another) takes, for each partition, the rows of its
 window from the newest stored range that covers it. Dagster's default IO manager cannot do ranged
 runs, which a simulation needs to stay fast (one run for many bars).
+
+One copy of each table: the tables a run also writes in its system log dir (node outputs, target
+positions, orders, fills, the portfolio's tables) are not stored again. An output that names its log
+dir (output metadata ``log_dir``) leaves in the store only a pointer to it (``log_dir.json``) and the
+tables the log dir does not hold (the predictions, the open orders carried to the next day); reading
+takes those tables back from the log dir. A log dir replaced since by a run that did not finish
+makes the read fail with one line naming the partition to materialize again.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -17,8 +25,11 @@ from dagster import ConfigurableIOManager, InputContext, OutputContext
 from pydantic import Field
 
 from prod_system.defs.resources.system import default_root
+from prod_system.log_dir import TABLES, LogDir
 
 SINGLE = "value"
+POINTER = "log_dir.json"  # in a stored range: the log dir holding its tables, and which
+LOG_DIR_NAME_OF_ASSET = {"dag_node_outputs": "dag/node_outputs"}  # a single-table asset's table in the log dir
 
 # Values handed over within one process (the in-process executor runs a whole simulation in one):
 # folder written -> (its modification time, value). Saves reading back what was just written; the
@@ -52,8 +63,13 @@ class TableStoreIOManager(ConfigurableIOManager):
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+        in_log_dir = _tables_in_log_dir(context, tables)
         for name, frame in tables.items():
-            frame.to_parquet(tmp / f"{name.replace('/', '.')}.parquet", index=False)
+            if name not in in_log_dir:
+                frame.to_parquet(tmp / f"{name.replace('/', '.')}.parquet", index=False)
+        if in_log_dir:
+            log_dir = str(_log_dir_of(context))
+            (tmp / POINTER).write_text(json.dumps({"log_dir": log_dir, "tables": in_log_dir}, indent=2) + "\n")
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
         if len(_handed_over) > 32:
@@ -79,7 +95,7 @@ class TableStoreIOManager(ConfigurableIOManager):
         if optional:
             keys = keys[:1]
         parts: dict[str, list[pd.DataFrame]] = {}
-        read: dict[Path, pd.DataFrame] = {}  # a stored range serves many keys: read each file once
+        read: dict[tuple, pd.DataFrame] = {}  # a stored range serves many keys: read each table once
         for key, start, end in _window_of(context, keys):
             source = next((p for p in stored if p.name.split("__")[0] <= key <= p.name.split("__")[1]), None)
             if source is None:
@@ -88,14 +104,53 @@ class TableStoreIOManager(ConfigurableIOManager):
                 raise FileNotFoundError(
                     f"{context.asset_key.to_user_string()} partition {key} has not been materialized"
                 )
-            for file in source.glob("*.parquet"):
-                if file not in read:
-                    read[file] = pd.read_parquet(file)
-                frame = read[file]
-                parts.setdefault(file.stem.replace(".", "/"), []).append(
-                    frame[(frame["bar_end"] > start) & (frame["bar_end"] <= end)]
-                )
+            for name, frame in _stored_tables(context, source, key, read):
+                parts.setdefault(name, []).append(frame[(frame["bar_end"] > start) & (frame["bar_end"] <= end)])
         if not parts:
             return None
         tables = {name: pd.concat(frames, ignore_index=True) for name, frames in parts.items()}
         return tables.get(SINGLE, tables)
+
+
+def _log_dir_of(context: OutputContext) -> str | None:
+    """The system log dir the asset wrote its tables to, as its output says (metadata ``log_dir``)."""
+    value = (context.output_metadata or {}).get("log_dir")
+    return None if value is None else str(getattr(value, "value", value))
+
+
+def _tables_in_log_dir(context: OutputContext, tables: dict) -> dict[str, str]:
+    """The output's tables its log dir already holds: {name in the output: name in the log dir}."""
+    log_dir = _log_dir_of(context)
+    if log_dir is None:
+        return {}
+    asset = context.asset_key.path[-1]
+    held = {}
+    for name in tables:
+        in_log_dir = LOG_DIR_NAME_OF_ASSET.get(asset, asset) if name == SINGLE else name
+        if in_log_dir in TABLES and any(Path(log_dir, in_log_dir).glob("part-*.parquet")):
+            held[name] = in_log_dir
+    return held
+
+
+def _stored_tables(context: InputContext, source: Path, key: str, read: dict):
+    """(name, whole table) of a stored range: its own Parquet files, and the tables of the log dir it
+    points to."""
+    for file in source.glob("*.parquet"):
+        if file not in read:
+            read[file] = pd.read_parquet(file)
+        yield file.stem.replace(".", "/"), read[file]
+    pointer = source / POINTER
+    if not pointer.exists():
+        return
+    stored = json.loads(pointer.read_text())
+    log_dir = LogDir(stored["log_dir"])
+    for name, in_log_dir in stored["tables"].items():
+        if (log_dir.path, in_log_dir) not in read:
+            try:
+                read[log_dir.path, in_log_dir] = log_dir.read_table(in_log_dir)
+            except FileNotFoundError:
+                raise FileNotFoundError(
+                    f"{context.asset_key.to_user_string()} partition {key}: its table {in_log_dir} is no longer in "
+                    f"{log_dir.path} (replaced by a run that did not finish?); materialize {key} again"
+                ) from None
+        yield name, read[log_dir.path, in_log_dir]
