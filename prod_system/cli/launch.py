@@ -47,7 +47,17 @@ from prod_system.defs.simulation import SESSION_DAYS
 from prod_system.errors import ConfigError
 from prod_system.log_dir import LogDir
 from prod_system.models.dag import load_model
-from prod_system.naming import CODE_LOCATION, MODEL_TAG, ROOT_TAG, RUN_MODE_TAG, TRIGGER_TAG, simulation_job_name
+from prod_system.naming import (
+    CODE_LOCATION,
+    MODEL_TAG,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    ROOT_TAG,
+    RUN_MODE_TAG,
+    TRIGGER_TAG,
+    WINDOW_TAG,
+    simulation_job_name,
+)
 from prod_system.runs.finish import RunSummary, summarize
 from prod_system.runs.live import BarOutcome, bar_key
 from prod_system.runs.stages import check_coverage
@@ -189,10 +199,10 @@ def simulate_with_dagster(
     instance = instance or instance_for(config.log_root)
     tags = {
         **job.run_tags,
-        "dagster/asset_partition_range_start": first,
-        "dagster/asset_partition_range_end": last,
+        RANGE_START_TAG: first,
+        RANGE_END_TAG: last,
         TRIGGER_TAG: config.trigger,
-        "prod_system/window": f"{compact(config.start)}.{compact(config.end)}",
+        WINDOW_TAG: f"{compact(config.start)}.{compact(config.end)}",
         MODEL_TAG: config.model,
         RUN_MODE_TAG: config.run_mode,
         ROOT_TAG: str(Path(config.log_root).resolve()),
