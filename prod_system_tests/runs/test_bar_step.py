@@ -84,6 +84,8 @@ def test_a_simulation_and_a_paper_session_trade_the_same_bars_alike(candles, sna
     sim_orders, sim_fills = _simulated(snapshot, tmp_path / "sim")
     live_orders, live_fills = _paper_session(candles, tmp_path)
     assert len(sim_orders) and len(sim_fills), "the window trades: its orders are filled in it"
+    filled = live_orders[live_orders["bar_end"] < END]  # the last bar's orders fill after the session
+    assert len(live_fills) == len(filled), "the paper session collects the fill of every earlier order"
     pd.testing.assert_frame_equal(live_orders, sim_orders)
     pd.testing.assert_frame_equal(live_fills, sim_fills)
 
