@@ -419,7 +419,12 @@ class LiveSession:
         return missing, data_complete_at, ""
 
     def _decide(
-        self, bar_end: pd.Timestamp, candles: Candles, recent: Candles, missing: list[str], data_complete_at
+        self,
+        bar_end: pd.Timestamp,
+        candles: Candles,
+        recent: Candles,
+        missing: list[str],
+        data_complete_at: pd.Timestamp,
     ) -> BarDecision:
         """The model on the bar's candles, the data guard on its recent ones, and the bar's targets."""
         self._check_warm_up(bar_end, candles)
