@@ -8,7 +8,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-import boto3
 import pytest
 from dagster import AssetKey, DagsterInstance, build_schedule_context
 from dagster_aws.s3 import S3Resource
@@ -25,6 +24,7 @@ from prod_system.runs.historical import historical_pnl
 from prod_system.runs.simulate import simulate
 from prod_system_tests.kit.data import sim_config
 from prod_system_tests.kit.models import IMPORT_PATH
+from prod_system_tests.kit.s3 import create_bucket, s3_credentials
 
 FOLDER = "prod_system_tests.kit.models.build_dag"
 SLUG = "prod_system_tests_kit_models_build_dag"
@@ -34,13 +34,8 @@ SESSION = {"start": "2023-07-21T00:00:00Z", "end": "2023-07-21T12:00:00Z"}
 
 @pytest.fixture(scope="module")
 def bucket(s3_endpoint):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AWS_ACCESS_KEY_ID", "test-key-id")
-        patch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
-        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
+    with s3_credentials():
+        yield create_bucket(s3_endpoint, BUCKET)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import boto3
 import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterInstance, build_schedule_context
@@ -22,6 +21,7 @@ from prod_system.log_dir import LogDir
 from prod_system.runs.historical import historical_runs, read_statistics
 from prod_system.runs.simulate import simulate
 from prod_system_tests.kit.data import sim_config
+from prod_system_tests.kit.s3 import create_bucket, s3_credentials
 
 PNG = b"\x89PNG\r\n\x1a\n"
 BUCKET = "prod-system-reports-test"
@@ -31,19 +31,13 @@ SESSIONS = [("2023-07-21T00:00:00Z", "2023-07-22T00:00:00Z"), ("2023-07-22T00:00
 
 @pytest.fixture(scope="module")
 def credentials():
-    patch = pytest.MonkeyPatch()
-    patch.setenv("AWS_ACCESS_KEY_ID", "test-key-id")
-    patch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-    patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    yield
-    patch.undo()
+    with s3_credentials(SECRET):
+        yield
 
 
 @pytest.fixture(scope="module")
 def bucket(s3_endpoint, credentials):
-    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
-    client.create_bucket(Bucket=BUCKET)
-    return client
+    return create_bucket(s3_endpoint, BUCKET)
 
 
 @pytest.fixture(scope="module")
