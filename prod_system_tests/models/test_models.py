@@ -14,8 +14,8 @@ from prod_system.common.timeutil import bar_ends
 from prod_system.data.market_data import CandleStore, MarketDataReader
 from prod_system.errors import ModelError
 from prod_system.models.dag import load_model, run_batch, run_streaming
+from prod_system_tests.kit.data import UNIVERSE
 
-UNIVERSE = ["BTC", "ETH", "SOL", "BNB", "XRP", "DOGE", "DOT", "MATIC"]
 BAR = pd.Timedelta(minutes=5)
 DELAY = pd.Timedelta(seconds=10)
 
