@@ -245,11 +245,14 @@ class Candles:
 class CandleStore:
     """A snapshot held in memory as wide arrays, for fast reads of any time window."""
 
-    def __init__(self, snapshot: pd.DataFrame, universe: list[str]):
+    def __init__(self, snapshot: pd.DataFrame, universe: list[str], every_asset: bool = True):
+        """``every_asset``: refuse a snapshot without a candle of some asset of the universe (a file
+        that misses an asset is a mistake); a live session's window of the database may lack an
+        asset whose candles stopped coming: its prices read as NaN, and the data guard says so."""
         disorder = out_of_order(snapshot)
         snapshot, anomalies = screen_candles(normalize_snapshot(snapshot, duplicates="keep"))
         unknown = sorted(set(universe) - set(snapshot["asset"]))
-        if unknown:
+        if unknown and every_asset:
             raise MarketDataError(f"market data has no candles for {unknown}")
         snapshot = snapshot[snapshot["asset"].isin(universe)]
         anomalies = pd.concat([disorder, anomalies], ignore_index=True) if len(disorder) else anomalies

@@ -61,7 +61,7 @@ class DatabaseCandles:
         rows = self.database.snapshot(self.assets, since, last, now=now)
         if rows.empty:
             return Candles(since + CANDLE, max(0, int((last - since) / CANDLE)), self.assets)
-        return CandleStore(rows, self.assets).visible(now, since, until)
+        return CandleStore(rows, self.assets, every_asset=False).visible(now, since, until)
 
 
 @dataclass
