@@ -31,6 +31,7 @@ from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin, 
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from prod_system.common import progress as progress_hook
+from prod_system.common.files import write_atomically
 from prod_system.common.timeutil import compact
 from prod_system.config import SystemConfig
 from prod_system.defs.live import bar_metadata, bar_partitions, live_bar_key
@@ -90,6 +91,18 @@ RESOURCES = {
 }
 
 
+OLD_EVENT_LOG_MODULE = "prod_system.instance.sqlite_event_log"  # before the layers: the event log's module
+
+
+def _upgrade_settings(settings: Path) -> None:
+    """An instance created by an earlier version names the event log's module by its old path: point it
+    to its new home, so that the runs of an existing log root stay readable."""
+    text = settings.read_text()
+    if OLD_EVENT_LOG_MODULE in text:
+        new = INSTANCE_SETTINGS["event_log_storage"]["module"]
+        write_atomically(settings, lambda tmp: tmp.write_text(text.replace(OLD_EVENT_LOG_MODULE, new)))
+
+
 def instance_for(root: str | Path) -> DagsterInstance:
     """DAGSTER_HOME's instance if set, else a persistent SQLite instance under the log root (without
     compute-log capture: ``NO_COMPUTE_LOGS``)."""
@@ -99,6 +112,7 @@ def instance_for(root: str | Path) -> DagsterInstance:
         settings = home / "dagster.yaml"
         if not settings.exists():
             settings.write_text(yaml.safe_dump(INSTANCE_SETTINGS, sort_keys=False))
+        _upgrade_settings(settings)
         os.environ["DAGSTER_HOME"] = str(home)
     home = os.path.expanduser(os.environ["DAGSTER_HOME"])
     if not Path(home).is_absolute() or not Path(home).is_dir():
