@@ -55,6 +55,7 @@ from prod_system.defs.resources import (
     MarketDataResource,
     SystemResource,
 )
+from prod_system.defs.resources.io_manager import LOG_DIR_TABLES
 from prod_system.log_dir import TABLES
 from prod_system.models.dag import Dag, load_model
 from prod_system.naming import (
@@ -168,10 +169,10 @@ class _Run:
     def write(self, tables: dict[str, pd.DataFrame]) -> None:
         write_stage_tables(self.log_dir, tables, self.bars[0])
 
-    def where_stored(self) -> dict:
-        """Output metadata naming the log dir that holds the output's tables: the IO manager keeps a
-        pointer to it instead of a second copy."""
-        return {"log_dir": MetadataValue.path(str(self.log_dir.path))}
+    def where_stored(self, *tables: str) -> dict:
+        """Output metadata naming the log dir and which of its tables the output is (a one-table output
+        names one): the IO manager keeps a pointer to them instead of a second copy."""
+        return {"log_dir": MetadataValue.path(str(self.log_dir.path)), LOG_DIR_TABLES: ", ".join(tables)}
 
 
 def build_simulation_assets(model: str) -> list[AssetsDefinition]:
@@ -340,7 +341,7 @@ def _run_model(context: AssetExecutionContext, model: str):
             "seconds_per_bar_p95": float(per_bar.quantile(0.95)),
             "peak_memory_bytes_max": float(outputs.profiling["peak_memory_bytes"].max()),
             "seconds": time.perf_counter() - began,
-            **run.where_stored(),
+            **run.where_stored("dag/node_outputs"),
         },
     )
     last = predictions[predictions["bar_end"] == predictions["bar_end"].max()]
@@ -378,7 +379,7 @@ def _positions_asset(model: str) -> AssetsDefinition:
         targets = run_sizing(run.config, predictions, run.bars)
         run.write({"target_positions": targets})
         gmv = (targets["target_shares"].abs() * targets["price"]).groupby(targets["bar_end"]).sum()
-        metadata = {"bars": len(run.bars), "target_gmv_mean": usd(gmv.mean()), **run.where_stored()}
+        metadata = {"bars": len(run.bars), "target_gmv_mean": usd(gmv.mean()), **run.where_stored("target_positions")}
         return Output(targets, metadata=metadata)
 
     return target_positions
@@ -476,10 +477,11 @@ def _trade(context: AssetExecutionContext, model: str, target_positions: pd.Data
     orders, fills = result.tables["orders"], result.tables["fills"]
     portfolio = {name: result.tables[name] for name in PORTFOLIO_TABLES}
     portfolio["open_orders"] = pd.DataFrame(result.state.open_orders, columns=orders.columns)
-    yield Output(orders, output_name="orders", metadata={**_orders_metadata(orders), **run.where_stored()})
-    yield Output(fills, output_name="fills", metadata={**_fills_metadata(fills), **run.where_stored()})
+    yield Output(orders, output_name="orders", metadata={**_orders_metadata(orders), **run.where_stored("orders")})
+    yield Output(fills, output_name="fills", metadata={**_fills_metadata(fills), **run.where_stored("fills")})
     _add_day_metadata(context, model, result.tables["portfolio/statistics"])
-    yield Output(portfolio, output_name="portfolio", metadata=_portfolio_metadata(summary, state, png))
+    metadata = {**_portfolio_metadata(summary, state, png), **run.where_stored(*PORTFOLIO_TABLES)}
+    yield Output(portfolio, output_name="portfolio", metadata=metadata)
 
 
 def _starting_state(

@@ -1,4 +1,4 @@
-"""The system's stages, and a simulation that runs them without Dagster.
+"""The system's stages, shared by the core simulation, the Dagster assets and the live session.
 
 A run goes through three stages, each over a list of bars, each waiting on its clock for every
 bar's decision time (a simulated clock jumps there, a real one sleeps):
@@ -10,8 +10,8 @@ bar's decision time (a simulated clock jumps there, a real one sleeps):
    the portfolio, then place the orders that move holdings to the bar's targets (``bar_step``, the
    same step as a live session's).
 
-The Dagster assets call these same functions on their partitions; ``simulate`` calls them on the
-whole window. In live runs each call covers one bar, so stage order and bar order coincide.
+The Dagster assets call these same functions on their partitions; ``runs.simulate`` calls them on
+the whole window. In live runs each call covers one bar, so stage order and bar order coincide.
 """
 
 from __future__ import annotations

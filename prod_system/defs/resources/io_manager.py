@@ -25,11 +25,11 @@ from dagster import ConfigurableIOManager, InputContext, OutputContext
 from pydantic import Field
 
 from prod_system.defs.resources.system import default_root
-from prod_system.log_dir import TABLES, LogDir
+from prod_system.log_dir import LogDir
 
 SINGLE = "value"
 POINTER = "log_dir.json"  # in a stored range: the log dir holding its tables, and which
-LOG_DIR_NAME_OF_ASSET = {"dag_node_outputs": "dag/node_outputs"}  # a single-table asset's table in the log dir
+LOG_DIR_TABLES = "log_dir_tables"  # output metadata: which tables of its log dir the output is
 
 # Values handed over within one process (the in-process executor runs a whole simulation in one):
 # folder written -> (its modification time, value). Saves reading back what was just written; the
@@ -68,7 +68,7 @@ class TableStoreIOManager(ConfigurableIOManager):
             if name not in in_log_dir:
                 frame.to_parquet(tmp / f"{name.replace('/', '.')}.parquet", index=False)
         if in_log_dir:
-            log_dir = str(_log_dir_of(context))
+            log_dir = _metadata(context, "log_dir")
             (tmp / POINTER).write_text(json.dumps({"log_dir": log_dir, "tables": in_log_dir}, indent=2) + "\n")
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
@@ -112,24 +112,21 @@ class TableStoreIOManager(ConfigurableIOManager):
         return tables.get(SINGLE, tables)
 
 
-def _log_dir_of(context: OutputContext) -> str | None:
-    """The system log dir the asset wrote its tables to, as its output says (metadata ``log_dir``)."""
-    value = (context.output_metadata or {}).get("log_dir")
+def _metadata(context: OutputContext, name: str) -> str | None:
+    value = (context.output_metadata or {}).get(name)
     return None if value is None else str(getattr(value, "value", value))
 
 
 def _tables_in_log_dir(context: OutputContext, tables: dict) -> dict[str, str]:
-    """The output's tables its log dir already holds: {name in the output: name in the log dir}."""
-    log_dir = _log_dir_of(context)
-    if log_dir is None:
+    """The output's tables its log dir holds, as its output says (metadata ``log_dir`` and
+    ``log_dir_tables``): {name in the output: name in the log dir}."""
+    named = _metadata(context, LOG_DIR_TABLES)
+    if _metadata(context, "log_dir") is None or not named:
         return {}
-    asset = context.asset_key.path[-1]
-    held = {}
-    for name in tables:
-        in_log_dir = LOG_DIR_NAME_OF_ASSET.get(asset, asset) if name == SINGLE else name
-        if in_log_dir in TABLES and any(Path(log_dir, in_log_dir).glob("part-*.parquet")):
-            held[name] = in_log_dir
-    return held
+    held = named.split(", ")
+    if SINGLE in tables:
+        return {SINGLE: held[0]}
+    return {name: name for name in tables if name in held}
 
 
 def _stored_tables(context: InputContext, source: Path, key: str, read: dict):
