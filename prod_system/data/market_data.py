@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from prod_system.common.clock import Clock
 from prod_system.common.files import write_atomically
@@ -165,13 +167,34 @@ def select_window(candles: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp)
     return candles.loc[mask].reset_index(drop=True)
 
 
-def write_snapshot(candles: pd.DataFrame, path: str | Path) -> Path:
-    """Write a snapshot atomically (a crash never leaves half a file under the final name)."""
+SNAPSHOT_METADATA_PREFIX = "prod_system."
+
+
+def write_snapshot(candles: pd.DataFrame, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write a snapshot atomically (a crash never leaves half a file under the final name).
+
+    ``metadata`` (name -> text, e.g. the instruments the candles trade under) travels inside the
+    file, so it cannot be separated from its candles; ``read_snapshot_metadata`` gives it back.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     frame = normalize_snapshot(candles)
-    write_atomically(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    extra = {f"{SNAPSHOT_METADATA_PREFIX}{name}".encode(): text.encode() for name, text in (metadata or {}).items()}
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
+    write_atomically(path, lambda tmp: pq.write_table(table, tmp))
     return path
+
+
+def read_snapshot_metadata(path: str | Path) -> dict[str, str]:
+    """What ``write_snapshot`` stored beside the candles (empty for a snapshot written without any)."""
+    path = Path(path)
+    try:
+        stored = pq.read_schema(path).metadata or {}
+    except Exception as error:
+        raise MarketDataError(f"cannot read market data snapshot {path}: {error}") from None
+    prefix = SNAPSHOT_METADATA_PREFIX.encode()
+    return {key[len(prefix) :].decode(): value.decode() for key, value in stored.items() if key.startswith(prefix)}
 
 
 def read_snapshot(path: str | Path) -> pd.DataFrame:
