@@ -92,6 +92,15 @@ def _bar_width(times: pd.DatetimeIndex) -> float:
     return (times[1] - times[0]) / pd.Timedelta(days=1)
 
 
+MAX_NAMED_ASSETS = 8  # lines drawn by name in a per-asset plot; the rest as one band
+
+
+def furthest_apart(gaps: pd.DataFrame, count: int = MAX_NAMED_ASSETS) -> list[str]:
+    """The ``count`` columns with the largest absolute gap at any time: a legend of hundreds of assets
+    says nothing (and drawing them costs seconds), so these are drawn by name, the rest as a band."""
+    return list(gaps.abs().max().sort_values(ascending=False, kind="stable").index[:count])
+
+
 def holdings_difference(side_by_side: pd.DataFrame, title: str) -> bytes:
     """Per asset: production holdings minus research holdings, in USDT, over time."""
     diff = side_by_side.assign(gap=side_by_side["holdings_prod"] - side_by_side["holdings_research"]).pivot(
@@ -99,13 +108,18 @@ def holdings_difference(side_by_side: pd.DataFrame, title: str) -> bytes:
     )
     fig, axis = pyplot().subplots(figsize=(10, 4.5))
     times = _utc(diff.index)
-    for asset in diff.columns:
+    named = furthest_apart(diff)
+    rest = diff.columns.difference(named)
+    if len(rest):
+        low, high = diff[rest].min(axis=1).fillna(0.0), diff[rest].max(axis=1).fillna(0.0)
+        axis.fill_between(times, low, high, color="grey", alpha=0.3, label=f"{len(rest)} other assets (range)")
+    for asset in named:
         axis.plot(times, diff[asset], linewidth=1.2, label=asset)
     axis.axhline(0, color="grey", linewidth=0.8)
     axis.set_ylabel("holdings prod - research (USDT)")
     axis.yaxis.set_major_formatter(_formatter("{:,.0f}"))
     axis.set_title(title)
-    axis.legend(loc="upper left", ncol=min(len(diff.columns), 8), fontsize="small")
+    axis.legend(loc="upper left", ncol=min(len(named) + bool(len(rest)), 5), fontsize="small")
     axis.grid(alpha=0.3)
     _time_axis(axis)
     fig.tight_layout()

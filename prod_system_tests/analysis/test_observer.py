@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from prod_system.analysis import plots
 from prod_system.analysis.observer import REPORT_FOLDER, find_runs, latest_report, observe
 from prod_system.analysis.reconciliation import reconcile
 from prod_system.data.market_data import CandleStore, select_window, write_snapshot
@@ -199,3 +200,16 @@ def test_reconcile_needs_market_data_covering_the_run(run_root, bundled_dir, tmp
     done = cli("reconcile", "--model", "C1b", "--root", str(run_root), "--market-data", str(short))
     assert done.returncode == 2, done.stderr
     assert "does not cover the run" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_plot_of_hundreds_of_assets_names_those_furthest_apart():
+    """300 assets: the legend names the 8 whose holdings drift furthest (the rest are one band)."""
+    rng = np.random.default_rng(3)
+    gaps = pd.DataFrame(rng.normal(0, 1, (50, 300)), columns=[f"S{i:03d}" for i in range(300)])
+    gaps.loc[10, "S123"] = -1_000.0  # the largest gap, negative
+    named = plots.furthest_apart(gaps)
+    assert len(named) == plots.MAX_NAMED_ASSETS and named[0] == "S123"
+    side_by_side = gaps.rename_axis(index="bar_end", columns="asset").stack().rename("holdings_prod").reset_index()
+    side_by_side["bar_end"] = pd.Timestamp("2023-07-21", tz="UTC") + pd.to_timedelta(side_by_side["bar_end"] * 5, "min")
+    side_by_side["holdings_research"] = 0.0
+    assert plots.holdings_difference(side_by_side, "300 assets").startswith(b"\x89PNG")
