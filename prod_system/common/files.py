@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,8 +14,49 @@ def write_atomically(path: Path, write: Callable[[Path], object], tmp: Path | No
     tmp = tmp or path.with_name(path.name + ".tmp")
     try:
         write(tmp)
-        tmp.replace(path)
+        swap_in(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def write_folder_atomically(path: Path, write: Callable[[Path], object]) -> Path:
+    """``write`` the files of a temporary folder next to ``path``, then swap it in for what ``path``
+    was (a file, a folder or nothing): a reader finds the old content whole, nothing (for the instant
+    between two renames) or the new content whole, never part of it. On any failure the temporary
+    folder is removed and ``path`` is untouched."""
+    tmp = path.with_name(path.name + ".tmp")
+    remove(tmp)  # the leftover of a write that was killed
+    try:
+        tmp.mkdir()
+        write(tmp)
+        swap_in(tmp, path)
+    except BaseException:
+        remove(tmp)
+        raise
+    return path
+
+
+def swap_in(tmp: Path, path: Path) -> None:
+    """Rename ``tmp`` to ``path``, over what ``path`` was. A file replaces a file atomically; a folder
+    (or a file over a folder) cannot, so the old one is renamed aside first and removed after."""
+    if not tmp.is_dir() and not path.is_dir():
+        tmp.replace(path)
+        return
+    if not path.exists():
+        tmp.rename(path)
+        return
+    old = path.with_name(path.name + ".old")
+    remove(old)
+    path.rename(old)
+    tmp.rename(path)
+    remove(old)
+
+
+def remove(path: Path) -> None:
+    """Remove a file or a folder tree, if there is one."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)

@@ -1,8 +1,11 @@
 """Market data: loading candles, snapshots, and the single visibility rule.
 
-A candle is a 1-minute OHLCV bar [bar_start, bar_end). Each row carries a ``knowledge_ts``: the
-time the system could first know it (when it was written to the real-time database, or, for
-historical files that carry none, bar_end plus a configured delay).
+A candle is an OHLCV bar [bar_start, bar_end) of the snapshot's one candle interval (one of the
+Binance kline intervals in ``INTERVALS``: 1m to 1h; the real-time database's candles are 1-minute).
+Each row carries a ``knowledge_ts``: the time the system could first know it (when it was written to
+the real-time database, or, for historical files that carry none, bar_end plus a configured delay).
+Files carry only the open time: the interval is detected from the opens (``detect_interval``), so
+that a 5-minute candle's close is never dated one minute after its open.
 
 ``CandleStore.visible`` is the one place that decides what data is visible: a row is returned only
 if ``knowledge_ts <= now``. Every reader (the model, the mocked broker, the portfolio's marks) goes
@@ -11,6 +14,7 @@ through ``MarketDataReader``, which asks it with the injected clock's time.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +23,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from prod_system.common.clock import Clock
-from prod_system.common.files import write_atomically
+from prod_system.common.files import write_atomically, write_folder_atomically
+from prod_system.common.timeutil import format_duration
 from prod_system.errors import MarketDataError
 
-CANDLE = pd.Timedelta(minutes=1)
+CANDLE = pd.Timedelta(minutes=1)  # the real-time database's candles (ingestion records 1-minute klines)
+# the Binance kline intervals a snapshot's candles may have: those that divide an hour
+INTERVALS = {name: pd.Timedelta(name.replace("m", "min")) for name in ("1m", "3m", "5m", "15m", "30m", "1h")}
 PRICE_FIELDS = ("open", "high", "low", "close")
 FIELDS = (*PRICE_FIELDS, "volume")
 SNAPSHOT_COLUMNS = ["asset", "bar_start", "bar_end", "knowledge_ts", *FIELDS]
@@ -34,8 +41,97 @@ _NEVER = np.iinfo(np.int64).max
 # ---------------------------------------------------------------------------------------------
 
 
-def read_csv_dir(directory: str | Path, universe: list[str]) -> pd.DataFrame:
-    """Read ``{SYMBOL}_USDT.csv.gz`` files (open_time, open, high, low, close, volume) in long form."""
+def interval_name(interval: pd.Timedelta) -> str:
+    """'5m' for a 5-minute interval (any other duration spelled the same way: '7m', '90s')."""
+    for name, value in INTERVALS.items():
+        if value == interval:
+            return name
+    return format_duration(pd.Timedelta(interval))
+
+
+def parse_interval(name: str) -> pd.Timedelta:
+    """The interval a kline name gives (a Binance archive's file name, ``BTCUSDT-5m-2024-02.zip``: '5m');
+    refused unless a snapshot can have it."""
+    if name not in INTERVALS:
+        raise MarketDataError(f"candle interval {name!r} is not one of {', '.join(INTERVALS)}")
+    return INTERVALS[name]
+
+
+def _when(ns: int) -> str:
+    return f"{pd.Timestamp(int(ns), tz='UTC'):%Y-%m-%d %H:%M:%S}"
+
+
+def _open_ns(opens: pd.Series) -> np.ndarray:
+    """Sorted distinct opens, ns since the epoch (duplicates are the screening's business)."""
+    values = pd.to_datetime(opens, utc=True).dt.tz_convert(None).to_numpy().astype("datetime64[ns]")
+    return np.unique(values.astype(np.int64))
+
+
+def _steps_interval(opens: np.ndarray, where: str, asset: str) -> int | None:
+    """One asset's candle interval (ns): the smallest step between its opens, which must be a kline
+    interval, with every open on its grid (so every step is a whole multiple of it: gaps are normal).
+    None for a single candle (it tells nothing)."""
+    steps = np.diff(opens)
+    if not steps.size:
+        return None
+    at = int(np.argmin(steps))
+    step = int(steps[at])
+    if step not in {value.value for value in INTERVALS.values()}:
+        raise MarketDataError(
+            f"{where}: irregular candles: {asset}'s opens are {interval_name(pd.Timedelta(step))} apart "
+            f"(e.g. {_when(opens[at])} then {_when(opens[at + 1])}); candles must be one of "
+            f"{', '.join(INTERVALS)}, their opens on that interval's grid"
+        )
+    _check_aligned(opens, step, where, asset, f" of its smallest step ({_when(opens[at])} then {_when(opens[at + 1])})")
+    return step
+
+
+def _check_aligned(opens: np.ndarray, step: int, where: str, asset: str, why: str = "") -> None:
+    off = opens % step != 0
+    if off.any():
+        raise MarketDataError(
+            f"{where}: irregular candles: {int(off.sum())} of {asset}'s opens are off the "
+            f"{interval_name(pd.Timedelta(step))} grid{why} (e.g. {_when(opens[off][0])})"
+        )
+
+
+def _one_interval(found: dict[str, tuple[str, int, int]], where: str) -> pd.Timedelta:
+    """The interval shared by every source of ``found`` (label -> (asset, interval ns, an open)); mixed ones refused."""
+    by_interval = {}
+    for label, (_, step, first) in found.items():
+        by_interval.setdefault(step, (label, first))
+    if len(by_interval) > 1:
+        examples = ", ".join(
+            f"{label} is {interval_name(pd.Timedelta(step))} (e.g. open {_when(first)})"
+            for step, (label, first) in sorted(by_interval.items())
+        )
+        raise MarketDataError(f"{where}: mixed candle intervals: {examples}; a snapshot has one interval")
+    return pd.Timedelta(next(iter(by_interval), CANDLE.value))
+
+
+def detect_interval(candles: pd.DataFrame, where: str) -> pd.Timedelta:
+    """The candle interval of a long table's opens (``asset``, ``bar_start``): per asset the smallest
+    step between consecutive opens, one of ``INTERVALS``, every open on its grid, the same for every
+    asset. Mixed or irregular opens are refused with one line naming ``where`` and an example.
+    Assets of a single candle must sit on the grid; 1-minute is assumed when no asset has two."""
+    opens = {str(asset): _open_ns(rows) for asset, rows in candles.groupby("asset", sort=True)["bar_start"]}
+    found = {}
+    for asset, values in opens.items():
+        step = _steps_interval(values, where, asset)
+        if step is not None:
+            found[asset] = (asset, step, int(values[0]))
+    interval = _one_interval(found, where)
+    for asset, values in opens.items():
+        _check_aligned(values, interval.value, where, asset)
+    return interval
+
+
+def read_csv_dir(directory: str | Path, universe: list[str], interval: pd.Timedelta | None = None) -> pd.DataFrame:
+    """Read ``{SYMBOL}_USDT.csv.gz`` files (open_time, open, high, low, close, volume) in long form.
+
+    The files carry only the open: each candle's end is its open plus the interval detected from the
+    opens (``detect_interval``; every file the same), or checked against ``interval`` when the caller
+    knows it (an archive's file name)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise MarketDataError(f"market data folder {directory} does not exist")
@@ -54,8 +150,22 @@ def read_csv_dir(directory: str | Path, universe: list[str]) -> pd.DataFrame:
         frame["bar_start"] = pd.to_datetime(frame.pop("open_time"), utc=True)
         frame["asset"] = asset
         frames.append(frame)
+    opens, found = {}, {}
+    for asset, frame in zip(universe, frames, strict=True):
+        path = directory / f"{asset}_USDT.csv.gz"
+        opens[path] = (asset, _open_ns(frame["bar_start"]))
+        step = _steps_interval(opens[path][1], str(path), asset)
+        if step is not None:
+            found[path.name] = (asset, step, int(opens[path][1][0]))
+    step = _one_interval(found, str(directory)) if found else (interval or CANDLE)
+    if interval is not None and step != interval:
+        raise MarketDataError(
+            f"{directory}: the candles are {interval_name(step)} apart, not {interval_name(interval)}"
+        )
+    for path, (asset, values) in opens.items():
+        _check_aligned(values, step.value, str(path), asset)
     candles = pd.concat(frames, ignore_index=True)
-    candles["bar_end"] = candles["bar_start"] + CANDLE
+    candles["bar_end"] = candles["bar_start"] + step
     return candles
 
 
@@ -66,10 +176,45 @@ def with_knowledge_time(candles: pd.DataFrame, delay: pd.Timedelta) -> pd.DataFr
     return candles
 
 
-def normalize_snapshot(candles: pd.DataFrame, duplicates: str = "raise", sort: bool = True) -> pd.DataFrame:
+def snapshot_interval(frame: pd.DataFrame, where: str = "market data") -> pd.Timedelta:
+    """The one candle interval of a snapshot table (bar_end - bar_start, the same on every row, one
+    of ``INTERVALS``, every open on its grid; 1-minute if empty): anything else is refused with one
+    line naming ``where`` and an example row, as the store's regular grid could not hold it."""
+    if not len(frame):
+        return CANDLE
+    start = pd.to_datetime(frame["bar_start"], utc=True)
+    span = pd.to_datetime(frame["bar_end"], utc=True) - start
+    shortest, longest = span.min(), span.max()
+    if shortest != longest:
+        rows = [frame[(span == value).to_numpy()].iloc[0] for value in (shortest, longest)]
+        examples = ", ".join(
+            f"{row['asset']} {interval_name(value)} (open {row['bar_start']})"
+            for row, value in zip(rows, (shortest, longest), strict=True)
+        )
+        raise MarketDataError(f"{where}: mixed candle intervals: {examples}; a snapshot has one interval")
+    if shortest not in INTERVALS.values():
+        row = frame.iloc[0]
+        raise MarketDataError(
+            f"{where}: candles of {interval_name(shortest)} (e.g. {row['asset']} {row['bar_start']} to "
+            f"{row['bar_end']}): a snapshot's candles are one of {', '.join(INTERVALS)}"
+        )
+    off = (start.dt.tz_convert(None).to_numpy().astype("datetime64[ns]").astype(np.int64) % shortest.value) != 0
+    if off.any():
+        row = frame[off].iloc[0]
+        raise MarketDataError(
+            f"{where}: irregular candles: {int(off.sum())} open off the {interval_name(shortest)} grid "
+            f"(e.g. {row['asset']} {row['bar_start']})"
+        )
+    return shortest
+
+
+def normalize_snapshot(
+    candles: pd.DataFrame, duplicates: str = "raise", sort: bool = True, where: str = "market data"
+) -> pd.DataFrame:
     """Check and order a long candle table into the snapshot schema. Reading keeps what the data guard
     must see (``duplicates="keep"``, ``sort=False``: repeated rows and the original order, for
-    ``CandleStore`` to screen and report); writing a snapshot is strict."""
+    ``CandleStore`` to screen and report); writing a snapshot is strict. ``where`` (a file, a source)
+    is named by the errors."""
     missing = set(SNAPSHOT_COLUMNS) - set(candles.columns)
     if missing:
         raise MarketDataError(f"market data lacks columns {sorted(missing)}")
@@ -79,8 +224,7 @@ def normalize_snapshot(candles: pd.DataFrame, duplicates: str = "raise", sort: b
         frame[column] = pd.to_datetime(frame[column], utc=True).astype("datetime64[ns, UTC]")
     for column in FIELDS:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
-    if (frame["bar_end"] - frame["bar_start"] != CANDLE).any():
-        raise MarketDataError("market data rows must be 1-minute candles (bar_end = bar_start + 1 minute)")
+    snapshot_interval(frame, where)
     early = frame["knowledge_ts"] < frame["bar_end"]
     if early.any():
         row = frame[early].iloc[0]
@@ -161,6 +305,31 @@ def screen_candles(candles: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return frame, report.sort_values(["bar_end", "asset"], kind="stable").reset_index(drop=True)
 
 
+DROPPED_COLUMNS = ["asset", "bar_start", "bar_end", "issue", "detail"]
+
+
+def screen_for_snapshot(candles: pd.DataFrame, where: str = "market data") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A strict snapshot's rule, the data guard's own (``screen_candles``, one rule): the candles it
+    would use (a repeated identical row once), and those it would drop (``DROPPED_COLUMNS``: invalid
+    prices, conflicting duplicates), which a snapshot never holds without saying so."""
+    frame = normalize_snapshot(candles, duplicates="keep", where=where)
+    interval = snapshot_interval(frame, where)
+    usable, report = screen_candles(frame)
+    dropped = report[report["action"] == "dropped"]
+    dropped = pd.DataFrame(
+        {
+            "asset": dropped["asset"].astype(str),
+            "bar_start": dropped["bar_end"] - interval,
+            "bar_end": dropped["bar_end"],
+            "issue": dropped["issue"].astype(str),
+            "detail": dropped["detail"].astype(str),
+        },
+        columns=DROPPED_COLUMNS,
+    ).reset_index(drop=True)
+    kept = usable[usable["screen"].to_numpy() == 0].drop(columns="screen").reset_index(drop=True)
+    return kept, dropped
+
+
 def select_window(candles: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
     """Candles whose bar lies inside [start, end)."""
     mask = (candles["bar_start"] >= start) & (candles["bar_end"] <= end)
@@ -168,44 +337,136 @@ def select_window(candles: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp)
 
 
 SNAPSHOT_METADATA_PREFIX = "prod_system."
+# A snapshot spanning several calendar months is a folder of one Parquet file per month of bar_start,
+# hive-style (``snapshot.parquet/month=2024-01/part.parquet``, which pyarrow, DuckDB and Spark read as
+# one table): a run reads only the months of its window, a dump writes one month at a time.
+MONTH_PART, PART_FILE = "month=", "part.parquet"
+ROW_GROUP = 131_072  # rows per Parquet row group: a day's window skips the groups it does not need
+
+
+def month_windows(start: pd.Timestamp, end: pd.Timestamp) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+    """[start, end) cut at calendar month boundaries (UTC): the pieces a long dump writes one by one."""
+    pieces, lo = [], start
+    while lo < end:
+        hi = min(end, (lo.tz_convert(None).to_period("M") + 1).to_timestamp().tz_localize("UTC"))
+        pieces.append((lo, hi))
+        lo = hi
+    return pieces
+
+
+def _month_key(frame: pd.DataFrame) -> pd.Series:
+    return frame["bar_start"].dt.strftime("%Y-%m")
+
+
+def _snapshot_table(frame: pd.DataFrame, metadata: dict[str, str] | None) -> pa.Table:
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    extra = {f"{SNAPSHOT_METADATA_PREFIX}{name}".encode(): text.encode() for name, text in (metadata or {}).items()}
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
 
 
 def write_snapshot(candles: pd.DataFrame, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-    """Write a snapshot atomically (a crash never leaves half a file under the final name).
+    """Write a snapshot atomically (a crash never leaves half a file under the final name): one file,
+    or, for candles of several calendar months, a folder of one file per month (``write_snapshot_months``).
 
     ``metadata`` (name -> text, e.g. the instruments the candles trade under) travels inside the
-    file, so it cannot be separated from its candles; ``read_snapshot_metadata`` gives it back.
+    file (each month's), so it cannot be separated from its candles; ``read_snapshot_metadata`` gives it back.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     frame = normalize_snapshot(candles)
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    extra = {f"{SNAPSHOT_METADATA_PREFIX}{name}".encode(): text.encode() for name, text in (metadata or {}).items()}
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
-    write_atomically(path, lambda tmp: pq.write_table(table, tmp))
+    months = _month_key(frame)
+    if months.nunique() > 1:
+        return write_snapshot_months((rows for _, rows in frame.groupby(months.to_numpy(), sort=True)), path, metadata)
+    table = _snapshot_table(frame, metadata)
+    write_atomically(path, lambda tmp: pq.write_table(table, tmp, row_group_size=ROW_GROUP))
     return path
+
+
+def write_snapshot_months(
+    pieces: Iterable[pd.DataFrame], path: str | Path, metadata: dict[str, str] | None = None
+) -> Path:
+    """Write a snapshot partitioned by month from ``pieces`` (each the candles of whole months, in any
+    order, each month in one piece), one piece in memory at a time. The folder appears whole, under
+    its final name, once every month is written; any failure (bad candles in a later month, a full
+    disk, Ctrl-C) leaves ``path`` as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(folder: Path) -> None:
+        for piece in pieces:
+            frame = normalize_snapshot(piece)
+            for month, rows in frame.groupby(_month_key(frame).to_numpy(), sort=True):
+                part = folder / f"{MONTH_PART}{month}" / PART_FILE
+                if part.exists():
+                    raise MarketDataError(f"snapshot {path}: the candles of {month} came in two pieces")
+                part.parent.mkdir()
+                table = _snapshot_table(rows.reset_index(drop=True), metadata)
+                pq.write_table(table, part, row_group_size=ROW_GROUP)
+        if not any(folder.iterdir()):
+            raise MarketDataError(f"snapshot {path}: no candles to write")
+
+    return write_folder_atomically(path, write)
+
+
+def snapshot_parts(path: str | Path) -> dict[str, Path]:
+    """A partitioned snapshot's month files, by month ('2024-01'), in order."""
+    path = Path(path)
+    parts = {}
+    for folder in sorted(path.glob(f"{MONTH_PART}*")):
+        month = folder.name.removeprefix(MONTH_PART)
+        if not (folder / PART_FILE).is_file():
+            raise MarketDataError(f"snapshot {path}: {folder.name}/ has no {PART_FILE} (an incomplete copy?)")
+        parts[month] = folder / PART_FILE
+    if not parts:
+        raise MarketDataError(
+            f"{path} is a folder but not a snapshot partitioned by month (no {MONTH_PART}YYYY-MM/{PART_FILE})"
+        )
+    return parts
 
 
 def read_snapshot_metadata(path: str | Path) -> dict[str, str]:
     """What ``write_snapshot`` stored beside the candles (empty for a snapshot written without any)."""
     path = Path(path)
     try:
-        stored = pq.read_schema(path).metadata or {}
+        file = next(iter(snapshot_parts(path).values())) if path.is_dir() else path
+        stored = pq.read_schema(file).metadata or {}
+    except MarketDataError:
+        raise
     except Exception as error:
         raise MarketDataError(f"cannot read market data snapshot {path}: {error}") from None
     prefix = SNAPSHOT_METADATA_PREFIX.encode()
     return {key[len(prefix) :].decode(): value.decode() for key, value in stored.items() if key.startswith(prefix)}
 
 
-def read_snapshot(path: str | Path) -> pd.DataFrame:
+def read_snapshot(path: str | Path, window: tuple[pd.Timestamp, pd.Timestamp] | None = None) -> pd.DataFrame:
+    """A snapshot's candles: a file's all; a partitioned snapshot's all, or with ``window`` only those
+    opening in [start, end), read from the months that overlap it (and of those, only the row groups
+    that can hold them)."""
     path = Path(path)
     if not path.exists():
         raise MarketDataError(f"market data snapshot {path} not found")
     try:
-        frame = pd.read_parquet(path)
+        frame = _read_months(path, window) if path.is_dir() else pd.read_parquet(path)
+    except MarketDataError:
+        raise
     except Exception as error:
         raise MarketDataError(f"cannot read market data snapshot {path}: {error}") from None
-    return normalize_snapshot(frame, duplicates="keep", sort=False)
+    return normalize_snapshot(frame, duplicates="keep", sort=False, where=f"snapshot {path}")
+
+
+def _read_months(path: Path, window: tuple[pd.Timestamp, pd.Timestamp] | None) -> pd.DataFrame:
+    parts = snapshot_parts(path)
+    filters = None
+    if window is not None:
+        start, end = window
+        first, last = f"{start:%Y-%m}", f"{end - pd.Timedelta(1):%Y-%m}"
+        parts = {month: part for month, part in parts.items() if first <= month <= last}
+        kind = pa.timestamp("ns", tz="UTC")
+        filters = [("bar_start", ">=", pa.scalar(start.value, kind)), ("bar_start", "<", pa.scalar(end.value, kind))]
+    if not parts:  # the schema, no rows
+        return pq.read_table(next(iter(snapshot_parts(path).values()))).schema.empty_table().to_pandas()
+    tables = [pq.read_table(part, filters=filters) for part in parts.values()]
+    return pa.concat_tables(tables).to_pandas()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,7 +475,7 @@ def read_snapshot(path: str | Path) -> pd.DataFrame:
 
 
 class Candles:
-    """Candles on a regular 1-minute grid (rows: candle bar_end; columns: assets); NaN = not visible.
+    """Candles on a regular grid of ``interval`` (rows: candle bar_end; columns: assets); NaN = not visible.
 
     Fields are masked lazily, on first use, since most readers need only the close.
     """
@@ -228,8 +489,10 @@ class Candles:
         raw: dict[str, np.ndarray] | None = None,
         offset: int = 0,
         screen: np.ndarray | None = None,
+        interval: pd.Timedelta = CANDLE,
     ):
         self.first_bar_end = first_bar_end
+        self.interval = interval
         self.count = count
         self.assets = assets
         self._fields: dict[str, np.ndarray] = {}
@@ -240,7 +503,7 @@ class Candles:
 
     @property
     def index(self) -> pd.DatetimeIndex:
-        return pd.date_range(self.first_bar_end, periods=self.count, freq=CANDLE)
+        return pd.date_range(self.first_bar_end, periods=self.count, freq=self.interval)
 
     def field(self, name: str) -> np.ndarray:
         if name not in self._fields:
@@ -282,9 +545,13 @@ class CandleStore:
         # what the screening found: reported by whoever loads the store (the guard reports per bar)
         self.anomalies = anomalies[anomalies["asset"].isin(universe)].reset_index(drop=True)
         self.assets = list(universe)
+        # the snapshot's one candle interval (checked by normalize_snapshot): the grid's step
+        self.interval = (
+            pd.Timedelta(snapshot["bar_end"].iloc[0] - snapshot["bar_start"].iloc[0]) if len(snapshot) else CANDLE
+        )
         first, last = snapshot["bar_end"].min(), snapshot["bar_end"].max()
-        self.index = pd.date_range(first, last, freq=CANDLE)
-        rows = ((snapshot["bar_end"] - first) // CANDLE).to_numpy()
+        self.index = pd.date_range(first, last, freq=self.interval)
+        rows = ((snapshot["bar_end"] - first) // self.interval).to_numpy()
         cols = pd.Index(self.assets).get_indexer(snapshot["asset"])
         shape = (len(self.index), len(self.assets))
         self._fields: dict[str, np.ndarray] = {}
@@ -317,20 +584,31 @@ class CandleStore:
     def visible(self, now: pd.Timestamp, since: pd.Timestamp, until: pd.Timestamp | None = None) -> Candles:
         """Candles with bar_end in (since, min(now, until)] that are known at ``now`` (knowledge_ts <= now).
 
-        THE visibility rule of the system. The grid is regular; a candle not yet known (or missing)
-        is NaN. Rows are never returned past ``now``: a candle cannot be known before it closes.
+        THE visibility rule of the system. The grid is regular (the snapshot's candle interval); a
+        candle not yet known (or missing) is NaN. Rows are never returned past ``now``: a candle
+        cannot be known before it closes.
         """
-        step = CANDLE.value
+        step = self.interval.value
         last = now if until is None else min(now, until)
-        count = max(0, (last.value - since.value) // step)
-        first_row = (since.value + step - self._first_ns) // step
+        first_row = (since.value - self._first_ns) // step + 1  # the grid's first bar_end after since
+        count = max(0, (last.value - self._first_ns) // step + 1 - first_row)
+        first_end = pd.Timestamp(self._first_ns + first_row * step, tz="UTC")
         lo, hi = max(first_row, 0), min(first_row + count, len(self.index))
         if hi <= lo:
-            return Candles(since + CANDLE, count, self.assets)
+            return Candles(first_end, count, self.assets, interval=self.interval)
         known = self._knowledge[lo:hi] <= now.value
         raw = {name: values[lo:hi] for name, values in self._fields.items()}
         screen = self._screen[lo:hi]
-        return Candles(since + CANDLE, count, self.assets, known=known, raw=raw, offset=lo - first_row, screen=screen)
+        return Candles(
+            first_end,
+            count,
+            self.assets,
+            known=known,
+            raw=raw,
+            offset=lo - first_row,
+            screen=screen,
+            interval=self.interval,
+        )
 
 
 class MarketDataReader:
@@ -355,5 +633,5 @@ class MarketDataReader:
         of an earlier ``asof`` (what a bar decided late could have known at its deadline)."""
         now = self.clock.now() if asof is None else min(asof, self.clock.now())
         if since is None:
-            since = (now - lookback).floor(CANDLE)
+            since = (now - lookback).floor(self.store.interval)
         return self.store.visible(now, since, until)
