@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +40,44 @@ class RunMode(StrEnum):
 Trigger = Literal["manual", "scheduled"]
 
 DEFAULT_UNIVERSE = ["BTC", "ETH", "SOL", "BNB", "XRP", "DOGE", "DOT", "MATIC"]
+TOP_WINDOW = "1d"  # the trailing window of 'top:N' when the spec gives none (Binance's 24-hour volume)
+_TOP_WINDOW = parse_duration(TOP_WINDOW)
+
+
+@dataclass(frozen=True)
+class UniverseRule:
+    """A universe chosen from the market data rather than listed: every trading asset of the snapshot
+    (``count`` None: 'all'), or the ``count`` assets of largest quote volume over the ``window`` before
+    the run's start ('top:N/WINDOW'). ``data.universe`` resolves it into the run's list."""
+
+    count: int | None = None
+    window: pd.Timedelta = _TOP_WINDOW
+
+    def __str__(self) -> str:
+        return "all" if self.count is None else f"top:{self.count}/{format_duration(self.window)}"
+
+
+def parse_universe(spec: str) -> list[str] | UniverseRule:
+    """A universe spec: 'BTC,ETH' (the list, upper case), 'all', or 'top:N' with an optional trailing
+    window ('top:20/7d'; default 1d). A bad spec is a ValueError saying what is wrong with it."""
+    text = spec.strip()
+    if text.lower() == "all":
+        return UniverseRule()
+    if text.lower().startswith("top:"):
+        count, _, window = text[4:].partition("/")
+        if not count.strip().isdigit() or int(count) < 1:
+            raise ValueError(f"{spec!r}: top:N takes a whole number of assets N >= 1, e.g. top:20 or top:20/7d")
+        try:
+            delta = _duration(window.strip() or TOP_WINDOW)
+        except ValueError as error:
+            raise ValueError(f"{spec!r}: the window of top:N: {error}") from None
+        if delta < pd.Timedelta(minutes=1) or delta.value % pd.Timedelta(minutes=1).value:
+            raise ValueError(f"{spec!r}: the window of top:N is a whole number of minutes, e.g. top:20/7d")
+        return UniverseRule(int(count), delta)
+    assets = [asset.strip().upper() for asset in text.split(",") if asset.strip()]
+    if not assets:
+        raise ValueError(f"{spec!r}: give assets (BTC,ETH), 'all' or 'top:N'")
+    return assets
 
 
 def _duration(value: str) -> pd.Timedelta:
@@ -53,35 +92,29 @@ def is_database(source: str) -> bool:
     return source.startswith(("sqlite:", "postgresql:", "postgres:", "postgresql+"))
 
 
+ARCHIVE_SOURCE = "binance-archive"  # 'binance-archive:DIR': Binance's public data archive of USDT-M klines
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
 
 class Instrument(_Strict):
-    """Exchange trading rules of one asset (Binance USDT-M LOT_SIZE and MIN_NOTIONAL filters)."""
+    """The exchange rules the sizing and the orders use (Binance USDT-M LOT_SIZE step and MIN_NOTIONAL).
+
+    In a config, an override: the exchange's rules come from the instruments table
+    (``prod_system.data.instruments``); a run resolves them at its start and saves them here."""
 
     lot_size: float = Field(gt=0, description="quantity step, in shares (base asset)")
     min_notional: float = Field(default=5.0, ge=0, description="smallest order value, in USDT")
 
 
-# Binance USDT-M perpetual filters for the bundled universe (2023). In prod the exchange's own
-# filters (ccxt load_markets) take precedence.
-DEFAULT_INSTRUMENTS: dict[str, Instrument] = {
-    "BTC": Instrument(lot_size=0.001),
-    "ETH": Instrument(lot_size=0.001),
-    "SOL": Instrument(lot_size=1.0),
-    "BNB": Instrument(lot_size=0.01),
-    "XRP": Instrument(lot_size=0.1),
-    "DOGE": Instrument(lot_size=1.0),
-    "DOT": Instrument(lot_size=0.1),
-    "MATIC": Instrument(lot_size=1.0),
-}
-
 
 class MarketDataConfig(_Strict):
     source: str = Field(
         description="where candles come from: 'parquet:FILE' (a snapshot), 'csv:DIR' "
-        "({SYMBOL}_USDT.csv.gz files), a path to a .parquet snapshot, or the real-time market database "
+        "({SYMBOL}_USDT.csv.gz files), 'binance-archive:DIR' (Binance's public data archive: kline zips), "
+        "a path to a .parquet snapshot, or the real-time market database "
         "('sqlite:///FILE', 'postgresql://user@host/db'; live sessions read it)"
     )
     knowledge_delay: str = Field(
@@ -96,14 +129,20 @@ class MarketDataConfig(_Strict):
     delisted_after: str = Field(
         default="1h", description="data guard: how long without any candle before an asset counts as delisted"
     )
+    instruments: str | None = Field(
+        default=None,
+        description="the exchange's rules of the assets: a file from `prod-system instruments` (or Binance's "
+        "exchangeInfo JSON); None: the snapshot's embedded table, else the rules bundled for the shipped assets",
+    )
 
     @field_validator("source")
     @classmethod
     def _source(cls, value: str) -> str:
-        if not (value.startswith(("csv:", "parquet:")) or value.endswith(".parquet") or is_database(value)):
+        kinds = ("csv:", "parquet:", f"{ARCHIVE_SOURCE}:")
+        if not (value.startswith(kinds) or value.endswith(".parquet") or is_database(value)):
             raise ValueError(
                 f"unknown market data source {value!r}: "
-                "use 'csv:DIR', 'parquet:FILE', a .parquet file or a database URL"
+                f"use 'csv:DIR', '{ARCHIVE_SOURCE}:DIR', 'parquet:FILE', a .parquet file or a database URL"
             )
         return value
 
@@ -138,13 +177,10 @@ class PortfolioConfig(_Strict):
         default=30_000.0, gt=0, description="cap on |target notional| of any asset, USDT"
     )
     instruments: dict[str, Instrument] = Field(
-        default_factory=dict, description="per-asset lot size and min notional; defaults for the bundled universe"
+        default_factory=dict,
+        description="per-asset lot size and min notional overriding the exchange's rules (market_data.instruments); "
+        "a run saves every asset's resolved rules here",
     )
-
-    def instrument(self, asset: str) -> Instrument:
-        if asset in self.instruments:
-            return self.instruments[asset]
-        return DEFAULT_INSTRUMENTS[asset]
 
 
 class BrokerConfig(_Strict):
@@ -212,7 +248,16 @@ class SystemConfig(_Strict):
 
     model: str = Field(description="built-in model name (C1b, C3a) or 'package.module:function'")
     model_params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the model")
-    universe: list[str] = Field(default_factory=lambda: list(DEFAULT_UNIVERSE), min_length=1)
+    universe: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_UNIVERSE),
+        min_length=1,
+        description="the assets traded (the run's identity); simulate and historical-pnl default to the snapshot's",
+    )
+    universe_rule: str | None = Field(
+        default=None,
+        description="'all' or 'top:N[/WINDOW]': the rule that chose `universe` from the market data as of start "
+        "(resolved by the CLI and the Dagster resources, recorded here); None: `universe` as listed",
+    )
     bar: str = Field(default="5m", description="bar length: the system decides once per bar")
     run_mode: RunMode = RunMode.SIMULATION
     trigger: Trigger = "manual"
@@ -290,6 +335,16 @@ class SystemConfig(_Strict):
             raise ValueError(f"duplicate assets in {value}")
         return cleaned
 
+    @field_validator("universe_rule")
+    @classmethod
+    def _universe_rule(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        rule = parse_universe(value)
+        if not isinstance(rule, UniverseRule):
+            raise ValueError(f"{value!r} is a list: put it under universe (universe_rule is 'all' or 'top:N')")
+        return str(rule)
+
     @model_validator(mode="after")
     def _window(self) -> SystemConfig:
         bar = self.bar_delta
@@ -298,9 +353,6 @@ class SystemConfig(_Strict):
         for name in ("start", "end"):
             if not is_aligned(getattr(self, name), bar):
                 raise ValueError(f"{name} ({getattr(self, name)}) is not aligned to the {self.bar} bar")
-        missing = [a for a in self.universe if a not in self.portfolio.instruments and a not in DEFAULT_INSTRUMENTS]
-        if missing:
-            raise ValueError(f"no lot size known for universe assets {missing}: add them under portfolio.instruments")
         return self
 
     @property

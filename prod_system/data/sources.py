@@ -1,5 +1,5 @@
-"""Where candles come from: a source spec ('csv:DIR', 'parquet:FILE', a .parquet path, or the real-time
-market database) turned into the long snapshot table. It sits above both the snapshot files
+"""Where candles come from: a source spec ('csv:DIR', 'binance-archive:DIR', 'parquet:FILE', a .parquet
+path, or the real-time market database) turned into the long snapshot table. It sits above both the snapshot files
 (``market_data``) and the database (``market_db``), which is what breaks their old import cycle."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from prod_system.config import is_database
+from prod_system.config import ARCHIVE_SOURCE, is_database
+from prod_system.data.binance_archive import read_archive
 from prod_system.data.market_data import normalize_snapshot, read_csv_dir, read_snapshot, with_knowledge_time
 from prod_system.data.market_db import MarketDatabase
 from prod_system.errors import MarketDataError
@@ -20,9 +21,14 @@ def load_source(
     delay: pd.Timedelta,
     window: tuple[pd.Timestamp, pd.Timestamp] | None = None,
 ) -> pd.DataFrame:
-    """Load candles from a source spec: 'csv:DIR', 'parquet:FILE', a .parquet path, or the real-time
-    market database ('sqlite:///FILE', 'postgresql://...'; only ``window``'s candles, as they were
-    recorded, with their own knowledge times)."""
+    """Load candles from a source spec: 'csv:DIR', 'binance-archive:DIR' (Binance's public data
+    archive; every asset of the folder for an empty ``universe``), 'parquet:FILE', a .parquet path (a
+    file, or a snapshot partitioned by month), or the real-time market database ('sqlite:///FILE',
+    'postgresql://...'; as recorded, with their own knowledge times).
+
+    ``window`` (start, end): the candles opening in it are all that the caller needs. The database, the
+    archive and a partitioned snapshot read only those (a long history never loads whole); a CSV folder
+    or a one-file snapshot returns all it holds."""
     if is_database(source):
         if source.startswith("sqlite:"):  # reading never creates a database (a live session does)
             file = source.split(":///", 1)[-1]
@@ -35,10 +41,17 @@ def load_source(
         finally:
             database.close()
     kind, _, location = source.partition(":")
-    if kind == "csv":
-        return normalize_snapshot(with_knowledge_time(read_csv_dir(location, universe), delay))
+    if kind == "csv":  # repeated rows kept, as a snapshot's: the data guard screens and reports them
+        candles = with_knowledge_time(read_csv_dir(location, universe), delay)
+        return normalize_snapshot(candles, duplicates="keep", where=f"csv:{location}")
+    if kind == ARCHIVE_SOURCE:
+        candles = with_knowledge_time(read_archive(location, universe, window), delay)
+        return normalize_snapshot(candles, duplicates="keep")  # conflicting copies: the data guard's to judge
     if kind == "parquet":
-        return read_snapshot(location)
+        return read_snapshot(location, window)
     if source.endswith(".parquet"):
-        return read_snapshot(source)
-    raise MarketDataError(f"unknown market data source {source!r}: use 'csv:DIR', 'parquet:FILE' or a .parquet file")
+        return read_snapshot(source, window)
+    raise MarketDataError(
+        f"unknown market data source {source!r}: use 'csv:DIR', "
+        f"'{ARCHIVE_SOURCE}:DIR', 'parquet:FILE' or a .parquet file"
+    )

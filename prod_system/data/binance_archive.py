@@ -1,0 +1,249 @@
+"""Binance's public data archive (data.binance.vision) of USDT-M futures klines, read as users download it.
+
+The archive keeps one zip per symbol, interval and month or day, each holding one CSV of 12 columns
+(open_time, open, high, low, close, volume, close_time, quote_volume, count, taker_buy_volume,
+taker_buy_quote_volume, ignore), with a ``.CHECKSUM`` file (sha256sum's format) beside it:
+
+    data/futures/um/monthly/klines/BTCUSDT/1m/BTCUSDT-1m-2024-01.zip
+    data/futures/um/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-02-01.zip
+
+Newer files start with a header row, older ones (until 2022) do not. Times are milliseconds since the
+epoch; Binance moved its spot files to microseconds from 2025-01-01, so the unit is taken from each
+value's size rather than assumed. The folder may keep the archive's nested layout or hold the zips
+flat: only the file names count. A daily file repeating a monthly one's rows is read once; rows that
+disagree are kept for the data guard (and a strict dump) to judge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from prod_system.errors import MarketDataError
+
+QUOTE = "USDT"
+KLINE_COLUMNS = [
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "count",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+    "ignore",
+]
+NAME_FORMAT = "SYMBOL-INTERVAL-YYYY-MM.zip or SYMBOL-INTERVAL-YYYY-MM-DD.zip (e.g. BTCUSDT-1m-2024-01.zip)"
+_NAME = re.compile(
+    r"^(?P<symbol>[A-Z0-9]+)-(?P<interval>\d+[smhdw]|1mo)-(?P<year>\d{4})-(?P<month>\d{2})(?:-(?P<day>\d{2}))?$"
+)
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+# open_time below this is in milliseconds (until the year 5138), at or above it in microseconds (after 1973)
+_MICROSECONDS_FROM = 10**14
+
+
+@dataclass(frozen=True)
+class ArchiveFile:
+    """One zip of the archive, as its name describes it."""
+
+    path: Path
+    symbol: str
+    interval: str
+    start: pd.Timestamp  # the first moment of its month or day
+    end: pd.Timestamp  # exclusive
+
+    @property
+    def asset(self) -> str:
+        return self.symbol.removesuffix(QUOTE)
+
+    @property
+    def step(self) -> pd.Timedelta:
+        return interval_delta(self.interval, self.path)
+
+
+def interval_delta(interval: str, path: Path) -> pd.Timedelta:
+    """The length of a kline interval named as the archive names it (1m, 5m, 1h...; not 1mo)."""
+    if interval == "1mo":
+        raise MarketDataError(f"{path}: monthly candles (1mo) have no fixed length; use an interval of 1m to 1d")
+    return pd.Timedelta(**{_UNITS[interval[-1]]: int(interval[:-1])})
+
+
+def parse_name(path: Path) -> ArchiveFile:
+    """The symbol, interval and period of an archive zip, from its name alone."""
+    match = _NAME.match(path.name.removesuffix(".zip"))
+    if not match or not path.name.endswith(".zip"):
+        raise MarketDataError(f"{path}: the file name does not parse as a Binance kline file: {NAME_FORMAT}")
+    year, month, day = match["year"], match["month"], match["day"]
+    try:
+        start = pd.Timestamp(f"{year}-{month}-{day or '01'}", tz="UTC")
+    except ValueError:
+        raise MarketDataError(f"{path}: {year}-{month}{'-' + day if day else ''} is not a date") from None
+    end = start + (pd.Timedelta(days=1) if day else pd.DateOffset(months=1))
+    return ArchiveFile(path, match["symbol"], match["interval"], start, end)
+
+
+def archive_files(directory: str | Path) -> list[ArchiveFile]:
+    """Every USDT-M kline zip under ``directory`` (nested as the archive is, or flat), by name; files of
+    symbols not quoted in USDT are not ours and are left out."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise MarketDataError(f"Binance archive folder {directory} does not exist")
+    files = [parse_name(path) for path in sorted(directory.rglob("*.zip"))]
+    files = [file for file in files if file.symbol.endswith(QUOTE) and file.asset]
+    if not files:
+        raise MarketDataError(f"no {QUOTE} kline zip files in {directory}: expected {NAME_FORMAT}")
+    return files
+
+
+def archive_assets(directory: str | Path) -> list[str]:
+    """The assets the archive folder has klines of (BTCUSDT -> BTC)."""
+    return sorted({file.asset for file in archive_files(directory)})
+
+
+def read_archive(
+    directory: str | Path,
+    universe: list[str] | None = None,
+    window: tuple[pd.Timestamp, pd.Timestamp] | None = None,
+) -> pd.DataFrame:
+    """Candles (asset, bar_start, bar_end, open, high, low, close, volume) of ``universe`` (every asset
+    of the folder if None or empty) from the archive files; with ``window``, only the files whose
+    month or day overlaps it are opened, and only the candles opening inside it are kept."""
+    files = archive_files(directory)
+    assets = list(universe) if universe else sorted({file.asset for file in files})
+    intervals = {file.interval for file in files if file.asset in assets}
+    if len(intervals) > 1:
+        raise MarketDataError(
+            f"{directory} holds klines of several intervals ({', '.join(sorted(intervals))}): "
+            "a snapshot has one; keep one interval's files in the folder"
+        )
+    frames = []
+    for asset in assets:
+        mine = [file for file in files if file.asset == asset]
+        if not mine:
+            raise MarketDataError(f"no candles for {asset}: no {asset}{QUOTE}-*.zip file in {directory}")
+        if window is not None:
+            mine = [file for file in mine if file.start < window[1] and file.end > window[0]]
+        for file in mine:
+            verify_checksum(file.path)
+            frames.append(read_kline_zip(file))
+    if not frames:
+        return _empty()
+    candles = pd.concat(frames, ignore_index=True)
+    # a daily file beside its month's file repeats its rows: identical copies are one candle
+    candles = candles.drop_duplicates().reset_index(drop=True)
+    if window is not None:
+        candles = candles[(candles["bar_start"] >= window[0]) & (candles["bar_start"] < window[1])]
+    return candles.reset_index(drop=True)
+
+
+def verify_checksum(path: Path) -> None:
+    """Compare the zip with the ``.CHECKSUM`` beside it, if there is one: a download cut short or
+    damaged is refused rather than read as fewer candles."""
+    checksum = path.with_name(path.name + ".CHECKSUM")
+    if not checksum.exists():
+        return
+    expected = checksum.read_text(errors="replace").split()
+    if not expected or not re.fullmatch(r"[0-9a-fA-F]{64}", expected[0]):
+        raise MarketDataError(f"{checksum}: not a sha256 checksum line ('<64 hex digits>  {path.name}')")
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected[0].lower():
+        raise MarketDataError(f"{path}: its sha256 does not match {checksum.name} (a corrupt or partial download)")
+
+
+def read_kline_zip(file: ArchiveFile) -> pd.DataFrame:
+    """The candles of one archive zip, checked against what its name says (interval and period)."""
+    path = file.path
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = [name for name in archive.namelist() if name.lower().endswith(".csv")]
+            if len(members) != 1:
+                raise MarketDataError(f"{path}: expected one CSV file inside, found {len(members)}")
+            with archive.open(members[0]) as member:
+                header = not member.readline()[:1].isdigit()  # newer files name their columns
+            with archive.open(members[0]) as member:
+                raw = pd.read_csv(member, header=None, skiprows=1 if header else 0)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+        raise MarketDataError(f"{path}: corrupt zip file ({error})") from None
+    except pd.errors.ParserError as error:
+        raise MarketDataError(f"{path}: not a kline CSV ({str(error).strip()})") from None
+    except pd.errors.EmptyDataError:
+        return _empty()
+    if raw.shape[1] != len(KLINE_COLUMNS):
+        raise MarketDataError(
+            f"{path}: {raw.shape[1]} columns, a kline file has {len(KLINE_COLUMNS)} ({', '.join(KLINE_COLUMNS)})"
+        )
+    short = raw[len(KLINE_COLUMNS) - 1].isna().to_numpy()
+    if short.any():
+        line = int(np.argmax(short)) + 1 + int(header)
+        raise MarketDataError(f"{path}: line {line} has fewer than {len(KLINE_COLUMNS)} fields")
+    opens, open_tick = _epoch_ns(raw[0], path, "open_time", header)
+    closes, _ = _epoch_ns(raw[6], path, "close_time", header)
+    _check_interval(file, opens, closes, open_tick)
+    bar_start = pd.to_datetime(opens, utc=True)
+    if len(bar_start) and (bar_start.min() < file.start or bar_start.max() >= file.end):
+        outside = bar_start[(bar_start < file.start) | (bar_start >= file.end)][0]
+        raise MarketDataError(
+            f"{path}: holds a candle opening at {outside}, outside the period its name says "
+            f"({file.start:%Y-%m-%d} to {file.end:%Y-%m-%d})"
+        )
+    frame = pd.DataFrame({"asset": file.asset, "bar_start": bar_start, "bar_end": bar_start + file.step})
+    for position, name in enumerate(KLINE_COLUMNS[1:6], start=1):
+        frame[name] = pd.to_numeric(raw[position], errors="coerce")  # a bad price is the data guard's to report
+    return frame
+
+
+def _empty() -> pd.DataFrame:
+    times = {name: pd.Series(dtype="datetime64[ns, UTC]") for name in ("bar_start", "bar_end")}
+    prices = {name: pd.Series(dtype="float64") for name in KLINE_COLUMNS[1:6]}
+    return pd.DataFrame({"asset": pd.Series(dtype=str), **times, **prices})
+
+
+def _epoch_ns(values: pd.Series, path: Path, column: str, header: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Nanoseconds since the epoch of archive times, each read as milliseconds or microseconds by its
+    size, and the length of one tick of its unit (ns)."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = (numbers.isna() | (numbers != numbers.round())).to_numpy()
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise MarketDataError(
+            f"{path}: {column} {values.iloc[row]!r} (line {row + 1 + int(header)}) is not a time in ms or µs"
+        )
+    ticks = numbers.to_numpy(dtype=np.int64)
+    tick = np.where(ticks >= _MICROSECONDS_FROM, 1_000, 1_000_000)
+    return ticks * tick, tick
+
+
+def _check_interval(file: ArchiveFile, opens: np.ndarray, closes: np.ndarray, tick: np.ndarray) -> None:
+    """The interval in the name must be the data's: each candle closes one interval after it opens
+    (close_time is the candle's last tick), and candles are whole intervals apart."""
+    step = file.step.value
+    lengths = closes - opens + tick
+    gaps = np.diff(np.unique(opens))
+    wrong = lengths != step
+    if wrong.any() or (gaps % step).any():
+        seen = pd.Timedelta(int(lengths[wrong][0]) if wrong.any() else int(gaps[(gaps % step) != 0][0]))
+        raise MarketDataError(
+            f"{file.path}: the name says {file.interval} candles but the data's are {_short(seen)} long "
+            "(or apart): rename the file or use the matching interval"
+        )
+
+
+def _short(delta: pd.Timedelta) -> str:
+    for unit, name in (("d", "days"), ("h", "hours"), ("m", "minutes"), ("s", "seconds")):
+        size = pd.Timedelta(**{name: 1})
+        if delta >= size and delta % size == pd.Timedelta(0):
+            return f"{delta // size}{unit}"
+    return str(delta)

@@ -1,0 +1,81 @@
+"""Binance public-data archive files as the archive publishes them (data.binance.vision): a zip per
+symbol, interval and month or day holding one 12-column kline CSV, and a sha256sum ``.CHECKSUM``
+beside it. For the archive reader's tests and the snapshot benchmark."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HEADER = (
+    "open_time,open,high,low,close,volume,close_time,quote_volume,count,"
+    "taker_buy_volume,taker_buy_quote_volume,ignore"
+)
+TICKS = {"ms": 1_000_000, "us": 1_000}  # nanoseconds per tick of each time unit
+
+
+def kline_csv(candles: pd.DataFrame, interval: pd.Timedelta, unit: str = "ms", header: bool = True) -> str:
+    """The CSV text of ``candles`` (bar_start, open, high, low, close, volume) in the archive's format:
+    times in ``unit`` since the epoch, close_time the candle's last tick, the other volumes made up."""
+    tick = TICKS[unit]
+    opens = pd.to_datetime(candles["bar_start"], utc=True).astype("int64").to_numpy() // tick
+    closes = opens + interval.value // tick - 1
+    volume = candles["volume"].to_numpy(dtype=float)
+    quote = volume * candles["close"].to_numpy(dtype=float)
+    table = pd.DataFrame(
+        {
+            "open_time": opens,
+            "open": candles["open"].to_numpy(),
+            "high": candles["high"].to_numpy(),
+            "low": candles["low"].to_numpy(),
+            "close": candles["close"].to_numpy(),
+            "volume": volume,
+            "close_time": closes,
+            "quote_volume": quote,
+            "count": np.arange(len(candles)) % 97 + 1,
+            "taker_buy_volume": volume / 2,
+            "taker_buy_quote_volume": quote / 2,
+            "ignore": 0,
+        }
+    )
+    return table.to_csv(index=False, header=header)
+
+
+def archive_path(root: Path, symbol: str, interval: str, period: str, nested: bool = True) -> Path:
+    """Where the archive keeps a file (``period`` YYYY-MM: monthly, YYYY-MM-DD: daily), or ``root/name``."""
+    name = f"{symbol}-{interval}-{period}.zip"
+    if not nested:
+        return root / name
+    cadence = "daily" if len(period) == 10 else "monthly"
+    return root / "data" / "futures" / "um" / cadence / "klines" / symbol / interval / name
+
+
+def write_zip(path: Path, text: str, checksum: bool = True) -> Path:
+    """``text`` as the one CSV of the zip at ``path`` (named like the zip), with its ``.CHECKSUM``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(path.name.removesuffix(".zip") + ".csv", text)
+    if checksum:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        path.with_name(path.name + ".CHECKSUM").write_text(f"{digest}  {path.name}\n")
+    return path
+
+
+def write_klines(
+    root: Path,
+    symbol: str,
+    interval: str,
+    period: str,
+    candles: pd.DataFrame,
+    unit: str = "ms",
+    header: bool = True,
+    nested: bool = True,
+    checksum: bool = True,
+) -> Path:
+    """One archive file of ``candles`` for ``symbol`` over ``period``, as the archive publishes it."""
+    text = kline_csv(candles, pd.Timedelta(interval.replace("m", "min")), unit, header)
+    return write_zip(archive_path(root, symbol, interval, period, nested), text, checksum)
