@@ -79,7 +79,12 @@ def config_hint(message: str) -> str:
         ("field 'start'", TIMESTAMP_HINT),
         ("field 'end'", TIMESTAMP_HINT),
         ("no lot size", "other assets need their lot sizes under portfolio.instruments in a --config file"),
-        ("field 'universe'", f"--universe is comma-separated asset names, e.g. {','.join(DEFAULT_UNIVERSE)}"),
+        ("field 'universe_rule'", "universe_rule is 'all' or 'top:N[/WINDOW]', e.g. top:20/7d (a list: universe)"),
+        (
+            "field 'universe'",
+            f"--universe is comma-separated asset names (e.g. {','.join(DEFAULT_UNIVERSE)}), 'all', "
+            "or top:N[/WINDOW] (e.g. top:5/7d)",
+        ),
     ]
     for needle, hint in hints:
         if needle in message:

@@ -10,8 +10,9 @@ import click
 from prod_system.cli.common import check_writable
 from prod_system.cli.errors import Invocation, clear_errors
 from prod_system.cli.progress import Progress
-from prod_system.config import DEFAULT_UNIVERSE, RunMode, load_config
+from prod_system.config import RunMode, load_config
 from prod_system.data import BUNDLED_CANDLES
+from prod_system.data.universe import resolve_config
 from prod_system.models.dag import load_model
 
 
@@ -38,7 +39,9 @@ def _simulation_options(func):
         click.option("--root", help="Root folder of the log dirs (created if missing)  [default: system_runs]."),
         click.option(
             "--universe",
-            help=f"Comma-separated assets  [default: {','.join(DEFAULT_UNIVERSE)}].",
+            help="Comma-separated assets, 'all' (every asset of the snapshot), or 'top:N[/WINDOW]' (the N of "
+            "largest quote volume over the WINDOW before --start, default 1d; e.g. top:20/7d)  "
+            "[default: the snapshot's assets].",
         ),
         click.option("--bar", help="Bar length, whole minutes: 1m, 5m, 15m, 1h...  [default: 5m]."),
         click.option("--overwrite", is_flag=True, help="Replace an earlier run of the same window (else refused)."),
@@ -49,7 +52,9 @@ def _simulation_options(func):
 
 
 def _window_config(config_path, model, market_data, start, end, root, universe, bar, **fixed):
-    """The config of a simulation-like command: its file, then its options (unset ones left out)."""
+    """The config of a simulation-like command: its file, then its options (unset ones left out), its
+    universe resolved from the market data (a rule, or by default the snapshot's assets)."""
+    Invocation.market_data = market_data or _default_source(config_path)
     config = load_config(
         config_path,
         model=model,
@@ -57,11 +62,13 @@ def _window_config(config_path, model, market_data, start, end, root, universe, 
         end=end,
         log_root=root,
         bar=bar,
-        universe=[a for a in universe.split(",") if a] if universe else None,
         market_data={"source": market_data if market_data else _default_source(config_path)},
         **fixed,
     )
     Invocation.market_data = config.market_data.source
+    config = resolve_config(config, universe)
+    if config.universe_rule:
+        click.echo(f"universe {config.universe_rule}: {','.join(config.universe)}", err=True)
     return config
 
 

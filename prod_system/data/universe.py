@@ -1,0 +1,155 @@
+"""Universes chosen from the market data: the list a run trades, from a rule ('all', 'top:N/WINDOW').
+
+A run trades an explicit list of assets, its identity (``SystemConfig.universe``, the run id, the log
+dir's ``system_config.yaml``). A rule (``config.UniverseRule``) is resolved here into that list once,
+as of the run's start, and recorded beside it (``universe_rule``):
+
+- ``all``: every asset of the snapshot file (the assets column alone is read) or of the csv folder;
+  a market database holds whatever was ingested, so it has no 'all'.
+- ``top:N/WINDOW``: the N assets of largest quote volume (volume x typical price (high+low+close)/3)
+  summed over the candles that opened in the WINDOW before the start and were known at the start
+  (``knowledge_ts <= start``): no candle of the run's own window, nor one revised later, can move
+  an asset in or out. Ties go by name; an asset without any candle in the window is not ranked.
+
+Without a universe (no list, no rule), a simulation over a file trades the file's assets ('all'); one
+over the database, the bundled list.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from prod_system.config import SystemConfig, UniverseRule, build_config, is_database, parse_universe
+from prod_system.data.market_db import MarketDatabase
+from prod_system.data.sources import load_source
+from prod_system.errors import ConfigError, MarketDataError
+
+CSV_SUFFIX = "_USDT.csv.gz"
+
+
+def quote_volumes(candles: pd.DataFrame, start: pd.Timestamp, window: pd.Timedelta) -> pd.Series:
+    """Per asset, the quote volume of its candles opened in [start - window, start) and known at
+    ``start``; assets without such a candle are absent. Sorted: largest first, ties by name."""
+    known = candles[(candles["bar_start"] >= start - window) & (candles["knowledge_ts"] <= start)]
+    typical = (known["high"] + known["low"] + known["close"]) / 3
+    volume = (known["volume"] * typical).groupby(known["asset"].astype(str)).sum(min_count=1).dropna()
+    frame = volume.rename("quote_volume").rename_axis("asset").reset_index()
+    frame = frame.sort_values(["quote_volume", "asset"], ascending=[False, True], kind="stable")
+    return frame.set_index("asset")["quote_volume"]
+
+
+def top_assets(candles: pd.DataFrame, start: pd.Timestamp, rule: UniverseRule) -> list[str]:
+    """The ``rule.count`` assets of largest quote volume over ``rule.window`` before ``start``."""
+    volumes = quote_volumes(candles, start, rule.window)
+    if volumes.empty:
+        raise ConfigError(
+            f"invalid system config: field 'universe': {rule}: no candle known at {start:%Y-%m-%d %H:%M} UTC "
+            f"opened in the {rule.window} before it, to rank the assets by"
+        )
+    return list(volumes.index[: rule.count])
+
+
+def file_assets(source: str) -> list[str]:
+    """The assets of a snapshot file (its assets column only) or a csv folder, by name."""
+    if is_database(source):
+        raise ConfigError(
+            f"invalid system config: field 'universe': 'all' needs a snapshot file or a csv folder; the market "
+            f"database {source.split('@')[-1]} holds whatever was ingested: give a list or top:N"
+        )
+    kind, _, location = source.partition(":")
+    if kind == "csv":
+        folder = Path(location)
+        if not folder.is_dir():
+            raise MarketDataError(f"market data folder {folder} does not exist")
+        return sorted(path.name.removesuffix(CSV_SUFFIX) for path in folder.glob(f"*{CSV_SUFFIX}"))
+    path = Path(location if kind == "parquet" else source)
+    if not path.exists():
+        raise MarketDataError(f"market data snapshot {path} not found")
+    try:
+        assets = pc.unique(pq.read_table(path, columns=["asset"])["asset"]).to_pylist()
+    except Exception as error:  # pyarrow raises many kinds for a bad file
+        raise MarketDataError(f"cannot read market data snapshot {path}: {error}") from None
+    return sorted(str(asset) for asset in assets)
+
+
+def _window_candles(
+    source: str, start: pd.Timestamp, window: pd.Timedelta, delay: pd.Timedelta, candidates: list[str]
+) -> pd.DataFrame:
+    """The candles ``top_assets`` ranks: of the file's assets, or of ``candidates`` in a database (as
+    known at ``start``: a candle revised after it counts as it was then)."""
+    since = start - window
+    if is_database(source):
+        file = source.split(":///", 1)[-1] if source.startswith("sqlite:") else None
+        if file and file != ":memory:" and not Path(file).exists():  # reading never creates a database
+            raise MarketDataError(f"market database {file} does not exist")
+        database = MarketDatabase(source)
+        try:
+            return database.snapshot(candidates, since, start, now=start)
+        finally:
+            database.close()
+    return load_source(source, file_assets(source), delay)
+
+
+def resolve(
+    rule: UniverseRule, source: str, start: pd.Timestamp, delay: pd.Timedelta, candidates: list[str]
+) -> list[str]:
+    """The assets ``rule`` picks as of ``start``: 'all' every asset of the file, 'top:N' the ranking of
+    the file's assets (a database's: of ``candidates``, the assets it records)."""
+    if rule.count is None:
+        return file_assets(source)
+    return top_assets(_window_candles(source, start, rule.window, delay, candidates), start, rule)
+
+
+def resolve_config(config: SystemConfig, spec: str | None = None) -> SystemConfig:
+    """``config`` with its universe resolved: from ``spec`` (the --universe option: a list, 'all' or
+    'top:N'), else from its ``universe_rule``, else, when it lists no universe, the file's assets
+    ('all'; a database: the bundled list). The list goes to ``universe``, the rule to ``universe_rule``."""
+    field = "universe" if spec is not None else "universe_rule"
+    try:
+        parsed = parse_universe(spec) if spec is not None else None
+    except ValueError as error:
+        raise ConfigError(f"invalid system config: field 'universe': {error}") from None
+    if isinstance(parsed, list):
+        return _listed(_with_universe(config, parsed, None))
+    rule = parsed or (parse_universe(config.universe_rule) if config.universe_rule else None)
+    if rule is None:
+        if is_database(config.market_data.source):
+            return config
+        if "universe" in config.model_fields_set:
+            return _listed(config)
+        rule = UniverseRule()
+    try:
+        assets = resolve(rule, config.market_data.source, config.start, config.market_data.delay, config.universe)
+    except ConfigError as error:
+        raise ConfigError(str(error).replace("field 'universe'", f"field '{field}'")) from None
+    return _with_universe(config, assets, str(rule))
+
+
+def _listed(config: SystemConfig) -> SystemConfig:
+    """A listed universe, checked against the file's assets (a typo is named before anything runs)."""
+    source = config.market_data.source
+    if is_database(source):
+        return config
+    available = file_assets(source)
+    unknown = [asset for asset in config.universe if asset not in available]
+    if unknown:
+        raise ConfigError(
+            f"invalid system config: field 'universe': {','.join(unknown)} not in the market data {source} "
+            f"(its assets: {_abridged(available)})"
+        )
+    return config
+
+
+def _abridged(assets: list[str], shown: int = 12) -> str:
+    more = f" and {len(assets) - shown} more" if len(assets) > shown else ""
+    return ",".join(assets[:shown]) + more
+
+
+def _with_universe(config: SystemConfig, assets: list[str], rule: str | None) -> SystemConfig:
+    data = config.model_dump()
+    data.update(universe=assets, universe_rule=rule)
+    return build_config(data)
