@@ -2,7 +2,7 @@
 
 From the predictions a run recorded (or a batch evaluation of the model) and the market data, with
 the same sizing as production: the holdings of bar t are the targets decided at t-1 (100% fills),
-trades are valued at the research price (the mean of the 1-minute closes of the bar, the price the
+trades are valued at the research price (the mean of the candle closes of the bar, the price the
 mocked broker fills at), holdings are marked at the bar's last close. No per-bar loop: the whole
 window is a handful of array operations, so months of bars take a fraction of a second.
 
@@ -16,17 +16,17 @@ import numpy as np
 import pandas as pd
 
 from prod_system.config import SystemConfig
-from prod_system.data.market_data import CANDLE, CandleStore
+from prod_system.data.market_data import CandleStore
 from prod_system.trading.portfolio import STATISTICS_COLUMNS, long_table
 from prod_system.trading.positions import run_sizing
 
 
 def bar_prices(store: CandleStore, bars: pd.DatetimeIndex, bar: pd.Timedelta) -> tuple[np.ndarray, np.ndarray]:
-    """Per bar and asset: the mean of the bar's 1-minute closes, and its last close (NaN if none).
+    """Per bar and asset: the mean of the bar's candle closes, and its last close (NaN if none).
 
     Read once every candle of the store is known: research sees the past whole.
     """
-    per_bar = bar // CANDLE
+    per_bar = bar // store.interval
     first_start = bars[0] - bar
     candles = store.visible(max(store.last_knowledge_ts, bars[-1]), first_start, until=bars[-1])
     close = candles.field("close")[: len(bars) * per_bar].reshape(len(bars), per_bar, -1)

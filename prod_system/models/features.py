@@ -9,14 +9,15 @@ from functools import partial
 import numpy as np
 import pandas as pd
 
-from prod_system.data.market_data import CANDLE, Candles
+from prod_system.data.market_data import Candles, interval_name
+from prod_system.errors import MarketDataError
 from prod_system.models.dag import SOURCE, Node
 
 
 def volatility_adjusted_return_nodes(bar: pd.Timedelta, vol_window: int, clip: float) -> list[Node]:
     """close -> returns -> volatility -> zscore: the common front of the reference models."""
     return [
-        Node("close", partial(resample_close, bar=bar), (SOURCE,), "last 1-minute close of each bar"),
+        Node("close", partial(resample_close, bar=bar), (SOURCE,), "last candle close of each bar"),
         Node("returns", log_returns, ("close",), "log return of each bar"),
         Node("volatility", partial(rolling_volatility, window=vol_window), ("returns",), "rms return"),
         Node("zscore", partial(zscore, clip=clip), ("returns", "volatility"), "volatility-adjusted return"),
@@ -24,16 +25,22 @@ def volatility_adjusted_return_nodes(bar: pd.Timedelta, vol_window: int, clip: f
 
 
 def resample_close(candles: Candles, bar: pd.Timedelta) -> pd.DataFrame:
-    """Close of each bar: the last known 1-minute close inside (bar_end - bar, bar_end]."""
-    per_bar = bar // CANDLE
+    """Close of each bar: the last known candle close inside (bar_end - bar, bar_end] (candles of the
+    market data's interval, which must divide the bar)."""
+    interval = candles.interval
+    if bar.value % interval.value:
+        raise MarketDataError(
+            f"bar {interval_name(bar)} is not a multiple of the market data's {interval_name(interval)} candles"
+        )
+    per_bar = bar // interval
     close = candles.field("close")
     assets = candles.assets
     if candles.count == 0:
         return pd.DataFrame(columns=assets, index=pd.DatetimeIndex([], tz="UTC"), dtype="float64")
-    first_start = candles.first_bar_end - CANDLE
-    skip = (-(first_start.value % bar.value) % bar.value) // CANDLE.value  # drop a leading partial bar
+    first_start = candles.first_bar_end - interval
+    skip = (-(first_start.value % bar.value) % bar.value) // interval.value  # drop a leading partial bar
     close = close[skip:]
-    first_start = first_start + CANDLE * skip
+    first_start = first_start + interval * skip
     bars = -(-len(close) // per_bar)
     padded = np.full((bars * per_bar, len(assets)), np.nan)
     padded[: len(close)] = close

@@ -20,7 +20,7 @@ import pandas as pd
 from prod_system.analysis.research import research_portfolio
 from prod_system.common.timeutil import bar_ends, compact
 from prod_system.config import SystemConfig
-from prod_system.data.market_data import CANDLE, CandleStore
+from prod_system.data.market_data import CandleStore
 from prod_system.errors import MarketDataError
 from prod_system.log_dir import LogDir
 from prod_system.models.dag import load_model, run_batch
@@ -88,7 +88,7 @@ def history_window(
     store: CandleStore, bar: pd.Timedelta, since: pd.Timestamp, until: pd.Timestamp | None = None
 ) -> tuple[pd.Timestamp, pd.Timestamp]:
     """The bars of ``[since, until)`` that the market data covers (whole bars only)."""
-    first = max(since, (store.first_bar_end - CANDLE).ceil(bar))
+    first = max(since, (store.first_bar_end - store.interval).ceil(bar))
     last = store.last_bar_end.floor(bar) if until is None else min(until, store.last_bar_end).floor(bar)
     if last <= first:
         raise MarketDataError(

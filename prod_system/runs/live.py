@@ -51,7 +51,9 @@ LATENCY_COLUMNS = columns("latency")
 
 class DatabaseCandles:
     """The candle store of a live session: the database's candles as known at ``now``, through the
-    same visibility rule as a replay (``CandleStore.visible``)."""
+    same visibility rule as a replay (``CandleStore.visible``). The database holds 1-minute candles."""
+
+    interval = CANDLE
 
     def __init__(self, database: MarketDatabase, assets: list[str]):
         self.database, self.assets = database, list(assets)
@@ -191,6 +193,12 @@ class LiveSession:
         self.log_dir = LogDir.for_config(config)
         self.broker_factory = broker_factory or broker_factory_for(config, self.log_dir)
         self.bars = bar_ends(config.start, config.end, self.bar)
+
+    @property
+    def warm_up(self) -> pd.Timedelta:
+        """The history a bar reads before its end (the model's lookback, or the data guard's window if
+        longer): what ingestion backfills before the first bar, so that the session trades from it."""
+        return max(self.dag.lookback, self.guard.window)
 
     # -- state on disk ---------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ import pandas as pd
 from prod_system.common.clock import Clock, SimulatedClock
 from prod_system.config import SystemConfig
 from prod_system.data.data_guard import DataGuard, quality_frame
-from prod_system.data.market_data import CANDLE, CandleStore, MarketDataReader
+from prod_system.data.market_data import CandleStore, MarketDataReader, interval_name
 from prod_system.data.sources import load_source
 from prod_system.errors import MarketDataError
 from prod_system.log_dir import LogDir
@@ -52,8 +52,10 @@ def load_store(config: SystemConfig, dag: Dag) -> CandleStore:
 def check_coverage(store: CandleStore, config: SystemConfig, dag: Dag) -> CandleStore:
     """Refuse market data that does not cover the whole window, from its start to its end; warn when it
     misses the model's warm-up. Every path calls it before anything runs or is written: the core
-    simulation, the Dagster one (``launch``) and the historical simulation."""
-    first_open, last_close = store.first_bar_end - CANDLE, store.last_bar_end
+    simulation, the Dagster one (``launch``) and the historical simulation. A bar the market data's
+    candles do not divide is refused here too."""
+    check_bar(config.bar_delta, store.interval)
+    first_open, last_close = store.first_bar_end - store.interval, store.last_bar_end
     if first_open > config.start or last_close < config.end:
         disjoint = last_close <= config.start or first_open >= config.end
         raise MarketDataError(
@@ -62,13 +64,27 @@ def check_coverage(store: CandleStore, config: SystemConfig, dag: Dag) -> Candle
             f"{config.start:%Y-%m-%d %H:%M} to {config.end:%Y-%m-%d %H:%M} UTC"
         )
     warm_up_from = config.start - dag.lookback
-    if store.first_bar_end > warm_up_from + pd.Timedelta(minutes=1):
+    if store.first_bar_end > warm_up_from + store.interval:
         logger.warning(
             "market data starts at %s, after the model's warm-up start %s: early predictions will be missing",
             store.first_bar_end,
             warm_up_from,
         )
     return store
+
+
+def check_bar(bar: pd.Timedelta, interval: pd.Timedelta) -> None:
+    """A bar is made of whole candles: refuse one shorter than the market data's candles or not a
+    multiple of them (its close would be a candle's close from inside the next bar)."""
+    if bar < interval:
+        raise MarketDataError(
+            f"bar {interval_name(bar)} is shorter than the market data's {interval_name(interval)} candles: "
+            f"a bar is made of whole candles"
+        )
+    if bar.value % interval.value:
+        raise MarketDataError(
+            f"bar {interval_name(bar)} is not a multiple of the market data's {interval_name(interval)} candles"
+        )
 
 
 # A stage gets its clock from a factory, given the time it starts from: in a simulation each stage

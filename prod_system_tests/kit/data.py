@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from prod_system.config import SystemConfig, build_config
 
 BUNDLED = Path(__file__).resolve().parents[2] / "prod_system" / "data" / "binance_futures_1m"
@@ -23,3 +25,26 @@ def sim_config(snapshot: Path, root: Path, **overrides) -> SystemConfig:
     }
     data.update(overrides)
     return build_config(data)
+
+
+def bundled_klines(asset: str) -> pd.DataFrame:
+    """An asset's bundled 1-minute candles as the file has them (open_time, open, high, low, close, volume)."""
+    return pd.read_csv(BUNDLED / f"{asset}_USDT.csv.gz", parse_dates=["open_time"])
+
+
+def aggregate_klines(klines: pd.DataFrame, interval: str) -> pd.DataFrame:
+    """Longer klines made from 1-minute ones as Binance makes them: opens at multiples of ``interval``
+    (e.g. '5min'), open first, high max, low min, close last, volume summed."""
+    grouped = klines.groupby(klines["open_time"].dt.floor(interval), sort=True)
+    out = grouped.agg(open=("open", "first"), high=("high", "max"), low=("low", "min"), close=("close", "last"))
+    out["volume"] = grouped["volume"].sum()
+    return out.rename_axis("open_time").reset_index()
+
+
+def write_klines(directory: Path, klines: dict[str, pd.DataFrame]) -> Path:
+    """A csv market-data folder: one ``{ASSET}_USDT.csv.gz`` per asset."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for asset, frame in klines.items():
+        out = frame.assign(open_time=frame["open_time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        out.to_csv(directory / f"{asset}_USDT.csv.gz", index=False)
+    return directory
