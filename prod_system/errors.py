@@ -42,3 +42,8 @@ class ReconciliationError(ProdSystemError, ValueError):
 
 class FaultRuleError(ProdSystemError, ValueError):
     """A fault rule of the local exchange that cannot be used; the message names the rule and the field."""
+
+
+class InstrumentsError(ProdSystemError, ValueError):
+    """Exchange rules (lot size, tick, brackets) that are missing or cannot be read; the message names the
+    file and field, or the assets and the command that fetches their rules."""
