@@ -138,6 +138,7 @@ def resource_config(config: SystemConfig) -> dict[str, dict]:
     return {
         "system": {
             "universe": list(config.universe),
+            "universe_rule": config.universe_rule,
             "bar": config.bar,
             "portfolio": config.portfolio.model_dump(mode="json", exclude_defaults=True),
             "model_params": {config.model: config.model_params} if config.model_params else {},

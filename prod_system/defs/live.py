@@ -103,12 +103,13 @@ def bar_partitions(model: str, mode: str) -> DynamicPartitionsDefinition:
 def candles_1m(context: AssetExecutionContext, live: LiveResource, system: SystemResource):
     clock = RealClock()
     database = MarketDatabase(live.database)
-    ingestor = Ingestor(database, system.universe, clock, live.exchange_url)
+    assets = system.listed(live.database)
+    ingestor = Ingestor(database, assets, clock, live.exchange_url)
     try:
         report = ingestor.ingest_once()
         now = clock.now()
         window_end = now.floor("1min")
-        candles = database.snapshot(system.universe, window_end - CHECKED_WINDOW, window_end)
+        candles = database.snapshot(assets, window_end - CHECKED_WINDOW, window_end)
     finally:
         ingestor.close()
         database.close()
@@ -125,9 +126,7 @@ def candles_1m(context: AssetExecutionContext, live: LiveResource, system: Syste
         }
     )
     stale_after = pd.Timedelta(seconds=live.data_timeout_seconds) + pd.Timedelta(minutes=1)
-    for result in market_checks.run_all(
-        candles, system.universe, window_end - CHECKED_WINDOW, window_end, now, stale_after
-    ):
+    for result in market_checks.run_all(candles, assets, window_end - CHECKED_WINDOW, window_end, now, stale_after):
         yield AssetCheckResult(
             check_name=result.name,
             passed=result.passed,
@@ -285,7 +284,7 @@ def _due_bar(live: LiveResource, system: SystemResource, last: pd.Timestamp | No
     def missing(bar_end):  # only without a pre-launch: the run itself waits for the candles otherwise
         nonlocal database
         database = database or MarketDatabase(live.database)
-        return database.missing(system.universe, bar_end)
+        return database.missing(system.listed(live.database), bar_end)
 
     try:
         return due_bar(RealClock().now(), live.bar_delta, last, missing, live.data_timeout_seconds, live.prelaunch)

@@ -119,7 +119,7 @@ def _historical(model: str) -> AssetsDefinition:
         log_dir: LogDirResource,
         publishing: PublishingResource,
     ) -> MaterializeResult:
-        store = market_data.candle_store(system.universe)
+        store = market_data.candle_store(system.listed(market_data.source))
         now = pd.Timestamp.now(tz="UTC")
         try:
             start, end = history_window(

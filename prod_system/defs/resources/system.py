@@ -13,7 +13,8 @@ import pandas as pd
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from prod_system.config import DEFAULT_UNIVERSE, SystemConfig, build_config
+from prod_system.config import DEFAULT_UNIVERSE, SystemConfig, build_config, is_database
+from prod_system.data.universe import file_assets, resolve_config
 from prod_system.defs.resources.broker import BrokerResource
 from prod_system.defs.resources.market_data import MarketDataResource
 from prod_system.log_dir import LogDir
@@ -35,11 +36,27 @@ class LogDirResource(ConfigurableResource):
 class SystemResource(ConfigurableResource):
     """Run parameters shared by every asset of a model: universe, bar, sizing, model parameters."""
 
-    universe: list[str] = Field(default_factory=lambda: list(DEFAULT_UNIVERSE))
+    universe: list[str] | None = Field(
+        default=None,
+        description="the assets; empty: a simulation's snapshot's assets, a live session's the bundled 8. "
+        "With a universe_rule and the market database, the assets it ranks (the ones ingested)",
+    )
+    universe_rule: str | None = Field(
+        default=None,
+        description="'all' or 'top:N[/WINDOW]': the universe chosen from the market data as of the run's start "
+        "(a live session: each day's start, from the database's candles before it)",
+    )
     bar: str = Field(default="5m", description="bar length")
     portfolio: dict[str, Any] = Field(default_factory=dict, description="portfolio section of the system config")
     model_params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="model name -> parameters")
     profile_memory: bool = True
+
+    def listed(self, source: str) -> list[str]:
+        """The assets this resource names for ``source`` before any rule: the listed universe, else the
+        file's assets, else (the database) the bundled list: what live ingestion records."""
+        if self.universe is not None:
+            return list(self.universe)
+        return list(DEFAULT_UNIVERSE) if is_database(source) else file_assets(source)
 
     def config_for(
         self,
@@ -78,12 +95,18 @@ class SystemResource(ConfigurableResource):
         **sections: dict,
     ) -> SystemConfig:
         """A run's system config: the parameters this resource shares (universe, model parameters,
-        sizing, profiling) and the run's own (window, sources, broker, log root, other sections)."""
-        return build_config(
+        sizing, profiling) and the run's own (window, sources, broker, log root, other sections).
+
+        Its universe is resolved as of ``start`` (``data.universe.resolve_config``); a universe listed
+        beside a rule over a file is that rule's resolution, as the CLI passes it: kept, so that every
+        step of a run, and its re-execution, trades the same list."""
+        listed = {} if self.universe is None else {"universe": self.universe}
+        config = build_config(
             {
                 "model": model,
                 "model_params": self.model_params.get(model, {}),
-                "universe": self.universe,
+                **listed,
+                "universe_rule": self.universe_rule,
                 "bar": bar or self.bar,
                 "run_mode": run_mode,
                 "trigger": trigger,
@@ -97,3 +120,6 @@ class SystemResource(ConfigurableResource):
                 **sections,
             }
         )
+        if self.universe is not None and not is_database(config.market_data.source):
+            return config
+        return resolve_config(config)

@@ -1,0 +1,62 @@
+"""The system resource's universe: a simulation over a file defaults to the file's assets; a rule is
+resolved as of the run's start; a live session's top:N is evaluated again at each day's start, from
+the market database's candles before that day."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from prod_system.data.market_data import write_snapshot
+from prod_system.data.market_db import MarketDatabase
+from prod_system.defs.resources import BrokerResource, LogDirResource, MarketDataResource, SystemResource
+from prod_system.defs.resources.live import LiveResource
+
+DAY = pd.Timestamp("2023-07-21", tz="UTC")
+
+
+def config_of(system: SystemResource, source: str, root) -> object:
+    return system.config_for(
+        "C1b",
+        "simulation",
+        DAY,
+        DAY + pd.Timedelta(days=1),
+        "manual",
+        MarketDataResource(source=source),
+        BrokerResource(kind="mocked"),
+        LogDirResource(root=str(root)),
+    )
+
+
+def test_a_simulation_trades_the_files_assets_unless_told(tmp_path, candles):
+    path = write_snapshot(candles[candles["asset"].isin(["SOL", "ETH", "BTC"])], tmp_path / "three.parquet")
+    source = f"parquet:{path}"
+    default = config_of(SystemResource(), source, tmp_path)
+    assert (default.universe, default.universe_rule) == (["BTC", "ETH", "SOL"], "all")
+    top = config_of(SystemResource(universe_rule="top:2/6h"), source, tmp_path)
+    assert len(top.universe) == 2 and top.universe_rule == "top:2/6h"
+    # what the CLI passes: the list its rule resolved to, kept as it is (every step trades the same list)
+    passed = config_of(SystemResource(universe=["SOL"], universe_rule="top:2/6h"), source, tmp_path)
+    assert (passed.universe, passed.universe_rule) == (["SOL"], "top:2/6h")
+
+
+def test_a_live_top_n_is_evaluated_again_at_each_days_start(tmp_path, candles):
+    """DOT's volume explodes from 2023-07-21 00:00: the session of the 21st (ranked on the 12 hours
+    before it) leaves it out, the session of the 22nd (ranked on the 21st) trades it."""
+    assets = ["BTC", "ETH", "SOL", "DOT"]
+    rows = candles[candles["asset"].isin(assets)].copy()
+    rows.loc[(rows["asset"] == "DOT") & (rows["bar_start"] >= DAY), "volume"] *= 1e6
+    url = f"sqlite:///{tmp_path / 'market.db'}"
+    database = MarketDatabase(url)
+    try:
+        for hour, chunk in rows.groupby(rows["bar_start"].dt.floor("1h")):
+            database.upsert(chunk, hour + pd.Timedelta(hours=1, seconds=10))  # each hour known as it closed
+    finally:
+        database.close()
+    live = LiveResource(database=url, bar="5m", exchange_url=None)
+    system = SystemResource(universe=assets, universe_rule="top:2/12h")
+    first = live.session_config(system, str(tmp_path), "C1b", "paper_trading", DAY)
+    second = live.session_config(system, str(tmp_path), "C1b", "paper_trading", DAY + pd.Timedelta(days=1))
+    assert "DOT" not in first.universe and len(first.universe) == 2
+    assert second.universe[0] == "DOT"
+    assert first.universe_rule == second.universe_rule == "top:2/12h"
+    assert system.listed(url) == assets  # what the ingestion records: the ranked candidates
