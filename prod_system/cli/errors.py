@@ -104,6 +104,12 @@ def naming_source(message: str) -> str:
 def market_data_hint(message: str) -> str:
     if "outside the run's window" in message or "covers" in message:
         return "choose --start/--end inside the market data, or give --market-data that covers the window"
+    if message.startswith("bar ") and "the market data's" in message:  # a bar the candles do not divide
+        return "choose a --bar that is a whole multiple of the market data's candle interval (e.g. 15m on 5m candles)"
+    if "candle interval" in message or "irregular candles" in message:
+        return (
+            "a snapshot has one candle interval (1m, 3m, 5m, 15m, 30m or 1h), its opens on that grid: split the files"
+        )
     return "--market-data takes a .parquet snapshot (see dump-market-data) or 'csv:DIR'"
 
 
