@@ -10,23 +10,51 @@ import pandas as pd
 from prod_system.cli.common import check_writable, duration_option, timestamp_option
 from prod_system.cli.errors import fail
 from prod_system.cli.progress import Progress
-from prod_system.config import DEFAULT_UNIVERSE, is_database
+from prod_system.common.files import write_atomically
+from prod_system.config import ARCHIVE_SOURCE, DEFAULT_UNIVERSE, is_database
 from prod_system.data import BUNDLED_CANDLES
-from prod_system.data.market_data import select_window, write_snapshot
-from prod_system.data.sources import load_source
+from prod_system.data.market_data import (
+    month_windows,
+    screen_for_snapshot,
+    select_window,
+    write_snapshot,
+    write_snapshot_months,
+)
+from prod_system.data.sources import load_source, reads_by_window
 from prod_system.errors import MarketDataError
+
+
+def dropped_report_path(out: Path) -> Path:
+    """Where --drop-bad lists the candles it left out: beside the snapshot, ``NAME.dropped.csv``."""
+    return out.with_suffix(".dropped.csv")
+
+
+def describe_dropped(dropped: pd.DataFrame, source: str) -> str:
+    """One line: how many candles the data guard would drop, by issue and by file (a csv source's
+    files) or asset, and the first of them."""
+    by_issue = ", ".join(f"{count} {issue}" for issue, count in dropped["issue"].value_counts().sort_index().items())
+    named = (lambda asset: f"{asset}_USDT.csv.gz") if source.startswith("csv:") else str
+    by_file = ", ".join(
+        f"{named(asset)} {count}" for asset, count in dropped["asset"].value_counts().sort_index().items()
+    )
+    first = dropped.iloc[0]
+    return (
+        f"{source}: {len(dropped)} candles the data guard would drop ({by_issue}; {by_file}), "
+        f"e.g. {first['asset']} {first['bar_start']:%Y-%m-%d %H:%M}: {first['issue']} ({first['detail']})"
+    )
 
 
 @click.command(
     "dump-market-data",
-    short_help="Turn candles (CSV, Parquet, database) into a snapshot.",
+    short_help="Turn candles (CSV, Binance archive, Parquet, database) into a snapshot.",
 )
 @click.option(
     "--source",
     default=f"csv:{BUNDLED_CANDLES}",
     show_default="bundled candles",
-    help="'csv:DIR' with {ASSET}_USDT.csv.gz files, 'parquet:FILE' (or FILE.parquet), or the real-time "
-    "market database (sqlite:///FILE or postgresql://user@host/db).",
+    help="'csv:DIR' with {ASSET}_USDT.csv.gz files, 'binance-archive:DIR' with Binance's public data "
+    "archive's USDT-M kline zips (monthly or daily, as downloaded, nested or flat), 'parquet:FILE' (or "
+    "FILE.parquet), or the real-time market database (sqlite:///FILE or postgresql://user@host/db).",
 )
 @click.option(
     "--universe",
@@ -46,14 +74,29 @@ from prod_system.errors import MarketDataError
 @click.option(
     "--out",
     required=True,
-    type=click.Path(dir_okay=False),
-    help="Snapshot file to write (.parquet); replaced if it exists, its folder created.",
+    type=click.Path(),
+    help="Snapshot to write (.parquet): one file, or for a window over several calendar months a folder "
+    "of one file per month (month=YYYY-MM/part.parquet); replaced if it exists, its folder created.",
 )
-def dump_market_data(source: str, universe: str, start: str, end: str, knowledge_delay: str, out: str) -> None:
-    """Turn raw 1-minute candles into a replayable market-data snapshot.
+@click.option(
+    "--drop-bad",
+    is_flag=True,
+    help="Write the candles the data guard would keep and list the others in OUT's .dropped.csv "
+    "(by default such candles refuse the dump).",
+)
+def dump_market_data(
+    source: str, universe: str, start: str, end: str, knowledge_delay: str, out: str, drop_bad: bool
+) -> None:
+    """Turn raw candles (one interval: 1m, 3m, 5m, 15m, 30m or 1h) into a replayable market-data snapshot.
 
     The snapshot has one row per candle and asset, with the time the system could first know it
     (knowledge_ts), so a replay never peeks. simulate, historical-pnl and exchange-sim read it.
+    A file's candles end at their open plus the interval detected from their opens.
+
+    A snapshot is strict: a candle the data guard would drop (non-positive or non-finite prices,
+    high < low, open or close outside [low, high], conflicting duplicates) refuses the dump, unless
+    --drop-bad: the rest is written and the dropped candles listed in OUT with .dropped.csv for
+    .parquet (asset, bar_start, bar_end, issue, detail).
 
     \b
     Examples:
@@ -73,27 +116,82 @@ def dump_market_data(source: str, universe: str, start: str, end: str, knowledge
         fail(f"--out {out}: a snapshot is a .parquet file", f"e.g. --out {Path(out).with_suffix('.parquet').name}")
     check_writable(Path(out).parent, "--out")
     progress = Progress(unit="assets")
-    try:
-        if is_database(source) or source.startswith("csv:"):  # one read per asset: progress on long dumps
-            frames = []
-            for i, asset in enumerate(assets):
-                frames.append(load_source(source, [asset], delay, (begin, finish)))
-                progress("load", i + 1, len(assets))
-            candles = pd.concat(frames, ignore_index=True)
-        else:
-            candles = load_source(source, assets, delay, (begin, finish))
-            candles = candles[candles["asset"].isin(assets)]
-        candles = select_window(candles, begin, finish)
-    except (MarketDataError, ValueError) as error:
-        fail(str(error), "check --source (csv:DIR, parquet:FILE or a database URL) and --universe")
-    if candles.empty:
-        fail(f"no candles between {begin} and {finish} in {source}", "check --start and --end (and --universe)")
-    missing = sorted(set(assets) - set(candles["asset"]))
+    report = dropped_report_path(Path(out))
+    dropped_parts, kept_parts = [], []  # what each piece dropped; per piece and asset: rows, first open, last close
+
+    def load(lo: pd.Timestamp, hi: pd.Timestamp, per_asset: bool = True) -> pd.DataFrame:
+        """The candles of [lo, hi) from the source (``fail`` on bad input)."""
+        try:
+            if is_database(source) or source.startswith("csv:"):  # one read per asset: progress on long dumps
+                frames = []
+                for i, asset in enumerate(assets):
+                    frames.append(load_source(source, [asset], delay, (lo, hi)))
+                    if per_asset:
+                        progress("load", i + 1, len(assets))
+                candles = pd.concat(frames, ignore_index=True)
+            else:
+                candles = load_source(source, assets, delay, (lo, hi))
+                candles = candles[candles["asset"].isin(assets)]
+            return select_window(candles, lo, hi)
+        except (MarketDataError, ValueError) as error:
+            fail(
+                str(error),
+                f"check --source (csv:DIR, {ARCHIVE_SOURCE}:DIR, parquet:FILE or a database URL) and --universe",
+            )
+
+    def screened(candles: pd.DataFrame) -> pd.DataFrame:
+        """What a strict snapshot keeps of ``candles``; the dropped ones refuse the dump unless --drop-bad."""
+        try:
+            candles, dropped = screen_for_snapshot(candles, source)
+        except MarketDataError as error:
+            fail(str(error), "a snapshot has one candle interval (1m, 3m, 5m, 15m, 30m or 1h): dump each apart")
+        if len(dropped) and not drop_bad:
+            fail(
+                describe_dropped(dropped, source),
+                f"fix the data, or pass --drop-bad to write the rest and list these in {report.name}",
+            )
+        dropped_parts.append(dropped)
+        kept_parts.append(
+            candles.groupby("asset").agg(rows=("asset", "size"), first=("bar_start", "min"), last=("bar_end", "max"))
+        )
+        return candles
+
+    def by_month():
+        """The window's usable candles month by month, one month in memory at a time."""
+        months = month_windows(begin, finish)
+        for i, (lo, hi) in enumerate(months):
+            candles = load(lo, hi, per_asset=False)
+            candles = screened(candles) if len(candles) else candles
+            if len(candles):
+                yield candles
+            progress("dump", i + 1, len(months))
+
+    path = None
+    if len(month_windows(begin, finish)) > 1 and reads_by_window(source):  # a long dump: month by month
+        progress = Progress(unit="months")
+        try:
+            path = write_snapshot_months(by_month(), out)
+        except MarketDataError as error:
+            if any(len(part) for part in kept_parts):  # not just an empty window: say what went wrong
+                fail(str(error), "check --source, --start and --end")
+    else:
+        candles = load(begin, finish)
+        candles = screened(candles) if len(candles) else candles
+        path = write_snapshot(candles, out) if len(candles) else None
+    dropped = pd.concat(dropped_parts, ignore_index=True) if dropped_parts else pd.DataFrame()
+    if path is None:
+        if dropped.empty:
+            fail(f"no candles between {begin} and {finish} in {source}", "check --start and --end (and --universe)")
+        fail(f"no usable candle: {describe_dropped(dropped, source)}", "check --source, --start and --end")
+    kept = pd.concat(kept_parts).groupby(level=0).agg({"rows": "sum", "first": "min", "last": "max"})
+    missing = sorted(set(assets) - set(kept.index))
     if missing:
         click.echo(f"warning: no candles for {','.join(missing)} in the window", err=True)
-    path = write_snapshot(candles, out)
-    counts = candles.groupby("asset").size()
+    if drop_bad:  # always written, so that no report of an earlier dump stays beside this snapshot
+        write_atomically(report, lambda tmp: dropped.to_csv(tmp, index=False))
+        if len(dropped):
+            click.echo(f"warning: dropped {describe_dropped(dropped, source)}; listed in {report}", err=True)
     click.echo(
-        f"wrote {len(candles):,} candles of {len(counts)} assets "
-        f"({candles['bar_start'].min()} to {candles['bar_end'].max()}) to {path}"
+        f"wrote {int(kept['rows'].sum()):,} candles of {len(kept)} assets "
+        f"({kept['first'].min()} to {kept['last'].max()}) to {path}"
     )

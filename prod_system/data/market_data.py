@@ -408,6 +408,12 @@ def write_snapshot_months(
     return write_folder_atomically(path, write)
 
 
+def is_partitioned_snapshot(path: str | Path) -> bool:
+    """A folder of month files written by ``write_snapshot_months`` (not a folder of CSV files)."""
+    path = Path(path)
+    return path.is_dir() and any(path.glob(f"{MONTH_PART}*"))
+
+
 def snapshot_parts(path: str | Path) -> dict[str, Path]:
     """A partitioned snapshot's month files, by month ('2024-01'), in order."""
     path = Path(path)

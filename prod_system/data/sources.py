@@ -55,3 +55,12 @@ def load_source(
         f"unknown market data source {source!r}: use 'csv:DIR', "
         f"'{ARCHIVE_SOURCE}:DIR', 'parquet:FILE' or a .parquet file"
     )
+
+
+def reads_by_window(source: str) -> bool:
+    """Whether ``load_source`` reads only the window's candles of ``source`` (the database, the archive,
+    a partitioned snapshot), so that a long dump can go one month at a time."""
+    kind, _, location = source.partition(":")
+    if is_database(source) or kind == ARCHIVE_SOURCE:
+        return True
+    return Path(location if kind == "parquet" else source).is_dir()

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from prod_system.data.market_data import is_partitioned_snapshot
 from prod_system.data.sources import load_source
 from prod_system.errors import MarketDataError
 
@@ -37,10 +38,11 @@ def to_ms(value: int | str | pd.Timestamp) -> int:
 
 
 def load_candles(source: str | Path) -> pd.DataFrame:
-    """All assets of a source: 'parquet:FILE', a .parquet file, 'csv:DIR' or a folder of *_USDT.csv.gz."""
+    """All assets of a source: 'parquet:FILE', a .parquet snapshot (a file or a folder of months), 'csv:DIR'
+    or a folder of *_USDT.csv.gz, 'binance-archive:DIR'."""
     source = str(source)
     kind, _, location = source.partition(":")
-    if kind != "csv" and Path(source).is_dir():
+    if kind != "csv" and Path(source).is_dir() and not is_partitioned_snapshot(source):
         kind, location = "csv", source
     if kind == "csv":
         # csv sources need the asset list up front; the exchange lists every file of the folder
@@ -67,7 +69,8 @@ class ReplayClock:
 
     @classmethod
     def start(cls, mode: str, first_open_ms: int, speed: float = 1.0, wall: Callable[[], int] = wall_ms):
-        """A clock starting now: shifted at the wall time, original and manual at the first candle's open."""
+        """A clock starting now: shifted at the wall time, original and manual at ``first_open_ms`` (the
+        first candle's open, or later by the history the exchange starts with)."""
         if mode not in CLOCK_MODES:
             raise ValueError(f"unknown clock mode {mode!r}: use one of {', '.join(CLOCK_MODES)}")
         if not speed > 0:
@@ -125,17 +128,36 @@ class ClosedCandle:
     low: float
 
 
-class MarketReplay:
-    """The snapshot's candles replayed on the clock; in shifted mode every timestamp moves by ``shift_ms``."""
+def check_history(candles: pd.DataFrame, history_ms: int) -> None:
+    """The history (closed before start-up) must be whole minutes and leave candles to replay."""
+    if history_ms < 0 or history_ms % MINUTE_MS:
+        raise ValueError(f"the history must be whole minutes >= 0, got {history_ms / MINUTE_MS:g} minutes")
+    opens = _epoch_ms(candles["bar_start"])
+    span_ms = int(opens.max() - opens.min()) if len(opens) else 0
+    if history_ms and history_ms >= span_ms + MINUTE_MS:
+        raise ValueError(
+            f"a history of {history_ms // MINUTE_MS} minutes leaves nothing to replay: the market data holds "
+            f"{span_ms // MINUTE_MS + 1} minutes"
+        )
 
-    def __init__(self, candles: pd.DataFrame, clock: ReplayClock):
+
+class MarketReplay:
+    """The snapshot's candles replayed on the clock; in shifted mode every timestamp moves by ``shift_ms``.
+
+    ``history_ms`` of the candles lie before the clock's start: closed at start-up, so klines serve
+    them and prices exist at once (a live session warms up from them, a market order fills).
+    """
+
+    def __init__(self, candles: pd.DataFrame, clock: ReplayClock, history_ms: int = 0):
         if candles.empty:
             raise MarketDataError("the market data holds no candles")
+        check_history(candles, history_ms)
         self.clock = clock
+        self.history_ms = history_ms
         data_first_open_ms = int(_epoch_ms(candles["bar_start"]).min())
         self.shift_ms = 0
         if clock.mode == "shifted":
-            self.shift_ms = clock.origin_market_ms // MINUTE_MS * MINUTE_MS - data_first_open_ms
+            self.shift_ms = clock.origin_market_ms // MINUTE_MS * MINUTE_MS - history_ms - data_first_open_ms
         self.first_open_ms = data_first_open_ms + self.shift_ms
         self._series = {asset: _Series(frame, self.shift_ms) for asset, frame in candles.groupby("asset", sort=True)}
         self.assets = list(self._series)

@@ -44,8 +44,18 @@ Progress = Callable[[str, int, int], None]
 
 
 def load_store(config: SystemConfig, dag: Dag) -> CandleStore:
-    """Load the market data of the run and check it covers the window (with the model's warm-up)."""
-    snapshot = load_source(config.market_data.source, config.universe, config.market_data.delay)
+    """Load the market data of the run and check it covers the window (with the model's warm-up).
+
+    Only the window's candles and the history before it that the model and the data guard read are
+    asked for: a partitioned snapshot or the archive reads those months alone, however long it is."""
+    source = config.market_data.source
+    since = config.start - max(dag.lookback, data_guard_for(config).window)
+    snapshot = load_source(source, config.universe, config.market_data.delay, (since, config.end))
+    if snapshot.empty:
+        raise MarketDataError(
+            f"market data {source} has no candles from {since:%Y-%m-%d %H:%M} (the model's warm-up) to the "
+            f"run's end {config.end:%Y-%m-%d %H:%M} UTC: it lies outside the run's window"
+        )
     return check_coverage(CandleStore(snapshot, config.universe), config, dag)
 
 
