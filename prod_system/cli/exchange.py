@@ -33,11 +33,29 @@ class _DecimalType(click.ParamType):
 
 
 def _exchange_hint(message: str) -> str:
+    if message.startswith("no exchange rules for"):
+        return "every symbol is served its exchange's rules, never made-up ones: give --instruments FILE"
+    if "leverage brackets" in message:
+        return "fetch the rules with API keys set (prod-system instruments), or give Binance's JSON with --brackets"
+    if "instruments" in message:
+        return "--instruments takes a file from `prod-system instruments` or Binance's exchangeInfo JSON"
+    if "history" in message:
+        return "give a --history of whole minutes, shorter than the market data (0m: nothing closed at start-up)"
     if message.startswith("cannot listen"):
         return "choose another --port (0 picks a free one) or --host"
     if "state" in message:
         return "check the --state file (remove it to start with fresh accounts)"
     return "--market-data takes a .parquet snapshot (see dump-market-data) or 'csv:DIR'"
+
+
+def _history(text: str):
+    """--history as a length: '0m', '1d', '36h'..."""
+    from prod_system.common.timeutil import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        fail(f"--history: {error}", _exchange_hint("history"))
 
 
 @click.command("exchange-sim", short_help="Run a local Binance USDT-M futures exchange.")
@@ -92,6 +110,24 @@ def _exchange_hint(message: str) -> str:
     type=_DecimalType(positive=True),
     help="USDT in the account at start.",
 )
+@click.option(
+    "--history",
+    default="1d",
+    show_default=True,
+    help="How much of the market data is already closed at start-up (klines serve it, prices exist at once, "
+    "a live session warms up on it); 0m starts at the first candle.",
+)
+@click.option(
+    "--instruments",
+    type=click.Path(dir_okay=False),
+    help="The rules to serve: a file from `prod-system instruments`, or Binance's exchangeInfo JSON  "
+    "[default: the snapshot's embedded table, else the rules bundled for the shipped assets].",
+)
+@click.option(
+    "--brackets",
+    type=click.Path(dir_okay=False),
+    help="Binance's leverageBracket JSON, for --instruments without brackets (exchangeInfo has none).",
+)
 @click.option("--faults", type=click.Path(dir_okay=False), help="JSON fault rules, per endpoint (docs/exchange.md).")
 @click.option("--state", type=click.Path(dir_okay=False), help="JSON file keeping the accounts across restarts.")
 @click.option(
@@ -101,14 +137,15 @@ def _exchange_hint(message: str) -> str:
     "only: a filled order's id is accepted again.",
 )
 def exchange_sim(market_data, host, port, api_key, api_secret, clock, speed, taker_fee, maker_fee, initial_balance,
-                 faults, state, strict_client_ids) -> None:  # fmt: skip
+                 history, instruments, brackets, faults, state, strict_client_ids) -> None:  # fmt: skip
     """Run a local Binance USDT-M futures exchange that the unmodified ccxt client trades on.
 
-    It replays the market data on its clock, fills market orders at the current price with taker fees
-    and limit orders when the price crosses, keeps positions, balances and trades, signs and checks
-    requests like Binance, and injects faults on chosen endpoints (latency, timeouts, 5xx, 429,
-    rejections, partial fills). Point the broker at it with broker.exchange_url (or run's
-    --exchange-url). It serves until Ctrl-C.
+    It replays the market data on its clock, the first --history of it (a day) already closed at
+    start-up, so that prices exist and a live session can warm up at once; it fills market orders at
+    the current price with taker fees and limit orders when the price crosses, keeps positions,
+    balances and trades, signs and checks requests like Binance, and injects faults on chosen
+    endpoints (latency, timeouts, 5xx, 429, rejections, partial fills). Point the broker at it with
+    broker.exchange_url (or run's --exchange-url). It serves until Ctrl-C.
 
     \b
     Examples:
@@ -126,6 +163,7 @@ def exchange_sim(market_data, host, port, api_key, api_secret, clock, speed, tak
             "no API key: give --api-key and --api-secret, or set EXCHANGE_API_KEY and EXCHANGE_API_SECRET",
             "any pair will do; the client (broker config or ccxt) must use the same",
         )
+    history_length = _history(history)
     rules = []
     if faults is not None:
         try:
@@ -137,7 +175,7 @@ def exchange_sim(market_data, host, port, api_key, api_secret, clock, speed, tak
     options = ServerOptions(
         market_data, api_key, api_secret, host, port, clock, speed,
         EngineConfig(taker_fee, maker_fee, initial_balance, strict_client_order_ids=strict_client_ids), rules,
-        Path(state) if state else None,
+        Path(state) if state else None, history_length, instruments, brackets,
     )  # fmt: skip
     click.echo(f"starting the local exchange: replaying {market_data} ({clock} clock); Ctrl-C stops it", err=True)
     try:

@@ -1,9 +1,9 @@
 """Run the local Binance USDT-M futures exchange: ``python -m prod_system.exchange --market-data SNAPSHOT ...``.
 
     python -m prod_system.exchange --market-data parquet:snapshot.parquet --port 8765 \\
-        --api-key KEY --api-secret SECRET [--clock shifted|original|manual] [--speed 1] \\
+        --api-key KEY --api-secret SECRET [--clock shifted|original|manual] [--speed 1] [--history 1d] \\
         [--taker-fee 0.0004] [--maker-fee 0.0002] [--initial-balance 1000000] \\
-        [--faults rules.json] [--state state.json]
+        [--instruments rules.json] [--brackets brackets.json] [--faults rules.json] [--state state.json]
 
 The key and secret may come from ``EXCHANGE_API_KEY``/``EXCHANGE_API_SECRET`` instead (the secret
 is never printed). ``main(argv)`` parses, checks and blocks in ``server.serve(options)`` until
@@ -20,6 +20,9 @@ import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+import pandas as pd
+
+from prod_system.common.timeutil import parse_duration
 from prod_system.errors import FaultRuleError, MarketDataError
 from prod_system.exchange.engine import EngineConfig
 from prod_system.exchange.faults import parse_rules
@@ -44,6 +47,13 @@ def _decimal(text: str) -> Decimal:
     return value
 
 
+def _duration(text: str) -> pd.Timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="python -m prod_system.exchange", description=__doc__.splitlines()[0])
     parser.add_argument("--market-data", required=True, help="'parquet:FILE', a .parquet file, 'csv:DIR' or a folder")
@@ -53,9 +63,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-secret", default=None, help="default: $EXCHANGE_API_SECRET")
     parser.add_argument("--clock", choices=CLOCK_MODES, default="shifted")
     parser.add_argument("--speed", type=float, default=1.0, help="market minutes per real minute (not manual)")
+    parser.add_argument(
+        "--history", type=_duration, default="1d", help="of the market data, closed at start-up (0m: none)"
+    )
     parser.add_argument("--taker-fee", type=_decimal, default=EngineConfig.taker_fee)
     parser.add_argument("--maker-fee", type=_decimal, default=EngineConfig.maker_fee)
     parser.add_argument("--initial-balance", type=_decimal, default=EngineConfig.initial_balance)
+    parser.add_argument(
+        "--instruments", type=Path, default=None, help="rules file or Binance exchangeInfo JSON (default: snapshot's)"
+    )
+    parser.add_argument("--brackets", type=Path, default=None, help="Binance leverageBracket JSON")
     parser.add_argument("--faults", type=Path, default=None, help="JSON list of fault rules")
     parser.add_argument(
         "--strict-client-ids",
@@ -91,7 +108,19 @@ def _options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Serve
         args.taker_fee, args.maker_fee, args.initial_balance, strict_client_order_ids=args.strict_client_ids
     )
     return ServerOptions(
-        args.market_data, api_key, api_secret, args.host, args.port, args.clock, args.speed, config, faults, args.state
+        args.market_data,
+        api_key,
+        api_secret,
+        args.host,
+        args.port,
+        args.clock,
+        args.speed,
+        config,
+        faults,
+        args.state,
+        args.history,
+        args.instruments,
+        args.brackets,
     )
 
 

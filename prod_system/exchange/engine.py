@@ -9,10 +9,14 @@ Matching: a MARKET order fills at once at the current price (the last closed can
 taker; a LIMIT GTC order that is marketable at placement does the same, otherwise it rests and
 fills as maker at its own price once a candle that opened at or after its placement trades through
 it (a buy when the low reaches the price, a sell when the high does). Resting orders are matched on
-every call, against the candles closed since the previous call, oldest first.
+every call, against the candles closed since the previous call, oldest first. A LIMIT order's time
+in force, as Binance has them: IOC fills what is marketable now and expires the rest (all of it
+when it is not marketable); FOK fills all of it at once or is rejected (-5021, not recorded); GTX
+(post-only) is rejected when it would take (-5022, not recorded), else it rests like GTC.
 
-Accounts are one-way (position side BOTH), cross margin at a fixed leverage; there is no funding
-and no liquidation.
+Accounts are one-way (position side BOTH), cross margin at a leverage per symbol (``set_leverage``,
+``EngineConfig.leverage`` until set): initial margin is notional / leverage. There is no funding and
+no liquidation.
 """
 
 from __future__ import annotations
@@ -30,34 +34,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from prod_system.config import DEFAULT_INSTRUMENTS
+from prod_system.data.instruments import Bracket, InstrumentRules, InstrumentTable, market_instruments
+from prod_system.errors import InstrumentsError
 from prod_system.exchange.market import ClosedCandle, MarketReplay, ReplayClock, wall_ms
 
 QUOTE = "USDT"
 ZERO = Decimal(0)
-TICK_SIZES = {
-    "BTC": "0.1",
-    "ETH": "0.01",
-    "SOL": "0.001",
-    "BNB": "0.01",
-    "XRP": "0.0001",
-    "DOGE": "0.00001",
-    "DOT": "0.001",
-    "MATIC": "0.0001",
-}
-DEFAULT_TICK = "0.0001"
-DEFAULT_STEP = "0.001"
-DEFAULT_MIN_NOTIONAL = "5"
-# (notional floor, notional cap, max leverage, maintenance margin ratio, maintenance amount): the
-# same static brackets for every symbol
-LEVERAGE_BRACKETS = (
-    (0, 1_000_000, 20, "0.01", 0),
-    (1_000_000, 5_000_000, 10, "0.025", 15_000),
-    (5_000_000, 1_000_000_000, 5, "0.05", 140_000),
-)
 _CLIENT_ORDER_ID = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
 _OPEN = ("NEW", "PARTIALLY_FILLED")
 TRADE_WINDOW_MS = 7 * 24 * 3_600_000  # userTrades: startTime to endTime at most 7 days; neither sent: the last 7 days
+_GONE_MS = 3 * 24 * 3_600_000  # allOrders: a cancelled or expired order without a fill, 3 days after it was placed
 _ACCOUNT_TOTALS = (
     "initialMargin",
     "maintMargin",
@@ -106,42 +92,8 @@ class EngineConfig:
     strict_client_order_ids: bool = False
 
 
-@dataclass(frozen=True)
-class SymbolRules:
-    """Binance's filters of one symbol (LOT_SIZE, PRICE_FILTER, MIN_NOTIONAL)."""
-
-    asset: str
-    step: Decimal
-    tick: Decimal
-    min_notional: Decimal
-
-    @property
-    def symbol(self) -> str:
-        return f"{self.asset}{QUOTE}"
-
-    @property
-    def max_qty(self) -> Decimal:
-        return self.step * 100_000_000
-
-    @property
-    def max_price(self) -> Decimal:
-        return self.tick * 1_000_000_000
-
-    @property
-    def quantity_precision(self) -> int:
-        return max(0, -self.step.normalize().as_tuple().exponent)
-
-    @property
-    def price_precision(self) -> int:
-        return max(0, -self.tick.normalize().as_tuple().exponent)
-
-
-def symbol_rules(asset: str) -> SymbolRules:
-    """The project's instrument where known (lot size, min notional), else 0.001 and 5 USDT."""
-    instrument = DEFAULT_INSTRUMENTS.get(asset)
-    step = Decimal(repr(instrument.lot_size)) if instrument else Decimal(DEFAULT_STEP)
-    min_notional = Decimal(repr(instrument.min_notional)) if instrument else Decimal(DEFAULT_MIN_NOTIONAL)
-    return SymbolRules(asset, step.normalize(), Decimal(TICK_SIZES.get(asset, DEFAULT_TICK)), min_notional.normalize())
+# A symbol's rules, served exactly as the instruments table holds them (exchangeInfo filters, brackets)
+SymbolRules = InstrumentRules
 
 
 @dataclass
@@ -159,6 +111,7 @@ class Order:
     status: str = "NEW"
     executed: Decimal = ZERO
     cum_quote: Decimal = ZERO
+    time_in_force: str = "GTC"  # a MARKET order reads GTC, as on Binance
 
     @property
     def is_open(self) -> bool:
@@ -185,7 +138,7 @@ class Order:
             "executedQty": plain(self.executed),
             "cumQty": plain(self.executed),
             "cumQuote": plain(self.cum_quote),
-            "timeInForce": "GTC",
+            "timeInForce": self.time_in_force,
             "type": self.order_type,
             "reduceOnly": self.reduce_only,
             "closePosition": False,
@@ -268,6 +221,7 @@ class Account:
     client_order_ids: dict[str, int] = field(default_factory=dict)
     trades: list[Trade] = field(default_factory=list)
     positions: dict[str, Position] = field(default_factory=dict)
+    leverage: dict[str, int] = field(default_factory=dict)  # per symbol, once set
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:
         return [o for o in self.orders.values() if o.is_open and (symbol is None or o.symbol == symbol)]
@@ -292,10 +246,21 @@ class Engine:
         api_keys: Iterable[str],
         state_path: Path | None = None,
         state: dict | None = None,
+        instruments: InstrumentTable | None = None,
     ):
+        """``instruments``: the rules of the market's assets (default: the bundled ones); an asset it
+        has no rules for, or no leverage brackets, is an ``InstrumentsError`` (never made-up rules)."""
         self.market = market
         self.config = config
-        self.rules = {rules.symbol: rules for rules in map(symbol_rules, market.assets)}
+        table = (instruments or market_instruments(market.assets, None, None)).select(market.assets)
+        without = [asset for asset, rules in table.rules.items() if not rules.brackets]
+        if without:
+            raise InstrumentsError(
+                f"no leverage brackets for {without} in {table.source} (brackets {table.brackets}): the local "
+                "exchange serves each symbol's own; fetch the rules with API keys set, or add Binance's "
+                "leverageBracket JSON (--brackets FILE)"
+            )
+        self.rules = {rules.symbol: rules for rules in table.rules.values()}
         self._lock = threading.RLock()
         self._state_path = state_path
         self._accounts: dict[str, Account] = {}
@@ -328,7 +293,11 @@ class Engine:
 
     def _state(self) -> dict:
         return {
-            "market": {"assets": self.market.assets, "first_open_ms": self.market.first_open_ms},
+            "market": {
+                "assets": self.market.assets,
+                "first_open_ms": self.market.first_open_ms,
+                "history_ms": self.market.history_ms,
+            },
             "clock": self.market.clock.to_state(),
             "next_order_id": self._next_order_id,
             "next_trade_id": self._next_trade_id,
@@ -340,6 +309,7 @@ class Engine:
                     "orders": [_encode(order) for order in account.orders.values()],
                     "trades": [_encode(trade) for trade in account.trades],
                     "positions": {symbol: _encode(position) for symbol, position in account.positions.items()},
+                    "leverage": account.leverage,
                 }
                 for key, account in self._accounts.items()
             },
@@ -347,6 +317,11 @@ class Engine:
 
     def _restore(self, state: dict) -> None:
         market = state["market"]
+        if market.get("history_ms", 0) != self.market.history_ms:
+            raise ValueError(
+                f"the state file was written with {market.get('history_ms', 0) // 60_000} minutes of history, not "
+                f"{self.market.history_ms // 60_000}: use the same --history or another state file"
+            )
         if market["assets"] != self.market.assets or market["first_open_ms"] != self.market.first_open_ms:
             raise ValueError("the state file was written for other market data")
         self._next_order_id = state["next_order_id"]
@@ -361,6 +336,7 @@ class Engine:
                 client_order_ids={order.client_order_id: order.order_id for order in orders},
                 trades=[_decode(Trade, trade) for trade in data["trades"]],
                 positions={symbol: _decode(Position, pos) for symbol, pos in data["positions"].items()},
+                leverage=data.get("leverage", {}),
             )
 
     def _save(self) -> None:
@@ -388,19 +364,24 @@ class Engine:
         price = self.price(symbol)
         return position.entry_price if price is None else price
 
-    def _position_margin(self, symbol: str, position: Position) -> Decimal:
-        return abs(position.amount) * self._mark(symbol, position) / self.config.leverage
+    def _leverage(self, account: Account, symbol: str) -> int:
+        return account.leverage.get(symbol, self.config.leverage)
 
-    def _order_margin(self, orders: Iterable[Order]) -> Decimal:
+    def _position_margin(self, account: Account, symbol: str, position: Position) -> Decimal:
+        return abs(position.amount) * self._mark(symbol, position) / self._leverage(account, symbol)
+
+    def _order_margin(self, account: Account, orders: Iterable[Order]) -> Decimal:
         """Initial margin held by resting orders that could open exposure (reduce-only ones hold none)."""
-        return sum((o.remaining * o.price for o in orders if not o.reduce_only), ZERO) / self.config.leverage
+        return sum(
+            (o.remaining * o.price / self._leverage(account, o.symbol) for o in orders if not o.reduce_only), ZERO
+        )
 
     def _unrealized(self, account: Account) -> Decimal:
         return sum((p.amount * (self._mark(s, p) - p.entry_price) for s, p in account.positions.items()), ZERO)
 
     def _initial_margin(self, account: Account) -> Decimal:
-        positions = sum((self._position_margin(s, p) for s, p in account.positions.items()), ZERO)
-        return positions + self._order_margin(account.open_orders())
+        positions = sum((self._position_margin(account, s, p) for s, p in account.positions.items()), ZERO)
+        return positions + self._order_margin(account, account.open_orders())
 
     def _available(self, account: Account) -> Decimal:
         return max(ZERO, account.wallet + self._unrealized(account) - self._initial_margin(account))
@@ -492,6 +473,7 @@ class Engine:
         reduce_only: bool = False,
         ack: bool = False,
         fill_fraction: float | None = None,
+        time_in_force: str = "GTC",
     ) -> dict:
         """Check, accept and execute an order; ``fill_fraction`` (a fault) fills only that share at once.
 
@@ -517,17 +499,52 @@ class Engine:
                 reduce_only,
                 now,
                 now,
+                time_in_force=time_in_force if order_type == "LIMIT" else "GTC",
             )
             self._check_risk(account, order, rules, order.price if order_type == "LIMIT" else last)
+            marketable = last is not None and (order_type == "MARKET" or (order.price - last) * order.sign >= 0)
+            self._check_time_in_force(account, order, rules, marketable, fill_fraction)
             self._next_order_id += 1
             account.orders[order.order_id] = order
             account.client_order_ids[client_order_id] = order.order_id  # a reused id finds its latest order
             accepted = order.to_json()
-            marketable = last is not None and (order_type == "MARKET" or (order.price - last) * order.sign >= 0)
             if marketable:
                 self._execute_at_once(account, order, rules, last, now, fill_fraction)
+            elif order.time_in_force == "IOC":  # nothing to take now: all of it expires
+                order.status = "EXPIRED"
             self._save()
             return accepted if ack else order.to_json()
+
+    def _immediate_quantity(
+        self, account: Account, order: Order, rules: SymbolRules, fill_fraction: float | None
+    ) -> Decimal:
+        """What a marketable order fills at once: its quantity, a reduce-only order's no further than the
+        position, only ``fill_fraction`` of it (rounded down to the lot step) under that fault."""
+        quantity = self._reducible(account, order, order.quantity) if order.reduce_only else order.quantity
+        if fill_fraction is not None:
+            share = quantity * Decimal(repr(fill_fraction)) / rules.step
+            quantity = share.to_integral_value(ROUND_DOWN) * rules.step
+        return quantity
+
+    def _check_time_in_force(
+        self, account: Account, order: Order, rules: SymbolRules, marketable: bool, fill_fraction: float | None
+    ) -> None:
+        """Binance's rejections, before the order is recorded: a post-only (GTX) order that would take, a
+        fill-or-kill (FOK) order that cannot fill all of its quantity at once."""
+        if order.time_in_force == "GTX" and marketable:
+            raise BinanceError(
+                -5022,
+                "Due to the order could not be executed as maker, the Post Only order will be rejected. "
+                "The order will not be recorded in the order history",
+            )
+        if order.time_in_force == "FOK" and (
+            not marketable or self._immediate_quantity(account, order, rules, fill_fraction) < order.quantity
+        ):
+            raise BinanceError(
+                -5021,
+                "Due to the order could not be filled immediately, the FOK order has been rejected. "
+                "The order will not be recorded in the order history",
+            )
 
     def _free_client_order_id(self, account: Account, client_order_id: str | None) -> str:
         """The new order's client id: a fresh one if none is given; Binance refuses a malformed id
@@ -551,14 +568,13 @@ class Engine:
         fill_fraction: float | None,
     ) -> None:
         """Fill a marketable order at the last price as a taker (only ``fill_fraction`` of it under that
-        fault, and a reduce-only order no further than the position); a market order's rest expires."""
-        quantity = self._reducible(account, order, order.quantity) if order.reduce_only else order.quantity
-        if fill_fraction is not None:
-            share = quantity * Decimal(repr(fill_fraction)) / rules.step
-            quantity = share.to_integral_value(ROUND_DOWN) * rules.step
+        fault, and a reduce-only order no further than the position); the rest of a market or IOC order
+        expires."""
+        quantity = self._immediate_quantity(account, order, rules, fill_fraction)
         if quantity > 0:
             self._fill(account, order, quantity, last, False, now)
-        if order.order_type == "MARKET" and order.is_open:  # what the book could not fill expires
+        immediate = order.order_type == "MARKET" or order.time_in_force in ("IOC", "FOK")
+        if immediate and order.is_open:  # what the book could not fill expires
             order.status = "EXPIRED"
 
     @staticmethod
@@ -571,7 +587,9 @@ class Engine:
             raise BinanceError(-4003, "Quantity less than or equal to zero.")
         if quantity % rules.step:
             raise BinanceError(-1111, "Precision is over the maximum defined for this asset.")
-        if quantity > rules.max_qty:
+        if quantity < rules.min_qty:
+            raise BinanceError(-4004, "Quantity less than min quantity.")
+        if quantity > (rules.max_qty if order_type == "LIMIT" else rules.market_max_qty):  # LOT_SIZE, MARKET_LOT_SIZE
             raise BinanceError(-4005, "Quantity greater than max quantity.")
         if order_type != "LIMIT":
             return
@@ -579,6 +597,8 @@ class Engine:
             raise BinanceError(-1102, "Mandatory parameter 'price' was not sent, was empty/null, or malformed.")
         if price <= 0:
             raise BinanceError(-4001, "Price less than 0.")
+        if price < rules.min_price:
+            raise BinanceError(-4013, "Price less than min price.")
         if price % rules.tick:
             raise BinanceError(-4014, "Price not increased by tick size.")
         if price > rules.max_price:
@@ -598,7 +618,7 @@ class Engine:
                 -4164, f"Order's notional must be no smaller than {minimum} (unless you choose reduce only)."
             )
         opening = order.quantity if amount * order.sign >= 0 else max(ZERO, order.quantity - abs(amount))
-        if opening * price / self.config.leverage > self._available(account):
+        if opening * price / self._leverage(account, order.symbol) > self._available(account):
             raise BinanceError(-2019, "Margin is insufficient.")
 
     def _find_order(self, account: Account, symbol: str, order_id: int | None, client_order_id: str | None):
@@ -627,6 +647,116 @@ class Engine:
             order.status, order.update_ms = "CANCELED", self.now_ms()
             self._save()
             return order.to_json()
+
+    def open_order(self, api_key: str, symbol: str, order_id: int | None, client_order_id: str | None) -> dict:
+        """GET /fapi/v1/openOrder: an open order; a filled, cancelled or expired one does not exist (-2013)."""
+        with self._lock:
+            account = self._account(api_key)
+            self._match_resting()
+            order = self._find_order(account, symbol, order_id, client_order_id)
+            if order is None or not order.is_open:
+                raise BinanceError(-2013, "Order does not exist.")
+            return order.to_json()
+
+    def cancel_all(self, api_key: str, symbol: str) -> dict:
+        """DELETE /fapi/v1/allOpenOrders: cancel every open order of the symbol (none open is no error)."""
+        with self._lock:
+            account = self._account(api_key)
+            now = self._match_resting()
+            self._symbol_rules(symbol)
+            for order in account.open_orders(symbol):
+                order.status, order.update_ms = "CANCELED", now
+            self._save()
+            return {"code": 200, "msg": "The operation of cancel all open order is done."}
+
+    def all_orders(
+        self,
+        api_key: str,
+        symbol: str | None,
+        order_id: int | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = 500,
+    ) -> list[dict]:
+        """GET /fapi/v1/allOrders, as Binance documents it: from ``order_id`` on (ascending, the first
+        ``limit``), else the most recent ``limit`` in the time window (the last 7 days when no time is
+        sent); a cancelled or expired order without a fill is gone 3 days after it was placed."""
+        with self._lock:
+            account = self._account(api_key)
+            now = self._match_resting()
+            if symbol is not None:
+                self._symbol_rules(symbol)
+            if order_id is None and start_ms is None and end_ms is None:
+                start_ms = now - TRADE_WINDOW_MS
+            orders = [
+                o
+                for o in account.orders.values()
+                if (symbol is None or o.symbol == symbol)
+                and (order_id is None or o.order_id >= order_id)
+                and (start_ms is None or o.time_ms >= start_ms)
+                and (end_ms is None or o.time_ms <= end_ms)
+                and not (o.status in ("CANCELED", "EXPIRED") and o.executed == 0 and o.time_ms + _GONE_MS < now)
+            ]
+            orders.sort(key=lambda o: o.order_id)
+            orders = orders[:limit] if order_id is not None else orders[-limit:]
+            return [order.to_json() for order in orders]
+
+    def max_leverage(self, symbol: str) -> int:
+        """The symbol's highest leverage: its first bracket's."""
+        return max(bracket.initial_leverage for bracket in self._brackets(symbol))
+
+    def _brackets(self, symbol: str) -> tuple[Bracket, ...]:
+        """The symbol's leverage brackets (the engine starts only with every symbol's)."""
+        return self._symbol_rules(symbol).brackets or ()
+
+    def set_leverage(self, api_key: str, symbol: str, leverage: int) -> dict:
+        """POST /fapi/v1/leverage: 1 to the symbol's max (-4028 otherwise); a leverage whose margin the
+        account cannot hold is refused (-2028), as Binance does."""
+        with self._lock:
+            account = self._account(api_key)
+            self._match_resting()
+            if not 1 <= leverage <= self.max_leverage(symbol):
+                raise BinanceError(-4028, f"Leverage {leverage} is not valid")
+            before = account.leverage.get(symbol)
+            account.leverage[symbol] = leverage
+            if account.wallet + self._unrealized(account) < self._initial_margin(account):
+                if before is None:
+                    del account.leverage[symbol]
+                else:
+                    account.leverage[symbol] = before
+                raise BinanceError(-2028, "Leverage is smaller than permitted: insufficient margin balance.")
+            self._save()
+            return {
+                "leverage": leverage,
+                "maxNotionalValue": str(max_notional(leverage, self._brackets(symbol))),
+                "symbol": symbol,
+            }
+
+    def symbol_config(self, api_key: str, symbol: str | None = None) -> list[dict]:
+        """GET /fapi/v1/symbolConfig: margin type, auto-add margin, leverage, max notional per symbol."""
+        with self._lock:
+            account = self._account(api_key)
+            if symbol is not None:
+                self._symbol_rules(symbol)
+            return [
+                {
+                    "symbol": s,
+                    "marginType": "CROSSED",
+                    "isAutoAddMargin": False,
+                    "leverage": self._leverage(account, s),
+                    "maxNotionalValue": str(max_notional(self._leverage(account, s), self._brackets(s))),
+                }
+                for s in self.rules
+                if symbol is None or s == symbol
+            ]
+
+    def _break_even(self, position: Position) -> Decimal:
+        """The price at which closing the position as taker pays back the taker fees of opening and
+        closing it: entry x (1 + 2 x taker fee) long, entry x (1 - 2 x taker fee) short; 0 when flat."""
+        if position.amount == 0:
+            return ZERO
+        sign = 1 if position.amount > 0 else -1
+        return position.entry_price * (1 + sign * 2 * self.config.taker_fee)
 
     def open_orders(self, api_key: str, symbol: str | None = None) -> list[dict]:
         with self._lock:
@@ -672,13 +802,15 @@ class Engine:
         mark = self._mark(symbol, position)
         notional = position.amount * mark
         orders = account.open_orders(symbol)
-        order_margin = self._order_margin(orders)
-        position_margin = self._position_margin(symbol, position)
+        order_margin = self._order_margin(account, orders)
+        position_margin = self._position_margin(account, symbol, position)
+        leverage = self._leverage(account, symbol)
         common = {
             "symbol": symbol,
             "positionSide": "BOTH",
             "positionAmt": plain(position.amount),
             "entryPrice": plain(position.entry_price),
+            "breakEvenPrice": plain(self._break_even(position)),
             "markPrice": plain(mark),
             "unRealizedProfit": plain(position.amount * (mark - position.entry_price)),
             "liquidationPrice": "0",
@@ -690,16 +822,16 @@ class Engine:
         if version == 2:
             return {
                 **common,
-                "leverage": str(self.config.leverage),
+                "leverage": str(leverage),
                 "marginType": "cross",
                 "isAutoAddMargin": "false",
-                "maxNotionalValue": str(LEVERAGE_BRACKETS[0][1]),
+                "maxNotionalValue": str(max_notional(leverage, self._brackets(symbol))),
             }
         return {
             **common,
             "marginAsset": QUOTE,
             "initialMargin": plain(position_margin + order_margin),
-            "maintMargin": plain(maintenance_margin(abs(notional))),
+            "maintMargin": plain(maintenance_margin(abs(notional), self._brackets(symbol))),
             "positionInitialMargin": plain(position_margin),
             "openOrderInitialMargin": plain(order_margin),
             "adl": 0,
@@ -721,7 +853,15 @@ class Engine:
             updateTime=risk["updateTime"],
         )
         if version == 2:
-            result.update(entryPrice=risk["entryPrice"], leverage=str(self.config.leverage), isolated=False)
+            leverage = self._leverage(account, symbol)
+            result.update(
+                entryPrice=risk["entryPrice"],
+                leverage=str(leverage),
+                isolated=False,
+                maxNotional=str(max_notional(leverage, self._brackets(symbol))),
+                bidNotional=risk["bidNotional"],
+                askNotional=risk["askNotional"],
+            )
         return result
 
     def _active_symbols(self, account: Account) -> list[str]:
@@ -747,13 +887,19 @@ class Engine:
             "unrealizedProfit": plain(unrealized),
             "marginBalance": plain(account.wallet + unrealized),
             "maintMargin": plain(
-                sum((maintenance_margin(abs(p.amount * self._mark(s, p))) for s, p in account.positions.items()), ZERO)
+                sum(
+                    (
+                        maintenance_margin(abs(p.amount * self._mark(s, p)), self._brackets(s))
+                        for s, p in account.positions.items()
+                    ),
+                    ZERO,
+                )
             ),
             "initialMargin": plain(self._initial_margin(account)),
             "positionInitialMargin": plain(
-                sum((self._position_margin(s, p) for s, p in account.positions.items()), ZERO)
+                sum((self._position_margin(account, s, p) for s, p in account.positions.items()), ZERO)
             ),
-            "openOrderInitialMargin": plain(self._order_margin(account.open_orders())),
+            "openOrderInitialMargin": plain(self._order_margin(account, account.open_orders())),
             "crossWalletBalance": plain(account.wallet),
             "crossUnPnl": plain(unrealized),
             "availableBalance": plain(available),
@@ -820,28 +966,25 @@ class Engine:
             }
 
 
-def maintenance_margin(notional: Decimal) -> Decimal:
-    """Maintenance margin of a position's absolute notional under the static brackets."""
-    for floor, cap, _, ratio, amount in LEVERAGE_BRACKETS:
-        if floor <= notional < cap:
-            return notional * Decimal(ratio) - amount
+def maintenance_margin(notional: Decimal, brackets: Iterable[Bracket]) -> Decimal:
+    """Maintenance margin of a position's absolute notional under its symbol's brackets."""
+    for bracket in brackets:
+        if bracket.notional_floor <= notional < bracket.notional_cap:
+            return notional * bracket.maint_margin_ratio - bracket.cum
     return ZERO
 
 
-def leverage_brackets(symbols: Iterable[str]) -> list[dict]:
-    """GET /fapi/v1/leverageBracket: the same static brackets for every symbol."""
-    brackets = [
-        {
-            "bracket": number,
-            "initialLeverage": leverage,
-            "notionalCap": cap,
-            "notionalFloor": floor,
-            "maintMarginRatio": float(ratio),
-            "cum": float(amount),
-        }
-        for number, (floor, cap, leverage, ratio, amount) in enumerate(LEVERAGE_BRACKETS, start=1)
+def max_notional(leverage: int, brackets: Iterable[Bracket]) -> int:
+    """The largest position notional a leverage allows: the cap of the last bracket that admits it."""
+    caps = [bracket.notional_cap for bracket in brackets if leverage <= bracket.initial_leverage]
+    return int(max(caps)) if caps else 0
+
+
+def leverage_brackets(rules: Iterable[SymbolRules]) -> list[dict]:
+    """GET /fapi/v1/leverageBracket: each symbol's brackets, as its instruments table holds them."""
+    return [
+        {"symbol": r.symbol, "notionalCoef": 1.0, "brackets": [b.to_json() for b in r.brackets or ()]} for r in rules
     ]
-    return [{"symbol": symbol, "notionalCoef": 1.0, "brackets": brackets} for symbol in symbols]
 
 
 def open_engine(
@@ -851,8 +994,11 @@ def open_engine(
     clock_mode: str = "shifted",
     speed: float = 1.0,
     state_path: str | Path | None = None,
+    history_ms: int = 0,
+    instruments: InstrumentTable | None = None,
 ) -> Engine:
-    """An engine on the candles; with a state file that exists, it resumes that state and its clock."""
+    """An engine on the candles; with a state file that exists, it resumes that state and its clock.
+    The first ``history_ms`` of the candles are already closed when it starts (``MarketReplay``)."""
     state_path = Path(state_path) if state_path is not None else None
     state = None
     if state_path is not None and not state_path.parent.is_dir():
@@ -864,7 +1010,7 @@ def open_engine(
             raise ValueError(f"cannot read the state file {state_path}: {error}") from None
     if state is None:
         first_open_ms = int(candles["bar_start"].min().value // 1_000_000)
-        clock = ReplayClock.start(clock_mode, first_open_ms, speed)
+        clock = ReplayClock.start(clock_mode, first_open_ms + history_ms, speed)
     else:
         clock = ReplayClock.from_state(state["clock"], wall_ms)
         if (clock.mode, clock.speed) != (clock_mode, speed):
@@ -872,4 +1018,4 @@ def open_engine(
                 f"the state file {state_path} runs a {clock.mode} clock at speed {clock.speed}, "
                 f"not {clock_mode} at {speed}: use the same clock or another state file"
             )
-    return Engine(MarketReplay(candles, clock), config, api_keys, state_path, state)
+    return Engine(MarketReplay(candles, clock, history_ms), config, api_keys, state_path, state, instruments)

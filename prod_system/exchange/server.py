@@ -24,8 +24,8 @@ import socket
 import threading
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from decimal import Decimal
+from dataclasses import dataclass, field, replace
+from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -34,7 +34,14 @@ import numpy as np
 import pandas as pd
 from aiohttp import web
 
-from prod_system.errors import FaultRuleError
+from prod_system.data.instruments import (
+    InstrumentTable,
+    combine,
+    market_instruments,
+    parse_leverage_brackets,
+    with_brackets,
+)
+from prod_system.errors import FaultRuleError, InstrumentsError
 from prod_system.exchange.engine import (
     TRADE_WINDOW_MS,
     BinanceError,
@@ -54,7 +61,31 @@ DEFAULT_RECV_WINDOW_MS = 5_000
 MAX_RECV_WINDOW_MS = 60_000
 MAX_KLINES = 1_500
 MAX_TRADES = 1_000
+NO_HISTORY = pd.Timedelta(0)
 INTERNAL_ERROR = {"code": -1001, "msg": "Internal error; unable to process your request. Please try again."}
+TIME_IN_FORCE = ("GTC", "IOC", "FOK", "GTX")  # GTD (good till date) is not simulated: -1115
+# Binance's kline intervals in minutes ("1M", calendar months, apart)
+INTERVAL_MINUTES = {
+    "1m": 1,
+    "3m": 3,
+    "5m": 5,
+    "15m": 15,
+    "30m": 30,
+    "1h": 60,
+    "2h": 120,
+    "4h": 240,
+    "6h": 360,
+    "8h": 480,
+    "12h": 720,
+    "1d": 1_440,
+    "3d": 4_320,
+    "1w": 10_080,
+    "1M": 44_640,  # at most 31 days: how many minutes a month's kline may need
+}
+_MONDAY_MS = 4 * 86_400_000  # the first Monday 00:00 UTC after the epoch (a Thursday): weekly klines open on Mondays
+DAY_MS = 86_400_000
+FUNDING_INTERVAL_MS = 8 * 3_600_000  # funding at 00:00, 08:00 and 16:00 UTC
+DEPTH_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
 _DECIMAL = re.compile(r"[0-9]{1,20}(\.[0-9]{1,20})?")
 _INTEGER = re.compile(r"-?[0-9]{1,20}")
 
@@ -84,10 +115,21 @@ class ExchangeService:
         self.faults = faults
         self._requests: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._weights: dict[str, tuple[int, int]] = {}  # IP -> (wall-clock minute, weight used in it)
 
     def count(self, endpoint: str) -> None:
         with self._lock:
             self._requests[endpoint] += 1
+
+    def use_weight(self, ip: str, weight: int) -> int:
+        """Add a request's weight to its IP's count of the current wall-clock minute (Binance's rate
+        limits run on real time, not on the market's clock); returns the count, the header's value."""
+        minute = wall_ms() // MINUTE_MS
+        with self._lock:
+            counted_minute, used = self._weights.get(ip, (minute, 0))
+            used = (used if counted_minute == minute else 0) + weight
+            self._weights[ip] = (minute, used)
+            return used
 
     def request_counts(self) -> dict[str, int]:
         with self._lock:
@@ -166,14 +208,18 @@ def _number(value: float) -> str:
 
 
 def _symbol_info(rules: SymbolRules, onboard_ms: int) -> dict:
-    step, tick, max_qty = plain(rules.step), plain(rules.tick), plain(rules.max_qty)
+    """A symbol as exchangeInfo lists it: its filters, status, onboard date and precisions exactly as its
+    instruments table holds them (``onboard_ms``: the date where the table has none)."""
+    step, tick, min_qty = plain(rules.step), plain(rules.tick), plain(rules.min_qty)
+    if rules.onboard_date is not None:
+        onboard_ms = int(rules.onboard_date.value // 1_000_000)
     return {
         "symbol": rules.symbol,
         "pair": rules.symbol,
         "contractType": "PERPETUAL",
         "deliveryDate": 4133404800000,
         "onboardDate": onboard_ms,
-        "status": "TRADING",
+        "status": rules.status,
         "maintMarginPercent": "2.5000",
         "requiredMarginPercent": "5.0000",
         "baseAsset": rules.asset,
@@ -191,9 +237,19 @@ def _symbol_info(rules: SymbolRules, onboard_ms: int) -> dict:
         "marketTakeBound": "0.05",
         "maxMoveOrderLimit": 10000,
         "filters": [
-            {"filterType": "PRICE_FILTER", "tickSize": tick, "minPrice": tick, "maxPrice": plain(rules.max_price)},
-            {"filterType": "LOT_SIZE", "stepSize": step, "minQty": step, "maxQty": max_qty},
-            {"filterType": "MARKET_LOT_SIZE", "stepSize": step, "minQty": step, "maxQty": max_qty},
+            {
+                "filterType": "PRICE_FILTER",
+                "tickSize": tick,
+                "minPrice": plain(rules.min_price),
+                "maxPrice": plain(rules.max_price),
+            },
+            {"filterType": "LOT_SIZE", "stepSize": step, "minQty": min_qty, "maxQty": plain(rules.max_qty)},
+            {
+                "filterType": "MARKET_LOT_SIZE",
+                "stepSize": step,
+                "minQty": min_qty,
+                "maxQty": plain(rules.market_max_qty),
+            },
             {"filterType": "MAX_NUM_ORDERS", "limit": 200},
             {"filterType": "MIN_NOTIONAL", "notional": plain(rules.min_notional)},
         ],
@@ -218,32 +274,207 @@ def exchange_info(service: ExchangeService, call: Call) -> dict:
     }
 
 
+def _interval_open(interval: str, ms: int) -> int:
+    """The open time of the ``interval`` kline holding ``ms``: Binance's boundaries in UTC (days from
+    midnight, weeks from Monday, months from the 1st; 3-day klines from the epoch)."""
+    if interval == "1M":
+        month = pd.Timestamp(ms, unit="ms", tz="UTC")
+        return to_ms(pd.Timestamp(year=month.year, month=month.month, day=1, tz="UTC"))
+    size = INTERVAL_MINUTES[interval] * MINUTE_MS
+    offset = _MONDAY_MS if interval == "1w" else 0
+    return (ms - offset) // size * size + offset
+
+
+def _interval_next(interval: str, open_ms: int) -> int:
+    """The open time of the kline after the one opening at ``open_ms``."""
+    if interval == "1M":
+        return to_ms(pd.Timestamp(open_ms, unit="ms", tz="UTC") + pd.DateOffset(months=1))
+    return open_ms + INTERVAL_MINUTES[interval] * MINUTE_MS
+
+
+def aggregate_klines(
+    rows: list[tuple[int, float, float, float, float, float]], interval: str
+) -> list[tuple[int, int, float, float, float, float, float, float]]:
+    """1-minute rows (open_ms, o, h, l, c, volume), oldest first, as ``interval`` klines:
+    (open_ms, close_ms, o, h, l, c, volume, quote volume); a kline holds the minutes it has so far."""
+    result: list = []
+    for open_ms, open_, high, low, close, volume in rows:
+        quote = volume * (high + low + close) / 3
+        start = _interval_open(interval, open_ms)
+        if result and result[-1][0] == start:
+            _, end, first, top, bottom, _, total, quotes = result[-1]
+            result[-1] = (start, end, first, max(top, high), min(bottom, low), close, total + volume, quotes + quote)
+        else:
+            result.append((start, _interval_next(interval, start) - 1, open_, high, low, close, volume, quote))
+    return result
+
+
 def klines(service: ExchangeService, call: Call) -> list[list]:
-    """1-minute klines. Quote volume is estimated as volume x typical price; trade counts are unknown (0)."""
+    """Klines of every Binance interval, aggregated from the 1-minute candles (the one in progress holds
+    the minutes opened so far). Quote volume is estimated as volume x typical price of each minute;
+    trade counts and taker volumes are unknown (0). With ``startTime`` the first ``limit`` klines
+    opening at or after it, otherwise the last ``limit`` opening up to ``endTime`` (or now)."""
     rules = _symbol(service.engine, call.params)
-    if _required(call.params, "interval") != "1m":
+    interval = _required(call.params, "interval")
+    if interval not in INTERVAL_MINUTES:
         raise BinanceError(-1120, "Invalid interval.")
     limit = _in_range("limit", _integer(call.params, "limit", 500), 1, MAX_KLINES)
-    rows = service.engine.market.klines(
-        rules.asset,
-        service.engine.now_ms(),
-        _integer(call.params, "startTime"),
-        _integer(call.params, "endTime"),
-        limit,
-    )
+    start_ms, end_ms = _integer(call.params, "startTime"), _integer(call.params, "endTime")
+    now = service.engine.now_ms()
+    market = service.engine.market
+    if interval == "1m":
+        rows = market.klines(rules.asset, now, start_ms, end_ms, limit)
+    else:
+        if start_ms is not None:
+            first = _interval_open(interval, start_ms)
+            first = first if first == start_ms else _interval_next(interval, first)
+        else:  # the last kline: the one holding the last minute opened by then (the data may end before)
+            latest = market.klines(rules.asset, now, None, end_ms, 1)
+            first = _interval_open(interval, latest[-1][0] if latest else now)
+            for _ in range(limit - 1):
+                first = _interval_open(interval, first - 1)
+        # every minute from the first kline's open (the market stops at now and at the end of its data)
+        minutes = INTERVAL_MINUTES[interval] * limit
+        rows = market.klines(rules.asset, now, first, end_ms, minutes)
+    bars = aggregate_klines(rows, interval)
+    bars = bars[:limit] if start_ms is not None else bars[-limit:]
     return [
         [
             open_ms,
             *(_number(value) for value in (open_, high, low, close, volume)),
-            open_ms + MINUTE_MS - 1,
-            _number(volume * (high + low + close) / 3),
+            close_ms,
+            _number(quote),
             0,
             "0",
             "0",
             "0",
         ]
-        for open_ms, open_, high, low, close, volume in rows
+        for open_ms, close_ms, open_, high, low, close, volume, quote in bars
     ]
+
+
+def _last_price(service: ExchangeService, rules: SymbolRules, now: int) -> Decimal:
+    """The price the engine trades at (the last closed candle's close); before the first candle
+    closes, the open of the one in progress (0 before any opens)."""
+    price = service.engine.price(rules.symbol, now)
+    if price is not None:
+        return price
+    rows = service.engine.market.klines(rules.asset, now, None, None, 1)
+    return Decimal(repr(rows[-1][1])) if rows else Decimal(0)
+
+
+def _symbols(service: ExchangeService, call: Call) -> list[SymbolRules]:
+    """The symbol sent, or every symbol when none is."""
+    if call.params.get("symbol"):
+        return [_symbol(service.engine, call.params)]
+    return list(service.engine.rules.values())
+
+
+def _one_or_all(call: Call, items: list[dict]) -> list[dict] | dict:
+    """Binance answers the one object when ``symbol`` is sent, else the list."""
+    return items[0] if call.params.get("symbol") else items
+
+
+def _ticker_24hr(service: ExchangeService, rules: SymbolRules, now: int) -> dict:
+    """The rolling 24 hours up to now, from the 1-minute candles closed in it; the last price is the
+    engine's. Trades are not known one by one: ``lastQty`` is 0, ``firstId``/``lastId`` -1 and
+    ``count`` 0, as Binance writes a window without trades."""
+    rows = service.engine.market.klines(rules.asset, now, now - DAY_MS, now, DAY_MS // MINUTE_MS + 1)
+    closed = [row for row in rows if row[0] + MINUTE_MS <= now]
+    last = _last_price(service, rules, now)
+    if closed:
+        open_ = Decimal(repr(closed[0][1]))
+        high, low = max(row[2] for row in closed), min(row[3] for row in closed)
+        volume = sum(row[5] for row in closed)
+        quote = sum(row[5] * (row[2] + row[3] + row[4]) / 3 for row in closed)
+        open_ms = closed[0][0]
+    else:
+        open_, high, low, volume, quote, open_ms = last, float(last), float(last), 0.0, 0.0, now - DAY_MS
+    change = last - open_
+    percent = change / open_ * 100 if open_ else Decimal(0)
+    return {
+        "symbol": rules.symbol,
+        "priceChange": plain(change),
+        "priceChangePercent": f"{percent:.3f}",
+        "weightedAvgPrice": _number(quote / volume) if volume else plain(last),
+        "lastPrice": plain(last),
+        "lastQty": "0",
+        "openPrice": plain(open_),
+        "highPrice": _number(high),
+        "lowPrice": _number(low),
+        "volume": _number(volume),
+        "quoteVolume": _number(quote),
+        "openTime": open_ms,
+        "closeTime": now,
+        "firstId": -1,
+        "lastId": -1,
+        "count": 0,
+    }
+
+
+def ticker_24hr(service: ExchangeService, call: Call) -> list[dict] | dict:
+    now = service.engine.now_ms()
+    return _one_or_all(call, [_ticker_24hr(service, rules, now) for rules in _symbols(service, call)])
+
+
+def ticker_price(service: ExchangeService, call: Call) -> list[dict] | dict:
+    """GET /fapi/v1/ticker/price and /fapi/v2/ticker/price: the last price of a symbol or of all."""
+    now = service.engine.now_ms()
+    prices = [
+        {"symbol": rules.symbol, "price": plain(_last_price(service, rules, now)), "time": now}
+        for rules in _symbols(service, call)
+    ]
+    return _one_or_all(call, prices)
+
+
+def depth(service: ExchangeService, call: Call) -> dict:
+    """A book SYNTHESISED around the last price, not a real one: the engine fills market orders at the
+    last price itself, so the book brackets it, the best bid one tick below and the best ask one tick
+    above, then a level every tick. Each level holds the last closed minute's volume spread evenly
+    over ``limit`` levels (rounded down to the lot step, at least one step). ``lastUpdateId``, ``E``
+    and ``T`` are the exchange's now."""
+    rules = _symbol(service.engine, call.params)
+    limit = _integer(call.params, "limit", 500)
+    if limit not in DEPTH_LIMITS:
+        raise BinanceError(-4021, f"'{limit}' is not valid depth limit.")
+    now = service.engine.now_ms()
+    last = _last_price(service, rules, now)
+    closed = [row for row in service.engine.market.klines(rules.asset, now, None, None, 2) if row[0] + MINUTE_MS <= now]
+    volume = Decimal(repr(closed[-1][5])) if closed else Decimal(0)
+    quantity = max(rules.step, (volume / limit / rules.step).to_integral_value(ROUND_DOWN) * rules.step)
+    bids = [last - rules.tick * level for level in range(1, limit + 1)]
+    asks = [last + rules.tick * level for level in range(1, limit + 1)]
+    return {
+        "lastUpdateId": now,
+        "E": now,
+        "T": now,
+        "bids": [[plain(price), plain(quantity)] for price in bids if price > 0],
+        "asks": [[plain(price), plain(quantity)] for price in asks],
+    }
+
+
+def premium_index(service: ExchangeService, call: Call) -> list[dict] | dict:
+    """Mark price: the last price, which is also the index and the estimated settle price (the replay
+    has one price per symbol). This exchange has no funding yet: ``lastFundingRate`` and
+    ``interestRate`` are 0, ``nextFundingTime`` is the next 00:00, 08:00 or 16:00 UTC of its clock."""
+    now = service.engine.now_ms()
+    next_funding = (now // FUNDING_INTERVAL_MS + 1) * FUNDING_INTERVAL_MS
+    items = []
+    for rules in _symbols(service, call):
+        price = plain(_last_price(service, rules, now))
+        items.append(
+            {
+                "symbol": rules.symbol,
+                "markPrice": price,
+                "indexPrice": price,
+                "estimatedSettlePrice": price,
+                "lastFundingRate": "0.00000000",
+                "interestRate": "0.00000000",
+                "nextFundingTime": next_funding,
+                "time": now,
+            }
+        )
+    return _one_or_all(call, items)
 
 
 def post_order(service: ExchangeService, call: Call) -> dict:
@@ -252,8 +483,10 @@ def post_order(service: ExchangeService, call: Call) -> dict:
     side, order_type = _required(params, "side"), _required(params, "type")
     quantity = _decimal(params, "quantity", required=True)
     price = _decimal(params, "price", required=order_type == "LIMIT")
+    time_in_force = "GTC"
     if order_type == "LIMIT":
-        if _required(params, "timeInForce") != "GTC":
+        time_in_force = _required(params, "timeInForce")
+        if time_in_force not in TIME_IN_FORCE:
             raise BinanceError(-1115, "Invalid timeInForce.")
     elif price is not None:
         raise BinanceError(-1106, "Parameter 'price' sent when not required.")
@@ -273,6 +506,7 @@ def post_order(service: ExchangeService, call: Call) -> dict:
         reduce_only=_flag(params, "reduceOnly"),
         ack=response_type == "ACK",
         fill_fraction=call.fill_fraction,
+        time_in_force=time_in_force,
     )
 
 
@@ -284,6 +518,43 @@ def get_order(service: ExchangeService, call: Call) -> dict:
 def delete_order(service: ExchangeService, call: Call) -> dict:
     rules = _symbol(service.engine, call.params)
     return service.engine.cancel_order(call.api_key, rules.symbol, *_order_reference(call.params))
+
+
+def open_order(service: ExchangeService, call: Call) -> dict:
+    rules = _symbol(service.engine, call.params)
+    return service.engine.open_order(call.api_key, rules.symbol, *_order_reference(call.params))
+
+
+def cancel_all(service: ExchangeService, call: Call) -> dict:
+    return service.engine.cancel_all(call.api_key, _symbol(service.engine, call.params).symbol)
+
+
+def all_orders(service: ExchangeService, call: Call) -> list[dict]:
+    """Binance's rules (All Orders): startTime to endTime at most 7 days; ``limit`` 500 by default, at
+    most 1,000. ``symbol`` may be left out (every symbol), as Binance accepts since 2026-08."""
+    params = call.params
+    symbol = _symbol(service.engine, params).symbol if params.get("symbol") else None
+    start_ms, end_ms = _integer(params, "startTime"), _integer(params, "endTime")
+    if start_ms is not None and end_ms is not None and end_ms - start_ms > TRADE_WINDOW_MS:
+        raise BinanceError(-1127, "More than 168 hours between startTime and endTime.")
+    return service.engine.all_orders(
+        call.api_key,
+        symbol,
+        order_id=_integer(params, "orderId"),
+        start_ms=start_ms,
+        end_ms=end_ms,
+        limit=_in_range("limit", _integer(params, "limit", 500), 1, MAX_TRADES),
+    )
+
+
+def set_leverage(service: ExchangeService, call: Call) -> dict:
+    rules = _symbol(service.engine, call.params)
+    return service.engine.set_leverage(call.api_key, rules.symbol, _integer(call.params, "leverage", required=True))
+
+
+def symbol_config(service: ExchangeService, call: Call) -> list[dict]:
+    symbol = _symbol(service.engine, call.params).symbol if call.params.get("symbol") else None
+    return service.engine.symbol_config(call.api_key, symbol)
 
 
 def open_orders(service: ExchangeService, call: Call) -> list[dict]:
@@ -322,8 +593,8 @@ def position_risk(version: int) -> Callable[[ExchangeService, Call], list[dict]]
 def leverage_bracket(service: ExchangeService, call: Call) -> list[dict] | dict:
     """Binance answers a list, or the one symbol's entry when ``symbol`` is given."""
     if call.params.get("symbol"):
-        return leverage_brackets([_symbol(service.engine, call.params).symbol])[0]
-    return leverage_brackets(service.engine.rules)
+        return leverage_brackets([_symbol(service.engine, call.params)])[0]
+    return leverage_brackets(service.engine.rules.values())
 
 
 def control_state(service: ExchangeService, call: Call) -> dict:
@@ -361,6 +632,11 @@ PUBLIC: dict[str, Endpoint] = {
     "GET /fapi/v1/time": lambda service, call: {"serverTime": service.engine.now_ms()},
     "GET /fapi/v1/exchangeInfo": exchange_info,
     "GET /fapi/v1/klines": klines,
+    "GET /fapi/v1/ticker/24hr": ticker_24hr,
+    "GET /fapi/v1/ticker/price": ticker_price,
+    "GET /fapi/v2/ticker/price": ticker_price,
+    "GET /fapi/v1/depth": depth,
+    "GET /fapi/v1/premiumIndex": premium_index,
 }
 SIGNED: dict[str, Endpoint] = {
     "GET /fapi/v3/account": lambda service, call: service.engine.account(call.api_key, 3),
@@ -376,7 +652,12 @@ SIGNED: dict[str, Endpoint] = {
     "GET /fapi/v1/order": get_order,
     "DELETE /fapi/v1/order": delete_order,
     "GET /fapi/v1/openOrders": open_orders,
+    "GET /fapi/v1/openOrder": open_order,
+    "GET /fapi/v1/allOrders": all_orders,
+    "DELETE /fapi/v1/allOpenOrders": cancel_all,
     "GET /fapi/v1/userTrades": user_trades,
+    "POST /fapi/v1/leverage": set_leverage,
+    "GET /fapi/v1/symbolConfig": symbol_config,
 }
 CONTROL: dict[str, Endpoint] = {
     "GET /_control/state": control_state,
@@ -461,10 +742,69 @@ def _handle(service: ExchangeService, request: web.Request, endpoint: str, body:
     raise BinanceError(-1000, f"Unknown endpoint {endpoint}: the local exchange does not simulate it.", 404)
 
 
+def _by_limit(steps: tuple[tuple[int, int], ...], default: int) -> Callable[[dict[str, str]], int]:
+    """A weight by the ``limit`` parameter: the weight of the first step whose bound it stays under."""
+
+    def weight(query: dict[str, str]) -> int:
+        limit = query.get("limit", "")
+        limit = int(limit) if limit.isdigit() else default
+        return next((weight for bound, weight in steps if limit < bound), steps[-1][1])
+
+    return weight
+
+
+def _by_symbol(one: int, every: int) -> Callable[[dict[str, str]], int]:
+    """A weight for one symbol, and another for all of them (no ``symbol`` sent)."""
+    return lambda query: one if query.get("symbol") else every
+
+
+# Request weights as Binance documents them for USDT-M futures (REQUEST_WEIGHT per IP per minute);
+# an endpoint not listed weighs 1. Placing an order weighs 0 on the IP limit (it counts on the order
+# limits, which this exchange does not report).
+WEIGHTS: dict[str, int | Callable[[dict[str, str]], int]] = {
+    "GET /fapi/v1/klines": _by_limit(((100, 1), (500, 2), (1001, 5), (MAX_KLINES + 1, 10)), 500),
+    "GET /fapi/v1/depth": _by_limit(((51, 2), (101, 5), (501, 10), (1001, 20)), 500),
+    "GET /fapi/v1/ticker/24hr": _by_symbol(1, 40),
+    "GET /fapi/v1/ticker/price": _by_symbol(1, 2),
+    "GET /fapi/v2/ticker/price": _by_symbol(1, 2),
+    "GET /fapi/v1/premiumIndex": _by_symbol(1, 10),
+    "GET /fapi/v3/account": 5,
+    "GET /fapi/v2/account": 5,
+    "GET /fapi/v3/balance": 5,
+    "GET /fapi/v2/balance": 5,
+    "GET /fapi/v3/positionRisk": 5,
+    "GET /fapi/v2/positionRisk": 5,
+    "GET /fapi/v1/positionSide/dual": 30,
+    "GET /fapi/v1/multiAssetsMargin": 30,
+    "POST /fapi/v1/order": 0,
+    "GET /fapi/v1/openOrders": _by_symbol(1, 40),
+    "GET /fapi/v1/allOrders": 5,
+    "GET /fapi/v1/userTrades": 5,
+    "GET /fapi/v1/symbolConfig": 5,
+}
+
+
+def request_weight(endpoint: str, query: dict[str, str]) -> int:
+    """The weight of one request: Binance's for its endpoint (0 for the /_control/ endpoints)."""
+    if endpoint.split(" ", 1)[-1].startswith("/_control/"):
+        return 0
+    weight = WEIGHTS.get(endpoint, 1)
+    return weight(query) if callable(weight) else weight
+
+
 async def _dispatch(request: web.Request) -> web.StreamResponse:
-    app = request.app
-    service: ExchangeService = app[_SERVICE]
+    """Answer a request, every answer (errors and faults too) with the ``X-MBX-USED-WEIGHT-1M`` header:
+    the weight its IP has used in the current minute, this request's included."""
+    service: ExchangeService = request.app[_SERVICE]
     endpoint = f"{request.method} {request.path}"
+    used = service.use_weight(request.remote or "", request_weight(endpoint, dict(request.query)))
+    response = await _answer(request, service, endpoint)
+    response.headers["X-MBX-USED-WEIGHT-1M"] = str(used)
+    return response
+
+
+async def _answer(request: web.Request, service: ExchangeService, endpoint: str) -> web.StreamResponse:
+    app = request.app
     service.count(endpoint)
     body = await request.text()
     rules = service.faults.fired(endpoint)
@@ -555,12 +895,46 @@ class ServerOptions:
     config: EngineConfig = field(default_factory=EngineConfig)
     faults: list[FaultRule] = field(default_factory=list)
     state_path: Path | None = None
+    history: pd.Timedelta = NO_HISTORY  # of the candles, closed at start-up (a warm start)
+    instruments: str | Path | InstrumentTable | None = None  # None: the snapshot's table, else the bundled one
+    brackets: str | Path | None = None  # Binance's leverageBracket JSON, for rules that lack them
+
+
+def exchange_rules(options: ServerOptions, assets: list[str]) -> InstrumentTable:
+    """The rules the exchange serves: the table given (ours or Binance's exchangeInfo JSON), else the
+    snapshot's embedded table, else the bundled rules, per asset; ``brackets`` adds Binance's
+    leverageBracket JSON. An asset without rules is an ``InstrumentsError``: nothing is made up."""
+    given = options.instruments
+    source = None if isinstance(options.market_data, pd.DataFrame) else options.market_data
+    if isinstance(given, InstrumentTable):
+        table = combine(assets, [("given", given)])
+    else:
+        table = market_instruments(assets, source, given)
+    if options.brackets is not None:
+        path = Path(options.brackets)
+        try:
+            answer = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise InstrumentsError(f"cannot read the leverage brackets {path}: {error}") from None
+        brackets = parse_leverage_brackets(answer, f"leverage brackets {path}")
+        table = replace(table, rules=with_brackets(table.rules, brackets), brackets=f"from {path}")
+    return table
 
 
 def _service(options: ServerOptions) -> tuple[ExchangeService, FaultInjector, Engine]:
     market_data = options.market_data
     candles = market_data if isinstance(market_data, pd.DataFrame) else load_candles(market_data)
-    engine = open_engine(candles, options.config, [options.api_key], options.clock, options.speed, options.state_path)
+    instruments = exchange_rules(options, sorted(candles["asset"].unique()))
+    engine = open_engine(
+        candles,
+        options.config,
+        [options.api_key],
+        options.clock,
+        options.speed,
+        options.state_path,
+        history_ms=int(options.history / pd.Timedelta(milliseconds=1)),
+        instruments=instruments,
+    )
     faults = FaultInjector(options.faults)
     return ExchangeService(engine, {options.api_key: options.api_secret}, faults), faults, engine
 
@@ -574,9 +948,11 @@ def serve(options: ServerOptions) -> None:
         raise OSError(f"cannot listen on {options.host}:{options.port}: {error.strerror}") from None
     host, port = sock.getsockname()[:2]
     first = pd.Timestamp(engine.market.first_open_ms, unit="ms", tz="UTC")
+    now = pd.Timestamp(engine.now_ms(), unit="ms", tz="UTC")
     print(
         f"local exchange on http://{host}:{port}: {len(engine.rules)} symbols, {options.clock} clock "
-        f"(speed {options.speed}), first candle opens {first.isoformat()}",
+        f"(speed {options.speed}), candles from {first.isoformat()}, now {now.isoformat()} "
+        f"({engine.market.history_ms // MINUTE_MS} minutes of history closed)",
         flush=True,
     )
     web.run_app(create_app(service), sock=sock, print=None, access_log=None, shutdown_timeout=5)
@@ -587,6 +963,8 @@ class LocalExchange:
 
     ``market_data`` is a source ('parquet:FILE', 'csv:DIR', a .parquet path) or a candle DataFrame.
     The clock is manual by default: ``set_time`` moves it. ``url`` is the base URL for the client.
+    ``history``: how much of the candles is already closed at start-up (none by default).
+    ``instruments``: the rules it serves (a table or its file; default: the snapshot's, else the bundled).
     With ``state_path`` and the previous ``port``, a new instance is the same exchange restarted.
     """
 
@@ -603,6 +981,8 @@ class LocalExchange:
         state_path: str | Path | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        history: pd.Timedelta = NO_HISTORY,
+        instruments: str | Path | InstrumentTable | None = None,
     ):
         options = ServerOptions(
             market_data,
@@ -615,6 +995,8 @@ class LocalExchange:
             config=config or EngineConfig(),
             faults=parse_rules(faults or []),
             state_path=Path(state_path) if state_path is not None else None,
+            history=history,
+            instruments=instruments,
         )
         self.service, self._faults, self.engine = _service(options)
         self.api_key, self.api_secret = api_key, api_secret

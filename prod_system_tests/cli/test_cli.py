@@ -19,6 +19,7 @@ from prod_system import cli as cli_module
 from prod_system.cli import data as cli_data
 from prod_system.cli import errors as cli_errors
 from prod_system.cli import progress as cli_progress
+from prod_system.data import BUNDLED_CANDLES
 from prod_system.log_dir import LogDir
 from prod_system.trading.brokers.ccxt_client import binanceusdm_client, symbol_of
 from prod_system_tests.kit.cli import REPO, cli
@@ -145,6 +146,53 @@ def test_exchange_sim_command_serves_the_ccxt_client(tmp_path, snapshot):
         server.terminate()
         out, err = server.communicate(timeout=10)
     assert "cli-secret-value" not in out + err
+
+
+def _exchange_sim(snapshot: Path, *options: str) -> tuple[subprocess.Popen, str]:
+    """`prod-system exchange-sim` on ``snapshot`` (keys "cli-key"/"cli-secret-value"), once it answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "EXCHANGE_API_KEY": "cli-key", "EXCHANGE_API_SECRET": "cli-secret-value"}
+    command = [sys.executable, "-m", "prod_system.cli", "exchange-sim", "--market-data", str(snapshot)]
+    server = subprocess.Popen(
+        [*command, "--port", str(port), *options], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            binanceusdm_client(url, timeout_ms=1_000).fetch_time()
+            return server, url
+        except Exception:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise AssertionError(f"exchange-sim did not start: {server.communicate()[1][-2000:]}") from None
+            time.sleep(0.05)
+
+
+def test_exchange_sim_starts_warm_a_day_of_candles_closed_and_a_market_order_fills(snapshot):
+    """By default the first day of the snapshot is already closed at start-up: klines serve all of it at
+    once, whole, and a market order sent at once fills at the last closed candle's close."""
+    server, url = _exchange_sim(snapshot)
+    try:
+        client = binanceusdm_client(url, "cli-key", "cli-secret-value")
+        now = pd.Timestamp(client.fetch_time(), unit="ms", tz="UTC")
+        day_before = int((now.floor("1min") - pd.Timedelta(days=1)).value // 1_000_000)
+        order = client.create_order(symbol_of("BTC"), "market", "buy", 0.01)
+        rows = client.fetch_ohlcv(symbol_of("BTC"), "1m", day_before, 1000)
+        rows += client.fetch_ohlcv(symbol_of("BTC"), "1m", rows[-1][0] + 60_000, 1000)
+    finally:
+        server.terminate()
+        server.communicate(timeout=10)
+    candles = pd.read_parquet(snapshot)
+    first_day = candles[(candles["asset"] == "BTC") & (candles["bar_start"] < pd.Timestamp("2023-07-21", tz="UTC"))]
+    closed = [row for row in rows if row[0] + 60_000 <= now.value // 1_000_000]
+    assert len(closed) == 1440 and closed[-1][0] + 60_000 == now.floor("1min").value // 1_000_000
+    assert [row[4] for row in closed] == first_day.sort_values("bar_start")["close"].tolist()
+    assert [row[5] for row in closed] == first_day.sort_values("bar_start")["volume"].tolist()
+    assert order["status"] == "closed" and order["filled"] == 0.01
+    assert order["average"] == pytest.approx(first_day["close"].iloc[-1])
 
 
 def test_exchange_sim_without_keys_is_one_clear_line(snapshot):
@@ -327,6 +375,13 @@ BAD_INPUTS = [
     ("exchange-bad-port", ["exchange-sim", "--market-data", "snap.parquet", "--port", "70000"], 2, "--port"),
     ("exchange-bad-fee", ["exchange-sim", "--market-data", "snap.parquet", "--taker-fee", "abc"], 2, "--taker-fee"),
     ("exchange-no-market-data", ["exchange-sim", "--market-data", "missing.parquet", "--port", "0"], 2, "not found"),
+    ("exchange-bad-history", ["exchange-sim", "--market-data", "x.parquet", "--history", "1y"], 2, "--history"),
+    (
+        "exchange-history-too-long",
+        ["exchange-sim", "--market-data", f"csv:{BUNDLED_CANDLES}", "--port", "0", "--history", "30d"],
+        2,
+        "leaves nothing to replay",
+    ),
     (
         "exchange-bad-faults",
         ["exchange-sim", "--market-data", "missing.parquet", "--port", "0", "--faults", "faults.json"],
