@@ -20,7 +20,8 @@ from prod_system.cli.errors import (
     one_line,
 )
 from prod_system.common.clock import RealClock, ScaledClock
-from prod_system.config import DEFAULT_UNIVERSE, RunMode, SystemConfig, load_config
+from prod_system.config import DEFAULT_UNIVERSE, RunMode, SystemConfig, UniverseRule, load_config, parse_universe
+from prod_system.data.universe import resolve_config
 from prod_system.errors import BrokerError, ConfigError, MarketDataError, ModelError
 from prod_system.models.dag import load_model
 
@@ -44,7 +45,12 @@ from prod_system.models.dag import load_model
 @click.option("--duration", default="1h", show_default=True, help="How long the session trades: 30m, 24h, 7d...")
 @click.option("--root", default="system_runs", show_default=True, help="Root folder of the log dirs.")
 @click.option("--bar", default="5m", show_default=True, help="Bar length, whole minutes (1m makes quick sessions).")
-@click.option("--universe", help=f"Comma-separated assets  [default: {','.join(DEFAULT_UNIVERSE)}].")
+@click.option(
+    "--universe",
+    help=f"Comma-separated assets, or top:N[/WINDOW]: the N of largest quote volume among the listed assets "
+    f"(the --config file's universe, else {','.join(DEFAULT_UNIVERSE)}) over the WINDOW (default 1d) before the "
+    "session's start, in the database  [default: the listed assets].",
+)
 @click.option("--database", help="Real-time market database URL  [default: sqlite:///{root}/market.db].")
 @click.option(
     "--exchange-url",
@@ -112,10 +118,21 @@ def _template_config(config_path, model, run_mode, trigger, bar, root, universe,
     """The session's config on a placeholder window: every option checked before the exchange is asked."""
     database = database or f"sqlite:///{Path(root).resolve() / 'market.db'}"
     try:
+        spec = parse_universe(universe) if universe else None
+    except ValueError as error:
+        fail(f"invalid system config: field 'universe': {error}", config_hint("field 'universe'"))
+    if isinstance(spec, UniverseRule) and spec.count is None:
+        fail(
+            "invalid system config: field 'universe': 'all' needs a snapshot file; a live session reads the "
+            "market database, which holds whatever was ingested",
+            "give a list (--universe BTC,ETH) or top:N (e.g. --universe top:3/1d)",
+        )
+    try:
         return load_config(
             config_path, model=model, run_mode=run_mode, trigger=trigger, start="2000-01-01T00:00:00Z",
             end="2000-01-02T00:00:00Z", bar=bar, log_root=root, market_data={"source": database},
-            universe=[a for a in universe.split(",") if a] if universe else None,
+            universe=spec if isinstance(spec, list) else None,
+            universe_rule=str(spec) if isinstance(spec, UniverseRule) else None,
         )  # fmt: skip
     except ConfigError as error:
         fail(str(error), config_hint(str(error)))
@@ -138,7 +155,13 @@ def _session_config(config_path, template: SystemConfig, clock, step, length, ex
         broker = template.broker.model_dump()
         if template.run_mode == RunMode.PROD:
             broker.update(kind="ccxt", exchange_url=exchange_url or broker.get("exchange_url"))
-        return load_config(config_path, **{**template.model_dump(), "start": start, "end": end, "broker": broker})
+        config = load_config(config_path, **{**template.model_dump(), "start": start, "end": end, "broker": broker})
+        config = resolve_config(config)  # a top:N as of the session's start, from the database's candles
+        if config.universe_rule:
+            click.echo(f"universe {config.universe_rule}: {','.join(config.universe)}", err=True)
+        return config
+    except MarketDataError as error:
+        fail(str(error), "check --database")
     except ConfigError as error:
         fail(str(error), config_hint(str(error)))
 
@@ -157,7 +180,10 @@ def _trade(config: SystemConfig, clock, ingest: bool, exchange_url: str | None) 
             from prod_system.runs.ingestion import Ingestor
 
             ingestor = Ingestor(session.database, config.universe, clock, exchange_url)
-            ingestion = threading.Thread(target=ingestor.run, args=(stop,), daemon=True, name="ingestion")
+            _warm_up(ingestor, session.warm_up)
+            ingestion = threading.Thread(
+                target=ingestor.run, args=(stop,), kwargs={"at_once": False}, daemon=True, name="ingestion"
+            )
             ingestion.start()
         click.echo(f"session {config.start} to {config.end}, log dir {session.log_dir.path}", err=True)
         return session.log_dir.path, session.run()
@@ -173,6 +199,19 @@ def _trade(config: SystemConfig, clock, ingest: bool, exchange_url: str | None) 
         stop.set()
         if ingestion is not None:
             ingestion.join(timeout=10)
+
+
+def _warm_up(ingestor, span: pd.Timedelta) -> None:
+    """Backfill the model's warm-up before the first bar (one pass, in this thread), so the session
+    trades from its first bar; an asset whose fetch failed is named (the next passes retry it)."""
+    from prod_system.common.timeutil import format_duration
+
+    report = ingestor.ingest_once(backfill=span)
+    click.echo(
+        f"warm-up: the last {format_duration(span)} of candles ingested ({report.result.new} new)"
+        + (f"; failed for {', '.join(report.failed)}" if report.failed else ""),
+        err=True,
+    )
 
 
 def _exchange_time(exchange_url: str | None) -> pd.Timestamp:

@@ -4,6 +4,10 @@ Every minute (a couple of seconds after it closes) each asset's recent candles a
 ccxt (from the last recorded one, two minutes back to catch revisions) and upserted with the time
 they were written as their knowledge time. A candle still open is never written; re-ingesting is
 idempotent; a revised candle becomes a new revision (``MarketDatabase.upsert``).
+
+A pass never reaches further back than its backfill: an asset with no candle in it starts there
+(a live session passes its warm-up, the model's lookback, so that its first bar has its history),
+paging through the exchange's klines (at most ``PAGE`` candles a request) up to now.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ if TYPE_CHECKING:
     import ccxt
 
 logger = logging.getLogger("prod_system.ingestion")
+MINUTE_MS = 60_000
 REFETCH = pd.Timedelta(minutes=2)  # candles before the last recorded one fetched again (revisions)
-BACKFILL = pd.Timedelta(hours=2)  # how far back an asset with no candle yet starts
+BACKFILL = pd.Timedelta(hours=2)  # the backfill when no model says (a live session passes its warm-up)
+PAGE = 1000  # klines per request: ccxt's cap for binanceusdm, and Binance's most candles per weight unit (5)
 AFTER_CLOSE = pd.Timedelta(seconds=1)  # a pass runs this long after each minute's close
 
 
@@ -61,19 +67,28 @@ class Ingestor:
             self._local.client = self._client_factory()
         return self._local.client
 
-    def ingest_once(self) -> IngestReport:
+    def ingest_once(self, backfill: pd.Timedelta | None = None) -> IngestReport:
         """One pass: fetch every asset's new candles, write the closed ones; an asset that fails is
-        reported and retried next time (the others are written)."""
+        reported and retried next time (the others are written). ``backfill`` (default: the
+        ingestor's) bounds how far back the pass reaches: older gaps are no one's warm-up."""
         import ccxt  # here, not at import (see exchange_client)
 
         began = self.clock.now()
         last = self.database.last_bar_ends(self.assets)
+        earliest = began - (self.backfill if backfill is None else backfill)
+        now_ms = int(began.value // 1_000_000)
 
         def fetch(asset: str) -> pd.DataFrame | str:
-            since = (last[asset] - CANDLE - REFETCH) if last[asset] is not None else began - self.backfill
-            since = since.floor(CANDLE)
+            since = earliest if last[asset] is None else max(earliest, last[asset] - CANDLE - REFETCH)
+            since_ms = int(since.floor(CANDLE).value // 1_000_000)
+            rows: list[list] = []
             try:
-                rows = self._client().fetch_ohlcv(symbol_of(asset), "1m", int(since.value // 1_000_000), 1000)
+                while True:  # page until now (a backfill is longer than a page)
+                    page = self._client().fetch_ohlcv(symbol_of(asset), "1m", since_ms, PAGE)
+                    rows += page
+                    if len(page) < PAGE or page[-1][0] + MINUTE_MS >= now_ms:
+                        break
+                    since_ms = page[-1][0] + MINUTE_MS
             except ccxt.BaseError as error:
                 return f"{type(error).__name__}: {str(error)[:200]}"
             frame = pd.DataFrame(rows, columns=["open_ms", "open", "high", "low", "close", "volume"])
@@ -105,13 +120,17 @@ class Ingestor:
         )
         return report
 
-    def run(self, stop: threading.Event, offset: pd.Timedelta = AFTER_CLOSE) -> None:
-        """Ingest once now, then ``offset`` after every minute's close, until ``stop`` is set."""
+    def run(self, stop: threading.Event, offset: pd.Timedelta = AFTER_CLOSE, at_once: bool = True) -> None:
+        """Ingest once now (unless not ``at_once``: a backfill just ran), then ``offset`` after every
+        minute's close, until ``stop`` is set."""
+        first = at_once
         while not stop.is_set():
             try:
-                self.ingest_once()
+                if first:
+                    self.ingest_once()
             except Exception:  # the loop must survive a bad minute (database down, ...); it is logged
                 logger.exception("ingestion pass failed; retrying at the next minute")
+            first = True
             next_minute = self.clock.now().floor(CANDLE) + CANDLE + offset
             while not stop.is_set() and self.clock.now() < next_minute:
                 stop.wait(0.02)  # short real-time naps: the clock may run faster than real time

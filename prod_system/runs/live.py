@@ -29,6 +29,7 @@ import pandas as pd
 from prod_system.common.clock import Clock
 from prod_system.common.timeutil import bar_ends, compact
 from prod_system.config import RunMode, SystemConfig, load_config
+from prod_system.data.instruments import LOG_DIR_FILE, resolve_instruments
 from prod_system.data.market_data import CANDLE, Candles, CandleStore, MarketDataReader
 from prod_system.data.market_db import MarketDatabase
 from prod_system.errors import BrokerError, DatabaseUnavailable
@@ -181,6 +182,7 @@ class LiveSession:
     ):
         if config.run_mode == RunMode.SIMULATION:
             raise ValueError("a live session runs in paper_trading or prod mode")
+        config, self.instruments = resolve_instruments(config)  # an asset without exchange rules: refused here
         self.config, self.clock, self.on_bar = config, clock, on_bar
         self.bar = config.bar_delta
         self.assets = config.universe
@@ -278,6 +280,7 @@ class LiveSession:
             fresh = not (self.log_dir.path / "system_config.yaml").exists()
             if fresh:
                 self.log_dir.prepare(self.config, overwrite=False)
+                self.instruments.write(self.log_dir.path / LOG_DIR_FILE)  # the rules the session trades under
                 self._carry_over()
             return self._run(fresh, only, until)
 

@@ -110,6 +110,24 @@ def test_ingestion_writes_closed_candles_once(database_url, snapshot, candles):
         db.close()
 
 
+def test_a_backfill_pages_through_the_klines_and_reaches_no_further_back(tmp_path, snapshot, candles):
+    """20 hours of backfill (1,200 candles an asset: more than a page of klines) are written whole, and
+    only they: the database's older last candle does not pull the pass back to it."""
+    with LocalExchange(f"parquet:{snapshot}") as exchange:
+        now = T0 + pd.Timedelta(seconds=20)
+        exchange.set_time(now)
+        db = MarketDatabase(f"sqlite:///{tmp_path / 'market.db'}")
+        old = minutes(candles, T0 - pd.Timedelta(days=1), 1)
+        db.upsert(old, T0 - pd.Timedelta(days=1) + pd.Timedelta(minutes=2))
+        ingestor = Ingestor(db, UNIVERSE, SimulatedClock(now), exchange.url)
+        report = ingestor.ingest_once(backfill=pd.Timedelta(hours=20))
+        ingestor.close()
+        assert report.failed == {} and report.result.new == 1200 * len(UNIVERSE)
+        stored = db.snapshot(UNIVERSE, T0 - pd.Timedelta(hours=20), T0)
+        db.close()
+    assert stored.groupby("asset").size().to_dict() == dict.fromkeys(UNIVERSE, 1200)
+
+
 def test_dump_market_data_from_the_database(database_url, candles, tmp_path):
     db = MarketDatabase(database_url)
     db.upsert(minutes(candles, T0, 60), T0 + pd.Timedelta(hours=1, seconds=5))

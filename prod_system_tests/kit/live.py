@@ -41,25 +41,52 @@ KEY_ENV, SECRET_ENV = "LIVE_TEST_API_KEY", "LIVE_TEST_API_SECRET"
 
 
 class Market:
-    """A running market: the exchange, the database with history, the ingestion, the shared clock."""
+    """A running market: the exchange, the database with history, the ingestion, the shared clock.
 
-    def __init__(self, candles: pd.DataFrame, database_url: str, speed: float = SPEED, history: bool = True):
+    ``warm_start``: the exchange serves the day before T as closed history and the database starts
+    empty, with no ingestion until ``warm_up(span)`` backfills ``span`` from the exchange (as `prod-system
+    run` does before its first bar) and starts it."""
+
+    def __init__(
+        self,
+        candles: pd.DataFrame,
+        database_url: str,
+        speed: float = SPEED,
+        history: bool = True,
+        warm_start: bool = False,
+    ):
         self.speed = speed
-        self.exchange = LocalExchange(candles[candles["bar_start"] >= T], clock="original", speed=speed)
+        day = pd.Timedelta(days=1)
+        if warm_start:
+            served = candles[candles["bar_start"] >= T - day]
+            self.exchange = LocalExchange(served, clock="original", speed=speed, history=day)
+        else:
+            self.exchange = LocalExchange(candles[candles["bar_start"] >= T], clock="original", speed=speed)
         client = binanceusdm_client(self.exchange.url)
         self.clock = ScaledClock(pd.Timestamp(client.fetch_time(), unit="ms", tz="UTC"), speed)
         self.database_url = database_url
         db = MarketDatabase(database_url)
-        if history:  # else the database starts empty: the model has no warm-up
+        if history and not warm_start:  # else the database starts empty: the model has no warm-up
             self.exchange.seed_history(db, candles)
         self.ingestor = Ingestor(db, UNIVERSE, self.clock, self.exchange.url)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.ingestor.run, args=(self.stop, pd.Timedelta(seconds=1)), daemon=True)
+        if not warm_start:
+            self.thread.start()
+
+    def warm_up(self, span: pd.Timedelta):
+        """Backfill ``span`` before now from the exchange, then ingest every minute; the backfill's report."""
+        report = self.ingestor.ingest_once(backfill=span)
+        self.thread = threading.Thread(
+            target=self.ingestor.run, args=(self.stop, pd.Timedelta(seconds=1), False), daemon=True
+        )
         self.thread.start()
+        return report
 
     def close(self) -> None:
         self.stop.set()
-        self.thread.join(timeout=10)
+        if self.thread.is_alive():  # a warm start not warmed up never started it
+            self.thread.join(timeout=10)
         self.ingestor.close()
         self.exchange.stop()
 

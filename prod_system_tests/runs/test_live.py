@@ -20,6 +20,7 @@ import pytest
 
 from prod_system.common.clock import ScaledClock
 from prod_system.config import build_config
+from prod_system.data.market_db import MarketDatabase
 from prod_system.log_dir import LogDir
 from prod_system.runs.live import LiveSession, due_bar
 from prod_system_tests.kit.data import UNIVERSE
@@ -46,6 +47,29 @@ def market(candles, tmp_path, monkeypatch) -> Iterator[Market]:
     monkeypatch.setenv(SECRET_ENV, running.exchange.api_secret)
     yield running
     running.close()
+
+
+@pytest.mark.parametrize("mode", ["paper_trading", "prod"])
+def test_a_warm_start_backfills_the_lookback_and_trades_from_the_first_bar(candles, tmp_path, monkeypatch, mode):
+    """An empty database, an exchange with a day of closed history: the backfill before the first bar
+    covers the model's lookback (C3a on 1-minute bars: 204 minutes, more than a fixed 2 hours) and
+    the data guard's window, and the first bar sends orders."""
+    market = Market(candles, f"sqlite:///{tmp_path / 'market.db'}", warm_start=True)
+    monkeypatch.setenv(KEY_ENV, market.exchange.api_key)
+    monkeypatch.setenv(SECRET_ENV, market.exchange.api_secret)
+    try:
+        session = LiveSession(live_config(market, tmp_path, mode, bars=2, model="C3a"), market.clock)
+        assert session.warm_up == session.dag.lookback == pd.Timedelta(minutes=204)
+        report = market.warm_up(session.warm_up)
+        first = session.bars[0]
+        held = MarketDatabase(market.database_url).snapshot(UNIVERSE, first - session.warm_up, first)
+        outcomes = session.run()
+    finally:
+        market.close()
+    assert not report.failed
+    starts = held.groupby("asset")["bar_start"].min()
+    assert (starts <= first - session.warm_up).all() and set(starts.index) == set(UNIVERSE)
+    assert outcomes[0].status == "traded" and outcomes[0].orders > 0, outcomes[0]
 
 
 def test_paper_and_prod_sessions_trade_the_same_targets(market, tmp_path):
