@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from prod_system import cli as cli_module
@@ -22,6 +23,7 @@ from prod_system.cli import progress as cli_progress
 from prod_system.data import BUNDLED_CANDLES
 from prod_system.log_dir import LogDir
 from prod_system.trading.brokers.ccxt_client import binanceusdm_client, symbol_of
+from prod_system_tests.kit.archive import write_bad_archives
 from prod_system_tests.kit.cli import REPO, cli
 
 COMMANDS = ["dump-market-data", "simulate", "historical-pnl", "reconcile", "run", "exchange-sim"]
@@ -195,6 +197,31 @@ def test_exchange_sim_starts_warm_a_day_of_candles_closed_and_a_market_order_fil
     assert order["average"] == pytest.approx(first_day["close"].iloc[-1])
 
 
+@pytest.mark.parametrize("mode", ["paper_trading", "prod"])
+def test_the_rehearsal_trades_from_its_first_bar(tmp_path, snapshot, mode):
+    """The README's rehearsal, 60 times faster: `exchange-sim` and `run --bar 1m --duration 5m` trade all
+    5 bars, with orders on the first (the exchange starts with a day closed, the session backfills its
+    model's lookback before its first bar)."""
+    server, url = _exchange_sim(snapshot, "--speed", "60")
+    config = tmp_path / "live.yaml"  # a bar may wait 3 real seconds for its candles on a loaded machine
+    config.write_text("live:\n  data_timeout_seconds: 180\n  poll_seconds: 0.05\n")
+    env = {**os.environ, "BINANCE_API_KEY": "cli-key", "BINANCE_API_SECRET": "cli-secret-value"}
+    command = [sys.executable, "-m", "prod_system.cli", "run", "--model", "C1b", "--mode", mode, "--bar", "1m"]
+    command += ["--duration", "5m", "--root", str(tmp_path / "runs"), "--exchange-url", url, "--speed", "60"]
+    try:
+        done = subprocess.run(
+            [*command, "--config", str(config)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+        )
+    finally:
+        server.terminate()
+        server.communicate(timeout=10)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "bars:        5 traded, 0 skipped" in done.stdout, done.stderr[-3000:]
+    bars = re.findall(r"bar \S+ \S+: traded, (\d+) orders", done.stderr)
+    assert len(bars) == 5 and int(bars[0]) > 0, done.stderr[-3000:]
+    assert "warm-up: the last 1h of candles ingested" in done.stderr
+
+
 def test_exchange_sim_without_keys_is_one_clear_line(snapshot):
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_API")}
     done = subprocess.run(
@@ -286,6 +313,31 @@ BAD_INPUTS = [
     ),
     ("dump-out-not-parquet", [*DUMP, "--out", "x.csv"], 2, "a snapshot is a .parquet file"),
     ("dump-out-under-a-file", [*DUMP, "--out", "afile/x.parquet"], 2, "is a file, not a folder"),
+    # Binance's public data archive as a download goes wrong (kit/archive.py write_bad_archives)
+    *[
+        (
+            f"dump-archive-{name}",
+            [*DUMP, "--universe", "BTC", "--source", f"binance-archive:{folder}", "--out", "x.parquet"],
+            2,
+            message,
+        )
+        for name, folder, message in [
+            ("corrupt-zip", "arch-corrupt", "BTCUSDT-1m-2023-07.zip: corrupt zip file"),
+            ("wrong-checksum", "arch-checksum", "BTCUSDT-1m-2023-07.zip: its sha256 does not match"),
+            ("11-columns", "arch-11-columns", "11 columns, a kline file has 12"),
+            ("bad-file-name", "arch-bad-name", "BTCUSDT_1m_2023-07.zip: the file name does not parse"),
+            ("empty-folder", "arch-empty", "no USDT kline zip files in arch-empty"),
+            ("missing-folder", "arch-missing", "Binance archive folder arch-missing does not exist"),
+            ("interval-not-the-name's", "arch-interval", "the name says 1m candles but the data's are 5m"),
+        ]
+    ],
+    (
+        "dump-archive-corrupt-in-a-later-month",
+        [*DUMP[:2], "--end", "2023-08-01T01:00:00Z", "--universe", "BTC", "--source", "binance-archive:arch-late-corrupt"]
+        + ["--out", "x.parquet"],
+        2,
+        "BTCUSDT-1m-2023-08.zip: corrupt zip file",
+    ),
     ("simulate-unknown-model", ["simulate", "--engine", "core", "--model", "C9z", *DAY], 2, "unknown model 'C9z'"),
     ("simulate-no-model", ["simulate", *DAY], 2, "field 'model'"),
     ("simulate-missing-end", ["simulate", "--model", "C1b", "--start", T0], 2, "field 'end'"),
@@ -293,7 +345,29 @@ BAD_INPUTS = [
     ("simulate-bad-bar", ["simulate", "--model", "C1b", *DAY, "--bar", "7x"], 2, "field 'bar'"),
     ("simulate-unaligned", ["simulate", "--model", "C1b", *DAY, "--bar", "7m"], 2, "not aligned"),
     ("simulate-bad-universe", ["simulate", "--model", "C1b", *DAY, "--universe", "B-T"], 2, "alphanumeric"),
-    ("simulate-unknown-asset", ["simulate", "--model", "C1b", *DAY, "--universe", "FOO"], 2, "no lot size"),
+    ("simulate-unknown-asset", ["simulate", "--model", "C1b", *DAY, "--universe", "BTC,FOO"], 2, "FOO not in the"),
+    ("simulate-universe-top-0", ["simulate", "--model", "C1b", *DAY, "--universe", "top:0"], 2, "'top:0': top:N"),
+    ("simulate-universe-top-x", ["simulate", "--model", "C1b", *DAY, "--universe", "top:x"], 2, "'top:x': top:N"),
+    (
+        "historical-universe-bad-window",
+        ["historical-pnl", "--model", "C1b", *DAY, "--universe", "top:3/soon"],
+        2,
+        "field 'universe': 'top:3/soon': the window of top:N",
+    ),
+    (
+        "simulate-universe-all-of-a-database",
+        ["simulate", "--model", "C1b", *DAY, "--market-data", "sqlite:///market.db", "--universe", "all"],
+        2,
+        "'all' needs a snapshot file",
+    ),
+    (
+        "simulate-universe-top-before-the-data",
+        ["simulate", "--model", "C1b", "--start", "2023-07-19T00:00:00Z", "--end", T0, "--universe", "top:3"],
+        2,
+        "top:3/1d: no candle known at 2023-07-19 00:00 UTC",
+    ),
+    ("run-universe-all", ["run", "--model", "C1b", "--universe", "all"], 2, "'all' needs a snapshot file"),
+    ("run-universe-top-0", ["run", "--model", "C1b", "--universe", "top:0"], 2, "'top:0': top:N"),
     ("simulate-bad-engine", ["simulate", "--model", "C1b", *DAY, "--engine", "foo"], 2, "'foo' is not one of"),
     ("simulate-root-under-a-file", ["simulate", "--model", "C1b", *DAY, "--root", "afile/out"], 2, "is a file"),
     ("simulate-bad-config", ["simulate", "--config", "bad.yaml"], 2, "not valid YAML"),
@@ -398,6 +472,7 @@ def test_bad_input_is_an_error_line_a_hint_and_its_exit_code(tmp_path, monkeypat
     (tmp_path / "emptyroot").mkdir()
     (tmp_path / "bad.yaml").write_text("model: [\n")
     (tmp_path / "faults.json").write_text('{"not": "a list"}\n')
+    write_bad_archives(tmp_path)
     before = sorted(path.name for path in tmp_path.iterdir())
     done = invoke(*args, env={"EXCHANGE_API_KEY": "key", "EXCHANGE_API_SECRET": "secret", "PROD_SYSTEM_DEBUG": None})
     assert done.exit_code == code, done.output
@@ -576,3 +651,44 @@ def test_run_that_cannot_reach_its_exchange_stops_at_start(tmp_path):
     assert error.startswith("error: ") and url in error
     assert hint.startswith("hint: ") and "prod-system exchange-sim" in hint and "--exchange-url" in hint
     assert list(tmp_path.iterdir()) == []  # no root, no market database, no session log dir
+
+
+# ---------------------------------------------------------------------------------------------
+# Universes: the default is the snapshot's assets; rules are resolved and recorded
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_snapshot_of_some_assets_simulates_without_universe(tmp_path, monkeypatch):
+    """The issue: a snapshot dumped with --universe simulates without it (it failed with 'market data
+    has no candles for [BNB, ...]': the default was the bundled 8). Every engine trades the file's assets."""
+    monkeypatch.chdir(tmp_path)
+    dump = ["dump-market-data", "--start", "2023-07-20T00:00:00Z", "--end", T1, "--out", "s.parquet"]
+    dumped = invoke(*dump, "--universe", "SOL,BTC,ETH")
+    assert dumped.exit_code == 0, dumped.output
+    runs = {
+        "dagster": ["simulate", "--model", "C1b", *DAY],
+        "core": ["simulate", "--engine", "core", "--model", "C1b", "--start", T0, "--end", "2023-07-21T06:00:00Z"],
+        "historical": ["historical-pnl", "--model", "C1b", *DAY],
+    }
+    for name, args in runs.items():
+        done = invoke(*args, "--market-data", "s.parquet", "--root", name)
+        assert done.exit_code == 0, done.output
+        assert "universe all: BTC,ETH,SOL" in done.stderr
+        (saved,) = Path(name).rglob("system_config.yaml")
+        config = yaml.safe_load(saved.read_text())
+        assert (config["universe"], config["universe_rule"]) == (["BTC", "ETH", "SOL"], "all"), name
+
+
+def test_top_n_is_resolved_at_the_start_and_recorded(tmp_path, monkeypatch, cli_snapshot):
+    monkeypatch.chdir(tmp_path)
+    window = ["--start", T0, "--end", "2023-07-21T02:00:00Z"]
+    done = invoke("simulate", "--engine", "core", "--model", "C1b", *window, "--market-data", str(cli_snapshot),
+                  "--universe", "top:2/6h", "--root", "out")  # fmt: skip
+    assert done.exit_code == 0, done.output
+    (saved,) = Path("out").rglob("system_config.yaml")
+    config = yaml.safe_load(saved.read_text())
+    assert config["universe_rule"] == "top:2/6h" and len(config["universe"]) == 2
+    assert f"universe top:2/6h: {','.join(config['universe'])}" in done.stderr
+    missing = invoke("simulate", "--engine", "core", "--model", "C1b", *window, "--market-data", "nowhere.parquet",
+                     "--universe", "BTC", "--root", "out2")  # fmt: skip
+    assert missing.exit_code == 2 and "nowhere.parquet not found" in missing.stderr
