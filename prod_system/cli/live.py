@@ -16,13 +16,15 @@ from prod_system.cli.errors import (
     Invocation,
     config_hint,
     fail,
+    instruments_hint,
     model_failure,
     one_line,
 )
 from prod_system.common.clock import RealClock, ScaledClock
 from prod_system.config import DEFAULT_UNIVERSE, RunMode, SystemConfig, UniverseRule, load_config, parse_universe
+from prod_system.data.instruments import resolve_instruments
 from prod_system.data.universe import resolve_config
-from prod_system.errors import BrokerError, ConfigError, MarketDataError, ModelError
+from prod_system.errors import BrokerError, ConfigError, InstrumentsError, MarketDataError, ModelError
 from prod_system.models.dag import load_model
 
 
@@ -53,6 +55,11 @@ from prod_system.models.dag import load_model
 )
 @click.option("--database", help="Real-time market database URL  [default: sqlite:///{root}/market.db].")
 @click.option(
+    "--instruments",
+    type=click.Path(dir_okay=False),
+    help="The exchange's rules of the assets, from `prod-system instruments`  [default: the bundled rules].",
+)
+@click.option(
     "--exchange-url",
     help="Exchange base URL, e.g. http://127.0.0.1:8765 for exchange-sim  [default: Binance].",
 )
@@ -77,8 +84,8 @@ from prod_system.models.dag import load_model
     help="Rehearsal only: run the clock this many times faster, from the exchange's time (it must "
     "replay at the same speed).",
 )
-def run(config_path, model, run_mode, duration, root, bar, universe, database, exchange_url, ingest, trigger,
-        speed) -> None:  # fmt: skip
+def run(config_path, model, run_mode, duration, root, bar, universe, database, instruments, exchange_url, ingest,
+        trigger, speed) -> None:  # fmt: skip
     """Trade live, bar after bar, on the real clock: paper_trading (mocked fills) or prod (orders via ccxt).
 
     Each bar waits for every asset's candle in the real-time market database, runs the model, sizes the
@@ -96,7 +103,8 @@ def run(config_path, model, run_mode, duration, root, bar, universe, database, e
     """
     step = duration_option(bar, "bar")
     length = duration_option(duration, "duration")
-    template = _template_config(config_path, model, run_mode, trigger, bar, root, universe, database)
+    template = _template_config(config_path, model, run_mode, trigger, bar, root, universe, database, instruments)
+    _check_instruments(template)
     check_writable(root, "--root")
     try:
         load_model(template.model, template.bar_delta, template.model_params)  # bad input before the exchange
@@ -114,7 +122,7 @@ def run(config_path, model, run_mode, duration, root, bar, universe, database, e
     click.echo(f"bars:        {traded} traded, {len(outcomes) - traded} skipped")
 
 
-def _template_config(config_path, model, run_mode, trigger, bar, root, universe, database) -> SystemConfig:
+def _template_config(config_path, model, run_mode, trigger, bar, root, universe, database, instruments) -> SystemConfig:
     """The session's config on a placeholder window: every option checked before the exchange is asked."""
     database = database or f"sqlite:///{Path(root).resolve() / 'market.db'}"
     try:
@@ -130,12 +138,21 @@ def _template_config(config_path, model, run_mode, trigger, bar, root, universe,
     try:
         return load_config(
             config_path, model=model, run_mode=run_mode, trigger=trigger, start="2000-01-01T00:00:00Z",
-            end="2000-01-02T00:00:00Z", bar=bar, log_root=root, market_data={"source": database},
+            end="2000-01-02T00:00:00Z", bar=bar, log_root=root,
+            market_data={"source": database, "instruments": instruments},
             universe=spec if isinstance(spec, list) else None,
             universe_rule=str(spec) if isinstance(spec, UniverseRule) else None,
         )  # fmt: skip
     except ConfigError as error:
         fail(str(error), config_hint(str(error)))
+
+
+def _check_instruments(template: SystemConfig) -> None:
+    """The listed assets' exchange rules, before the exchange is asked: one line naming the command."""
+    try:
+        resolve_instruments(template)
+    except InstrumentsError as error:
+        fail(str(error), instruments_hint(str(error)))
 
 
 def _session_config(config_path, template: SystemConfig, clock, step, length, exchange_url) -> SystemConfig:
@@ -187,6 +204,8 @@ def _trade(config: SystemConfig, clock, ingest: bool, exchange_url: str | None) 
             ingestion.start()
         click.echo(f"session {config.start} to {config.end}, log dir {session.log_dir.path}", err=True)
         return session.log_dir.path, session.run()
+    except InstrumentsError as error:
+        fail(str(error), instruments_hint(str(error)))
     except MarketDataError as error:
         fail(str(error), "check --database (and that the ingestion runs: --ingest)")
     except ModelError as error:

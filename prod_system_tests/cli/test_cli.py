@@ -333,8 +333,10 @@ BAD_INPUTS = [
     ],
     (
         "dump-archive-corrupt-in-a-later-month",
-        [*DUMP[:2], "--end", "2023-08-01T01:00:00Z", "--universe", "BTC", "--source", "binance-archive:arch-late-corrupt"]
-        + ["--out", "x.parquet"],
+        [
+            *["dump-market-data", "--start", T0, "--end", "2023-08-01T01:00:00Z", "--universe", "BTC"],
+            *["--source", "binance-archive:arch-late-corrupt", "--out", "x.parquet"],
+        ],
         2,
         "BTCUSDT-1m-2023-08.zip: corrupt zip file",
     ),
