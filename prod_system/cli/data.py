@@ -15,6 +15,7 @@ from prod_system.config import ARCHIVE_SOURCE, DEFAULT_UNIVERSE, is_database
 from prod_system.data import BUNDLED_CANDLES
 from prod_system.data.market_data import (
     month_windows,
+    same_interval,
     screen_for_snapshot,
     select_window,
     write_snapshot,
@@ -22,6 +23,12 @@ from prod_system.data.market_data import (
 )
 from prod_system.data.sources import load_source, reads_by_window
 from prod_system.errors import MarketDataError
+
+
+ARCHIVE_HINT = (
+    "download the file again from data.binance.vision (with its .CHECKSUM), keep the name Binance gives it "
+    "(SYMBOL-INTERVAL-YYYY-MM[-DD].zip), one interval per folder"
+)
 
 
 def dropped_report_path(out: Path) -> Path:
@@ -39,7 +46,7 @@ def describe_dropped(dropped: pd.DataFrame, source: str) -> str:
     )
     first = dropped.iloc[0]
     return (
-        f"{source}: {len(dropped)} candles the data guard would drop ({by_issue}; {by_file}), "
+        f"{len(dropped)} candles the data guard would drop ({by_issue}; {by_file}) in {source}, "
         f"e.g. {first['asset']} {first['bar_start']:%Y-%m-%d %H:%M}: {first['issue']} ({first['detail']})"
     )
 
@@ -118,6 +125,7 @@ def dump_market_data(
     progress = Progress(unit="assets")
     report = dropped_report_path(Path(out))
     dropped_parts, kept_parts = [], []  # what each piece dropped; per piece and asset: rows, first open, last close
+    intervals = {}  # the candle interval of the pieces -> a row of it
 
     def load(lo: pd.Timestamp, hi: pd.Timestamp, per_asset: bool = True) -> pd.DataFrame:
         """The candles of [lo, hi) from the source (``fail`` on bad input)."""
@@ -134,6 +142,8 @@ def dump_market_data(
                 candles = candles[candles["asset"].isin(assets)]
             return select_window(candles, lo, hi)
         except (MarketDataError, ValueError) as error:
+            if source.startswith(f"{ARCHIVE_SOURCE}:"):
+                fail(str(error), ARCHIVE_HINT)
             fail(
                 str(error),
                 f"check --source (csv:DIR, {ARCHIVE_SOURCE}:DIR, parquet:FILE or a database URL) and --universe",
@@ -143,6 +153,7 @@ def dump_market_data(
         """What a strict snapshot keeps of ``candles``; the dropped ones refuse the dump unless --drop-bad."""
         try:
             candles, dropped = screen_for_snapshot(candles, source)
+            same_interval(intervals, candles, source)  # one interval, whatever month each piece is
         except MarketDataError as error:
             fail(str(error), "a snapshot has one candle interval (1m, 3m, 5m, 15m, 30m or 1h): dump each apart")
         if len(dropped) and not drop_bad:
@@ -190,7 +201,7 @@ def dump_market_data(
     if drop_bad:  # always written, so that no report of an earlier dump stays beside this snapshot
         write_atomically(report, lambda tmp: dropped.to_csv(tmp, index=False))
         if len(dropped):
-            click.echo(f"warning: dropped {describe_dropped(dropped, source)}; listed in {report}", err=True)
+            click.echo(f"warning: left out {describe_dropped(dropped, source)}; listed in {report}", err=True)
     click.echo(
         f"wrote {int(kept['rows'].sum()):,} candles of {len(kept)} assets "
         f"({kept['first'].min()} to {kept['last'].max()}) to {path}"

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from prod_system.data.market_data import interval_name, parse_interval
 from prod_system.errors import MarketDataError
 
 QUOTE = "USDT"
@@ -47,7 +48,6 @@ NAME_FORMAT = "SYMBOL-INTERVAL-YYYY-MM.zip or SYMBOL-INTERVAL-YYYY-MM-DD.zip (e.
 _NAME = re.compile(
     r"^(?P<symbol>[A-Z0-9]+)-(?P<interval>\d+[smhdw]|1mo)-(?P<year>\d{4})-(?P<month>\d{2})(?:-(?P<day>\d{2}))?$"
 )
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 # open_time below this is in milliseconds (until the year 5138), at or above it in microseconds (after 1973)
 _MICROSECONDS_FROM = 10**14
 
@@ -72,10 +72,12 @@ class ArchiveFile:
 
 
 def interval_delta(interval: str, path: Path) -> pd.Timedelta:
-    """The length of a kline interval named as the archive names it (1m, 5m, 1h...; not 1mo)."""
-    if interval == "1mo":
-        raise MarketDataError(f"{path}: monthly candles (1mo) have no fixed length; use an interval of 1m to 1d")
-    return pd.Timedelta(**{_UNITS[interval[-1]]: int(interval[:-1])})
+    """The length of a kline interval named as the archive names it (1m, 5m, 1h...), if a snapshot can
+    have it."""
+    try:
+        return parse_interval(interval)
+    except MarketDataError as error:
+        raise MarketDataError(f"{path}: {error}") from None
 
 
 def parse_name(path: Path) -> ArchiveFile:
@@ -236,14 +238,6 @@ def _check_interval(file: ArchiveFile, opens: np.ndarray, closes: np.ndarray, ti
     if wrong.any() or (gaps % step).any():
         seen = pd.Timedelta(int(lengths[wrong][0]) if wrong.any() else int(gaps[(gaps % step) != 0][0]))
         raise MarketDataError(
-            f"{file.path}: the name says {file.interval} candles but the data's are {_short(seen)} long "
+            f"{file.path}: the name says {file.interval} candles but the data's are {interval_name(seen)} long "
             "(or apart): rename the file or use the matching interval"
         )
-
-
-def _short(delta: pd.Timedelta) -> str:
-    for unit, name in (("d", "days"), ("h", "hours"), ("m", "minutes"), ("s", "seconds")):
-        size = pd.Timedelta(**{name: 1})
-        if delta >= size and delta % size == pd.Timedelta(0):
-            return f"{delta // size}{unit}"
-    return str(delta)

@@ -12,8 +12,7 @@ import numpy as np
 import pandas as pd
 
 HEADER = (
-    "open_time,open,high,low,close,volume,close_time,quote_volume,count,"
-    "taker_buy_volume,taker_buy_quote_volume,ignore"
+    "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore"
 )
 TICKS = {"ms": 1_000_000, "us": 1_000}  # nanoseconds per tick of each time unit
 
@@ -22,7 +21,7 @@ def kline_csv(candles: pd.DataFrame, interval: pd.Timedelta, unit: str = "ms", h
     """The CSV text of ``candles`` (bar_start, open, high, low, close, volume) in the archive's format:
     times in ``unit`` since the epoch, close_time the candle's last tick, the other volumes made up."""
     tick = TICKS[unit]
-    opens = pd.to_datetime(candles["bar_start"], utc=True).astype("int64").to_numpy() // tick
+    opens = pd.to_datetime(candles["bar_start"], utc=True).dt.as_unit("ns").astype("int64").to_numpy() // tick
     closes = opens + interval.value // tick - 1
     volume = candles["volume"].to_numpy(dtype=float)
     quote = volume * candles["close"].to_numpy(dtype=float)
@@ -79,3 +78,36 @@ def write_klines(
     """One archive file of ``candles`` for ``symbol`` over ``period``, as the archive publishes it."""
     text = kline_csv(candles, pd.Timedelta(interval.replace("m", "min")), unit, header)
     return write_zip(archive_path(root, symbol, interval, period, nested), text, checksum)
+
+
+def hour_of_candles(start: str = "2023-07-21T00:00:00Z", minutes: int = 60, step: str = "1min") -> pd.DataFrame:
+    """``minutes`` made-up candles of one step from ``start`` (prices near 30000, all valid)."""
+    opens = pd.date_range(start, periods=minutes, freq=step)
+    close = 30_000 + np.arange(minutes, dtype=float)
+    return pd.DataFrame(
+        {"bar_start": opens, "open": close - 0.5, "high": close + 1, "low": close - 1, "close": close, "volume": 2.5}
+    )
+
+
+def write_bad_archives(root: Path) -> None:
+    """One archive folder per way a download goes wrong, each holding BTCUSDT around 2023-07-21 00:00
+    (the bad-input table's dump windows): ``arch-corrupt`` (a zip cut short), ``arch-checksum`` (a zip
+    its .CHECKSUM does not match), ``arch-11-columns``, ``arch-bad-name`` (a zip whose name does not
+    parse), ``arch-empty`` (no zip at all), ``arch-interval`` (5-minute candles in a file named 1m),
+    ``arch-late-corrupt`` (July whole, August's file cut short: fails after July is written)."""
+    candles = hour_of_candles()
+    good = kline_csv(candles, pd.Timedelta(minutes=1))
+    cut = write_zip(archive_path(root / "arch-corrupt", "BTCUSDT", "1m", "2023-07"), good, checksum=False)
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    wrong = write_zip(archive_path(root / "arch-checksum", "BTCUSDT", "1m", "2023-07"), good)
+    wrong.with_name(wrong.name + ".CHECKSUM").write_text(f"{'0' * 64}  {wrong.name}\n")
+    eleven = "\n".join(",".join(line.split(",")[:11]) for line in good.splitlines()) + "\n"
+    write_zip(archive_path(root / "arch-11-columns", "BTCUSDT", "1m", "2023-07"), eleven)
+    write_zip(root / "arch-bad-name" / "BTCUSDT_1m_2023-07.zip", good)
+    (root / "arch-empty").mkdir()
+    five = kline_csv(hour_of_candles(step="5min", minutes=12), pd.Timedelta(minutes=5))
+    write_zip(archive_path(root / "arch-interval", "BTCUSDT", "1m", "2023-07"), five)
+    write_zip(archive_path(root / "arch-late-corrupt", "BTCUSDT", "1m", "2023-07"), good)
+    august = kline_csv(hour_of_candles("2023-08-01T00:00:00Z"), pd.Timedelta(minutes=1))
+    late = write_zip(archive_path(root / "arch-late-corrupt", "BTCUSDT", "1m", "2023-08"), august, checksum=False)
+    late.write_bytes(late.read_bytes()[:100])
