@@ -13,6 +13,7 @@ from prod_system.cli.progress import Progress
 from prod_system.common.files import write_atomically
 from prod_system.config import ARCHIVE_SOURCE, DEFAULT_UNIVERSE, is_database
 from prod_system.data import BUNDLED_CANDLES
+from prod_system.data.instruments import SNAPSHOT_KEY, known_instruments, missing_rules_message
 from prod_system.data.market_data import (
     month_windows,
     same_interval,
@@ -22,8 +23,7 @@ from prod_system.data.market_data import (
     write_snapshot_months,
 )
 from prod_system.data.sources import load_source, reads_by_window
-from prod_system.errors import MarketDataError
-
+from prod_system.errors import InstrumentsError, MarketDataError
 
 ARCHIVE_HINT = (
     "download the file again from data.binance.vision (with its .CHECKSUM), keep the name Binance gives it "
@@ -49,6 +49,18 @@ def describe_dropped(dropped: pd.DataFrame, source: str) -> str:
         f"{len(dropped)} candles the data guard would drop ({by_issue}; {by_file}) in {source}, "
         f"e.g. {first['asset']} {first['bar_start']:%Y-%m-%d %H:%M}: {first['issue']} ({first['detail']})"
     )
+
+
+def _instruments_metadata(assets: list[str], source: str, instruments: str | None) -> dict[str, str] | None:
+    """The exchange rules the snapshot carries (metadata ``instruments``): of the assets some table has;
+    a warning names the others and the command that fetches them."""
+    try:
+        table, missing = known_instruments(assets, source, instruments)
+    except InstrumentsError as error:
+        fail(str(error), "--instruments takes a file from `prod-system instruments` or Binance's exchangeInfo JSON")
+    if missing:
+        click.echo(f"warning: {missing_rules_message(missing)}; the snapshot carries no rules for them", err=True)
+    return {SNAPSHOT_KEY: table.to_json()} if table.rules else None
 
 
 @click.command(
@@ -86,13 +98,26 @@ def describe_dropped(dropped: pd.DataFrame, source: str) -> str:
     "of one file per month (month=YYYY-MM/part.parquet); replaced if it exists, its folder created.",
 )
 @click.option(
+    "--instruments",
+    type=click.Path(dir_okay=False),
+    help="The exchange's rules of the assets (from `prod-system instruments`), saved in the snapshot  "
+    "[default: the source snapshot's, else the rules bundled for the shipped assets].",
+)
+@click.option(
     "--drop-bad",
     is_flag=True,
     help="Write the candles the data guard would keep and list the others in OUT's .dropped.csv "
     "(by default such candles refuse the dump).",
 )
 def dump_market_data(
-    source: str, universe: str, start: str, end: str, knowledge_delay: str, out: str, drop_bad: bool
+    source: str,
+    universe: str,
+    start: str,
+    end: str,
+    knowledge_delay: str,
+    out: str,
+    instruments: str | None,
+    drop_bad: bool,
 ) -> None:
     """Turn raw candles (one interval: 1m, 3m, 5m, 15m, 30m or 1h) into a replayable market-data snapshot.
 
@@ -122,6 +147,7 @@ def dump_market_data(
     if Path(out).suffix != ".parquet":
         fail(f"--out {out}: a snapshot is a .parquet file", f"e.g. --out {Path(out).with_suffix('.parquet').name}")
     check_writable(Path(out).parent, "--out")
+    metadata = _instruments_metadata(assets, source, instruments)
     progress = Progress(unit="assets")
     report = dropped_report_path(Path(out))
     dropped_parts, kept_parts = [], []  # what each piece dropped; per piece and asset: rows, first open, last close
@@ -181,14 +207,14 @@ def dump_market_data(
     if len(month_windows(begin, finish)) > 1 and reads_by_window(source):  # a long dump: month by month
         progress = Progress(unit="months")
         try:
-            path = write_snapshot_months(by_month(), out)
+            path = write_snapshot_months(by_month(), out, metadata)
         except MarketDataError as error:
             if any(len(part) for part in kept_parts):  # not just an empty window: say what went wrong
                 fail(str(error), "check --source, --start and --end")
     else:
         candles = load(begin, finish)
         candles = screened(candles) if len(candles) else candles
-        path = write_snapshot(candles, out) if len(candles) else None
+        path = write_snapshot(candles, out, metadata) if len(candles) else None
     dropped = pd.concat(dropped_parts, ignore_index=True) if dropped_parts else pd.DataFrame()
     if path is None:
         if dropped.empty:

@@ -208,6 +208,18 @@ def snapshot_interval(frame: pd.DataFrame, where: str = "market data") -> pd.Tim
     return shortest
 
 
+def same_interval(seen: dict[pd.Timedelta, pd.Series], frame: pd.DataFrame, where: str) -> None:
+    """The pieces of one snapshot (its months) share one candle interval: ``seen`` (interval -> a row)
+    collects them piece after piece; a second interval is refused with one line."""
+    if len(frame):
+        seen.setdefault(frame["bar_end"].iloc[0] - frame["bar_start"].iloc[0], frame.iloc[0])
+    if len(seen) > 1:
+        rows = ", ".join(
+            f"{row['asset']} {interval_name(step)} (open {row['bar_start']})" for step, row in seen.items()
+        )
+        raise MarketDataError(f"{where}: mixed candle intervals: {rows}; a snapshot has one interval")
+
+
 def normalize_snapshot(
     candles: pd.DataFrame, duplicates: str = "raise", sort: bool = True, where: str = "market data"
 ) -> pd.DataFrame:
@@ -393,8 +405,10 @@ def write_snapshot_months(
     path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(folder: Path) -> None:
+        intervals = {}
         for piece in pieces:
             frame = normalize_snapshot(piece)
+            same_interval(intervals, frame, f"snapshot {path}")
             for month, rows in frame.groupby(_month_key(frame).to_numpy(), sort=True):
                 part = folder / f"{MONTH_PART}{month}" / PART_FILE
                 if part.exists():

@@ -25,6 +25,7 @@ from prod_system.log_dir import LogDir
 from prod_system.trading.brokers.ccxt_client import binanceusdm_client, symbol_of
 from prod_system_tests.kit.archive import write_bad_archives
 from prod_system_tests.kit.cli import REPO, cli
+from prod_system_tests.kit.data import write_bad_klines
 
 COMMANDS = ["dump-market-data", "simulate", "historical-pnl", "reconcile", "run", "exchange-sim"]
 
@@ -283,6 +284,9 @@ def test_every_command_has_help_with_examples(command):
 T0, T1 = "2023-07-21T00:00:00Z", "2023-07-22T00:00:00Z"
 DAY = ["--start", T0, "--end", T1]
 DUMP = ["dump-market-data", "--start", "2023-07-21T00:00:00Z", "--end", "2023-07-21T01:00:00Z"]
+K_WINDOW = ["--universe", "BTC,ETH", "--start", "2023-07-19T00:00:00Z", "--end", "2023-07-19T04:00:00Z"]
+K_DUMP = ["dump-market-data", *K_WINDOW, "--out", "x.parquet", "--source"]
+K_SIMULATE = ["simulate", "--engine", "core", "--model", "C1b", *K_WINDOW, "--market-data"]
 BAD_INPUTS = [
     # (id, arguments, exit code, text of the error line)
     ("unknown-command", ["bogus"], 2, "No such command 'bogus'"),
@@ -339,6 +343,34 @@ BAD_INPUTS = [
         ],
         2,
         "BTCUSDT-1m-2023-08.zip: corrupt zip file",
+    ),
+    # candle intervals and strict snapshots (the folders of kit.data.write_bad_klines)
+    ("dump-mixed-intervals", [*K_DUMP, "csv:k-mixed"], 2, "k-mixed: mixed candle intervals: BTC 1m"),
+    (
+        "dump-irregular-candles",
+        [*K_DUMP, "csv:k-irregular"],
+        2,
+        "BTC_USDT.csv.gz: irregular candles: BTC's opens are 7m apart",
+    ),
+    ("dump-unaligned-candles", [*K_DUMP, "csv:k-unaligned"], 2, "opens are off the 5m grid"),
+    (
+        "dump-bad-prices",
+        [*K_DUMP, "csv:k-bad-prices"],
+        2,
+        "3 candles the data guard would drop (3 invalid_price; BTC_USDT.csv.gz 3)",
+    ),
+    ("simulate-mixed-intervals", [*K_SIMULATE, "csv:k-mixed"], 2, "mixed candle intervals: BTC_USDT.csv.gz is 1m"),
+    (
+        "simulate-bar-under-candles",
+        [*K_SIMULATE, "csv:k-5m", "--bar", "1m"],
+        2,
+        "bar 1m is shorter than the market data's 5m candles",
+    ),
+    (
+        "historical-bar-not-a-multiple",
+        ["historical-pnl", *K_SIMULATE[3:], "csv:k-5m", "--bar", "8m"],
+        2,
+        "bar 8m is not a multiple of the market data's 5m candles",
     ),
     ("simulate-unknown-model", ["simulate", "--engine", "core", "--model", "C9z", *DAY], 2, "unknown model 'C9z'"),
     ("simulate-no-model", ["simulate", *DAY], 2, "field 'model'"),
@@ -475,6 +507,7 @@ def test_bad_input_is_an_error_line_a_hint_and_its_exit_code(tmp_path, monkeypat
     (tmp_path / "bad.yaml").write_text("model: [\n")
     (tmp_path / "faults.json").write_text('{"not": "a list"}\n')
     write_bad_archives(tmp_path)
+    write_bad_klines(tmp_path)
     before = sorted(path.name for path in tmp_path.iterdir())
     done = invoke(*args, env={"EXCHANGE_API_KEY": "key", "EXCHANGE_API_SECRET": "secret", "PROD_SYSTEM_DEBUG": None})
     assert done.exit_code == code, done.output

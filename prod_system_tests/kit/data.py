@@ -48,3 +48,20 @@ def write_klines(directory: Path, klines: dict[str, pd.DataFrame]) -> Path:
         out = frame.assign(open_time=frame["open_time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
         out.to_csv(directory / f"{asset}_USDT.csv.gz", index=False)
     return directory
+
+
+def write_bad_klines(folder: Path) -> None:
+    """Small csv market-data folders of 2023-07-19 00:00-06:00 that a run or a dump must refuse (or, for
+    ``k-5m``, 5-minute candles that a 1-minute bar must not be made of): the bad-input table's."""
+    btc, eth = (bundled_klines(asset).head(360) for asset in ("BTC", "ETH"))
+    five = aggregate_klines(btc, "5min")
+    negative = btc.assign(low=btc["low"].where(~btc.index.isin([10, 11, 12]), -btc["low"]))
+    folders = {
+        "k-5m": {"BTC": five, "ETH": aggregate_klines(eth, "5min")},
+        "k-mixed": {"BTC": btc, "ETH": aggregate_klines(eth, "5min")},
+        "k-irregular": {"BTC": btc.iloc[::7], "ETH": eth},  # 7 minutes apart
+        "k-unaligned": {"BTC": five.assign(open_time=five["open_time"] + pd.Timedelta(minutes=1)), "ETH": eth},
+        "k-bad-prices": {"BTC": negative, "ETH": eth},
+    }
+    for name, klines in folders.items():
+        write_klines(folder / name, klines)
