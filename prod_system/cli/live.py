@@ -158,7 +158,7 @@ def _check_instruments(template: SystemConfig) -> None:
 def _session_config(config_path, template: SystemConfig, clock, step, length, exchange_url) -> SystemConfig:
     """The config of an unfinished session of this model and mode (resumed as it was), else of a new
     session from the bar in progress; a prod session trades through ccxt on ``exchange_url``."""
-    from prod_system.runs.live import session_window, unfinished_session
+    from prod_system.runs.live import keeping_holdings, session_window, unfinished_session
 
     try:
         resumable = unfinished_session(
@@ -173,7 +173,7 @@ def _session_config(config_path, template: SystemConfig, clock, step, length, ex
         if template.run_mode == RunMode.PROD:
             broker.update(kind="ccxt", exchange_url=exchange_url or broker.get("exchange_url"))
         config = load_config(config_path, **{**template.model_dump(), "start": start, "end": end, "broker": broker})
-        config = resolve_config(config)  # a top:N as of the session's start, from the database's candles
+        config = keeping_holdings(resolve_config(config))  # a top:N as of the session's start, from the database
         if config.universe_rule:
             click.echo(f"universe {config.universe_rule}: {','.join(config.universe)}", err=True)
         return config

@@ -28,7 +28,7 @@ import pandas as pd
 
 from prod_system.common.clock import Clock
 from prod_system.common.timeutil import bar_ends, compact
-from prod_system.config import RunMode, SystemConfig, load_config
+from prod_system.config import RunMode, SystemConfig, build_config, load_config
 from prod_system.data.instruments import LOG_DIR_FILE, resolve_instruments
 from prod_system.data.market_data import CANDLE, Candles, CandleStore, MarketDataReader
 from prod_system.data.market_db import MarketDatabase
@@ -168,6 +168,34 @@ def unfinished_session(
         if done is None or pd.Timestamp(done) < end:
             candidates.append(path)
     return sorted(candidates)[-1] if candidates else None
+
+
+def keeping_holdings(config: SystemConfig) -> SystemConfig:
+    """A session whose universe a rule chose again (top:N each day), with the assets the previous
+    session of its model and mode ended holding, or with orders that may still execute, added after
+    the rule's: the carried-over state keeps only the universe's assets, so a dropped asset would
+    vanish from the portfolio while the venue still holds it. They stay traded (the model's targets)
+    until a day's ranking takes them back or they are flat. A listed universe is left as it is."""
+    if not config.universe_rule:
+        return config
+    own = LogDir.for_config(config).path
+    root = Path(config.log_root) / config.model_name / config.run_mode
+    previous = []
+    for path in root.glob(f"*/*.*/system_log_dir/{STATE_FILE}"):
+        end = pd.to_datetime(path.parent.parent.name.split(".")[1], format="%Y%m%d_%H%M%S", utc=True)
+        if end <= config.start and path.parent != own:
+            previous.append((end, str(path)))
+    if not previous:
+        return config
+    path = Path(max(previous)[1])
+    data = json.loads(path.read_text())
+    orders = _with_orders(data.get("open_orders", []), _inflight_orders(path.parent))
+    held = {asset for asset, shares in data.get("shares", {}).items() if shares} | {o["asset"] for o in orders}
+    kept = sorted(held - set(config.universe))
+    if not kept:
+        return config
+    logger.info("universe %s: keeping %s, held at the end of %s", config.universe_rule, ",".join(kept), path.parent)
+    return build_config({**config.model_dump(), "universe": [*config.universe, *kept]})
 
 
 class LiveSession:

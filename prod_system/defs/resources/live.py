@@ -11,6 +11,7 @@ from pydantic import Field
 from prod_system.common.timeutil import parse_duration
 from prod_system.config import RunMode, SystemConfig
 from prod_system.defs.resources.system import SystemResource, default_root
+from prod_system.runs.live import keeping_holdings
 
 
 def _default_database() -> str:
@@ -63,7 +64,9 @@ class LiveResource(ConfigurableResource):
     def session_config(
         self, system: SystemResource, root: str, model: str, run_mode: str, day: pd.Timestamp
     ) -> SystemConfig:
-        """The scheduled session of ``day`` (00:00 to 24:00 UTC): the one every bar run of that day joins."""
+        """The scheduled session of ``day`` (00:00 to 24:00 UTC): the one every bar run of that day joins.
+        A universe rule (top:N) is resolved at the day's start from the database's candles before it:
+        each day's session ranks again, and every bar run of the day gets the same list."""
         broker = {"kind": "mocked"}
         if run_mode == RunMode.PROD:
             broker = {
@@ -72,7 +75,7 @@ class LiveResource(ConfigurableResource):
                 "api_key_env": self.api_key_env,
                 "api_secret_env": self.api_secret_env,
             }
-        return system.build(
+        config = system.build(
             model,
             run_mode,
             "scheduled",
@@ -84,3 +87,4 @@ class LiveResource(ConfigurableResource):
             bar=self.bar,
             live={"data_timeout_seconds": self.data_timeout_seconds},
         )
+        return keeping_holdings(config)  # a top:N chosen again today keeps what yesterday's session holds

@@ -4,12 +4,15 @@ the market database's candles before that day."""
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 
 from prod_system.data.market_data import write_snapshot
 from prod_system.data.market_db import MarketDatabase
 from prod_system.defs.resources import BrokerResource, LogDirResource, MarketDataResource, SystemResource
 from prod_system.defs.resources.live import LiveResource
+from prod_system.log_dir import LogDir
 
 DAY = pd.Timestamp("2023-07-21", tz="UTC")
 
@@ -60,3 +63,12 @@ def test_a_live_top_n_is_evaluated_again_at_each_days_start(tmp_path, candles):
     assert second.universe[0] == "DOT"
     assert first.universe_rule == second.universe_rule == "top:2/12h"
     assert system.listed(url) == assets  # what the ingestion records: the ranked candidates
+    # the first day's session ends holding an asset the second day's ranking leaves out: it stays traded
+    # (the carried-over state keeps only the universe's assets: dropped, it would vanish from the portfolio)
+    dropped = next(asset for asset in first.universe if asset not in second.universe)
+    state = {"shares": {dropped: 2.0, "DOT": 0.0}, "notional": {}, "cash": 1.0, "open_orders": [], "bar_end": None}
+    LogDir(LogDir.for_config(first).path).write_text("state.json", json.dumps(state))
+    kept = live.session_config(system, str(tmp_path), "C1b", "paper_trading", DAY + pd.Timedelta(days=1))
+    assert kept.universe == [*second.universe, dropped]
+    listed = live.session_config(SystemResource(universe=assets), str(tmp_path), "C1b", "paper_trading", DAY)
+    assert listed.universe == assets  # a listed universe is left as it is
