@@ -9,7 +9,15 @@ import pandas as pd
 import pytest
 
 from prod_system.common.clock import SimulatedClock
-from prod_system.data.market_data import CandleStore, MarketDataReader, read_snapshot, write_snapshot
+from prod_system.data.market_data import (
+    CandleStore,
+    MarketDataReader,
+    read_snapshot,
+    read_snapshot_metadata,
+    snapshot_parts,
+    write_snapshot,
+    write_snapshot_months,
+)
 from prod_system.data.sources import load_source
 from prod_system.errors import MarketDataError
 
@@ -112,3 +120,58 @@ def test_reading_a_missing_sqlite_database_creates_nothing(tmp_path):
     with pytest.raises(MarketDataError, match="does not exist"):
         load_source(f"sqlite:///{missing}", ["BTC"], pd.Timedelta(seconds=10))
     assert not missing.exists()
+
+
+def across_months(candles: pd.DataFrame) -> pd.DataFrame:
+    """The candles dated 10 days later: 2023-07-30 to 2023-08-02, across a month's end."""
+    moved = candles.copy()
+    for column in ("bar_start", "bar_end", "knowledge_ts"):
+        moved[column] = moved[column] + pd.Timedelta(days=10)
+    return moved
+
+
+def test_a_snapshot_over_several_months_is_one_file_per_month_read_by_window(tmp_path, candles):
+    moved = across_months(candles)
+    path = write_snapshot(moved, tmp_path / "long.parquet", metadata={"instruments": "{}"})
+    assert list(snapshot_parts(path)) == ["2023-07", "2023-08"] and path.is_dir()
+    assert read_snapshot_metadata(path) == {"instruments": "{}"}  # every month carries it
+    pd.testing.assert_frame_equal(read_snapshot(path), read_snapshot(write_snapshot(moved, tmp_path / "one.parquet")))
+    august = pd.Timestamp("2023-08-01", tz="UTC")
+    whole = read_snapshot(path)
+    for start, end in [
+        (august, august + pd.Timedelta(hours=6)),
+        (august - pd.Timedelta(hours=1), august + pd.Timedelta(hours=1)),
+    ]:
+        got = read_snapshot(path, (start, end))
+        expected = whole[(whole["bar_start"] >= start) & (whole["bar_start"] < end)].reset_index(drop=True)
+        assert len(got) == len(moved[(moved["bar_start"] >= start) & (moved["bar_start"] < end)]) > 0
+        pd.testing.assert_frame_equal(got, expected)
+    # a window's months alone are opened: July's file broken, August's window still reads
+    (path / "month=2023-07" / "part.parquet").write_text("not parquet")
+    assert len(read_snapshot(path, (august, august + pd.Timedelta(days=1)))) == 1440 * 8
+    with pytest.raises(MarketDataError, match="cannot read market data snapshot"):
+        read_snapshot(path)
+
+
+def test_a_partitioned_snapshot_is_written_whole_or_not_at_all(tmp_path, candles):
+    moved = across_months(candles)
+    path = write_snapshot(moved.head(100), tmp_path / "snap.parquet")  # what was there before
+    august = moved[moved["bar_start"] >= pd.Timestamp("2023-08-01", tz="UTC")]
+    bad = august.copy()
+    bad["knowledge_ts"] = bad["bar_start"]  # August's candles known before they close: refused
+
+    def months():
+        yield moved[moved["bar_start"] < pd.Timestamp("2023-08-01", tz="UTC")]
+        yield bad
+
+    with pytest.raises(MarketDataError, match="known before they close"):
+        write_snapshot_months(months(), path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["snap.parquet"] and path.is_file()
+    assert len(read_snapshot(path)) == 100  # July was written, then thrown away with the rest
+    write_snapshot_months([moved], path)  # a folder over the file, and a file over the folder
+    assert list(snapshot_parts(path)) == ["2023-07", "2023-08"]
+    write_snapshot(moved.head(100), path)
+    assert path.is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["snap.parquet"]
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(MarketDataError, match="not a snapshot partitioned by month"):
+        read_snapshot(tmp_path / "folder")
