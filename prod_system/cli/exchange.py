@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from prod_system.cli.errors import fail
+from prod_system.common.timeutil import parse_duration
 from prod_system.errors import FaultRuleError, MarketDataError
 
 
@@ -50,8 +51,6 @@ def _exchange_hint(message: str) -> str:
 
 def _history(text: str):
     """--history as a length: '0m', '1d', '36h'..."""
-    from prod_system.common.timeutil import parse_duration
-
     try:
         return parse_duration(text)
     except ValueError as error:

@@ -21,6 +21,7 @@ from prod_system.cli.errors import (
     one_line,
 )
 from prod_system.common.clock import RealClock, ScaledClock
+from prod_system.common.timeutil import format_duration
 from prod_system.config import DEFAULT_UNIVERSE, RunMode, SystemConfig, UniverseRule, load_config, parse_universe
 from prod_system.data.instruments import resolve_instruments
 from prod_system.data.universe import resolve_config
@@ -223,8 +224,6 @@ def _trade(config: SystemConfig, clock, ingest: bool, exchange_url: str | None) 
 def _warm_up(ingestor, span: pd.Timedelta) -> None:
     """Backfill the model's warm-up before the first bar (one pass, in this thread), so the session
     trades from its first bar; an asset whose fetch failed is named (the next passes retry it)."""
-    from prod_system.common.timeutil import format_duration
-
     report = ingestor.ingest_once(backfill=span)
     click.echo(
         f"warm-up: the last {format_duration(span)} of candles ingested ({report.result.new} new)"
