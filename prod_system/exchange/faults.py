@@ -3,13 +3,14 @@
 A rule is a JSON object (a list of them in a file, or posted to ``/_control/faults``)::
 
     {"endpoint": "POST /fapi/v1/order",  # or "*" for every endpoint (never the /_control/ ones)
-     "kind": "latency" | "timeout" | "server_error" | "rate_limit" | "reject" | "partial_fill",
+     "kind": "latency" | "timeout" | "server_error" | "rate_limit" | "ban" | "reject" | "partial_fill",
      "delay_ms": 200,        # latency: added delay; timeout: how long the answer hangs (default 30000)
      "after": true,          # timeout/server_error: process the request first, then hang or fail the
                              # answer (the order IS placed, the client sees an error)
      "status": 503,          # server_error: HTTP status (5xx, default 503)
      "body": "json",         # server_error: "json" = Binance's -1001 error, "text" = a gateway's plain page
-     "retry_after": 1,       # rate_limit: seconds in the Retry-After header of the 429 (code -1003)
+     "retry_after": 1,       # rate_limit: seconds in the Retry-After header of the 429 (code -1003);
+                             # ban: of the 418 (an IP banned for going on after 429s, code -1003)
      "code": -2019, "msg": "Margin is insufficient.",  # reject: the Binance error to answer
      "fraction": 0.5,        # partial_fill: share of an order's quantity that fills at placement
      "count": 3,             # fire on the next 3 matching calls only (default: no limit)
@@ -25,7 +26,7 @@ from typing import Any
 
 from prod_system.errors import FaultRuleError
 
-KINDS = ("latency", "timeout", "server_error", "rate_limit", "reject", "partial_fill")
+KINDS = ("latency", "timeout", "server_error", "rate_limit", "ban", "reject", "partial_fill")
 DEFAULT_TIMEOUT_MS = 30_000
 
 

@@ -832,6 +832,15 @@ async def _answer(request: web.Request, service: ExchangeService, endpoint: str)
                     429,
                     {"Retry-After": str(rule.retry_after)},
                 )
+            if rule.kind == "ban":  # Binance: 418 once a client goes on after 429s, Retry-After until its end
+                until_ms = wall_ms() + rule.retry_after * 1_000
+                return _error(
+                    -1003,
+                    f"Way too many requests; IP banned until {until_ms}. Please use the websocket for live updates "
+                    "to avoid bans.",
+                    418,
+                    {"Retry-After": str(rule.retry_after)},
+                )
             if rule.kind == "reject":
                 raise BinanceError(rule.code, rule.msg)
         fraction = next((rule.fraction for rule in rules if rule.kind == "partial_fill"), None)

@@ -56,6 +56,31 @@ def binanceusdm_client(
     return client
 
 
+MAX_BACKOFF_SECONDS = 5.0
+MAX_RETRY_AFTER_SECONDS = 60.0
+
+
+def retry_delay(client: ccxt.binanceusdm, error: Exception, attempt: int, base_seconds: float) -> float:
+    """How long to wait before retrying after a transient error: exponential backoff from
+    ``base_seconds`` (at most MAX_BACKOFF_SECONDS), or longer when the exchange's answer (429, 418)
+    says so in Retry-After (at most a minute)."""
+    import ccxt
+
+    delay = min(base_seconds * 2**attempt, MAX_BACKOFF_SECONDS)
+    if isinstance(error, ccxt.DDoSProtection):  # 429 / 418: the exchange says how long
+        retry_after = (client.last_response_headers or {}).get("Retry-After")
+        if retry_after:
+            delay = max(delay, min(float(retry_after), MAX_RETRY_AFTER_SECONDS))
+    return delay
+
+
+def banned(error: Exception) -> bool:
+    """An HTTP 418: the exchange banned this address (for going on after 429s); retrying extends it."""
+    import ccxt
+
+    return isinstance(error, ccxt.DDoSProtection) and " 418 " in str(error)
+
+
 def symbol_of(asset: str) -> str:
     """ccxt's unified symbol of an asset's USDT-M perpetual: 'BTC' -> 'BTC/USDT:USDT'."""
     return f"{asset}/USDT:USDT"

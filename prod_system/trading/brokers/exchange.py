@@ -38,7 +38,7 @@ from prod_system.common.failpoints import failpoint
 from prod_system.config import BrokerConfig, RiskConfig
 from prod_system.errors import BrokerError
 from prod_system.trading.brokers.base import EXECUTION_COLUMNS, Broker
-from prod_system.trading.brokers.ccxt_client import binanceusdm_client, symbol_of
+from prod_system.trading.brokers.ccxt_client import binanceusdm_client, retry_delay, symbol_of
 from prod_system.trading.portfolio import PortfolioState
 
 if TYPE_CHECKING:
@@ -49,8 +49,8 @@ logger = logging.getLogger("prod_system.broker")
 # Transient errors, after which an order may or may not have reached the exchange (look it up, then
 # retry), are ccxt's OperationFailed: NetworkError (timeouts, 5xx, 429) and Binance's -1001 "internal
 # error". ccxt is imported by the methods that call the exchange, not with this module: loading the
-# Dagster definitions imports this module but needs no ccxt (~0.45 s).
-MAX_BACKOFF_SECONDS = 5.0
+# Dagster definitions imports this module but needs no ccxt (~0.45 s). The backoff (and Retry-After)
+# is ccxt_client.retry_delay, shared with the history download.
 
 
 class KillSwitch:
@@ -493,13 +493,7 @@ class ExchangeBroker(Broker):
             self._pending.append(child)
 
     def _backoff(self, attempt: int, error: Exception) -> float:
-        import ccxt
-
-        delay = min(self.config.backoff_seconds * 2**attempt, MAX_BACKOFF_SECONDS)
-        if isinstance(error, ccxt.DDoSProtection):  # 429 / 418: the exchange says how long
-            retry_after = (self.client().last_response_headers or {}).get("Retry-After")
-            if retry_after:
-                delay = max(delay, min(float(retry_after), 60.0))
+        delay = retry_delay(self.client(), error, attempt, self.config.backoff_seconds)
         logger.warning("transient error (%s); retrying in %.2f s", _message(error), delay)
         return delay
 
