@@ -15,13 +15,15 @@ import argparse
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from prod_system.common.clock import RealClock
-from prod_system.config import DEFAULT_INSTRUMENTS, build_config
+from prod_system.config import build_config
+from prod_system.data.instruments import InstrumentTable, bundled_instruments
 from prod_system.data.market_db import MarketDatabase
 from prod_system.data.sources import load_source
 from prod_system.exchange import LocalExchange
@@ -52,6 +54,7 @@ def main() -> None:
     options = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="live_load_"))
     names = universe_of(options.assets)
+    bundled = bundled_instruments()
     real = load_source(f"csv:{BUNDLED}", REAL, pd.Timedelta(seconds=10))
     real = real[(real["bar_start"] >= T - pd.Timedelta(hours=2)) & (real["bar_start"] < T + pd.Timedelta(hours=3))]
     copies = []
@@ -61,7 +64,13 @@ def main() -> None:
         copies.append(rows)
     candles = pd.concat(copies, ignore_index=True)
     latency = [{"endpoint": "*", "kind": "latency", "delay_ms": options.latency_ms}]
-    with LocalExchange(candles[candles["bar_start"] >= T], clock="shifted", faults=latency) as exchange:
+    rules = InstrumentTable(  # a copy's exchange rules are its real asset's
+        {name: replace(bundled.rules[asset], asset=name, symbol=f"{name}USDT") for name, (asset, _) in names.items()},
+        source="the bundled rules, each copy under its real asset's",
+        brackets=bundled.brackets,
+    )
+    served = candles[candles["bar_start"] >= T]
+    with LocalExchange(served, clock="shifted", faults=latency, instruments=rules) as exchange:
         database = f"sqlite:///{work / 'market.db'}"
         db = MarketDatabase(database)
         exchange.seed_history(db, candles)  # the two hours before T
@@ -94,7 +103,9 @@ def main() -> None:
                 "end": start + pd.Timedelta(minutes=options.bars),
                 "market_data": {"source": database},
                 "portfolio": {
-                    "instruments": {name: DEFAULT_INSTRUMENTS[asset].model_dump() for name, (asset, _) in names.items()}
+                    "instruments": {
+                        name: bundled.rules[asset].instrument().model_dump() for name, (asset, _) in names.items()
+                    }
                 },
                 "log_root": str(work / "runs"),
                 "profile_memory": False,

@@ -67,6 +67,7 @@ LAZY_THIRD_PARTY = {
     ("prod_system/analysis/plots.py", "PIL"): "Pillow only to write a figure's thumbnail",
     ("prod_system/analysis/report.py", "matplotlib"): PLOTTING,
     ("prod_system/runs/ingestion.py", "ccxt"): CCXT,
+    ("prod_system/cli/instruments.py", "ccxt"): CCXT + " (its error classes, when fetching)",
     ("prod_system/trading/brokers/ccxt_client.py", "ccxt"): CCXT,
     ("prod_system/trading/brokers/exchange.py", "ccxt"): CCXT + " (its error classes, when one is raised)",
 }

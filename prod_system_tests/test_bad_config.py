@@ -107,6 +107,7 @@ FIELD_CASES = [
     ("market_data.max_jump", "half", "not a number"),
     ("market_data.delisted_after", "0m", "not positive"),
     ("market_data.delisted_after", "1 hour", "bad duration"),
+    ("market_data.instruments", ["rules.json"], "a list, not a file path"),
     ("portfolio", ["BTC"], "a list, not a section"),
     ("portfolio.initial_cash", 0, "not positive"),
     ("portfolio.initial_cash", "a million", "not a number"),

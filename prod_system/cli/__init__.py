@@ -13,7 +13,7 @@ import logging
 
 import click
 
-from prod_system.cli import analysis, data, exchange, live, simulate
+from prod_system.cli import analysis, data, exchange, instruments, live, simulate
 from prod_system.cli.errors import DEBUG_ENV, DEBUG_HELP, CliGroup, Invocation
 
 
@@ -43,6 +43,7 @@ def main(debug: bool) -> None:
       4. historical-pnl    a model's research PnL over a long history
       5. exchange-sim      a local exchange to rehearse live trading on
       6. run               trade live: paper_trading, then prod
+    Other assets than the bundled 8: 'instruments' fetches their exchange rules (--instruments FILE).
 
     Timestamps are UTC with a zone (2023-07-21T00:00:00Z); durations read 30s, 5m, 1h, 1d.
     Progress goes to stderr, results to stdout.
@@ -67,6 +68,7 @@ for command in (
     analysis.reconcile,
     live.run,
     exchange.exchange_sim,
+    instruments.instruments,
 ):
     main.add_command(command)
 

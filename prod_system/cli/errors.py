@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from prod_system.config import DEFAULT_UNIVERSE
-from prod_system.errors import ConfigError, LogDirExistsError, MarketDataError, ModelError
+from prod_system.errors import ConfigError, InstrumentsError, LogDirExistsError, MarketDataError, ModelError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -78,7 +78,6 @@ def config_hint(message: str) -> str:
         ("field 'bar'", "--bar is a whole number of minutes, e.g. 1m, 5m, 15m, 1h"),
         ("field 'start'", TIMESTAMP_HINT),
         ("field 'end'", TIMESTAMP_HINT),
-        ("no lot size", "other assets need their lot sizes under portfolio.instruments in a --config file"),
         ("field 'universe_rule'", "universe_rule is 'all' or 'top:N[/WINDOW]', e.g. top:20/7d (a list: universe)"),
         (
             "field 'universe'",
@@ -99,6 +98,16 @@ def naming_source(message: str) -> str:
         return message
     location = source.partition(":")[2] if source.startswith(("csv:", "parquet:")) else source
     return message if location in message else f"{message} (in {source})"
+
+
+def instruments_hint(message: str) -> str:
+    """The next step for missing or unreadable exchange rules."""
+    if message.startswith("no exchange rules"):
+        return (
+            "the package ships the rules of BTC ETH SOL BNB XRP DOGE DOT MATIC only; fetch the others' from "
+            "the exchange (prod-system instruments --help) and give the file with --instruments"
+        )
+    return "--instruments takes a file from `prod-system instruments` or Binance's exchangeInfo JSON"
 
 
 def market_data_hint(message: str) -> str:
@@ -126,6 +135,8 @@ def clear_errors():
         yield
     except ConfigError as error:
         fail(str(error), config_hint(str(error)))
+    except InstrumentsError as error:
+        fail(str(error), instruments_hint(str(error)))
     except MarketDataError as error:
         fail(naming_source(str(error)), market_data_hint(str(error)))
     except ModelError as error:

@@ -144,7 +144,11 @@ def resource_config(config: SystemConfig) -> dict[str, dict]:
             "model_params": {config.model: config.model_params} if config.model_params else {},
             "profile_memory": config.profile_memory,
         },
-        "market_data": {"source": config.market_data.source, "knowledge_delay": config.market_data.knowledge_delay},
+        "market_data": {
+            "source": config.market_data.source,
+            "knowledge_delay": config.market_data.knowledge_delay,
+            "instruments": config.market_data.instruments,
+        },
         "clock": {"mode": "simulated"},
         "broker": {"kind": config.broker.kind},
         "log_dir": {"root": config.log_root},

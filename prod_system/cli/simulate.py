@@ -12,6 +12,7 @@ from prod_system.cli.errors import Invocation, clear_errors
 from prod_system.cli.progress import Progress
 from prod_system.config import RunMode, load_config
 from prod_system.data import BUNDLED_CANDLES
+from prod_system.data.instruments import resolve_instruments
 from prod_system.data.universe import resolve_config
 from prod_system.models.dag import load_model
 
@@ -44,6 +45,12 @@ def _simulation_options(func):
             "[default: the snapshot's assets].",
         ),
         click.option("--bar", help="Bar length, whole minutes: 1m, 5m, 15m, 1h...  [default: 5m]."),
+        click.option(
+            "--instruments",
+            type=click.Path(dir_okay=False),
+            help="The exchange's rules of the assets (from `prod-system instruments`, or Binance's exchangeInfo "
+            "JSON)  [default: the snapshot's embedded table, else the rules bundled for the shipped assets].",
+        ),
         click.option("--overwrite", is_flag=True, help="Replace an earlier run of the same window (else refused)."),
     ]
     for option in reversed(options):
@@ -51,7 +58,7 @@ def _simulation_options(func):
     return func
 
 
-def _window_config(config_path, model, market_data, start, end, root, universe, bar, **fixed):
+def _window_config(config_path, model, market_data, start, end, root, universe, bar, instruments, **fixed):
     """The config of a simulation-like command: its file, then its options (unset ones left out), its
     universe resolved from the market data (a rule, or by default the snapshot's assets)."""
     Invocation.market_data = market_data or _default_source(config_path)
@@ -62,13 +69,17 @@ def _window_config(config_path, model, market_data, start, end, root, universe, 
         end=end,
         log_root=root,
         bar=bar,
-        market_data={"source": market_data if market_data else _default_source(config_path)},
+        market_data={
+            "source": market_data if market_data else _default_source(config_path),
+            "instruments": instruments,
+        },
         **fixed,
     )
     Invocation.market_data = config.market_data.source
     config = resolve_config(config, universe)
     if config.universe_rule:
         click.echo(f"universe {config.universe_rule}: {','.join(config.universe)}", err=True)
+    resolve_instruments(config)  # an asset without exchange rules: one line now (the run resolves them again)
     return config
 
 
@@ -90,7 +101,7 @@ def _window_line(config, engine: str) -> str:
     help="'dagster': a backfill of the model's assets over whole UTC days (shows up in `dagster dev`); "
     "'core': the pure core, no Dagster, any window.",
 )
-def simulate(config_path, model, market_data, start, end, root, universe, bar, overwrite, engine) -> None:
+def simulate(config_path, model, market_data, start, end, root, universe, bar, instruments, overwrite, engine) -> None:
     """Replay the past through the production system and write its system log dir.
 
     Each bar the model sees only what it could have known then; orders fill on the mocked broker.
@@ -107,7 +118,7 @@ def simulate(config_path, model, market_data, start, end, root, universe, bar, o
     began = time.perf_counter()
     with clear_errors():
         config = _window_config(
-            config_path, model, market_data, start, end, root, universe, bar, run_mode=RunMode.SIMULATION
+            config_path, model, market_data, start, end, root, universe, bar, instruments, run_mode=RunMode.SIMULATION
         )
         check_writable(config.log_root, "--root")
         load_model(config.model, config.bar_delta, config.model_params)  # a bad model: refused before any output
@@ -130,7 +141,7 @@ def simulate(config_path, model, market_data, start, end, root, universe, bar, o
 
 @click.command("historical-pnl", short_help="Research PnL of a model over a long history, in batch.")
 @_simulation_options
-def historical_pnl(config_path, model, market_data, start, end, root, universe, bar, overwrite) -> None:
+def historical_pnl(config_path, model, market_data, start, end, root, universe, bar, instruments, overwrite) -> None:
     """Run a model in batch over a long history and write its research portfolio and PnL report.
 
     Writes {root}/{model}/historical_pnl/{start}.{end}/ (the log dir's table layout): the predictions,
@@ -146,7 +157,7 @@ def historical_pnl(config_path, model, market_data, start, end, root, universe, 
     """
     began = time.perf_counter()
     with clear_errors():
-        config = _window_config(config_path, model, market_data, start, end, root, universe, bar)
+        config = _window_config(config_path, model, market_data, start, end, root, universe, bar, instruments)
         check_writable(config.log_root, "--root")
         load_model(config.model, config.bar_delta, config.model_params)  # a bad model: refused before any output
         click.echo(f"historical pnl of {_window_line(config, 'batch')}", err=True)

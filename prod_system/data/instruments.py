@@ -413,7 +413,7 @@ def snapshot_path(source: str) -> Path | None:
 def embedded_instruments(source: str | Path) -> InstrumentTable | None:
     """The table a snapshot carries (None: not a snapshot, not there yet, or written without one)."""
     path = snapshot_path(str(source))
-    if path is None or not path.is_file():
+    if path is None or not path.exists():  # a file, or a folder of monthly files
         return None
     try:
         text = read_snapshot_metadata(path).get(SNAPSHOT_KEY)
@@ -453,6 +453,16 @@ def _tables(source: str | Path | None, explicit: str | Path | None) -> list[tupl
         ("snapshot", embedded_instruments(source) if source is not None else None),
         ("bundled", bundled_instruments()),
     ]
+
+
+def known_instruments(
+    assets: Iterable[str], source: str | Path | None, explicit: str | Path | None
+) -> tuple[InstrumentTable, list[str]]:
+    """The rules of those of ``assets`` some table has (as ``market_instruments``), and the others."""
+    tables = _tables(source, explicit)
+    assets = list(assets)
+    missing = [a for a in assets if not any(t is not None and a in t.rules for _, t in tables)]
+    return combine([a for a in assets if a not in missing], tables), missing
 
 
 def market_instruments(

@@ -47,6 +47,7 @@ from prod_system.analysis.report import PNL_REPORT_PNG
 from prod_system.common import progress
 from prod_system.common.timeutil import bar_ends
 from prod_system.config import RunMode, SystemConfig
+from prod_system.data.instruments import LOG_DIR_FILE, resolve_instruments
 from prod_system.defs.metadata import preview, usd
 from prod_system.defs.resources import (
     BrokerResource,
@@ -150,8 +151,9 @@ class _Run:
         self.broker: BrokerResource = resources.broker
         log_dir: LogDirResource = resources.log_dir
         system: SystemResource = resources.system
-        self.config: SystemConfig = system.config_for(
-            model, RUN_MODE, start, end, trigger, self.market_data, self.broker, log_dir
+        self.config: SystemConfig
+        self.config, self.instruments = resolve_instruments(
+            system.config_for(model, RUN_MODE, start, end, trigger, self.market_data, self.broker, log_dir)
         )
         self.dag: Dag = load_model(self.config.model, self.config.bar_delta, self.config.model_params)
         self.bars = bar_ends(start, end, self.config.bar_delta)
@@ -250,6 +252,7 @@ def _read_market_data(context: AssetExecutionContext, model: str) -> Materialize
             raise missing_previous_day(model, run.config.start, previous)
     store = run.store()  # unreadable market data fails here, before the log dir is touched
     run.log_dir.prepare(run.config, overwrite=True)
+    run.instruments.write(run.log_dir.path / LOG_DIR_FILE)  # the rules the run trades under
     seen = store.visible(run.bars[-1] + run.config.market_data.delay, run.config.start)
     close = seen.field("close")
     missing = int((~np.isfinite(close)).sum())

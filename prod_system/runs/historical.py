@@ -20,6 +20,7 @@ import pandas as pd
 from prod_system.analysis.research import research_portfolio
 from prod_system.common.timeutil import bar_ends, compact
 from prod_system.config import SystemConfig
+from prod_system.data.instruments import LOG_DIR_FILE, resolve_instruments
 from prod_system.data.market_data import CandleStore
 from prod_system.errors import MarketDataError
 from prod_system.log_dir import LogDir
@@ -56,6 +57,7 @@ def historical_pnl(
 ) -> HistoricalResult:
     """Evaluate the model over the config's window in batch and write the research portfolio."""
     began = time.perf_counter()
+    config, instruments = resolve_instruments(config)  # an asset without exchange rules: refused here
     dag = load_model(config.model, config.bar_delta, config.model_params)
     out = LogDir(historical_dir(config))
     out.check_free(overwrite)
@@ -75,6 +77,7 @@ def historical_pnl(
     if progress:
         progress("research", len(bars), len(bars))
     out.prepare(config, overwrite=overwrite)
+    instruments.write(out.path / LOG_DIR_FILE)  # the rules the research sized with
     out.write_table("predictions", predictions, bars[0])
     for name, frame in research.items():
         out.write_table(name, frame, bars[0])

@@ -7,6 +7,7 @@ import time
 from prod_system.analysis.observer import observe
 from prod_system.common.timeutil import bar_ends
 from prod_system.config import SystemConfig
+from prod_system.data.instruments import LOG_DIR_FILE, resolve_instruments
 from prod_system.log_dir import LogDir
 from prod_system.models.dag import load_model
 from prod_system.runs.finish import RunSummary, finish_run
@@ -39,11 +40,13 @@ def simulate(
     The broker is the config's (mocked by default); ``clock_factory`` lets a test drive a local
     exchange's clock along with the replay."""
     began = time.perf_counter()
+    config, instruments = resolve_instruments(config)  # an asset without exchange rules: refused here
     dag = load_model(config.model, config.bar_delta, config.model_params)
     log_dir = LogDir.for_config(config)
     log_dir.check_free(overwrite)
     store = load_store(config, dag)  # bad market data fails here, before anything is written
     log_dir.prepare(config, overwrite=overwrite)
+    instruments.write(log_dir.path / LOG_DIR_FILE)  # the rules the run trades under
     bars = bar_ends(config.start, config.end, config.bar_delta)
     with log_dir.capture_log(logger):
         logger.info(

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from prod_system.config import PortfolioConfig
+from prod_system.data.instruments import instrument_of
 from prod_system.log_dir import columns
 
 ORDER_COLUMNS = columns("orders")
@@ -48,7 +49,7 @@ def make_orders(
         if quantity == 0:
             continue
         notional = quantity * float(price)
-        if not abs(notional) >= config.instrument(asset).min_notional and target != 0:
+        if not abs(notional) >= instrument_of(config, asset).min_notional and target != 0:
             continue
         rows.append(
             {

@@ -17,17 +17,18 @@ import numpy as np
 import pandas as pd
 
 from prod_system.config import PortfolioConfig, SystemConfig
+from prod_system.data.instruments import instrument_of
 from prod_system.log_dir import columns
 
 TARGET_COLUMNS = columns("target_positions")
 
 
 def lot_sizes(config: PortfolioConfig, assets: list[str]) -> np.ndarray:
-    return np.array([config.instrument(a).lot_size for a in assets])
+    return np.array([instrument_of(config, a).lot_size for a in assets])
 
 
 def min_notionals(config: PortfolioConfig, assets: list[str]) -> np.ndarray:
-    return np.array([config.instrument(a).min_notional for a in assets])
+    return np.array([instrument_of(config, a).min_notional for a in assets])
 
 
 def round_to_lot(shares: np.ndarray, lots: np.ndarray) -> np.ndarray:

@@ -19,6 +19,9 @@ class MarketDataResource(ConfigurableResource):
 
     source: str = Field(default=f"csv:{BUNDLED_CANDLES}", description="'parquet:FILE' or 'csv:DIR'")
     knowledge_delay: str = Field(default="10s", description="candle close -> knowledge time, for files without one")
+    instruments: str | None = Field(
+        default=None, description="the exchange's rules file (None: the snapshot's embedded table, else the bundled)"
+    )
 
     def candle_store(self, universe: list[str]) -> CandleStore:
         """The candles of ``universe``, loaded once per process (and again if the source changes)."""

@@ -75,7 +75,11 @@ class SystemResource(ConfigurableResource):
             trigger,
             start,
             end,
-            market_data={"source": market_data.source, "knowledge_delay": market_data.knowledge_delay},
+            market_data={
+                "source": market_data.source,
+                "knowledge_delay": market_data.knowledge_delay,
+                "instruments": market_data.instruments,
+            },
             broker={"kind": broker.kind},
             log_root=log_dir.root,
         )
