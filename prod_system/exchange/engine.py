@@ -848,13 +848,13 @@ class Engine:
             unrealizedProfit=risk["unRealizedProfit"],
             initialMargin=risk["initialMargin"],
             maintMargin=risk["maintMargin"],
-            positionInitialMargin=risk["positionInitialMargin"],
-            openOrderInitialMargin=risk["openOrderInitialMargin"],
             updateTime=risk["updateTime"],
         )
-        if version == 2:
+        if version == 2:  # Binance's v3 positions leave these out
             leverage = self._leverage(account, symbol)
             result.update(
+                positionInitialMargin=risk["positionInitialMargin"],
+                openOrderInitialMargin=risk["openOrderInitialMargin"],
                 entryPrice=risk["entryPrice"],
                 leverage=str(leverage),
                 isolated=False,
@@ -924,6 +924,7 @@ class Engine:
             if version == 2:
                 result = {
                     "feeTier": 0,
+                    "feeBurn": False,  # no BNB fee discount here
                     "canTrade": True,
                     "canDeposit": True,
                     "canWithdraw": True,

@@ -17,10 +17,11 @@ import ccxt
 import pandas as pd
 import pytest
 
-from prod_system.config import DEFAULT_INSTRUMENTS
+from prod_system.data.instruments import bundled_instruments
 from prod_system.exchange import LocalExchange, parse_rules
-from prod_system.exchange.engine import TICK_SIZES, EngineConfig
-from prod_system.trading.brokers.ccxt_client import binanceusdm_client, symbol_of
+from prod_system.exchange.engine import EngineConfig
+from prod_system.trading.brokers.ccxt_client import symbol_of
+from prod_system_tests.kit.binance_clients import client_of
 
 NOW = pd.Timestamp("2023-07-21T00:00:30Z")
 BTC, DOGE, ETH = symbol_of("BTC"), symbol_of("DOGE"), symbol_of("ETH")
@@ -34,14 +35,6 @@ def last_close(candles: pd.DataFrame, asset: str, now: pd.Timestamp) -> float:
     """The price the exchange quotes at ``now``: the close of the last candle closed by then."""
     rows = candles[(candles["asset"] == asset) & (candles["bar_end"] <= now)]
     return float(rows.sort_values("bar_end")["close"].iloc[-1])
-
-
-def client_of(exchange: LocalExchange, **overrides) -> ccxt.binanceusdm:
-    settings = {"api_key": exchange.api_key, "secret": exchange.api_secret, **overrides}
-    client = binanceusdm_client(exchange.url, **settings)
-    client.options["warnOnFetchOpenOrdersWithoutSymbol"] = False
-    assert client.urls["api"] and all(url.startswith(exchange.url) for url in client.urls["api"].values())
-    return client
 
 
 @pytest.fixture
@@ -69,15 +62,18 @@ def control(exchange: LocalExchange, path: str, body: object = None, api_key: st
 
 
 def test_load_markets_reports_the_instrument_filters(client):
+    """Without a rules file, a snapshot without an embedded table is served the bundled rules."""
     markets = client.load_markets()
-    assert sorted(m["base"] for m in markets.values()) == sorted(DEFAULT_INSTRUMENTS)
-    for asset, instrument in DEFAULT_INSTRUMENTS.items():
+    bundled = bundled_instruments().rules
+    assert sorted(m["base"] for m in markets.values()) == sorted(bundled)
+    for asset, rules in bundled.items():
         market = markets[symbol_of(asset)]
         assert (market["swap"], market["linear"], market["settle"], market["active"]) == (True, True, "USDT", True)
-        assert market["precision"]["amount"] == instrument.lot_size
-        assert market["precision"]["price"] == float(TICK_SIZES[asset])
-        assert market["limits"]["amount"]["min"] == instrument.lot_size
-        assert market["limits"]["cost"]["min"] == instrument.min_notional == 5
+        assert market["precision"]["amount"] == float(rules.step)
+        assert market["precision"]["price"] == float(rules.tick)
+        assert market["limits"]["amount"]["min"] == float(rules.min_qty)
+        assert market["limits"]["amount"]["max"] == float(rules.max_qty)
+        assert market["limits"]["cost"]["min"] == float(rules.min_notional) == 5
 
 
 def test_fetch_ohlcv_replays_the_snapshot_up_to_now(client, candles):
@@ -91,8 +87,8 @@ def test_fetch_ohlcv_replays_the_snapshot_up_to_now(client, candles):
     in_progress = btc.loc[NOW.floor("min")]
     assert rows[-1][1:] == [in_progress["open"]] * 4 + [0.0]
     assert client.fetch_ohlcv(BTC, "1m", limit=3)[-1][0] == ms(NOW.floor("min"))
-    with pytest.raises(ccxt.BadRequest, match="-1120"):
-        client.fetch_ohlcv(BTC, "5m")
+    with pytest.raises(ccxt.BadRequest, match="-1120"):  # an interval Binance does not have
+        client.fapiPublicGetKlines({"symbol": "BTCUSDT", "interval": "7m"})
 
 
 def test_time_and_prices_follow_the_manual_clock_to_the_end_of_the_data(exchange, client, candles):
