@@ -109,7 +109,6 @@ class Instrument(_Strict):
     min_notional: float = Field(default=5.0, ge=0, description="smallest order value, in USDT")
 
 
-
 class MarketDataConfig(_Strict):
     source: str = Field(
         description="where candles come from: 'parquet:FILE' (a snapshot), 'csv:DIR' "
@@ -322,7 +321,7 @@ class SystemConfig(_Strict):
     def _bar(cls, value: str) -> str:
         delta = _duration(value)
         if delta < pd.Timedelta(minutes=1) or delta.value % pd.Timedelta(minutes=1).value:
-            raise ValueError("must be a whole number of minutes (candles are 1-minute)")
+            raise ValueError("must be a whole number of minutes (a multiple of the market data's candles)")
         return format_duration(delta)
 
     @field_validator("universe")

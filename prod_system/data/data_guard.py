@@ -3,7 +3,7 @@
 The model and the marks read candles through the visibility rule (``CandleStore.visible``), where the
 screening has already turned unusable candles (invalid prices, conflicting duplicates) into NaN. The
 guard looks at the bar being decided and gates the orders: an asset whose bar has a dropped candle,
-whose last 1-minute candle is not known at the decision (a gap, or a candle that arrives late), that
+whose last candle is not known at the decision (a gap, or a candle that arrives late), that
 has had no candle for a long time (a delisted symbol), or whose close jumped by more than
 ``max_jump`` from the previous bar's is not traded on that bar: its target is dropped, its holdings
 stay, and the issue is recorded in the log dir's ``data_quality`` table and the log.
@@ -46,7 +46,7 @@ class DataGuard:
         in_bar = np.asarray(index > bar_end - self.bar)
         before = np.asarray((index > bar_end - 2 * self.bar) & (index <= bar_end - self.bar))
         rows = []
-        last = np.asarray(index == bar_end)  # the bar's last 1-minute candle: the price it decides on
+        last = np.asarray(index == bar_end)  # the bar's last candle: the price it decides on
         for j, asset in enumerate(candles.assets):
             dropped = codes[in_bar, j]
             bar_close = _last(close[in_bar, j])

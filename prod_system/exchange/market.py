@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from prod_system.data.market_data import is_partitioned_snapshot
+from prod_system.data.market_data import CANDLE, interval_name, is_partitioned_snapshot, snapshot_interval
 from prod_system.data.sources import load_source
 from prod_system.errors import MarketDataError
 
@@ -151,6 +151,12 @@ class MarketReplay:
     def __init__(self, candles: pd.DataFrame, clock: ReplayClock, history_ms: int = 0):
         if candles.empty:
             raise MarketDataError("the market data holds no candles")
+        interval = snapshot_interval(candles)
+        if interval != CANDLE:  # its klines (and the ingestion that reads them) are made of 1-minute candles
+            raise MarketDataError(
+                f"the local exchange replays 1-minute candles, and the market data's are {interval_name(interval)}: "
+                f"give exchange-sim a 1-minute snapshot"
+            )
         check_history(candles, history_ms)
         self.clock = clock
         self.history_ms = history_ms

@@ -1,9 +1,9 @@
 """Models as DAGs of named nodes, evaluated bar by bar (streaming) or over a history (batch).
 
 A node is a function of its inputs' outputs. The DAG's source input is ``candles`` (the visible
-1-minute candles); every node returns a frame indexed by bar end with one column per asset. Each
-model names the node holding its prediction (the expected log return of the next bar) and the one
-holding its volatility estimate; sizing uses both.
+candles, on the market data's grid: 1-minute, or e.g. 5-minute klines); every node returns a frame
+indexed by bar end with one column per asset. Each model names the node holding its prediction (the
+expected log return of the next bar) and the one holding its volatility estimate; sizing uses both.
 
 Streaming evaluation gives each bar only the candles visible at that bar's decision time, through
 the clock; batch evaluation runs once over a whole history. The models are built so that both give

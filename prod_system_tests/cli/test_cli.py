@@ -483,6 +483,12 @@ BAD_INPUTS = [
     ("exchange-bad-port", ["exchange-sim", "--market-data", "snap.parquet", "--port", "70000"], 2, "--port"),
     ("exchange-bad-fee", ["exchange-sim", "--market-data", "snap.parquet", "--taker-fee", "abc"], 2, "--taker-fee"),
     ("exchange-no-market-data", ["exchange-sim", "--market-data", "missing.parquet", "--port", "0"], 2, "not found"),
+    (
+        "exchange-5m-candles",
+        ["exchange-sim", "--market-data", "csv:k-5m", "--port", "0"],
+        2,
+        "the local exchange replays 1-minute candles, and the market data's are 5m",
+    ),
     ("exchange-bad-history", ["exchange-sim", "--market-data", "x.parquet", "--history", "1y"], 2, "--history"),
     (
         "exchange-history-too-long",

@@ -1,5 +1,5 @@
 """The mocked broker (paper_trading, simulation): it fills 100% of every order at the time-weighted
-average of the 1-minute closes inside its execution window, the bar after the decision. It reads
+average of the candle closes inside its execution window, the bar after the decision. It reads
 prices only through the market-data reader, so a fill never uses a price the clock could not know
 at the time the fill is recorded.
 """
@@ -80,7 +80,7 @@ class MockedBroker(Broker):
         """Nothing to release."""
 
     def _twap(self, window_end: pd.Timestamp) -> np.ndarray:
-        """Mean of the known 1-minute closes of the window, per asset (NaN if none is known)."""
+        """Mean of the known candle closes of the window, per asset (NaN if none is known)."""
         close = self.reader.read(self.bar, since=window_end - self.bar, until=window_end).field("close")
         counts = np.isfinite(close).sum(axis=0)
         return np.where(counts > 0, np.nansum(close, axis=0) / np.maximum(counts, 1), np.nan)
