@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from prod_system.data.market_data import write_snapshot
+from prod_system.data.market_data import read_snapshot, write_snapshot
 from prod_system.errors import LogDirExistsError
 from prod_system.log_dir import TABLES, LogDir
 from prod_system.runs.simulate import simulate
@@ -132,3 +134,25 @@ def test_no_future_peeking(tmp_path, candles, simulated_day):
     late_before = read(log_dir, "target_positions").query("bar_end > @T")
     late_after = read(other.log_dir, "target_positions").query("bar_end > @T")
     assert not late_before["target_shares"].equals(late_after["target_shares"])
+
+
+def test_a_snapshot_partitioned_by_month_simulates_as_one_file(tmp_path, candles):
+    """A run reads only its window (and warm-up) of a partitioned snapshot: a day starting a month, whose
+    warm-up lies in the month before, trades exactly as on the same candles in one file."""
+    moved = candles.copy()
+    for column in ("bar_start", "bar_end", "knowledge_ts"):
+        moved[column] = moved[column] + pd.Timedelta(days=11)  # 2023-07-31 to 2023-08-03
+    months = write_snapshot(moved, tmp_path / "months.parquet")
+    one = tmp_path / "one.parquet"  # the same candles forced into one file
+    pq.write_table(pa.Table.from_pandas(read_snapshot(months), preserve_index=False), one)
+    assert months.is_dir() and one.is_file()
+    day = {"start": "2023-08-01T00:00:00Z", "end": "2023-08-02T00:00:00Z"}
+    runs = {}
+    for path in (one, months):
+        config = sim_config(path, tmp_path / path.stem, **day)
+        simulate(config)
+        runs[path.stem] = config.log_dir()
+    for table in ("dag/node_outputs", "target_positions", "fills", "portfolio/statistics"):
+        first, second = read(runs["one"], table), read(runs["months"], table)
+        assert len(first) > 0, table
+        pd.testing.assert_frame_equal(first, second)
