@@ -4,8 +4,14 @@ A run trades an explicit list of assets, its identity (``SystemConfig.universe``
 dir's ``system_config.yaml``). A rule (``config.UniverseRule``) is resolved here into that list once,
 as of the run's start, and recorded beside it (``universe_rule``):
 
-- ``all``: every asset of the snapshot file (the assets column alone is read) or of the csv folder;
-  a market database holds whatever was ingested, so it has no 'all'.
+- ``all``: every asset of the snapshot file (the assets column alone is read) or of the csv folder
+  that is trading at the start, as its instruments table says (``data.instruments``: the config's
+  file, else the snapshot's table, else the bundled rules): not onboarded yet at the start, or a
+  status other than TRADING in a table not dated after the start, leaves an asset out. A table
+  fetched after the start says nothing of the start (an asset delisted since was trading then: leaving
+  it out would be survivorship bias); the data guard stops trading an asset whose candles stop.
+  An asset no table knows stays (the run's start names the command that fetches its rules). A market
+  database holds whatever was ingested, so it has no 'all'.
 - ``top:N/WINDOW``: the N assets of largest quote volume (volume x typical price (high+low+close)/3)
   summed over the candles that opened in the WINDOW before the start and were known at the start
   (``knowledge_ts <= start``): no candle of the run's own window, nor one revised later, can move
@@ -24,11 +30,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from prod_system.config import SystemConfig, UniverseRule, build_config, is_database, parse_universe
+from prod_system.data.instruments import known_instruments
 from prod_system.data.market_db import MarketDatabase
 from prod_system.data.sources import load_source
 from prod_system.errors import ConfigError, MarketDataError
 
 CSV_SUFFIX = "_USDT.csv.gz"
+TRADING = "TRADING"  # the status of a tradable contract in Binance's exchangeInfo
 
 
 def quote_volumes(candles: pd.DataFrame, start: pd.Timestamp, window: pd.Timedelta) -> pd.Series:
@@ -76,6 +84,21 @@ def file_assets(source: str) -> list[str]:
     return sorted(str(asset) for asset in assets)
 
 
+def trading_assets(assets: list[str], source: str, instruments: str | None, start: pd.Timestamp) -> list[str]:
+    """Those of ``assets`` trading at ``start`` as the instruments table says (see the module's 'all')."""
+    table, _ = known_instruments(assets, source, instruments)
+    dated_after = table.fetched_at is not None and table.fetched_at > start
+    trading = []
+    for asset in assets:
+        rules = table.get(asset)
+        if rules is not None and rules.onboard_date is not None and rules.onboard_date > start:
+            continue
+        if rules is not None and not dated_after and rules.status != TRADING:
+            continue
+        trading.append(asset)
+    return trading
+
+
 def _window_candles(
     source: str, start: pd.Timestamp, window: pd.Timedelta, delay: pd.Timedelta, candidates: list[str]
 ) -> pd.DataFrame:
@@ -95,12 +118,24 @@ def _window_candles(
 
 
 def resolve(
-    rule: UniverseRule, source: str, start: pd.Timestamp, delay: pd.Timedelta, candidates: list[str]
+    rule: UniverseRule,
+    source: str,
+    start: pd.Timestamp,
+    delay: pd.Timedelta,
+    candidates: list[str],
+    instruments: str | None = None,
 ) -> list[str]:
-    """The assets ``rule`` picks as of ``start``: 'all' every asset of the file, 'top:N' the ranking of
-    the file's assets (a database's: of ``candidates``, the assets it records)."""
+    """The assets ``rule`` picks as of ``start``: 'all' every asset of the file trading then, 'top:N' the
+    ranking of the file's assets (a database's: of ``candidates``, the assets it records)."""
     if rule.count is None:
-        return file_assets(source)
+        assets = file_assets(source)
+        trading = trading_assets(assets, source, instruments, start)
+        if not trading:
+            raise ConfigError(
+                f"invalid system config: field 'universe': all: none of the {len(assets)} assets of {source} is "
+                f"trading at {start:%Y-%m-%d %H:%M} UTC, as its instruments table says"
+            )
+        return trading
     return top_assets(_window_candles(source, start, rule.window, delay, candidates), start, rule)
 
 
@@ -123,7 +158,8 @@ def resolve_config(config: SystemConfig, spec: str | None = None) -> SystemConfi
             return _listed(config)
         rule = UniverseRule()
     try:
-        assets = resolve(rule, config.market_data.source, config.start, config.market_data.delay, config.universe)
+        data = config.market_data
+        assets = resolve(rule, data.source, config.start, data.delay, config.universe, data.instruments)
     except ConfigError as error:
         raise ConfigError(str(error).replace("field 'universe'", f"field '{field}'")) from None
     return _with_universe(config, assets, str(rule))

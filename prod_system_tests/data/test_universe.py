@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pandas as pd
 import pytest
 
 from prod_system.config import UniverseRule, parse_universe
+from prod_system.data.instruments import SNAPSHOT_KEY, bundled_instruments
 from prod_system.data.market_data import write_snapshot
 from prod_system.data.universe import file_assets, quote_volumes, resolve_config, top_assets
 from prod_system.errors import ConfigError
@@ -83,6 +86,27 @@ def test_all_and_the_default_are_the_snapshots_assets(tmp_path, candles, bundled
     assert (listed.universe, listed.universe_rule) == (["ETH", "BTC"], None)
     in_the_file = resolve_config(sim_config(path, tmp_path, universe=["SOL"]))
     assert (in_the_file.universe, in_the_file.universe_rule) == (["SOL"], None)  # a listed universe stays
+
+
+def test_all_leaves_out_what_the_instruments_table_says_is_not_trading_at_the_start(tmp_path, candles):
+    """SOL is settling (delisted) in a table fetched before the start; ETH was onboarded after it. A
+    table fetched after the start says nothing of SOL's status then (leaving it out: survivorship)."""
+    three = candles[candles["asset"].isin(["BTC", "ETH", "SOL"])]
+
+    def snapshot_with(fetched_at: str) -> str:
+        table = bundled_instruments()
+        rules = dict(table.rules)
+        rules["SOL"] = replace(rules["SOL"], status="SETTLING")
+        rules["ETH"] = replace(rules["ETH"], onboard_date=pd.Timestamp("2023-07-21T06:00:00Z"))
+        table = replace(table, rules=rules, fetched_at=pd.Timestamp(fetched_at))
+        path = tmp_path / f"{fetched_at[:10]}.parquet"
+        return write_snapshot(three, path, metadata={SNAPSHOT_KEY: table.to_json()})
+
+    before = resolve_config(sim_config(snapshot_with("2023-07-20T00:00:00Z"), tmp_path), "all")
+    assert before.universe == ["BTC"]
+    after = resolve_config(sim_config(snapshot_with("2023-08-01T00:00:00Z"), tmp_path))
+    assert after.universe == ["BTC", "SOL"]
+    assert resolve_config(sim_config(snapshot_with("2023-07-20T00:00:00Z"), tmp_path), "SOL").universe == ["SOL"]
 
 
 @pytest.mark.parametrize(
