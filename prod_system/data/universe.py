@@ -29,8 +29,10 @@ import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from prod_system.config import SystemConfig, UniverseRule, build_config, is_database, parse_universe
+from prod_system.config import ARCHIVE_SOURCE, SystemConfig, UniverseRule, build_config, is_database, parse_universe
+from prod_system.data.binance_archive import archive_assets
 from prod_system.data.instruments import known_instruments
+from prod_system.data.market_data import snapshot_parts
 from prod_system.data.market_db import MarketDatabase
 from prod_system.data.sources import load_source
 from prod_system.errors import ConfigError, MarketDataError
@@ -74,14 +76,19 @@ def file_assets(source: str) -> list[str]:
         if not folder.is_dir():
             raise MarketDataError(f"market data folder {folder} does not exist")
         return sorted(path.name.removesuffix(CSV_SUFFIX) for path in folder.glob(f"*{CSV_SUFFIX}"))
+    if kind == ARCHIVE_SOURCE:
+        return sorted(archive_assets(location))
     path = Path(location if kind == "parquet" else source)
     if not path.exists():
         raise MarketDataError(f"market data snapshot {path} not found")
+    files = list(snapshot_parts(path).values()) if path.is_dir() else [path]  # a snapshot partitioned by month
+    assets: set[str] = set()
     try:
-        assets = pc.unique(pq.read_table(path, columns=["asset"])["asset"]).to_pylist()
+        for file in files:
+            assets |= {str(asset) for asset in pc.unique(pq.read_table(file, columns=["asset"])["asset"]).to_pylist()}
     except Exception as error:  # pyarrow raises many kinds for a bad file
         raise MarketDataError(f"cannot read market data snapshot {path}: {error}") from None
-    return sorted(str(asset) for asset in assets)
+    return sorted(assets)
 
 
 def trading_assets(assets: list[str], source: str, instruments: str | None, start: pd.Timestamp) -> list[str]:
@@ -114,7 +121,7 @@ def _window_candles(
             return database.snapshot(candidates, since, start, now=start)
         finally:
             database.close()
-    return load_source(source, file_assets(source), delay)
+    return load_source(source, file_assets(source), delay, (since, start))  # a long history: only the window
 
 
 def resolve(

@@ -8,11 +8,12 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from prod_system.config import UniverseRule, parse_universe
+from prod_system.config import ARCHIVE_SOURCE, UniverseRule, parse_universe
 from prod_system.data.instruments import SNAPSHOT_KEY, bundled_instruments
-from prod_system.data.market_data import write_snapshot
+from prod_system.data.market_data import write_snapshot, write_snapshot_months
 from prod_system.data.universe import file_assets, quote_volumes, resolve_config, top_assets
 from prod_system.errors import ConfigError
+from prod_system_tests.kit.archive import hour_of_candles, write_klines
 from prod_system_tests.kit.data import sim_config
 
 START = pd.Timestamp("2023-07-21", tz="UTC")
@@ -144,3 +145,18 @@ def test_parse_universe_spells_rules_one_way():
     assert str(parse_universe("TOP:5")) == "top:5/1d"
     assert str(parse_universe("top:5/168h")) == "top:5/7d"
     assert parse_universe("btc, eth") == ["BTC", "ETH"]
+
+
+def test_a_partitioned_snapshot_and_an_archive_folder_resolve_like_a_file(tmp_path, candles):
+    months = write_snapshot_months([candles[candles["asset"].isin(["BTC", "DOT"])]], tmp_path / "months")
+    assert file_assets(f"parquet:{months}") == ["BTC", "DOT"]
+    config = resolve_config(sim_config(months, tmp_path), "top:1/6h")
+    assert config.universe == ["BTC"]
+    archive = tmp_path / "archive"
+    hour = hour_of_candles("2023-07-20T23:00:00Z")
+    write_klines(archive, "BTCUSDT", "1m", "2023-07-20", hour)
+    write_klines(archive, "ETHUSDT", "1m", "2023-07-20", hour.assign(volume=hour["volume"] * 2))
+    source = f"{ARCHIVE_SOURCE}:{archive}"
+    assert file_assets(source) == ["BTC", "ETH"]
+    at_the_start = sim_config(months, tmp_path, market_data={"source": source})
+    assert resolve_config(at_the_start, "top:1/1h").universe == ["ETH"]
