@@ -24,6 +24,11 @@ class DatabaseUnavailable(MarketDataError):
     """The market database did not answer (connection lost, server down): the caller may retry."""
 
 
+class DownloadInterrupted(MarketDataError):
+    """A download from the exchange stopped (unreachable, banned, gave up retrying): what it fetched is
+    kept, and the same command run again goes on from there."""
+
+
 class ModelError(ProdSystemError, ValueError):
     """A model that cannot be loaded or built."""
 

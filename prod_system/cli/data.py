@@ -8,7 +8,7 @@ import click
 import pandas as pd
 
 from prod_system.cli.common import check_writable, duration_option, timestamp_option
-from prod_system.cli.errors import fail
+from prod_system.cli.errors import EXIT_INTERRUPTED, EXIT_UNREACHABLE, fail
 from prod_system.cli.progress import Progress
 from prod_system.common.files import write_atomically
 from prod_system.config import ARCHIVE_SOURCE, DEFAULT_UNIVERSE, is_database
@@ -23,12 +23,15 @@ from prod_system.data.market_data import (
     write_snapshot_months,
 )
 from prod_system.data.sources import load_source, reads_by_window
-from prod_system.errors import InstrumentsError, MarketDataError
+from prod_system.data.universe import file_assets
+from prod_system.errors import DownloadInterrupted, InstrumentsError, MarketDataError
 
+EXCHANGE_SOURCE = "exchange"  # 'exchange' (Binance's USDT-M futures) or 'exchange:URL' (a compatible one)
 ARCHIVE_HINT = (
     "download the file again from data.binance.vision (with its .CHECKSUM), keep the name Binance gives it "
     "(SYMBOL-INTERVAL-YYYY-MM[-DD].zip), one interval per folder"
 )
+EXCHANGE_HINT = "--source exchange (Binance) or exchange:URL (e.g. exchange:http://127.0.0.1:8765), and --universe"
 
 
 def dropped_report_path(out: Path) -> Path:
@@ -73,13 +76,15 @@ def _instruments_metadata(assets: list[str], source: str, instruments: str | Non
     show_default="bundled candles",
     help="'csv:DIR' with {ASSET}_USDT.csv.gz files, 'binance-archive:DIR' with Binance's public data "
     "archive's USDT-M kline zips (monthly or daily, as downloaded, nested or flat), 'parquet:FILE' (or "
-    "FILE.parquet), or the real-time market database (sqlite:///FILE or postgresql://user@host/db).",
+    "FILE.parquet), the real-time market database (sqlite:///FILE or postgresql://user@host/db), or "
+    "'exchange' to download 1-minute klines from Binance USDT-M futures ('exchange:URL': a compatible "
+    "exchange, e.g. exchange:http://127.0.0.1:8765 for exchange-sim); an interrupted download resumes.",
 )
 @click.option(
     "--universe",
     default=",".join(DEFAULT_UNIVERSE),
     show_default=True,
-    help="Comma-separated assets (without the USDT quote).",
+    help="Comma-separated assets (without the USDT quote), or 'all': every asset of the file source.",
 )
 @click.option("--start", required=True, help="Open of the first candle, UTC, e.g. 2023-07-20T00:00:00Z.")
 @click.option("--end", required=True, help="Window end (exclusive), UTC, e.g. 2023-07-22T00:00:00Z.")
@@ -125,6 +130,11 @@ def dump_market_data(
     (knowledge_ts), so a replay never peeks. simulate, historical-pnl and exchange-sim read it.
     A file's candles end at their open plus the interval detected from their opens.
 
+    From the exchange (--source exchange[:URL]) the klines are paged from --start, each page kept in
+    OUT.partial/ as it comes: run the same command again after an interruption and it goes on from
+    there, without gaps or duplicates. Rate limits are honoured (429 and Retry-After; a 418 ban
+    stops it). Candles still open at the exchange's time are never written.
+
     A snapshot is strict: a candle the data guard would drop (non-positive or non-finite prices,
     high < low, open or close outside [low, high], conflicting duplicates) refuses the dump, unless
     --drop-bad: the rest is written and the dropped candles listed in OUT with .dropped.csv for
@@ -136,8 +146,13 @@ def dump_market_data(
         --end 2023-07-22T00:00:00Z --out snapshot.parquet
       prod-system dump-market-data --universe BTC,ETH --start 2023-07-21T00:00:00Z \\
         --end 2023-07-21T06:00:00Z --out btc_eth.parquet
+      prod-system dump-market-data --source exchange --universe BTC,ETH \\
+        --start 2024-01-01T00:00:00Z --end 2024-01-31T00:00:00Z --out january.parquet
     """
-    assets = [a.strip().upper() for a in universe.split(",") if a.strip()]
+    if universe.strip().lower() == "all":
+        assets = _every_asset(source)
+    else:
+        assets = [a.strip().upper() for a in universe.split(",") if a.strip()]
     if not assets or not all(asset.isalnum() for asset in assets):
         fail(f"--universe {universe!r}: asset names must be alphanumeric", "e.g. --universe BTC,ETH")
     begin, finish = timestamp_option(start, "start"), timestamp_option(end, "end")
@@ -147,6 +162,7 @@ def dump_market_data(
     if Path(out).suffix != ".parquet":
         fail(f"--out {out}: a snapshot is a .parquet file", f"e.g. --out {Path(out).with_suffix('.parquet').name}")
     check_writable(Path(out).parent, "--out")
+    download = _download(source, assets, begin, finish, Path(out)) if _from_exchange(source) else None
     metadata = _instruments_metadata(assets, source, instruments)
     progress = Progress(unit="assets")
     report = dropped_report_path(Path(out))
@@ -156,6 +172,8 @@ def dump_market_data(
     def load(lo: pd.Timestamp, hi: pd.Timestamp, per_asset: bool = True) -> pd.DataFrame:
         """The candles of [lo, hi) from the source (``fail`` on bad input)."""
         try:
+            if download is not None:
+                return download.candles(lo, hi, delay)
             if is_database(source) or source.startswith("csv:"):  # one read per asset: progress on long dumps
                 frames = []
                 for i, asset in enumerate(assets):
@@ -204,7 +222,8 @@ def dump_market_data(
             progress("dump", i + 1, len(months))
 
     path = None
-    if len(month_windows(begin, finish)) > 1 and reads_by_window(source):  # a long dump: month by month
+    by_window = reads_by_window(source) or download is not None
+    if len(month_windows(begin, finish)) > 1 and by_window:  # a long dump: month by month
         progress = Progress(unit="months")
         try:
             path = write_snapshot_months(by_month(), out, metadata)
@@ -232,3 +251,62 @@ def dump_market_data(
         f"wrote {int(kept['rows'].sum()):,} candles of {len(kept)} assets "
         f"({kept['first'].min()} to {kept['last'].max()}) to {path}"
     )
+    if download is not None:
+        download.discard()  # the snapshot is whole: its pages are not needed any more
+
+
+def _from_exchange(source: str) -> bool:
+    return source == EXCHANGE_SOURCE or source.startswith(f"{EXCHANGE_SOURCE}:")
+
+
+def _every_asset(source: str) -> list[str]:
+    """--universe all: every asset of a file source (the exchange and a database have no list of theirs)."""
+    if _from_exchange(source) or is_database(source):
+        fail(f"--universe all: {source} has no list of assets to take", "give a list, e.g. --universe BTC,ETH")
+    try:
+        return file_assets(source)
+    except MarketDataError as error:
+        fail(str(error), f"check --source (csv:DIR, {ARCHIVE_SOURCE}:DIR or parquet:FILE)")
+
+
+def _download(source: str, assets: list[str], begin: pd.Timestamp, finish: pd.Timestamp, out: Path):
+    """Download the window's klines from the exchange into OUT.partial/ (resuming what an earlier run
+    fetched); the download, to read its candles by window. Failures are one line."""
+    from prod_system.runs.download import Download, work_dir_for
+    from prod_system.trading.brokers.ccxt_client import BINANCE_FUTURES_URL, binanceusdm_client
+
+    url = source.partition(":")[2] or None
+    if url is not None and not url.startswith(("http://", "https://")):
+        fail(f"--source {source}: the exchange's URL must start with http:// or https://", EXCHANGE_HINT)
+    work_dir = work_dir_for(out)
+    download = Download(
+        binanceusdm_client(url, timeout_ms=10_000),
+        url or BINANCE_FUTURES_URL,
+        assets,
+        begin,
+        finish,
+        work_dir,
+        progress=Progress(unit="candles"),
+        note=lambda message: click.echo(f"note: {message}", err=True),
+    )
+    try:
+        report = download.run()
+    except DownloadInterrupted as error:
+        fail(str(error), f"run the same command again (later): it goes on from what {work_dir} holds", EXIT_UNREACHABLE)
+    except MarketDataError as error:
+        fail(str(error), EXCHANGE_HINT)
+    except KeyboardInterrupt:
+        fail("interrupted", f"run the same command again: it goes on from what {work_dir} holds", EXIT_INTERRUPTED)
+    if report.until < finish:
+        click.echo(
+            f"warning: the exchange's time comes before --end: the snapshot ends at {report.until}, "
+            "its last closed minute",
+            err=True,
+        )
+    rate = report.requests / report.seconds if report.seconds else 0.0
+    click.echo(
+        f"downloaded {report.candles - report.resumed:,} candles ({report.resumed:,} fetched by an earlier run) "
+        f"in {report.requests} requests, {report.seconds:.1f} s ({rate:.0f} requests/s, {report.retries} retried)",
+        err=True,
+    )
+    return download

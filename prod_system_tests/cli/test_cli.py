@@ -26,8 +26,9 @@ from prod_system.trading.brokers.ccxt_client import binanceusdm_client, symbol_o
 from prod_system_tests.kit.archive import write_bad_archives
 from prod_system_tests.kit.cli import REPO, cli
 from prod_system_tests.kit.data import write_bad_klines
+from prod_system_tests.kit.instruments import write_bad_instruments
 
-COMMANDS = ["dump-market-data", "simulate", "historical-pnl", "reconcile", "run", "exchange-sim"]
+COMMANDS = ["dump-market-data", "simulate", "historical-pnl", "reconcile", "run", "exchange-sim", "instruments"]
 
 
 @pytest.fixture(scope="module")
@@ -287,6 +288,8 @@ DUMP = ["dump-market-data", "--start", "2023-07-21T00:00:00Z", "--end", "2023-07
 K_WINDOW = ["--universe", "BTC,ETH", "--start", "2023-07-19T00:00:00Z", "--end", "2023-07-19T04:00:00Z"]
 K_DUMP = ["dump-market-data", *K_WINDOW, "--out", "x.parquet", "--source"]
 K_SIMULATE = ["simulate", "--engine", "core", "--model", "C1b", *K_WINDOW, "--market-data"]
+NO_RULES = "no exchange rules for ['ADA']: fetch them with prod-system instruments --exchange-url URL --out FILE"
+BAD_STEP = "instruments file bad-instruments.json: instruments[0] (ADA): field 'step' is not a positive number: 'abc'"
 BAD_INPUTS = [
     # (id, arguments, exit code, text of the error line)
     ("unknown-command", ["bogus"], 2, "No such command 'bogus'"),
@@ -489,6 +492,18 @@ BAD_INPUTS = [
         2,
         "the local exchange replays 1-minute candles, and the market data's are 5m",
     ),
+    (
+        "dump-exchange-bad-url",
+        [*DUMP, "--source", "exchange:ftp://127.0.0.1:8765", "--out", "x.parquet"],
+        2,
+        "must start with http:// or https://",
+    ),
+    (
+        "dump-exchange-unreachable",
+        [*DUMP, "--source", "exchange:http://127.0.0.1:9", "--out", "x.parquet"],
+        4,
+        "the exchange at http://127.0.0.1:9 does not answer",
+    ),
     ("exchange-bad-history", ["exchange-sim", "--market-data", "x.parquet", "--history", "1y"], 2, "--history"),
     (
         "exchange-history-too-long",
@@ -502,6 +517,49 @@ BAD_INPUTS = [
         2,
         "bad fault rules",
     ),
+    # exchange rules (kit/instruments.py write_bad_instruments: k-others holds ADA, which no bundled rule covers)
+    *[
+        (f"{name}-no-rules", [*command, "--universe", "ADA"], 2, NO_RULES)
+        for name, command in [
+            ("simulate", ["simulate", "--model", "C1b", *DAY, "--market-data", "csv:k-others"]),
+            (
+                "simulate-core",
+                ["simulate", "--engine", "core", "--model", "C1b", *DAY, "--market-data", "csv:k-others"],
+            ),
+            ("historical", ["historical-pnl", "--model", "C1b", *DAY, "--market-data", "csv:k-others"]),
+            ("run", ["run", "--model", "C1b", "--root", "runs"]),
+        ]
+    ],
+    ("exchange-no-rules", ["exchange-sim", "--market-data", "csv:k-others", "--port", "0"], 2, NO_RULES),
+    *[
+        (f"{name}-bad-instruments", [*command, "--instruments", "bad-instruments.json"], 2, BAD_STEP)
+        for name, command in [
+            ("simulate", ["simulate", "--model", "C1b", *DAY, "--market-data", "csv:k-others", "--universe", "ADA"]),
+            ("dump", [*DUMP, "--source", "csv:k-others", "--universe", "ADA", "--out", "x.parquet"]),
+            ("exchange", ["exchange-sim", "--market-data", "csv:k-others", "--port", "0"]),
+            ("run", ["run", "--model", "C1b", "--root", "runs"]),
+        ]
+    ],
+    (
+        "simulate-missing-instruments",
+        ["simulate", "--model", "C1b", *DAY, "--instruments", "missing.json"],
+        2,
+        "instruments file missing.json not found",
+    ),
+    ("instruments-out-not-json", ["instruments", "--out", "x.csv"], 2, "an instruments file is a .json file"),
+    ("instruments-bad-universe", ["instruments", "--out", "x.json", "--universe", "B-T"], 2, "alphanumeric"),
+    (
+        "instruments-half-a-key-pair",
+        ["instruments", "--out", "x.json", "--api-key-env", "EXCHANGE_API_KEY", "--api-secret-env", "NO_SUCH_VAR"],
+        2,
+        "$NO_SUCH_VAR is not set",
+    ),
+    (
+        "instruments-unreachable",
+        ["instruments", "--exchange-url", "http://127.0.0.1:9", "--out", "x.json"],
+        4,
+        "cannot reach the exchange at http://127.0.0.1:9",
+    ),
 ]
 
 
@@ -514,6 +572,7 @@ def test_bad_input_is_an_error_line_a_hint_and_its_exit_code(tmp_path, monkeypat
     (tmp_path / "faults.json").write_text('{"not": "a list"}\n')
     write_bad_archives(tmp_path)
     write_bad_klines(tmp_path)
+    write_bad_instruments(tmp_path)
     before = sorted(path.name for path in tmp_path.iterdir())
     done = invoke(*args, env={"EXCHANGE_API_KEY": "key", "EXCHANGE_API_SECRET": "secret", "PROD_SYSTEM_DEBUG": None})
     assert done.exit_code == code, done.output
