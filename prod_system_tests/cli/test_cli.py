@@ -404,6 +404,12 @@ BAD_INPUTS = [
         "top:3/1d: no candle known at 2023-07-19 00:00 UTC",
     ),
     ("run-universe-all", ["run", "--model", "C1b", "--universe", "all"], 2, "'all' needs a snapshot file"),
+    (
+        "dump-universe-all-of-a-database",
+        [*DUMP, "--source", "sqlite:///market.db", "--universe", "all", "--out", "x.parquet"],
+        2,
+        "--universe all: sqlite:///market.db has no list of assets",
+    ),
     ("run-universe-top-0", ["run", "--model", "C1b", "--universe", "top:0"], 2, "'top:0': top:N"),
     ("simulate-bad-engine", ["simulate", "--model", "C1b", *DAY, "--engine", "foo"], 2, "'foo' is not one of"),
     ("simulate-root-under-a-file", ["simulate", "--model", "C1b", *DAY, "--root", "afile/out"], 2, "is a file"),
@@ -777,6 +783,13 @@ def test_a_snapshot_of_some_assets_simulates_without_universe(tmp_path, monkeypa
         (saved,) = Path(name).rglob("system_config.yaml")
         config = yaml.safe_load(saved.read_text())
         assert (config["universe"], config["universe_rule"]) == (["BTC", "ETH", "SOL"], "all"), name
+
+
+def test_dump_of_all_the_assets_of_a_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    done = invoke(*DUMP, "--universe", "all", "--out", "all.parquet")
+    assert done.exit_code == 0, done.output
+    assert "candles of 8 assets" in done.stdout
 
 
 def test_top_n_is_resolved_at_the_start_and_recorded(tmp_path, monkeypatch, cli_snapshot):
