@@ -5,6 +5,7 @@ assets the package does not ship; without it, every command refuses those assets
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -118,3 +119,34 @@ def test_a_snapshot_carries_its_rules_to_the_runs_on_it(tmp_path, others, fetche
     assert {row["asset"] for row in traded_under["instruments"]} == set(OTHERS)
     assert all(origin.startswith("snapshot:") for origin in traded_under["origins"].values())
     assert pd.Timestamp(traded_under["fetched_at"]) == read_instruments(fetched).fetched_at
+
+
+@pytest.mark.parametrize("mode", ["paper_trading", "prod"])
+def test_a_rehearsal_of_assets_not_shipped_trades_on_the_fetched_rules(tmp_path, others, fetched, mode):
+    """From the fetched file to a live session at 20x on exchange-sim (which serves the same rules): its
+    bars traded (the first may pass while a loaded machine still warms up), and in prod every order the
+    sizing made under the fetched rules is one the exchange takes."""
+    served = other_rules().write(tmp_path / "served.json")
+    config = tmp_path / "live.yaml"  # a bar may wait 3 real seconds for its candles on a loaded machine
+    config.write_text("live:\n  data_timeout_seconds: 180\n  poll_seconds: 0.05\n")
+    run = ["run", "--model", "C1b", "--mode", mode, "--bar", "1m", "--duration", "3m", "--universe", ",".join(OTHERS)]
+    with exchange_sim(others, "--instruments", str(served), "--speed", "20") as url:
+        done = cli(
+            *run,
+            *["--instruments", str(fetched), "--root", str(tmp_path / "runs"), "--exchange-url", url],
+            *["--speed", "20", "--config", str(config)],
+            cwd=tmp_path,
+            env={"BINANCE_API_KEY": EXCHANGE_KEY, "BINANCE_API_SECRET": EXCHANGE_SECRET},
+        )
+    assert done.returncode == 0, done.stderr[-3000:]
+    traded = re.findall(r"bar \S+ \S+: traded, (\d+) orders", done.stderr)
+    assert len(traded) >= 2 and sum(map(int, traded)) > 0, done.stderr[-3000:]
+    log_dir = next((tmp_path / "runs").glob(f"C1b/{mode}/manual/*/system_log_dir"))
+    assert read_instruments(log_dir / LOG_DIR_FILE).rules == read_instruments(fetched).rules
+    orders = LogDir(log_dir).read_table("orders")
+    assert set(orders["asset"]) == set(OTHERS)
+    if mode == "prod":
+        executions = LogDir(log_dir).read_table("broker/executions")
+        assert len(executions) and not executions["reason"].fillna("").str.contains("-1111|-4014|-4164").any()
+        assert (executions["status"] == "closed").all(), executions[["asset", "status", "reason"]]  # ccxt's filled
+        assert (executions["filled"] == executions["sent"]).all()
