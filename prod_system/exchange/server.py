@@ -116,6 +116,7 @@ class ExchangeService:
         self._requests: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._weights: dict[str, tuple[int, int]] = {}  # IP -> (wall-clock minute, weight used in it)
+        self.wall: Callable[[], int] = wall_ms  # the clock of the rate limits (a test may set its own)
 
     def count(self, endpoint: str) -> None:
         with self._lock:
@@ -124,7 +125,7 @@ class ExchangeService:
     def use_weight(self, ip: str, weight: int) -> int:
         """Add a request's weight to its IP's count of the current wall-clock minute (Binance's rate
         limits run on real time, not on the market's clock); returns the count, the header's value."""
-        minute = wall_ms() // MINUTE_MS
+        minute = self.wall() // MINUTE_MS
         with self._lock:
             counted_minute, used = self._weights.get(ip, (minute, 0))
             used = (used if counted_minute == minute else 0) + weight

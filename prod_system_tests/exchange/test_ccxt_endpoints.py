@@ -285,6 +285,17 @@ def test_every_answer_reports_the_weight_used_this_minute(exchange, client):
     assert int(exchange.request_counts()["GET /fapi/v3/account"]) == 2
 
 
+def test_the_used_weight_starts_again_each_minute(exchange, client):
+    minute = ms(pd.Timestamp("2026-01-01T10:00Z"))
+    exchange.service.wall = lambda: minute + 59_999
+    client.load_markets()  # exchangeInfo: 1
+    client.fetch_balance()
+    assert used_weight(client) == 1 + 5
+    exchange.service.wall = lambda: minute + 60_000
+    client.fetch_balance()
+    assert used_weight(client) == 5
+
+
 def test_positions_carry_the_break_even_price(client, candles):
     price = Decimal(repr(last_close(candles, "BTC", NOW)))
     client.create_order(BTC, "market", "buy", 0.01)

@@ -51,6 +51,7 @@ def test_orders_queries_cancels_and_trades(exchange, futures, candles):
     assert futures.query_order(symbol="BTCUSDT", orderId=ioc["orderId"])["status"] == "FILLED"
     assert futures.query_order(symbol="BTCUSDT", origClientOrderId="c1")["orderId"] == resting["orderId"]
     assert futures.get_open_orders(symbol="BTCUSDT", orderId=resting["orderId"])["price"] == below
+    assert futures.get_open_orders(symbol="BTCUSDT", origClientOrderId="c1")["orderId"] == resting["orderId"]
     assert [o["orderId"] for o in futures.get_orders(symbol="BTCUSDT")] == [resting["orderId"]]
     history = futures.get_all_orders(symbol="BTCUSDT")
     assert [o["orderId"] for o in history] == [resting["orderId"], market["orderId"], ioc["orderId"]]
