@@ -180,9 +180,10 @@ def _listed(config: SystemConfig) -> SystemConfig:
     available = file_assets(source)
     unknown = [asset for asset in config.universe if asset not in available]
     if unknown:
+        files = f"no {', '.join(a + CSV_SUFFIX for a in unknown)}; " if source.startswith("csv:") else ""
         raise ConfigError(
             f"invalid system config: field 'universe': {','.join(unknown)} not in the market data {source} "
-            f"(its assets: {_abridged(available)})"
+            f"({files}its assets: {_abridged(available)})"
         )
     return config
 
