@@ -17,6 +17,7 @@ disagree are kept for the data guard (and a strict dump) to judge.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import zipfile
 import zlib
@@ -25,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 
 from prod_system.data.market_data import interval_name, parse_interval
 from prod_system.errors import MarketDataError
@@ -135,14 +138,21 @@ def read_archive(
             raise MarketDataError(f"no candles for {asset}: no {asset}{QUOTE}-*.zip file in {directory}")
         if window is not None:
             mine = [file for file in mine if file.start < window[1] and file.end > window[0]]
+        mine.sort(key=lambda file: (file.start, file.end))
+        overlap, reach = False, None
+        for file in mine:
+            overlap = overlap or (reach is not None and file.start < reach)
+            reach = file.end if reach is None else max(reach, file.end)
+        read = []
         for file in mine:
             verify_checksum(file.path)
-            frames.append(read_kline_zip(file))
+            read.append(read_kline_zip(file))
+        if overlap:  # a daily file beside its month's file repeats its rows: identical copies are one candle
+            read = [pd.concat(read, ignore_index=True).drop_duplicates()]
+        frames.extend(read)
     if not frames:
         return _empty()
     candles = pd.concat(frames, ignore_index=True)
-    # a daily file beside its month's file repeats its rows: identical copies are one candle
-    candles = candles.drop_duplicates().reset_index(drop=True)
     if window is not None:
         candles = candles[(candles["bar_start"] >= window[0]) & (candles["bar_start"] < window[1])]
     return candles.reset_index(drop=True)
@@ -176,21 +186,24 @@ def read_kline_zip(file: ArchiveFile) -> pd.DataFrame:
             with archive.open(members[0]) as member:
                 header = not member.readline()[:1].isdigit()  # newer files name their columns
             with archive.open(members[0]) as member:
-                raw = pd.read_csv(member, header=None, skiprows=1 if header else 0)
+                text = member.read()
     except (zipfile.BadZipFile, zlib.error, EOFError) as error:
         raise MarketDataError(f"{path}: corrupt zip file ({error})") from None
-    except pd.errors.ParserError as error:
-        raise MarketDataError(f"{path}: not a kline CSV ({str(error).strip()})") from None
-    except pd.errors.EmptyDataError:
+    if not text.strip():
         return _empty()
-    if raw.shape[1] != len(KLINE_COLUMNS):
+    lines = text.split(b"\n", 2)
+    fields = lines[1 if header and len(lines) > 1 else 0].rstrip(b"\r")
+    if fields.count(b",") + 1 != len(KLINE_COLUMNS):
         raise MarketDataError(
-            f"{path}: {raw.shape[1]} columns, a kline file has {len(KLINE_COLUMNS)} ({', '.join(KLINE_COLUMNS)})"
+            f"{path}: {fields.count(b',') + 1} columns, a kline file has {len(KLINE_COLUMNS)} "
+            f"({', '.join(KLINE_COLUMNS)})"
         )
-    short = raw[len(KLINE_COLUMNS) - 1].isna().to_numpy()
-    if short.any():
-        line = int(np.argmax(short)) + 1 + int(header)
-        raise MarketDataError(f"{path}: line {line} has fewer than {len(KLINE_COLUMNS)} fields")
+    try:  # Arrow's reader: several times pandas' speed on a year of 1-minute files
+        options = pa_csv.ReadOptions(autogenerate_column_names=True, skip_rows=1 if header else 0)
+        raw = pa_csv.read_csv(io.BytesIO(text), read_options=options).to_pandas()
+        raw.columns = range(raw.shape[1])
+    except pa.ArrowInvalid as error:
+        raise MarketDataError(f"{path}: not a kline CSV ({str(error).strip()})") from None
     opens, open_tick = _epoch_ns(raw[0], path, "open_time", header)
     closes, _ = _epoch_ns(raw[6], path, "close_time", header)
     _check_interval(file, opens, closes, open_tick)

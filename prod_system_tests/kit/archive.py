@@ -5,11 +5,14 @@ beside it. For the archive reader's tests and the snapshot benchmark."""
 from __future__ import annotations
 
 import hashlib
+import io
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 
 HEADER = (
     "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore"
@@ -41,7 +44,11 @@ def kline_csv(candles: pd.DataFrame, interval: pd.Timedelta, unit: str = "ms", h
             "ignore": 0,
         }
     )
-    return table.to_csv(index=False, header=header)
+    buffer = io.BytesIO()  # Arrow's writer: ten times pandas' speed, for the benchmark's 26M rows
+    pa_csv.write_csv(
+        pa.Table.from_pandas(table, preserve_index=False), buffer, pa_csv.WriteOptions(include_header=False)
+    )
+    return (HEADER + "\n" if header else "") + buffer.getvalue().decode()
 
 
 def archive_path(root: Path, symbol: str, interval: str, period: str, nested: bool = True) -> Path:
