@@ -255,7 +255,7 @@ def _symbol_info(rules: SymbolRules, onboard_ms: int) -> dict:
             {"filterType": "MIN_NOTIONAL", "notional": plain(rules.min_notional)},
         ],
         "orderTypes": ["LIMIT", "MARKET"],
-        "timeInForce": ["GTC"],
+        "timeInForce": list(TIME_IN_FORCE),
     }
 
 

@@ -200,6 +200,7 @@ def test_leverage_survives_a_restart(snapshot, tmp_path):
 
 
 def test_ioc_fills_what_it_can_now_and_expires_the_rest(exchange, client, candles):
+    assert client.load_markets()[BTC]["info"]["timeInForce"] == ["GTC", "IOC", "FOK", "GTX"]  # what is served
     price = last_close(candles, "BTC", NOW)
     away = client.create_order(BTC, "limit", "buy", 0.01, round(price - 100, 1), {"timeInForce": "IOC"})
     assert (away["status"], away["filled"], away["info"]["timeInForce"]) == ("expired", 0, "IOC")
