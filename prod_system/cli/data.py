@@ -306,7 +306,8 @@ def _download(source: str, assets: list[str], begin: pd.Timestamp, finish: pd.Ti
     rate = report.requests / report.seconds if report.seconds else 0.0
     click.echo(
         f"downloaded {report.candles - report.resumed:,} candles ({report.resumed:,} fetched by an earlier run) "
-        f"in {report.requests} requests, {report.seconds:.1f} s ({rate:.0f} requests/s, {report.retries} retried)",
+        f"in {report.requests} requests, {report.seconds:.1f} s ({rate:.0f} requests/s, {report.retries} retried, "
+        f"{report.pauses} waits for the next minute's request weight)",
         err=True,
     )
     return download

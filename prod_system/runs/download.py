@@ -9,9 +9,11 @@ open at the exchange's time are never written: the window stops at the last clos
 Transient errors (timeouts, 5xx, 429) are retried with the broker's delay (``retry_delay``: backoff,
 or Retry-After); a 418 (this address banned) stops at once, saying when to run again. Against Binance
 ccxt's own rate limiter paces the requests by their weight (a 1,000-candle page weighs 5 of the
-2,400 a minute). The caller builds the client (``binanceusdm_client``), reads the candles by window
-(``Download.candles``: a long dump goes month by month), writes the snapshot and then ``discard``s the
-work folder.
+2,400 a minute), and an answer whose ``X-MBX-USED-WEIGHT-1M`` passes ``WEIGHT_BUDGET`` (other
+processes on the same address count too) waits for the next minute.
+
+The caller builds the client (``binanceusdm_client``), reads the candles by window (``Download.candles``:
+a long dump goes month by month), writes the snapshot and then ``discard``s the work folder.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from prod_system.trading.brokers.ccxt_client import banned, retry_delay, symbol_
 if TYPE_CHECKING:
     import ccxt
 
+WEIGHT_BUDGET = 2_000  # of Binance's 2,400 request weight a minute per IP: above it, wait for the next minute
 MAX_ATTEMPTS = 8  # per request: ~40 s of backoff, or longer when the exchange says Retry-After
 BACKOFF_SECONDS = 0.5
 MANIFEST = "download.json"
@@ -50,6 +53,7 @@ class DownloadReport:
     resumed: int
     requests: int
     retries: int
+    pauses: int  # waits for the next minute, the weight budget spent
     seconds: float
     until: pd.Timestamp  # the window's effective end: the last closed minute if the exchange's now came first
 
@@ -74,6 +78,7 @@ class Download:
         progress: Callable[[str, int, int], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         note: Callable[[str], None] | None = None,
+        weight_budget: int = WEIGHT_BUDGET,
     ):
         self.client, self.source, self.assets = client, source, list(assets)
         self.start, self.end = start, end
@@ -81,7 +86,8 @@ class Download:
         self.progress = progress or (lambda stage, done, total: None)
         self.sleep = sleep
         self.note = note or (lambda message: None)
-        self.requests = self.retries = 0
+        self.requests = self.retries = self.pauses = 0
+        self.weight_budget = weight_budget
         self.until = end
 
     def run(self) -> DownloadReport:
@@ -127,7 +133,8 @@ class Download:
                 since = int(page["open_ms"].iloc[-1]) + MINUTE_MS
         self.progress("download", total, total)
         self.until = until
-        return DownloadReport(done, resumed, self.requests, self.retries, time.perf_counter() - began, until)
+        seconds = time.perf_counter() - began
+        return DownloadReport(done, resumed, self.requests, self.retries, self.pauses, seconds, until)
 
     def candles(self, lo: pd.Timestamp, hi: pd.Timestamp, delay: pd.Timedelta) -> pd.DataFrame:
         """The downloaded candles of [lo, hi) in the snapshot's columns, known at their close +
@@ -199,6 +206,14 @@ class Download:
 
     # -- requests ----------------------------------------------------------------------------------
 
+    def _pace(self) -> None:
+        """Past the weight budget of this minute (another process may share the address), wait for the
+        next minute rather than be answered 429 (and, going on, banned)."""
+        used = _used_weight(self.client)
+        if used is not None and used >= self.weight_budget:
+            self.pauses += 1
+            self.sleep(60.5 - time.time() % 60)
+
     def _call(self, action: Callable[[ccxt.binanceusdm], object], what: str, attempts: int = MAX_ATTEMPTS):
         """A request, retried on transient errors; a ban or too many attempts interrupt the download
         (what it fetched stays for the next run), a permanent error (a bad symbol...) fails it."""
@@ -207,7 +222,9 @@ class Download:
         for attempt in range(attempts):
             self.requests += 1
             try:
-                return action(self.client)
+                result = action(self.client)
+                self._pace()
+                return result
             except ccxt.OperationFailed as error:
                 if banned(error):
                     seconds = (self.client.last_response_headers or {}).get("Retry-After", "?")
@@ -224,6 +241,12 @@ class Download:
             except ccxt.BaseError as error:
                 raise MarketDataError(f"{what}: {type(error).__name__}: {_message(error)}") from None
         raise AssertionError("unreachable")
+
+
+def _used_weight(client: ccxt.binanceusdm) -> int | None:
+    """The request weight this address used in the current minute, as the exchange's last answer says."""
+    used = (client.last_response_headers or {}).get("X-MBX-USED-WEIGHT-1M")
+    return int(used) if used and str(used).isdigit() else None
 
 
 def _ms(ts: pd.Timestamp) -> int:

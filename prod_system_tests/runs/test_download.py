@@ -105,6 +105,20 @@ def test_rate_limits_are_honoured_and_a_ban_stops_the_download(tmp_path, snapsho
     assert got.sort_values(["asset", "bar_start"])["close"].tolist() == expected["close"].tolist()
 
 
+def test_a_spent_weight_budget_waits_for_the_next_minute(tmp_path, snapshot):
+    """The exchange's X-MBX-USED-WEIGHT-1M past the budget: the download waits until the next minute
+    (here a budget of 10: two 1,000-candle pages of weight 5) instead of running into 429s."""
+    with LocalExchange(f"parquet:{snapshot}") as exchange:
+        exchange.set_time(END + pd.Timedelta(minutes=5))
+        sleeps: list[float] = []
+        client = binanceusdm_client(exchange.url)
+        download = Download(client, exchange.url, ["BTC"], START, END, work_dir_for(tmp_path / "x.parquet"),
+                            sleep=sleeps.append, weight_budget=10)  # fmt: skip
+        report = download.run()
+    assert report.pauses >= 1 and report.candles == 1440
+    assert all(0 < seconds <= 60.5 for seconds in sleeps) and len(sleeps) == report.pauses
+
+
 def test_an_asset_the_exchange_does_not_list_is_one_error_line(tmp_path, snapshot):
     with LocalExchange(f"parquet:{snapshot}") as exchange:
         exchange.set_time(END)
