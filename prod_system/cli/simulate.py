@@ -77,10 +77,14 @@ def _window_config(config_path, model, market_data, start, end, root, universe, 
     )
     Invocation.market_data = config.market_data.source
     config = resolve_config(config, universe)
-    if config.universe_rule:
-        click.echo(f"universe {config.universe_rule}: {','.join(config.universe)}", err=True)
     resolve_instruments(config)  # an asset without exchange rules: one line now (the run resolves them again)
     return config
+
+
+def _say_universe(config) -> None:
+    """What a rule resolved to (a list given is not repeated)."""
+    if config.universe_rule:
+        click.echo(f"universe {config.universe_rule}: {','.join(config.universe)}", err=True)
 
 
 def _window_line(config, engine: str) -> str:
@@ -124,6 +128,7 @@ def simulate(config_path, model, market_data, start, end, root, universe, bar, i
         load_model(config.model, config.bar_delta, config.model_params)  # a bad model: refused before any output
         if not market_data and not config_path:
             click.echo(f"market data: bundled candles ({BUNDLED_CANDLES.name})", err=True)
+        _say_universe(config)
         click.echo(f"simulating {_window_line(config, engine)}", err=True)
         Invocation.log_file = config.log_dir() / "log.txt"
         if engine == "core":
@@ -160,6 +165,7 @@ def historical_pnl(config_path, model, market_data, start, end, root, universe, 
         config = _window_config(config_path, model, market_data, start, end, root, universe, bar, instruments)
         check_writable(config.log_root, "--root")
         load_model(config.model, config.bar_delta, config.model_params)  # a bad model: refused before any output
+        _say_universe(config)
         click.echo(f"historical pnl of {_window_line(config, 'batch')}", err=True)
         from prod_system.runs.historical import historical_pnl as run
 
