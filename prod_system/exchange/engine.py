@@ -12,7 +12,8 @@ it (a buy when the low reaches the price, a sell when the high does). Resting or
 every call, against the candles closed since the previous call, oldest first. A LIMIT order's time
 in force, as Binance has them: IOC fills what is marketable now and expires the rest (all of it
 when it is not marketable); FOK fills all of it at once or is rejected (-5021, not recorded); GTX
-(post-only) is rejected when it would take (-5022, not recorded), else it rests like GTC.
+(post-only) is rejected when it would take (-5022, not recorded), else it rests like GTC; GTD rests
+like GTC until its ``goodTillDate`` (whole seconds, more than 600 s ahead, else -5040) and expires then.
 
 Accounts are one-way (position side BOTH), cross margin at a leverage per symbol (``set_leverage``,
 ``EngineConfig.leverage`` until set): initial margin is notional / leverage. There is no funding and
@@ -112,6 +113,7 @@ class Order:
     executed: Decimal = ZERO
     cum_quote: Decimal = ZERO
     time_in_force: str = "GTC"  # a MARKET order reads GTC, as on Binance
+    good_till_ms: int = 0  # GTD: when it expires (whole seconds); 0 for the others
 
     @property
     def is_open(self) -> bool:
@@ -150,7 +152,7 @@ class Order:
             "origType": self.order_type,
             "priceMatch": "NONE",
             "selfTradePreventionMode": "NONE",
-            "goodTillDate": 0,
+            "goodTillDate": self.good_till_ms,
             "time": self.time_ms,
             "updateTime": self.update_ms,
         }
@@ -437,8 +439,12 @@ class Engine:
         for candle in candles:
             symbol = f"{candle.asset}{QUOTE}"
             for order, account in resting:
-                if order.is_open and order.symbol == symbol and order.time_ms <= candle.open_ms:
+                live = not order.good_till_ms or candle.close_ms <= order.good_till_ms  # GTD: until its time
+                if order.is_open and order.symbol == symbol and order.time_ms <= candle.open_ms and live:
                     changed |= self._match_candle(account, order, candle)
+        for order, _ in resting:  # a GTD order still open at its time expires then
+            if order.is_open and order.good_till_ms and order.good_till_ms <= now:
+                order.status, order.update_ms, changed = "EXPIRED", order.good_till_ms, True
         self._matched_until = now
         if changed:
             self._save()
@@ -474,8 +480,10 @@ class Engine:
         ack: bool = False,
         fill_fraction: float | None = None,
         time_in_force: str = "GTC",
+        good_till_ms: int | None = None,
     ) -> dict:
         """Check, accept and execute an order; ``fill_fraction`` (a fault) fills only that share at once.
+        A GTD order (``good_till_ms``, its seconds only) rests like GTC until then and expires then.
 
         Returns the order as accepted (``ack``) or after its immediate execution (Binance's RESULT).
         """
@@ -488,6 +496,8 @@ class Engine:
             last = self.price(symbol, now)
             if order_type == "MARKET" and last is None:
                 raise BinanceError(-1013, "Market is closed.")
+            gtd = order_type == "LIMIT" and time_in_force == "GTD"
+            good_till_ms = _good_till(good_till_ms, now) if gtd else 0
             order = Order(
                 self._next_order_id,
                 symbol,
@@ -500,6 +510,7 @@ class Engine:
                 now,
                 now,
                 time_in_force=time_in_force if order_type == "LIMIT" else "GTC",
+                good_till_ms=good_till_ms,
             )
             self._check_risk(account, order, rules, order.price if order_type == "LIMIT" else last)
             marketable = last is not None and (order_type == "MARKET" or (order.price - last) * order.sign >= 0)
@@ -973,6 +984,20 @@ def maintenance_margin(notional: Decimal, brackets: Iterable[Bracket]) -> Decima
         if bracket.notional_floor <= notional < bracket.notional_cap:
             return notional * bracket.maint_margin_ratio - bracket.cum
     return ZERO
+
+
+def _good_till(good_till_ms: int | None, now: int) -> int:
+    """A GTD order's ``goodTillDate`` as Binance takes it: required, more than 600 s after now, before
+    253402300799000; the milliseconds are dropped."""
+    if good_till_ms is None:
+        raise BinanceError(-1102, "Mandatory parameter 'goodTillDate' was not sent, was empty/null, or malformed.")
+    if not now + 600_000 < good_till_ms < 253_402_300_799_000:
+        raise BinanceError(
+            -5040,
+            "The goodTillDate timestamp must be greater than the current time plus 600 seconds and smaller than "
+            "253402300799000",
+        )
+    return good_till_ms // 1_000 * 1_000
 
 
 def max_notional(leverage: int, brackets: Iterable[Bracket]) -> int:

@@ -63,7 +63,7 @@ MAX_KLINES = 1_500
 MAX_TRADES = 1_000
 NO_HISTORY = pd.Timedelta(0)
 INTERNAL_ERROR = {"code": -1001, "msg": "Internal error; unable to process your request. Please try again."}
-TIME_IN_FORCE = ("GTC", "IOC", "FOK", "GTX")  # GTD (good till date) is not simulated: -1115
+TIME_IN_FORCE = ("GTC", "IOC", "FOK", "GTX", "GTD")
 # Binance's kline intervals in minutes ("1M", calendar months, apart)
 INTERVAL_MINUTES = {
     "1m": 1,
@@ -212,7 +212,7 @@ def _symbol_info(rules: SymbolRules, onboard_ms: int) -> dict:
     """A symbol as exchangeInfo lists it: its filters, status, onboard date and precisions exactly as its
     instruments table holds them (``onboard_ms``: the date where the table has none)."""
     step, tick, min_qty = plain(rules.step), plain(rules.tick), plain(rules.min_qty)
-    if rules.onboard_date is not None:
+    if rules.onboard_date is None:
         onboard_ms = int(rules.onboard_date.value // 1_000_000)
     return {
         "symbol": rules.symbol,
@@ -508,6 +508,7 @@ def post_order(service: ExchangeService, call: Call) -> dict:
         ack=response_type == "ACK",
         fill_fraction=call.fill_fraction,
         time_in_force=time_in_force,
+        good_till_ms=_integer(params, "goodTillDate"),
     )
 
 

@@ -200,7 +200,7 @@ def test_leverage_survives_a_restart(snapshot, tmp_path):
 
 
 def test_ioc_fills_what_it_can_now_and_expires_the_rest(exchange, client, candles):
-    assert client.load_markets()[BTC]["info"]["timeInForce"] == ["GTC", "IOC", "FOK", "GTX"]  # what is served
+    assert client.load_markets()[BTC]["info"]["timeInForce"] == ["GTC", "IOC", "FOK", "GTX", "GTD"]
     price = last_close(candles, "BTC", NOW)
     away = client.create_order(BTC, "limit", "buy", 0.01, round(price - 100, 1), {"timeInForce": "IOC"})
     assert (away["status"], away["filled"], away["info"]["timeInForce"]) == ("expired", 0, "IOC")
@@ -237,6 +237,29 @@ def test_post_only_is_rejected_when_it_would_take_and_else_rests_as_maker(exchan
     exchange.set_time(NOW + pd.Timedelta(minutes=31))
     assert client.fetch_order(order["id"], BTC)["status"] == "closed"
     assert client.fetch_my_trades(BTC)[0]["takerOrMaker"] == "maker"
+
+
+def test_gtd_rests_until_its_date_then_expires(exchange, client, candles):
+    later = candles[(candles["asset"] == "BTC") & (candles["bar_start"] >= NOW)].sort_values("bar_start")
+    limit = round(float(later["low"].iloc[:15].min()) - 0.1, 1)  # no candle of the next 15 minutes reaches it
+    until = later["bar_start"].iloc[15]  # the order's date: 15 minutes on
+    assert (later["low"].iloc[15:] <= limit).any(), "the test needs the price to reach the limit after that"
+    gtd = {"timeInForce": "GTD", "goodTillDate": ms(until) + 123}  # the milliseconds are dropped
+    order = client.create_order(BTC, "limit", "buy", 0.01, limit, gtd)
+    assert (order["status"], order["info"]["timeInForce"], order["info"]["goodTillDate"]) == ("open", "GTD", ms(until))
+    exchange.set_time(candles["bar_end"].max())  # the price has reached the limit since: too late
+    expired = client.fetch_order(order["id"], BTC)
+    assert (expired["status"], expired["filled"], expired["lastUpdateTimestamp"]) == ("expired", 0, ms(until))
+    now = candles["bar_end"].max()
+    lasting = {"timeInForce": "GTD", "goodTillDate": ms(now + pd.Timedelta(hours=2))}
+    fills = client.create_order(BTC, "limit", "buy", 0.01, round(last_close(candles, "BTC", now) + 50, 1), lasting)
+    assert fills["status"] == "closed"  # marketable: fills at once like GTC
+    with pytest.raises(ccxt.BadRequest, match="-5040"):  # at most 600 s ahead: refused
+        client.create_order(
+            BTC, "limit", "buy", 0.01, 20000.0, {"timeInForce": "GTD", "goodTillDate": ms(now) + 600_000}
+        )
+    with pytest.raises(ccxt.BadRequest, match="-1102"):
+        client.create_order(BTC, "limit", "buy", 0.01, 20000.0, {"timeInForce": "GTD"})
 
 
 def test_a_resting_reduce_only_order_fills_no_further_than_the_position(exchange, client, candles):
