@@ -212,7 +212,7 @@ def _symbol_info(rules: SymbolRules, onboard_ms: int) -> dict:
     """A symbol as exchangeInfo lists it: its filters, status, onboard date and precisions exactly as its
     instruments table holds them (``onboard_ms``: the date where the table has none)."""
     step, tick, min_qty = plain(rules.step), plain(rules.tick), plain(rules.min_qty)
-    if rules.onboard_date is None:
+    if rules.onboard_date is not None:
         onboard_ms = int(rules.onboard_date.value // 1_000_000)
     return {
         "symbol": rules.symbol,
@@ -760,16 +760,15 @@ def _by_symbol(one: int, every: int) -> Callable[[dict[str, str]], int]:
     return lambda query: one if query.get("symbol") else every
 
 
-# Request weights as Binance documents them for USDT-M futures (REQUEST_WEIGHT per IP per minute);
-# an endpoint not listed weighs 1. Placing an order weighs 0 on the IP limit (it counts on the order
-# limits, which this exchange does not report).
+# Request weights after Binance's USDT-M futures documentation (REQUEST_WEIGHT per IP per minute), as
+# closely as its pages state them; an endpoint not listed weighs 1 (premiumIndex among them). Placing an
+# order weighs 0 on the IP limit (it counts on the order limits, which this exchange does not report).
 WEIGHTS: dict[str, int | Callable[[dict[str, str]], int]] = {
     "GET /fapi/v1/klines": _by_limit(((100, 1), (500, 2), (1001, 5), (MAX_KLINES + 1, 10)), 500),
     "GET /fapi/v1/depth": _by_limit(((51, 2), (101, 5), (501, 10), (1001, 20)), 500),
     "GET /fapi/v1/ticker/24hr": _by_symbol(1, 40),
     "GET /fapi/v1/ticker/price": _by_symbol(1, 2),
     "GET /fapi/v2/ticker/price": _by_symbol(1, 2),
-    "GET /fapi/v1/premiumIndex": _by_symbol(1, 10),
     "GET /fapi/v3/account": 5,
     "GET /fapi/v2/account": 5,
     "GET /fapi/v3/balance": 5,

@@ -68,6 +68,7 @@ def test_binance_exchange_info_json_is_read_as_served(tmp_path):
     table = read_instruments(path)
     assert list(table.rules) == ["ADA"]  # the perpetual only
     ada = table.rules["ADA"]
+    assert ada.symbol == "ADAUSDT"  # not the quarterly, not the BUSD one
     assert (str(ada.step), str(ada.tick), str(ada.min_price), str(ada.market_max_qty)) == (
         "1",
         "0.00010",

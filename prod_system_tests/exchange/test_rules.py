@@ -67,6 +67,7 @@ def _order(client, asset: str, quantity: str, price: str | None = None) -> dict:
         ("TRX", "1000", "0.077775", "-4014"),  # TRX ticks 0.00001
         ("LTC", "1", "0.001", "-4013"),  # under PRICE_FILTER minPrice
         ("ADA", "2000001", None, "-4005"),  # over MARKET_LOT_SIZE maxQty (LOT_SIZE's is higher)
+        ("LTC", "0.005", None, "-4004"),  # under LTC's LOT_SIZE minQty (0.01), on its step (0.001)
         ("LTC", "0.5", None, "-4164"),  # 0.5 x ~25 USDT, under LTC's 20 USDT min notional
     ],
 )

@@ -28,7 +28,7 @@ def _brackets(first_leverage: int, first_cap: int) -> tuple[Bracket, ...]:
     )
 
 
-def _rules(asset, step, tick, max_qty, market_max_qty, min_notional, onboard, brackets) -> InstrumentRules:
+def _rules(asset, step, min_qty, tick, min_price, max_qty, market_max_qty, min_notional, onboard, brackets):
     d = Decimal
     return InstrumentRules(
         asset=asset,
@@ -36,11 +36,11 @@ def _rules(asset, step, tick, max_qty, market_max_qty, min_notional, onboard, br
         status="TRADING",
         onboard_date=pd.Timestamp(onboard, tz="UTC"),
         step=d(step),
-        min_qty=d(step),
+        min_qty=d(min_qty),
         max_qty=d(max_qty),
         market_max_qty=d(market_max_qty),
         tick=d(tick),
-        min_price=d(tick),
+        min_price=d(min_price),
         max_price=d(tick) * 10_000_000,
         min_notional=d(min_notional),
         price_precision=-d(tick).as_tuple().exponent,
@@ -52,9 +52,9 @@ def _rules(asset, step, tick, max_qty, market_max_qty, min_notional, onboard, br
 def other_rules() -> InstrumentTable:
     """The rules of ADA, LTC and TRX, as `prod-system instruments` writes them."""
     rows = [
-        _rules("ADA", "1", "0.0001", "10000000", "2000000", "5", "2020-01-31", _brackets(75, 5_000)),
-        _rules("LTC", "0.001", "0.01", "10000", "3000", "20", "2020-01-09", _brackets(50, 10_000)),
-        _rules("TRX", "1", "0.00001", "50000000", "5000000", "5", "2020-01-16", _brackets(25, 20_000)),
+        _rules("ADA", "1", "1", "0.0001", "0.0174", "10000000", "2000000", "5", "2020-01-31", _brackets(75, 5_000)),
+        _rules("LTC", "0.001", "0.01", "0.01", "3.61", "10000", "3000", "20", "2020-01-09", _brackets(50, 10_000)),
+        _rules("TRX", "1", "1", "0.00001", "0.00132", "50000000", "5000000", "5", "2020-01-16", _brackets(25, 20_000)),
     ]
     return InstrumentTable({r.asset: r for r in rows}, source="test rules of ADA, LTC and TRX", brackets="fetched")
 
