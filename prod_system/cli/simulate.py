@@ -33,7 +33,8 @@ def _simulation_options(func):
         click.option("--model", help="C1b, C3a, or 'package.module:function'. Required (here or in --config)."),
         click.option(
             "--market-data",
-            help="Snapshot file (.parquet, from dump-market-data) or 'csv:DIR'  [default: bundled candles].",
+            help="Snapshot (.parquet, from dump-market-data: a file or a folder of months), 'csv:DIR' or "
+            "'binance-archive:DIR'  [default: bundled candles].",
         ),
         click.option("--start", help="Window start, UTC, on a bar boundary, e.g. 2023-07-21T00:00:00Z. Required."),
         click.option("--end", help="Window end (exclusive), UTC, on a bar boundary. Required."),

@@ -29,11 +29,12 @@ class MarketDataResource(ConfigurableResource):
 
 
 def _source_stamp(source: str) -> float:
-    """Modification time of the source, so that a changed file is read again."""
-    location = source.partition(":")[2] if source.startswith(("csv:", "parquet:")) else source
+    """Modification time of the source, so that a changed file is read again (any file of a folder: a
+    month of a partitioned snapshot, a zip deep in an archive folder)."""
+    location = source.partition(":")[2] if source.startswith(("csv:", "parquet:", "binance-archive:")) else source
     path = Path(location)
     if path.is_dir():
-        return max((p.stat().st_mtime for p in path.iterdir()), default=0.0)
+        return max((p.stat().st_mtime for p in path.rglob("*")), default=0.0)
     return path.stat().st_mtime if path.exists() else 0.0
 
 
