@@ -127,3 +127,10 @@ def test_paper_trading_with_a_ccxt_broker_is_refused_by_the_cli(tmp_path):
     assert result.exit_code == 2, result.output
     assert "paper_trading never sends orders" in result.output
     assert not any(root.rglob("system_config.yaml"))
+
+
+@pytest.mark.parametrize(
+    "source", ["binance-archive:downloads", "parquet:long.parquet", "long.parquet", "csv:candles", "sqlite:///m.db"]
+)
+def test_every_kind_of_market_data_source_is_accepted(source):
+    assert build_config(with_(market_data={"source": source})).market_data.source == source
