@@ -13,6 +13,7 @@ from prod_system.common.clock import SimulatedClock
 from prod_system.common.timeutil import bar_ends
 from prod_system.data.market_data import CandleStore, MarketDataReader
 from prod_system.errors import ModelError
+from prod_system.models import features
 from prod_system.models.dag import load_model, run_batch, run_streaming
 from prod_system_tests.kit.data import UNIVERSE
 
@@ -83,3 +84,16 @@ def test_user_model_by_import_path(tmp_path, monkeypatch, candles):
 def test_bad_model_specs(spec, message):
     with pytest.raises(ModelError, match=message):
         load_model(spec, BAR)
+
+
+def test_rolling_mean_is_the_mean_of_the_finite_values_of_each_full_window():
+    """Against pandas' rolling mean (which skips NaN the same way), on data with gaps and infinities."""
+    rng = np.random.default_rng(5)
+    values = rng.normal(size=(120, 6))
+    values[rng.random(values.shape) < 0.1] = np.nan
+    values[3, 2] = np.inf
+    window, min_periods = 20, 15
+    expected = pd.DataFrame(np.where(np.isfinite(values), values, np.nan)).rolling(window, min_periods=min_periods)
+    expected = expected.mean().to_numpy().copy()
+    expected[: window - 1] = np.nan  # a full window only
+    np.testing.assert_allclose(features.rolling_mean(values, window, min_periods), expected, rtol=1e-12)
