@@ -148,8 +148,9 @@ def observe(
     logs = LogDir(log_dir)
     overrides = {"market_data": {"source": market_data}} if market_data else {}
     config = load_config(logs.path / "system_config.yaml", **overrides)
-    if store is None:
-        candles = load_source(config.market_data.source, config.universe, config.market_data.delay)
+    if store is None:  # the run's window (a bar before its start: its first bar's prices), not a year of it
+        window = (config.start - config.bar_delta, config.end)
+        candles = load_source(config.market_data.source, config.universe, config.market_data.delay, window)
         store = CandleStore(candles, config.universe)
     result = reconcile(config, logs, store, start, end, holdings_tolerance, pnl_tolerance)
     now = pd.Timestamp.now(tz="UTC") if now is None else now

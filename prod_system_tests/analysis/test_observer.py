@@ -14,7 +14,13 @@ import pytest
 from prod_system.analysis import plots
 from prod_system.analysis.observer import REPORT_FOLDER, find_runs, latest_report, observe
 from prod_system.analysis.reconciliation import reconcile
-from prod_system.data.market_data import CandleStore, select_window, write_snapshot
+from prod_system.data.market_data import (
+    CandleStore,
+    read_snapshot,
+    select_window,
+    write_snapshot,
+    write_snapshot_months,
+)
 from prod_system.data.sources import load_source
 from prod_system.errors import ReconciliationError
 from prod_system.log_dir import LogDir
@@ -213,3 +219,13 @@ def test_a_plot_of_hundreds_of_assets_names_those_furthest_apart():
     side_by_side["bar_end"] = pd.Timestamp("2023-07-21", tz="UTC") + pd.to_timedelta(side_by_side["bar_end"] * 5, "min")
     side_by_side["holdings_research"] = 0.0
     assert plots.holdings_difference(side_by_side, "300 assets").startswith(b"\x89PNG")
+
+
+def test_a_run_over_a_partitioned_snapshot_is_reconciled_from_its_months_alone(run_root, snapshot, tmp_path):
+    months = write_snapshot_months([read_snapshot(snapshot)], tmp_path / "months.parquet")
+    junk = months / "month=2023-09" / "part.parquet"  # a month the run does not span: never opened
+    junk.parent.mkdir()
+    junk.write_text("not parquet")
+    (run,) = find_runs(run_root, "C1b")
+    report = observe(run.log_dir, market_data=str(months), now=pd.Timestamp("2026-01-02T05:00:00Z"))
+    assert json.loads((report.directory / "summary.json").read_text())["reconciled"] is True
