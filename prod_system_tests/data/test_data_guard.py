@@ -27,6 +27,7 @@ PLANTED = {
     ("BNB", at("04:00"), "invalid_price"),  # negative prices
     ("XRP", at("05:00"), "duplicate"),  # two rows for one minute that disagree
     ("DOGE", at("08:00"), "jump"),  # +60% from the bar before, and it stays there
+    ("SOL", at("14:00"), "jump"),  # -70%: a fall counts as a jump too
     ("DOT", at("09:00"), "missing"),  # a gap: the bar's candles are absent
     ("BTC", at("10:00"), "missing"),  # late: the bar's last candle known 3 minutes after the decision
 }
@@ -47,6 +48,7 @@ def corrupt(candles: pd.DataFrame) -> pd.DataFrame:
     identical = frame[rows("XRP", at("06:58"))]  # harmless: one copy is kept, the bar is traded
     later = (frame["asset"] == "DOGE") & (frame["bar_end"] > at("07:55"))
     frame.loc[later, [*prices]] *= 1.6
+    frame.loc[(frame["asset"] == "SOL") & (frame["bar_end"] > at("13:55")), [*prices]] *= 0.3
     gap = (frame["asset"] == "DOT") & (frame["bar_end"] > at("08:55")) & (frame["bar_end"] <= at("09:00"))
     frame.loc[rows("BTC", at("10:00")), "knowledge_ts"] = at("10:03")
     delisted = (frame["asset"] == "MATIC") & (frame["bar_end"] > DELISTED_FROM)
@@ -114,7 +116,7 @@ def test_each_planted_fault_is_caught_reported_and_not_traded(guarded_day, relia
     details = {
         "invalid_price": "NaN, zero or negative prices",
         "duplicate": "duplicate rows that disagree",
-        "jump": "a 60% jump",
+        "jump": "a 60% jump; a 70% fall",
         "missing": "a gap; a late candle",
     }
     for issue, what in details.items():
