@@ -24,6 +24,7 @@ from prod_system.common.clock import RealClock, ScaledClock
 from prod_system.common.timeutil import format_duration
 from prod_system.config import DEFAULT_UNIVERSE, RunMode, SystemConfig, UniverseRule, load_config, parse_universe
 from prod_system.data.instruments import resolve_instruments
+from prod_system.data.market_db import MarketDatabase
 from prod_system.data.universe import resolve_config
 from prod_system.errors import BrokerError, ConfigError, InstrumentsError, MarketDataError, ModelError
 from prod_system.models.dag import load_model
@@ -116,8 +117,10 @@ def run(config_path, model, run_mode, duration, root, bar, universe, database, i
     exchange_now = _exchange_time(exchange_url) if ingest or speed != 1.0 else None
     clock = ScaledClock(exchange_now, speed) if speed != 1.0 else RealClock()
     Path(root).mkdir(parents=True, exist_ok=True)
+    if ingest and template.universe_rule:
+        _ingest_ranking_window(template, clock, exchange_url)
     config = _session_config(config_path, template, clock, step, length, exchange_url)
-    log_dir, outcomes = _trade(config, clock, ingest, exchange_url)
+    log_dir, outcomes = _trade(config, clock, ingest, exchange_url, _ingested(template, config))
     traded = sum(o.status == "traded" for o in outcomes)
     click.echo(f"log dir:     {log_dir}")
     click.echo(f"bars:        {traded} traded, {len(outcomes) - traded} skipped")
@@ -174,7 +177,8 @@ def _session_config(config_path, template: SystemConfig, clock, step, length, ex
         if template.run_mode == RunMode.PROD:
             broker.update(kind="ccxt", exchange_url=exchange_url or broker.get("exchange_url"))
         config = load_config(config_path, **{**template.model_dump(), "start": start, "end": end, "broker": broker})
-        config = keeping_holdings(resolve_config(config))  # a top:N as of the session's start, from the database
+        # a top:N ranked on the database's candles before the session's start, as known now
+        config = keeping_holdings(resolve_config(config, known_at=clock.now()))
         if config.universe_rule:
             click.echo(f"universe {config.universe_rule}: {','.join(config.universe)}", err=True)
         return config
@@ -184,7 +188,38 @@ def _session_config(config_path, template: SystemConfig, clock, step, length, ex
         fail(str(error), config_hint(str(error)))
 
 
-def _trade(config: SystemConfig, clock, ingest: bool, exchange_url: str | None) -> tuple[Path, list]:
+def _ingested(template: SystemConfig, config: SystemConfig) -> list[str]:
+    """The assets the session's ingestion records: its universe, and under a top:N rule the assets it
+    ranks (the listed ones), so that the next session's ranking sees all of them."""
+    if not config.universe_rule:
+        return list(config.universe)
+    return [*template.universe, *(a for a in config.universe if a not in template.universe)]
+
+
+def _ingest_ranking_window(template: SystemConfig, clock, exchange_url: str | None) -> None:
+    """top:N ranks the listed assets on the database's candles before the session's start: with
+    --ingest, their candles of the ranking window are fetched first (a fresh database has none)."""
+    from prod_system.runs.ingestion import Ingestor
+
+    rule = parse_universe(template.universe_rule)
+    database = MarketDatabase(template.market_data.source)
+    ingestor = Ingestor(database, template.universe, clock, exchange_url)
+    try:
+        report = ingestor.ingest_once(backfill=rule.window)
+    finally:
+        ingestor.close()
+        database.close()
+    failed = f"; failed for {', '.join(report.failed)}" if report.failed else ""
+    click.echo(
+        f"universe {rule}: the last {format_duration(rule.window)} of candles of {','.join(template.universe)} "
+        f"ingested to rank them ({report.result.new} new{failed})",
+        err=True,
+    )
+
+
+def _trade(
+    config: SystemConfig, clock, ingest: bool, exchange_url: str | None, ingested: list[str] | None = None
+) -> tuple[Path, list]:
     """Trade the session's bars (with the ingestion of their candles in a thread, --ingest): its log
     dir and the bars' outcomes; a failure is one line, and the ingestion stops however the session ends."""
     from prod_system.runs.live import LiveSession
@@ -197,7 +232,7 @@ def _trade(config: SystemConfig, clock, ingest: bool, exchange_url: str | None) 
         if ingest:
             from prod_system.runs.ingestion import Ingestor
 
-            ingestor = Ingestor(session.database, config.universe, clock, exchange_url)
+            ingestor = Ingestor(session.database, ingested or config.universe, clock, exchange_url)
             _warm_up(ingestor, session.warm_up)
             ingestion = threading.Thread(
                 target=ingestor.run, args=(stop,), kwargs={"at_once": False}, daemon=True, name="ingestion"

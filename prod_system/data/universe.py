@@ -41,10 +41,15 @@ CSV_SUFFIX = "_USDT.csv.gz"
 TRADING = "TRADING"  # the status of a tradable contract in Binance's exchangeInfo
 
 
-def quote_volumes(candles: pd.DataFrame, start: pd.Timestamp, window: pd.Timedelta) -> pd.Series:
-    """Per asset, the quote volume of its candles opened in [start - window, start) and known at
-    ``start``; assets without such a candle are absent. Sorted: largest first, ties by name."""
-    known = candles[(candles["bar_start"] >= start - window) & (candles["knowledge_ts"] <= start)]
+def quote_volumes(
+    candles: pd.DataFrame, start: pd.Timestamp, window: pd.Timedelta, known_at: pd.Timestamp | None = None
+) -> pd.Series:
+    """Per asset, the quote volume of its candles in [start - window, start) known at ``known_at``
+    (``start``; a live session ranks when it begins, just after its start: see ``resolve_config``);
+    assets without such a candle are absent. Sorted: largest first, ties by name."""
+    known_at = start if known_at is None else max(known_at, start)
+    inside = (candles["bar_start"] >= start - window) & (candles["bar_end"] <= start)
+    known = candles[inside & (candles["knowledge_ts"] <= known_at)]
     typical = (known["high"] + known["low"] + known["close"]) / 3
     volume = (known["volume"] * typical).groupby(known["asset"].astype(str)).sum(min_count=1).dropna()
     frame = volume.rename("quote_volume").rename_axis("asset").reset_index()
@@ -52,9 +57,11 @@ def quote_volumes(candles: pd.DataFrame, start: pd.Timestamp, window: pd.Timedel
     return frame.set_index("asset")["quote_volume"]
 
 
-def top_assets(candles: pd.DataFrame, start: pd.Timestamp, rule: UniverseRule) -> list[str]:
+def top_assets(
+    candles: pd.DataFrame, start: pd.Timestamp, rule: UniverseRule, known_at: pd.Timestamp | None = None
+) -> list[str]:
     """The ``rule.count`` assets of largest quote volume over ``rule.window`` before ``start``."""
-    volumes = quote_volumes(candles, start, rule.window)
+    volumes = quote_volumes(candles, start, rule.window, known_at)
     if volumes.empty:
         raise ConfigError(
             f"invalid system config: field 'universe': {rule}: no candle known at {start:%Y-%m-%d %H:%M} UTC "
@@ -107,10 +114,15 @@ def trading_assets(assets: list[str], source: str, instruments: str | None, star
 
 
 def _window_candles(
-    source: str, start: pd.Timestamp, window: pd.Timedelta, delay: pd.Timedelta, candidates: list[str]
+    source: str,
+    start: pd.Timestamp,
+    window: pd.Timedelta,
+    delay: pd.Timedelta,
+    candidates: list[str],
+    known_at: pd.Timestamp,
 ) -> pd.DataFrame:
     """The candles ``top_assets`` ranks: of the file's assets, or of ``candidates`` in a database (as
-    known at ``start``: a candle revised after it counts as it was then)."""
+    known at ``known_at``: a candle revised after it counts as it was then)."""
     since = start - window
     if is_database(source):
         file = source.split(":///", 1)[-1] if source.startswith("sqlite:") else None
@@ -118,7 +130,7 @@ def _window_candles(
             raise MarketDataError(f"market database {file} does not exist")
         database = MarketDatabase(source)
         try:
-            return database.snapshot(candidates, since, start, now=start)
+            return database.snapshot(candidates, since, start, now=known_at)
         finally:
             database.close()
     return load_source(source, file_assets(source), delay, (since, start))  # a long history: only the window
@@ -131,9 +143,11 @@ def resolve(
     delay: pd.Timedelta,
     candidates: list[str],
     instruments: str | None = None,
+    known_at: pd.Timestamp | None = None,
 ) -> list[str]:
     """The assets ``rule`` picks as of ``start``: 'all' every asset of the file trading then, 'top:N' the
     ranking of the file's assets (a database's: of ``candidates``, the assets it records)."""
+    known_at = start if known_at is None else max(known_at, start)
     if rule.count is None:
         assets = file_assets(source)
         trading = trading_assets(assets, source, instruments, start)
@@ -143,13 +157,19 @@ def resolve(
                 f"trading at {start:%Y-%m-%d %H:%M} UTC, as its instruments table says"
             )
         return trading
-    return top_assets(_window_candles(source, start, rule.window, delay, candidates), start, rule)
+    candles = _window_candles(source, start, rule.window, delay, candidates, known_at)
+    return top_assets(candles, start, rule, known_at)
 
 
-def resolve_config(config: SystemConfig, spec: str | None = None) -> SystemConfig:
+def resolve_config(config: SystemConfig, spec: str | None = None, known_at: pd.Timestamp | None = None) -> SystemConfig:
     """``config`` with its universe resolved: from ``spec`` (the --universe option: a list, 'all' or
     'top:N'), else from its ``universe_rule``, else, when it lists no universe, the file's assets
-    ('all'; a database: the bundled list). The list goes to ``universe``, the rule to ``universe_rule``."""
+    ('all'; a database: the bundled list). The list goes to ``universe``, the rule to ``universe_rule``.
+
+    ``known_at``: when the ranking is made, if after the start: a live session begins a few seconds
+    into its first bar, and the candles an ingestion has just backfilled are known only since then
+    (still only those that closed by the start count; the present has no look-ahead). A simulation,
+    and the daily session that every bar run of the day resolves again, rank as of the start."""
     field = "universe" if spec is not None else "universe_rule"
     try:
         parsed = parse_universe(spec) if spec is not None else None
@@ -166,7 +186,7 @@ def resolve_config(config: SystemConfig, spec: str | None = None) -> SystemConfi
         rule = UniverseRule()
     try:
         data = config.market_data
-        assets = resolve(rule, data.source, config.start, data.delay, config.universe, data.instruments)
+        assets = resolve(rule, data.source, config.start, data.delay, config.universe, data.instruments, known_at)
     except ConfigError as error:
         raise ConfigError(str(error).replace("field 'universe'", f"field '{field}'")) from None
     return _with_universe(config, assets, str(rule))

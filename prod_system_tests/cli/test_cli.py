@@ -21,6 +21,8 @@ from prod_system.cli import data as cli_data
 from prod_system.cli import errors as cli_errors
 from prod_system.cli import progress as cli_progress
 from prod_system.data import BUNDLED_CANDLES
+from prod_system.data.market_db import MarketDatabase
+from prod_system.data.universe import quote_volumes
 from prod_system.log_dir import LogDir
 from prod_system.trading.brokers.ccxt_client import binanceusdm_client, symbol_of
 from prod_system_tests.kit.archive import write_bad_archives
@@ -222,6 +224,36 @@ def test_the_rehearsal_trades_from_its_first_bar(tmp_path, snapshot, mode):
     bars = re.findall(r"bar \S+ \S+: traded, (\d+) orders", done.stderr)
     assert len(bars) == 5 and int(bars[0]) > 0, done.stderr[-3000:]
     assert "warm-up: the last 1h of candles ingested" in done.stderr
+
+
+def test_a_live_top_n_ranks_the_hour_before_its_start_from_the_exchange(tmp_path, snapshot):
+    """`run --universe top:3/1h` on an empty database: the ranking hour of the 8 listed assets is
+    ingested first, the session trades the 3 of largest quote volume in it (as the snapshot ranks
+    them), records the rule, and ingests all 8 for the next ranking."""
+    server, url = _exchange_sim(snapshot, "--speed", "60", "--clock", "original")  # the snapshot's own times
+    config = tmp_path / "live.yaml"  # a bar may wait 3 real seconds for its candles on a loaded machine
+    config.write_text("live:\n  data_timeout_seconds: 180\n  poll_seconds: 0.05\n")
+    command = [sys.executable, "-m", "prod_system.cli", "run", "--model", "C1b", "--bar", "1m", "--duration", "2m"]
+    command += ["--root", str(tmp_path / "runs"), "--exchange-url", url, "--speed", "60", "--universe", "top:3/1h"]
+    try:
+        done = subprocess.run(
+            [*command, "--config", str(config)], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        )
+    finally:
+        server.terminate()
+        server.communicate(timeout=10)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (saved,) = (tmp_path / "runs").rglob("system_config.yaml")
+    recorded = yaml.safe_load(saved.read_text())
+    start = pd.Timestamp(recorded["start"])
+    expected = quote_volumes(
+        pd.read_parquet(snapshot), start, pd.Timedelta(hours=1), known_at=start + pd.Timedelta(days=1)
+    )
+    assert recorded["universe_rule"] == "top:3/1h" and recorded["universe"] == list(expected.index[:3])
+    assert f"universe top:3/1h: {','.join(recorded['universe'])}" in done.stderr
+    assert "ingested to rank them" in done.stderr
+    held = MarketDatabase(f"sqlite:///{tmp_path / 'runs' / 'market.db'}").last_bar_ends(list(expected.index))
+    assert all(end is not None and end > start for end in held.values())  # all 8 ingested during the session
 
 
 def test_exchange_sim_without_keys_is_one_clear_line(snapshot):

@@ -48,6 +48,19 @@ def test_a_candle_that_closes_at_the_start_but_is_known_after_it_does_not_count(
     assert top_assets(data, START + pd.Timedelta(seconds=10), UniverseRule(3, DAY))[0] == "DOT"
 
 
+def test_a_live_session_ranks_what_it_knows_when_it_begins_but_never_a_candle_after_its_start(candles):
+    """A session ranks a few seconds into its first bar, on candles its ingestion just backfilled (known
+    only then): those that closed by the start count; one of its own first bar never does."""
+    backfilled = candles.assign(knowledge_ts=START + pd.Timedelta(seconds=20))
+    data = exploded(backfilled, "DOT", START - pd.Timedelta(minutes=1))
+    rule = UniverseRule(3, DAY)
+    with pytest.raises(ConfigError, match="no candle known"):
+        top_assets(data, START, rule)  # as of the start: nothing was recorded yet
+    assert top_assets(data, START, rule, known_at=START + pd.Timedelta(seconds=30))[0] == "DOT"
+    after = exploded(backfilled, "DOT", START)  # DOT's explosion in the session's first minute
+    assert "DOT" not in top_assets(after, START, rule, known_at=START + pd.Timedelta(minutes=5))
+
+
 def test_assets_without_a_candle_in_the_window_are_not_ranked_and_ties_go_by_name(candles):
     window = pd.Timedelta(hours=1)
     data = candles[~((candles["asset"] == "BTC") & (candles["bar_start"] >= START - window))].copy()
