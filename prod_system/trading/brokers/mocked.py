@@ -39,6 +39,7 @@ class MockedBroker(Broker):
         """Fill the orders whose window has ended by now; an order with no visible price expires."""
         now = self.reader.clock.now()
         fills, still_pending, twaps = [], [], {}
+        column = {asset: j for j, asset in enumerate(self.reader.assets)}  # not list.index: 300 x 300 a bar
         for order in self._pending:
             window_end = order["bar_end"] + self.bar
             if window_end > now:
@@ -46,7 +47,7 @@ class MockedBroker(Broker):
                 continue
             if window_end not in twaps:
                 twaps[window_end] = self._twap(window_end)
-            price = float(twaps[window_end][self.reader.assets.index(order["asset"])])
+            price = float(twaps[window_end][column[order["asset"]]])
             if not np.isfinite(price):
                 continue  # no known price in the window: the order expires unfilled
             fills.append(
