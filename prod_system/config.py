@@ -257,6 +257,16 @@ class SystemConfig(_Strict):
         description="'all' or 'top:N[/WINDOW]': the rule that chose `universe` from the market data as of start "
         "(resolved by the CLI and the Dagster resources, recorded here); None: `universe` as listed",
     )
+    universe_daily: bool = Field(
+        default=False,
+        description="with a top:N universe_rule: rank again at each session day's start (00:00 UTC) within the "
+        "run; the run trades the union of the days' lists (`universe`) and an asset outside a day's list gets a "
+        "zero target on that day's bars",
+    )
+    universe_by_day: dict[str, list[str]] | None = Field(
+        default=None,
+        description="written by the run with universe_daily: each session day's top:N (YYYY-MM-DD -> assets)",
+    )
     bar: str = Field(default="5m", description="bar length: the system decides once per bar")
     run_mode: RunMode = RunMode.SIMULATION
     trigger: Trigger = "manual"
@@ -343,6 +353,23 @@ class SystemConfig(_Strict):
         if not isinstance(rule, UniverseRule):
             raise ValueError(f"{value!r} is a list: put it under universe (universe_rule is 'all' or 'top:N')")
         return str(rule)
+
+    @field_validator("universe_by_day")
+    @classmethod
+    def _universe_by_day(cls, value: dict[str, list[str]] | None, info: ValidationInfo) -> dict | None:
+        """Each day a date, its assets among the run's universe (the union of the days' lists)."""
+        if value is None:
+            return None
+        universe = set(info.data.get("universe") or ())
+        for day, assets in value.items():
+            try:
+                pd.Timestamp(day)
+            except ValueError:
+                raise ValueError(f"{day!r} is not a day (YYYY-MM-DD)") from None
+            outside = [asset for asset in assets if asset not in universe]
+            if outside:
+                raise ValueError(f"{day}: {outside} not in universe")
+        return {str(pd.Timestamp(day).date()): list(assets) for day, assets in value.items()}
 
     @model_validator(mode="after")
     def _window(self) -> SystemConfig:

@@ -61,7 +61,7 @@ from prod_system.naming import (
 )
 from prod_system.runs.finish import RunSummary, summarize
 from prod_system.runs.live import BarOutcome, bar_key
-from prod_system.runs.stages import check_coverage
+from prod_system.runs.stages import check_coverage, data_window
 
 DAY = pd.Timedelta(days=1)
 logger = logging.getLogger(__name__)
@@ -139,6 +139,8 @@ def resource_config(config: SystemConfig) -> dict[str, dict]:
         "system": {
             "universe": list(config.universe),
             "universe_rule": config.universe_rule,
+            "universe_daily": config.universe_daily,
+            "universe_by_day": config.universe_by_day,
             "bar": config.bar,
             "portfolio": config.portfolio.model_dump(mode="json", exclude_defaults=True),
             "model_params": {config.model: config.model_params} if config.model_params else {},
@@ -213,7 +215,8 @@ def simulate_with_dagster(
     log_dir = LogDir.for_config(config)
     log_dir.check_free(overwrite)
     resources = resources_for(config)
-    check_coverage(resources["market_data"].candle_store(config.universe), config, dag)  # and warms its cache
+    store = resources["market_data"].candle_store(config.universe, data_window(config, dag))  # and warms its cache
+    check_coverage(store, config, dag)
     job, repository = simulation_job(config.model)
     instance = instance or instance_for(config.log_root)
     tags = {

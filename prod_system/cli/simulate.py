@@ -45,6 +45,13 @@ def _simulation_options(func):
             "largest quote volume over the WINDOW before --start, default 1d; e.g. top:20/7d)  "
             "[default: the snapshot's assets].",
         ),
+        click.option(
+            "--universe-daily",
+            is_flag=True,
+            default=None,
+            help="With --universe top:N: rank again at each session day's start (00:00 UTC); the run trades the "
+            "union of the days' lists, an asset outside a day's list with a zero target that day.",
+        ),
         click.option("--bar", help="Bar length, whole minutes: 1m, 5m, 15m, 1h...  [default: 5m]."),
         click.option(
             "--instruments",
@@ -106,7 +113,8 @@ def _window_line(config, engine: str) -> str:
     help="'dagster': a backfill of the model's assets over whole UTC days (shows up in `dagster dev`); "
     "'core': the pure core, no Dagster, any window.",
 )
-def simulate(config_path, model, market_data, start, end, root, universe, bar, instruments, overwrite, engine) -> None:
+def simulate(config_path, model, market_data, start, end, root, universe, universe_daily, bar, instruments, overwrite,
+             engine) -> None:  # fmt: skip
     """Replay the past through the production system and write its system log dir.
 
     Each bar the model sees only what it could have known then; orders fill on the mocked broker.
@@ -123,7 +131,17 @@ def simulate(config_path, model, market_data, start, end, root, universe, bar, i
     began = time.perf_counter()
     with clear_errors():
         config = _window_config(
-            config_path, model, market_data, start, end, root, universe, bar, instruments, run_mode=RunMode.SIMULATION
+            config_path,
+            model,
+            market_data,
+            start,
+            end,
+            root,
+            universe,
+            bar,
+            instruments,
+            run_mode=RunMode.SIMULATION,
+            universe_daily=universe_daily or None,
         )
         check_writable(config.log_root, "--root")
         load_model(config.model, config.bar_delta, config.model_params)  # a bad model: refused before any output
@@ -147,7 +165,8 @@ def simulate(config_path, model, market_data, start, end, root, universe, bar, i
 
 @click.command("historical-pnl", short_help="Research PnL of a model over a long history, in batch.")
 @_simulation_options
-def historical_pnl(config_path, model, market_data, start, end, root, universe, bar, instruments, overwrite) -> None:
+def historical_pnl(config_path, model, market_data, start, end, root, universe, universe_daily, bar, instruments,
+                   overwrite) -> None:  # fmt: skip
     """Run a model in batch over a long history and write its research portfolio and PnL report.
 
     Writes {root}/{model}/historical_pnl/{start}.{end}/ (the log dir's table layout): the predictions,
@@ -163,7 +182,18 @@ def historical_pnl(config_path, model, market_data, start, end, root, universe, 
     """
     began = time.perf_counter()
     with clear_errors():
-        config = _window_config(config_path, model, market_data, start, end, root, universe, bar, instruments)
+        config = _window_config(
+            config_path,
+            model,
+            market_data,
+            start,
+            end,
+            root,
+            universe,
+            bar,
+            instruments,
+            universe_daily=universe_daily or None,
+        )
         check_writable(config.log_root, "--root")
         load_model(config.model, config.bar_delta, config.model_params)  # a bad model: refused before any output
         _say_universe(config)

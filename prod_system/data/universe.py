@@ -176,20 +176,79 @@ def resolve_config(config: SystemConfig, spec: str | None = None, known_at: pd.T
     except ValueError as error:
         raise ConfigError(f"invalid system config: field 'universe': {error}") from None
     if isinstance(parsed, list):
+        _no_daily(config)
         return _listed(_with_universe(config, parsed, None))
     rule = parsed or (parse_universe(config.universe_rule) if config.universe_rule else None)
+    if rule is None or rule.count is None:
+        _no_daily(config)
+    if config.universe_daily and config.run_mode != "simulation":
+        raise ConfigError(
+            "invalid system config: field 'universe_daily': a live session ranks its top:N at its own start "
+            "(the daily session job: each day); universe_daily ranks again within a simulation"
+        )
     if rule is None:
         if is_database(config.market_data.source):
             return config
         if "universe" in config.model_fields_set:
             return _listed(config)
         rule = UniverseRule()
+    by_day = None
     try:
         data = config.market_data
-        assets = resolve(rule, data.source, config.start, data.delay, config.universe, data.instruments, known_at)
+        if config.universe_daily:
+            by_day = daily_top(rule, data.source, config.start, config.end, data.delay, config.universe)
+            assets = list(dict.fromkeys(asset for day in by_day.values() for asset in day))
+        else:
+            assets = resolve(rule, data.source, config.start, data.delay, config.universe, data.instruments, known_at)
     except ConfigError as error:
         raise ConfigError(str(error).replace("field 'universe'", f"field '{field}'")) from None
-    return _with_universe(config, assets, str(rule))
+    return _with_universe(config, assets, str(rule), by_day)
+
+
+def _no_daily(config: SystemConfig) -> None:
+    if config.universe_daily:
+        raise ConfigError(
+            "invalid system config: field 'universe_daily': it ranks a top:N universe again each day: give "
+            "--universe top:N (or universe_rule: top:N)"
+        )
+
+
+def session_days(start: pd.Timestamp, end: pd.Timestamp) -> pd.DatetimeIndex:
+    """The days whose lists a run's bars use: a bar is decided on the day its end falls in (a bar ending
+    at 00:00 is decided on the new day, after the day's ranking)."""
+    return pd.date_range(start.floor("1D"), end.floor("1D"), freq="1D")
+
+
+def daily_top(
+    rule: UniverseRule,
+    source: str,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    delay: pd.Timedelta,
+    candidates: list[str],
+) -> dict[str, list[str]]:
+    """Each session day's top:N (YYYY-MM-DD -> assets), ranked at the day's start (the run's start on
+    its first day) on the candles known then: a day's list never sees that day."""
+    days = session_days(start, end)
+    if is_database(source):
+        return {f"{day.date()}": resolve(rule, source, max(day, start), delay, candidates) for day in days}
+    candles = load_source(source, file_assets(source), delay, (days[0] - rule.window, end))
+    return {f"{day.date()}": top_assets(candles, max(day, start), rule) for day in days}
+
+
+def day_of_bar(bar_end: pd.Series) -> pd.Series:
+    """The session day (YYYY-MM-DD) whose list a bar uses (see ``session_days``)."""
+    return bar_end.dt.floor("1D").dt.strftime("%Y-%m-%d")
+
+
+def outside_the_days_universe(config: SystemConfig, predictions: pd.DataFrame) -> pd.Series:
+    """Per row of a predictions table (bar_end, asset), whether the asset is outside its bar's day's
+    list (``universe_by_day``): its prediction becomes 0, a zero target that closes its position."""
+    if not config.universe_by_day:
+        return pd.Series(False, index=predictions.index)
+    members = {(day, asset) for day, assets in config.universe_by_day.items() for asset in assets}
+    keys = zip(day_of_bar(pd.to_datetime(predictions["bar_end"], utc=True)), predictions["asset"], strict=True)
+    return pd.Series([key not in members for key in keys], index=predictions.index)
 
 
 def _listed(config: SystemConfig) -> SystemConfig:
@@ -213,7 +272,9 @@ def _abridged(assets: list[str], shown: int = 12) -> str:
     return ",".join(assets[:shown]) + more
 
 
-def _with_universe(config: SystemConfig, assets: list[str], rule: str | None) -> SystemConfig:
+def _with_universe(
+    config: SystemConfig, assets: list[str], rule: str | None, by_day: dict[str, list[str]] | None = None
+) -> SystemConfig:
     data = config.model_dump()
-    data.update(universe=assets, universe_rule=rule)
+    data.update(universe=assets, universe_rule=rule, universe_by_day=by_day)
     return build_config(data)

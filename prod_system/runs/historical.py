@@ -27,7 +27,7 @@ from prod_system.log_dir import LogDir
 from prod_system.models.dag import load_model, run_batch
 from prod_system.naming import model_folder
 from prod_system.runs.finish import finish_run, summarize
-from prod_system.runs.stages import Progress, load_store, predictions_table
+from prod_system.runs.stages import Progress, in_the_days_universe, load_store, predictions_table
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def historical_pnl(
         predictions.append(predictions_table(dag, run_batch(dag, candles, chunk_bars)))
         if progress:
             progress("model", first + len(chunk_bars), len(bars))
-    predictions = pd.concat(predictions, ignore_index=True)
+    predictions = in_the_days_universe(config, pd.concat(predictions, ignore_index=True))
     research = research_portfolio(config, predictions, store, bars)
     if progress:
         progress("research", len(bars), len(bars))

@@ -28,6 +28,7 @@ from prod_system.config import SystemConfig
 from prod_system.data.data_guard import DataGuard, quality_frame
 from prod_system.data.market_data import CandleStore, MarketDataReader, interval_name
 from prod_system.data.sources import load_source
+from prod_system.data.universe import outside_the_days_universe
 from prod_system.errors import MarketDataError
 from prod_system.log_dir import LogDir
 from prod_system.models.dag import Dag, DagOutputs, run_streaming
@@ -44,19 +45,32 @@ Progress = Callable[[str, int, int], None]
 
 
 def load_store(config: SystemConfig, dag: Dag) -> CandleStore:
-    """Load the market data of the run and check it covers the window (with the model's warm-up).
+    """Load the market data of the run and check it covers the window (with the model's warm-up)."""
+    candles = load_window(
+        config.market_data.source, config.universe, config.market_data.delay, data_window(config, dag)
+    )
+    return check_coverage(CandleStore(candles, config.universe), config, dag)
 
-    Only the window's candles and the history before it that the model and the data guard read are
-    asked for: a partitioned snapshot or the archive reads those months alone, however long it is."""
-    source = config.market_data.source
-    since = config.start - max(dag.lookback, data_guard_for(config).window)
-    snapshot = load_source(source, config.universe, config.market_data.delay, (since, config.end))
-    if snapshot.empty:
+
+def data_window(config: SystemConfig, dag: Dag) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The candles a run reads: its window and the history before it that the model (its warm-up)
+    and the data guard read. A partitioned snapshot or the archive reads those months alone, however
+    long it is (the core simulation, historical-pnl and the Dagster simulation all ask for this)."""
+    return config.start - max(dag.lookback, data_guard_for(config).window), config.end
+
+
+def load_window(
+    source: str, universe: list[str], delay: pd.Timedelta, window: tuple[pd.Timestamp, pd.Timestamp]
+) -> pd.DataFrame:
+    """``load_source`` over a run's ``data_window``; nothing there is one line saying so."""
+    candles = load_source(source, universe, delay, window)
+    if candles.empty:
+        since, end = window
         raise MarketDataError(
             f"market data {source} has no candles from {since:%Y-%m-%d %H:%M} (the model's warm-up) to the "
-            f"run's end {config.end:%Y-%m-%d %H:%M} UTC: it lies outside the run's window"
+            f"run's end {end:%Y-%m-%d %H:%M} UTC: it lies outside the run's window"
         )
-    return check_coverage(CandleStore(snapshot, config.universe), config, dag)
+    return candles
 
 
 def check_coverage(store: CandleStore, config: SystemConfig, dag: Dag) -> CandleStore:
@@ -160,6 +174,7 @@ def guard_predictions(
     """The data guard over a replay: each bar checked on what was visible at its decision time; an
     asset flagged on a bar loses its prediction there (no target: not traded, holdings kept). Returns
     the guarded predictions and the ``data_quality`` table, and logs what it found."""
+    predictions = in_the_days_universe(config, predictions)
     guard = data_guard_for(config)
     delay = config.market_data.delay
     issues = [guard.check(bar_end, store.visible(bar_end + delay, bar_end - guard.window, bar_end)) for bar_end in bars]
@@ -173,6 +188,17 @@ def guard_predictions(
     guarded = predictions.copy()
     guarded.loc[mask, "prediction"] = np.nan
     return guarded, quality
+
+
+def in_the_days_universe(config: SystemConfig, predictions: pd.DataFrame) -> pd.DataFrame:
+    """A universe ranked again each day (``universe_daily``): an asset outside its bar's day's list
+    predicts 0 there, a zero target that closes its position (the run trades the union of the lists)."""
+    outside = outside_the_days_universe(config, predictions)
+    if not outside.any():
+        return predictions
+    ranked = predictions.copy()
+    ranked.loc[outside.to_numpy(), "prediction"] = 0.0
+    return ranked
 
 
 def log_data_quality(log: logging.Logger, quality: pd.DataFrame, anomalies: pd.DataFrame | None = None) -> None:

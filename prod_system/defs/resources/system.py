@@ -46,6 +46,12 @@ class SystemResource(ConfigurableResource):
         description="'all' or 'top:N[/WINDOW]': the universe chosen from the market data as of the run's start "
         "(a live session: each day's start, from the database's candles before it)",
     )
+    universe_daily: bool = Field(
+        default=False, description="a simulation's top:N ranked again at each session day's start (universe_daily)"
+    )
+    universe_by_day: dict[str, list[str]] | None = Field(
+        default=None, description="each day's list of a universe ranked daily, as the CLI resolved it"
+    )
     bar: str = Field(default="5m", description="bar length")
     portfolio: dict[str, Any] = Field(default_factory=dict, description="portfolio section of the system config")
     model_params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="model name -> parameters")
@@ -111,6 +117,8 @@ class SystemResource(ConfigurableResource):
                 "model_params": self.model_params.get(model, {}),
                 **listed,
                 "universe_rule": self.universe_rule,
+                "universe_daily": self.universe_daily,
+                "universe_by_day": self.universe_by_day,
                 "bar": bar or self.bar,
                 "run_mode": run_mode,
                 "trigger": trigger,

@@ -8,11 +8,14 @@ import json
 
 import pandas as pd
 
+from prod_system.cli.launch import resources_for
 from prod_system.data.market_data import write_snapshot
 from prod_system.data.market_db import MarketDatabase
+from prod_system.data.universe import resolve_config
 from prod_system.defs.resources import BrokerResource, LogDirResource, MarketDataResource, SystemResource
 from prod_system.defs.resources.live import LiveResource
 from prod_system.log_dir import LogDir
+from prod_system_tests.kit.data import sim_config
 
 DAY = pd.Timestamp("2023-07-21", tz="UTC")
 
@@ -72,3 +75,17 @@ def test_a_live_top_n_is_evaluated_again_at_each_days_start(tmp_path, candles):
     assert kept.universe == [*second.universe, dropped]
     listed = live.session_config(SystemResource(universe=assets), str(tmp_path), "C1b", "paper_trading", DAY)
     assert listed.universe == assets  # a listed universe is left as it is
+
+
+def test_the_cli_passes_a_daily_universe_to_every_step(tmp_path, candles):
+    """What `simulate --universe top:3 --universe-daily` resolved reaches the assets' configs as it is."""
+    path = write_snapshot(candles, tmp_path / "s.parquet")
+    config = sim_config(path, tmp_path, end="2023-07-23T00:00:00Z", universe_daily=True)
+    resolved = resolve_config(config, "top:3/1d")
+    resources = resources_for(resolved)
+    stepped = resources["system"].config_for(
+        "C1b", "simulation", resolved.start, resolved.end, "manual", resources["market_data"],
+        resources["broker"], resources["log_dir"],
+    )  # fmt: skip
+    assert stepped.universe_by_day == resolved.universe_by_day and stepped.universe == resolved.universe
+    assert stepped.universe_daily and stepped.universe_rule == "top:3/1d"
