@@ -72,6 +72,7 @@ from prod_system.naming import (
 )
 from prod_system.runs.finish import RunSummary, finish_run
 from prod_system.runs.stages import (
+    data_window,
     guard_predictions,
     logger,
     predictions_table,
@@ -161,7 +162,7 @@ class _Run:
         self.context = context
 
     def store(self):
-        return self.market_data.candle_store(self.config.universe)
+        return self.market_data.candle_store(self.config.universe, data_window(self.config, self.dag))
 
     def progress(self, stage: str, done: int, total: int) -> None:
         progress.report(stage, done, total)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+import pandas as pd
 from dagster import ConfigurableResource
 from pydantic import Field
 
@@ -12,6 +13,7 @@ from prod_system.common.timeutil import parse_duration
 from prod_system.data import BUNDLED_CANDLES
 from prod_system.data.market_data import CandleStore
 from prod_system.data.sources import load_source
+from prod_system.runs.stages import load_window
 
 
 class MarketDataResource(ConfigurableResource):
@@ -23,9 +25,11 @@ class MarketDataResource(ConfigurableResource):
         default=None, description="the exchange's rules file (None: the snapshot's embedded table, else the bundled)"
     )
 
-    def candle_store(self, universe: list[str]) -> CandleStore:
-        """The candles of ``universe``, loaded once per process (and again if the source changes)."""
-        return _cached_store(self.source, tuple(universe), self.knowledge_delay, _source_stamp(self.source))
+    def candle_store(self, universe: list[str], window: tuple[pd.Timestamp, pd.Timestamp] | None = None) -> CandleStore:
+        """The candles of ``universe`` (only ``window``'s, a run's ``data_window``, from a source that
+        reads by window), loaded once per process (and again if the source changes)."""
+        stamp = _source_stamp(self.source)
+        return _cached_store(self.source, tuple(universe), self.knowledge_delay, stamp, window)
 
 
 def _source_stamp(source: str) -> float:
@@ -39,6 +43,11 @@ def _source_stamp(source: str) -> float:
 
 
 @lru_cache(maxsize=4)
-def _cached_store(source: str, universe: tuple[str, ...], delay: str, stamp: float) -> CandleStore:
-    snapshot = load_source(source, list(universe), parse_duration(delay))
+def _cached_store(
+    source: str, universe: tuple[str, ...], delay: str, stamp: float, window: tuple[pd.Timestamp, pd.Timestamp] | None
+) -> CandleStore:
+    if window is None:
+        snapshot = load_source(source, list(universe), parse_duration(delay))
+    else:
+        snapshot = load_window(source, list(universe), parse_duration(delay), window)
     return CandleStore(snapshot, list(universe))
