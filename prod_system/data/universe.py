@@ -16,6 +16,9 @@ as of the run's start, and recorded beside it (``universe_rule``):
   summed over the candles that opened in the WINDOW before the start and were known at the start
   (``knowledge_ts <= start``): no candle of the run's own window, nor one revised later, can move
   an asset in or out. Ties go by name; an asset without any candle in the window is not ranked.
+  A live session ranks when it begins, on what it knows then, but still only the candles closed by
+  its start. With ``universe_daily`` a simulation ranks again at each session day's start
+  (``daily_top``): it trades the union, and an asset outside its bar's day's list predicts 0.
 
 Without a universe (no list, no rule), a simulation over a file trades the file's assets ('all'); one
 over the database, the bundled list.
@@ -29,6 +32,7 @@ import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from prod_system.common.timeutil import format_duration
 from prod_system.config import ARCHIVE_SOURCE, SystemConfig, UniverseRule, build_config, is_database, parse_universe
 from prod_system.data.binance_archive import archive_assets
 from prod_system.data.instruments import known_instruments
@@ -65,13 +69,14 @@ def top_assets(
     if volumes.empty:
         raise ConfigError(
             f"invalid system config: field 'universe': {rule}: no candle known at {start:%Y-%m-%d %H:%M} UTC "
-            f"opened in the {rule.window} before it, to rank the assets by"
+            f"opened in the {format_duration(rule.window)} before it, to rank the assets by"
         )
     return list(volumes.index[: rule.count])
 
 
 def file_assets(source: str) -> list[str]:
-    """The assets of a snapshot file (its assets column only) or a csv folder, by name."""
+    """The assets of a snapshot (its assets column only; a partitioned one's months), a csv folder or an
+    archive folder (its files' names), by name."""
     if is_database(source):
         raise ConfigError(
             f"invalid system config: field 'universe': 'all' needs a snapshot file or a csv folder; the market "
