@@ -69,7 +69,8 @@ from prod_system.models.dag import load_model
     "--ingest/--no-ingest",
     default=True,
     show_default=True,
-    help="Fetch the candles into the database in this process (--no-ingest: another process does).",
+    help="Fetch the candles into the database in this process, the model's lookback first (--no-ingest: "
+    "another process does).",
 )
 @click.option(
     "--trigger",
@@ -90,8 +91,9 @@ def run(config_path, model, run_mode, duration, root, bar, universe, database, i
         trigger, speed) -> None:  # fmt: skip
     """Trade live, bar after bar, on the real clock: paper_trading (mocked fills) or prod (orders via ccxt).
 
-    Each bar waits for every asset's candle in the real-time market database, runs the model, sizes the
-    targets and sends the orders; everything goes to the session's system log dir, one line per bar to
+    With --ingest it first backfills the model's lookback from the exchange (the warm-up), so the first
+    bar trades. Each bar waits for every asset's candle in the real-time market database, runs the
+    model, sizes the targets and sends the orders; everything goes to the session's system log dir, one line per bar to
     stderr. Killed and started again with the same options, the session resumes from its persisted
     state without sending any order twice. API keys (prod) come from the environment variables named
     in the config (BINANCE_API_KEY and BINANCE_API_SECRET by default). Ctrl-C stops it (exit 130).
