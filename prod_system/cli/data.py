@@ -16,6 +16,7 @@ from prod_system.data import BUNDLED_CANDLES
 from prod_system.data.instruments import SNAPSHOT_KEY, known_instruments, missing_rules_message
 from prod_system.data.market_data import (
     month_windows,
+    replaceable_snapshot,
     same_interval,
     screen_for_snapshot,
     select_window,
@@ -162,6 +163,10 @@ def dump_market_data(
     if Path(out).suffix != ".parquet":
         fail(f"--out {out}: a snapshot is a .parquet file", f"e.g. --out {Path(out).with_suffix('.parquet').name}")
     check_writable(Path(out).parent, "--out")
+    try:
+        replaceable_snapshot(out)
+    except MarketDataError as error:
+        fail(str(error), "give --out a new path, or that of a snapshot to replace")
     download = _download(source, assets, begin, finish, Path(out)) if _from_exchange(source) else None
     metadata = _instruments_metadata(assets, source, instruments)
     progress = Progress(unit="assets")

@@ -382,6 +382,15 @@ def _snapshot_table(frame: pd.DataFrame, metadata: dict[str, str] | None) -> pa.
     return table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
 
 
+def replaceable_snapshot(path: str | Path) -> Path:
+    """``path``, unless writing a snapshot there would replace a folder that is not a snapshot (a
+    partitioned snapshot is replaced whole: any other folder is the user's, never deleted)."""
+    path = Path(path)
+    if path.is_dir() and not is_partitioned_snapshot(path) and any(path.iterdir()):
+        raise MarketDataError(f"{path} is a folder but not a snapshot: it is not replaced by one")
+    return path
+
+
 def write_snapshot(candles: pd.DataFrame, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Write a snapshot atomically (a crash never leaves half a file under the final name): one file,
     or, for candles of several calendar months, a folder of one file per month (``write_snapshot_months``).
@@ -389,7 +398,7 @@ def write_snapshot(candles: pd.DataFrame, path: str | Path, metadata: dict[str, 
     ``metadata`` (name -> text, e.g. the instruments the candles trade under) travels inside the
     file (each month's), so it cannot be separated from its candles; ``read_snapshot_metadata`` gives it back.
     """
-    path = Path(path)
+    path = replaceable_snapshot(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     frame = normalize_snapshot(candles)
     months = _month_key(frame)
@@ -407,7 +416,7 @@ def write_snapshot_months(
     order, each month in one piece), one piece in memory at a time. The folder appears whole, under
     its final name, once every month is written; any failure (bad candles in a later month, a full
     disk, Ctrl-C) leaves ``path`` as it was."""
-    path = Path(path)
+    path = replaceable_snapshot(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(folder: Path) -> None:

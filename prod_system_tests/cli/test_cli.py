@@ -370,6 +370,7 @@ BAD_INPUTS = [
             ("interval-not-the-name's", "arch-interval", "the name says 1m candles but the data's are 5m"),
         ]
     ],
+    ("dump-out-a-folder", [*DUMP, "--out", "notes.parquet"], 2, "notes.parquet is a folder but not a snapshot"),
     (
         "dump-archive-corrupt-in-a-later-month",
         [

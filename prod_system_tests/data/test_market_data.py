@@ -175,3 +175,8 @@ def test_a_partitioned_snapshot_is_written_whole_or_not_at_all(tmp_path, candles
     (tmp_path / "folder").mkdir()
     with pytest.raises(MarketDataError, match="not a snapshot partitioned by month"):
         read_snapshot(tmp_path / "folder")
+    (tmp_path / "folder" / "mine.txt").write_text("a user's folder")
+    for write in (write_snapshot, lambda frame, path: write_snapshot_months([frame], path)):
+        with pytest.raises(MarketDataError, match="is a folder but not a snapshot"):
+            write(moved, tmp_path / "folder")
+    assert [p.name for p in (tmp_path / "folder").iterdir()] == ["mine.txt"]

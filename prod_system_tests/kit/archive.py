@@ -101,7 +101,10 @@ def write_bad_archives(root: Path) -> None:
     (the bad-input table's dump windows): ``arch-corrupt`` (a zip cut short), ``arch-checksum`` (a zip
     its .CHECKSUM does not match), ``arch-11-columns``, ``arch-bad-name`` (a zip whose name does not
     parse), ``arch-empty`` (no zip at all), ``arch-interval`` (5-minute candles in a file named 1m),
-    ``arch-late-corrupt`` (July whole, August's file cut short: fails after July is written)."""
+    ``arch-late-corrupt`` (July whole, August's file cut short: fails after July is written); and
+    ``notes.parquet``, a folder of the user's that no snapshot may replace."""
+    (root / "notes.parquet").mkdir()
+    (root / "notes.parquet" / "mine.txt").write_text("not a snapshot\n")
     candles = hour_of_candles()
     good = kline_csv(candles, pd.Timedelta(minutes=1))
     cut = write_zip(archive_path(root / "arch-corrupt", "BTCUSDT", "1m", "2023-07"), good, checksum=False)
