@@ -68,7 +68,7 @@ def start_exchange(snapshot: Path) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "EXCHANGE_API_KEY": KEY, "EXCHANGE_API_SECRET": SECRET}
     command = [sys.executable, "-m", "prod_system.exchange", "--market-data", f"parquet:{snapshot}"]
     server = subprocess.Popen(
-        [*command, "--port", str(port), "--clock", "manual"],
+        [*command, "--port", str(port), "--clock", "manual", "--history", "0m"],  # the bars drive it from START
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
