@@ -145,7 +145,10 @@ def test_a_file_that_is_not_json_or_not_there_is_one_line(tmp_path):
 def test_the_bundled_rules_say_where_they_come_from():
     table = bundled_instruments()
     assert sorted(table.rules) == sorted(["BTC", "ETH", "SOL", "BNB", "XRP", "DOGE", "DOT", "MATIC"])
-    assert "not a fetched exchangeInfo" in table.source and "prod-system instruments" in table.source
+    assert "ccxt/ccxt" in table.source and "no dated Binance source" in table.source  # where each row comes from
+    assert "prod-system instruments" in table.source
+    btc = table.rules["BTC"]  # Binance's BTCUSDT as that source has it
+    assert (str(btc.min_price), str(btc.max_qty), str(btc.market_max_qty)) == ("556.8", "1000", "120")
     assert all(rules.brackets for rules in table.rules.values())
 
 

@@ -266,9 +266,11 @@ def test_quantities_off_the_lot_step_and_prices_off_the_tick_are_refused(client,
 
 
 def test_margin_beyond_the_balance_is_insufficient(client, candles):
-    too_much = round(1_000_000 * 20 / last_close(candles, "BTC", NOW) * 1.01, 3)
+    """A limit order at the last price: a market one this size is over BTCUSDT's MARKET_LOT_SIZE (-4005)."""
+    price = last_close(candles, "BTC", NOW)
+    too_much = round(1_000_000 * 20 / price * 1.01, 3)
     with pytest.raises(ccxt.InsufficientFunds, match="-2019"):
-        client.create_order(BTC, "market", "buy", too_much)
+        client.create_order(BTC, "limit", "buy", too_much, price)
 
 
 def test_round_trip_accounting_is_exact(exchange, client, candles):
