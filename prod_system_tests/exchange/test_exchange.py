@@ -484,3 +484,17 @@ def test_the_entry_point_rejects_bad_input_with_one_line(args, message):
     done = _run_entry_point(*args)
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and message in done.stderr
+
+
+def test_a_restart_keeps_the_history_it_started_with(tmp_path, snapshot):
+    """A shifted exchange with a day of history, restarted on its state file: the same market (the
+    same candle opens at the same time); restarted with another history: refused in one message."""
+    state = tmp_path / "state.json"
+    day = pd.Timedelta(days=1)
+    with LocalExchange(f"parquet:{snapshot}", clock="shifted", history=day, state_path=state) as exchange:
+        first_open, shift = exchange.engine.market.first_open_ms, exchange.engine.market.shift_ms
+        assert exchange.engine.market.price("BTC", exchange.engine.now_ms()) is not None  # prices at once
+    with LocalExchange(f"parquet:{snapshot}", clock="shifted", history=day, state_path=state) as again:
+        assert (again.engine.market.first_open_ms, again.engine.market.shift_ms) == (first_open, shift)
+    with pytest.raises(ValueError, match="1440 minutes of history, not 0: use the same --history"):
+        LocalExchange(f"parquet:{snapshot}", clock="shifted", state_path=state)
