@@ -73,8 +73,13 @@ def test_a_fetch_without_keys_writes_the_rules_and_says_the_brackets_were_not_fe
     assert all(rules.brackets is None for rules in table.rules.values())
 
 
-def test_a_simulation_of_assets_not_shipped_runs_on_the_fetched_rules(tmp_path, others, fetched):
-    simulate = ["simulate", "--engine", "core", "--model", "C1b", "--market-data", str(others), *WINDOW]
+@pytest.mark.parametrize(
+    ("engine", "window"),
+    [("core", WINDOW), ("dagster", ["--start", "2023-07-21T00:00:00Z", "--end", "2023-07-22T00:00:00Z"])],
+)
+def test_a_simulation_of_assets_not_shipped_runs_on_the_fetched_rules(tmp_path, others, fetched, engine, window):
+    """Both engines: the Dagster one takes the file through its market-data resource."""
+    simulate = ["simulate", "--engine", engine, "--model", "C1b", "--market-data", str(others), *window]
     refused = cli(*simulate, "--root", str(tmp_path / "refused"))
     assert refused.returncode == 2 and NO_RULES in _one_error(refused)
     assert not (tmp_path / "refused").exists()
