@@ -120,7 +120,9 @@ def main() -> None:
     parser.add_argument("--assets", type=int, default=50)
     parser.add_argument("--months", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
+    parser.add_argument(
+        "--keep", type=Path, help="work in this folder and keep it (default: a temporary one); its archive is reused"
+    )
     args = parser.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="snapshot_scale."))
     work.mkdir(parents=True, exist_ok=True)
@@ -128,9 +130,11 @@ def main() -> None:
     universe = [f"A{number:02d}" for number in range(args.assets)]
     end = FIRST + pd.DateOffset(months=args.months)
     try:
-        began = time.perf_counter()
-        rows, size = write_archive(archive, args.assets, args.months)
-        print(f"archive: {rows:,} candles in {size / 1e6:.0f} MB of monthly zips ({time.perf_counter() - began:.0f} s)")
+        if not archive.is_dir():  # with --keep, a second run reuses the archive of the first
+            began = time.perf_counter()
+            rows, size = write_archive(archive, args.assets, args.months)
+            seconds = time.perf_counter() - began
+            print(f"archive: {rows:,} candles in {size / 1e6:.0f} MB of monthly zips ({seconds:.0f} s)")
         command = [
             *[sys.executable, "-m", "prod_system.cli", "dump-market-data", "--source", f"binance-archive:{archive}"],
             *["--universe", ",".join(universe), "--start", f"{FIRST:%Y-%m-%dT%H:%M:%SZ}"],
@@ -139,7 +143,8 @@ def main() -> None:
         began = time.perf_counter()
         done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
         dump_s = time.perf_counter() - began
-        dump_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the first child: the dump
+        child = resource.getrusage(resource.RUSAGE_CHILDREN)  # the first child: the dump
+        dump_rss, dump_cpu = child.ru_maxrss / 1024, child.ru_utime + child.ru_stime
         if done.returncode != 0:
             sys.exit(f"dump failed: {done.stderr}")
         print(done.stdout.strip())
@@ -157,7 +162,7 @@ def main() -> None:
         median = float(np.median(load["load_s"]))
         with_store = float(np.median(load["load_and_store_s"]))
         print(
-            f"dump: {dump_s:.1f} s, peak RSS {dump_rss:,.0f} MB; "
+            f"dump: {dump_s:.1f} s ({dump_cpu:.1f} s CPU), peak RSS {dump_rss:,.0f} MB; "
             f"snapshot: {len(parts)} month files, {snapshot_mb:.0f} MB\n"
             f"one day's window ({load['rows']:,} candles, {load_day:%Y-%m-%d}): load {median:.3f} s, "
             f"load + CandleStore {with_store:.3f} s (medians of {args.repeats}); "
