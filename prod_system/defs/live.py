@@ -1,7 +1,8 @@
 """Live assets (thin: the core's ingestion and live session do the work).
 
 - ``market_data/candles_1m``: each run ingests the universe's latest closed candles into the
-  real-time market database (a schedule runs it every minute); four asset checks guard it.
+  real-time market database (a schedule runs it every minute), reaching back the live models'
+  longest warm-up when the database lacks it; asset checks guard it.
 - ``[model, paper_trading|prod, bar]``: one partition per bar (dynamic: the sensor adds each bar
   when it requests its run); a run trades exactly that bar in the day's scheduled session, whose log dir is
   ``{root}/{model}/{mode}/scheduled/{day}.{day+1}/system_log_dir``.
@@ -46,10 +47,13 @@ from dagster import (
 from prod_system.common.clock import RealClock
 from prod_system.config import RunMode
 from prod_system.data import market_checks
+from prod_system.data.data_guard import DataGuard
 from prod_system.data.market_db import MarketDatabase
 from prod_system.defs.resources import LogDirResource, SystemResource
 from prod_system.defs.resources.live import LiveResource
+from prod_system.errors import ModelError
 from prod_system.log_dir import LogDir
+from prod_system.models.dag import load_model
 from prod_system.naming import (
     CANDLES_PATH,
     INGESTION_JOB,
@@ -67,8 +71,8 @@ from prod_system.naming import (
     session_schedule_name,
     session_tag_value,
 )
-from prod_system.runs.ingestion import Ingestor
-from prod_system.runs.live import BarOutcome, LiveSession, bar_key, due_bar, parse_bar_key
+from prod_system.runs.ingestion import BACKFILL, Ingestor
+from prod_system.runs.live import BarOutcome, LiveSession, bar_key, due_bar, parse_bar_key, warm_up_of
 from prod_system.runs.stages import broker_factory_for
 
 CANDLES_KEY = AssetKey(CANDLES_PATH)
@@ -80,60 +84,84 @@ def bar_partitions(model: str, mode: str) -> DynamicPartitionsDefinition:
     return DynamicPartitionsDefinition(name=bar_partitions_name(model, mode))
 
 
-@asset(
-    key=CANDLES_KEY,
-    group_name=MARKET_DATA_GROUP,
-    description="The universe's 1-minute candles in the real-time market database (PostgreSQL or SQLite): each "
-    "run fetches the latest closed candles through ccxt and upserts them with their knowledge time (when "
-    "written); never a candle still open; revisions kept. Scheduled every minute.",
-    kinds={"postgres", "sqlite"},
-    owners=["team:data"],
-    tags={"stage": "market_data"},
-    check_specs=[
-        AssetCheckSpec(name, asset=CANDLES_KEY, description=text)
-        for name, text in (
-            ("no_missing_bars", "every asset has every minute of the last hour"),
-            ("not_stale", "every asset's last candle closed within the live data timeout"),
-            ("no_duplicates", "one candle per (asset, minute)"),
-            ("valid_prices", "prices positive and finite, high >= low, open and close within [low, high]"),
-            ("no_price_jumps", "no close more than 50% away from the minute before (the data guard does not trade it)"),
-        )
-    ],
-)
-def candles_1m(context: AssetExecutionContext, live: LiveResource, system: SystemResource):
-    clock = RealClock()
-    database = MarketDatabase(live.database)
-    assets = system.listed(live.database)
-    ingestor = Ingestor(database, assets, clock, live.exchange_url)
-    try:
-        report = ingestor.ingest_once()
-        now = clock.now()
-        window_end = now.floor("1min")
-        candles = database.snapshot(assets, window_end - CHECKED_WINDOW, window_end)
-    finally:
-        ingestor.close()
-        database.close()
-    last = candles["bar_end"].max() if len(candles) else None
-    yield MaterializeResult(
-        metadata={
-            "new": report.result.new,
-            "revised": report.result.revised,
-            "unchanged": report.result.unchanged,
-            "failed_assets": MetadataValue.json(report.failed),
-            "last_bar_end": str(last),
-            "seconds": report.seconds,
-            "database": live.database.split("@")[-1],  # host and database, never credentials
-        }
+def ingestion_backfill(models: list[str], live: LiveResource, system: SystemResource) -> pd.Timedelta:
+    """How far back an ingestion pass reaches: the longest warm-up of the live models on the live bar
+    (their lookback, or the data guard's window), at least BACKFILL: a bar run's first bar then decides
+    on a full window. A model that does not load is left out (its bar runs fail with the reason)."""
+    spans = [BACKFILL]
+    for model in models:
+        try:
+            dag = load_model(model, live.bar_delta, system.model_params.get(model, {}))
+        except ModelError:
+            continue
+        spans.append(warm_up_of(dag, DataGuard(live.bar_delta)))
+    return max(spans)
+
+
+def build_candles_asset(models: list[str]):
+    """The ingestion asset; its backfill is the live models' longest warm-up (``ingestion_backfill``)."""
+
+    @asset(
+        key=CANDLES_KEY,
+        group_name=MARKET_DATA_GROUP,
+        description="The universe's 1-minute candles in the real-time market database (PostgreSQL or SQLite): each "
+        "run fetches the latest closed candles through ccxt and upserts them with their knowledge time (when "
+        "written); never a candle still open; revisions kept. Scheduled every minute.",
+        kinds={"postgres", "sqlite"},
+        owners=["team:data"],
+        tags={"stage": "market_data"},
+        check_specs=[
+            AssetCheckSpec(name, asset=CANDLES_KEY, description=text)
+            for name, text in (
+                ("no_missing_bars", "every asset has every minute of the last hour"),
+                ("not_stale", "every asset's last candle closed within the live data timeout"),
+                ("no_duplicates", "one candle per (asset, minute)"),
+                ("valid_prices", "prices positive and finite, high >= low, open and close within [low, high]"),
+                (
+                    "no_price_jumps",
+                    "no close more than 50% away from the minute before (the data guard does not trade it)",
+                ),
+            )
+        ],
     )
-    stale_after = pd.Timedelta(seconds=live.data_timeout_seconds) + pd.Timedelta(minutes=1)
-    for result in market_checks.run_all(candles, assets, window_end - CHECKED_WINDOW, window_end, now, stale_after):
-        yield AssetCheckResult(
-            check_name=result.name,
-            passed=result.passed,
-            severity=SEVERITY.get(result.name, AssetCheckSeverity.ERROR),
-            description=result.description,
-            metadata={"count": result.count, "examples": MetadataValue.json(result.examples)},
+    def candles_1m(context: AssetExecutionContext, live: LiveResource, system: SystemResource):
+        clock = RealClock()
+        database = MarketDatabase(live.database)
+        assets = system.listed(live.database)
+        ingestor = Ingestor(
+            database, assets, clock, live.exchange_url, backfill=ingestion_backfill(models, live, system)
         )
+        try:
+            report = ingestor.ingest_once()
+            now = clock.now()
+            window_end = now.floor("1min")
+            candles = database.snapshot(assets, window_end - CHECKED_WINDOW, window_end)
+        finally:
+            ingestor.close()
+            database.close()
+        last = candles["bar_end"].max() if len(candles) else None
+        yield MaterializeResult(
+            metadata={
+                "new": report.result.new,
+                "revised": report.result.revised,
+                "unchanged": report.result.unchanged,
+                "failed_assets": MetadataValue.json(report.failed),
+                "last_bar_end": str(last),
+                "seconds": report.seconds,
+                "database": live.database.split("@")[-1],  # host and database, never credentials
+            }
+        )
+        stale_after = pd.Timedelta(seconds=live.data_timeout_seconds) + pd.Timedelta(minutes=1)
+        for result in market_checks.run_all(candles, assets, window_end - CHECKED_WINDOW, window_end, now, stale_after):
+            yield AssetCheckResult(
+                check_name=result.name,
+                passed=result.passed,
+                severity=SEVERITY.get(result.name, AssetCheckSeverity.ERROR),
+                description=result.description,
+                metadata={"count": result.count, "examples": MetadataValue.json(result.examples)},
+            )
+
+    return candles_1m
 
 
 def build_live_assets(model: str, mode: str):
@@ -313,7 +341,7 @@ def live_definitions(models: list[str]) -> Definitions:
     live = [(model, mode) for model in models for mode in RunMode.live()]
     sessions = {(model, mode): build_session_job(model, mode) for model, mode in live}
     return Definitions(
-        assets=[candles_1m, *(build_live_assets(model, mode) for model, mode in live)],
+        assets=[build_candles_asset(models), *(build_live_assets(model, mode) for model, mode in live)],
         jobs=[ingestion, *sessions.values()],
         schedules=[every_minute, *(_daily(job, model, mode) for (model, mode), job in sessions.items())],
         sensors=[build_bar_sensor(model, mode) for model, mode in live],

@@ -29,6 +29,7 @@ import pandas as pd
 from prod_system.common.clock import Clock
 from prod_system.common.timeutil import bar_ends, compact
 from prod_system.config import RunMode, SystemConfig, build_config, load_config
+from prod_system.data.data_guard import DataGuard
 from prod_system.data.instruments import LOG_DIR_FILE, resolve_instruments
 from prod_system.data.market_data import CANDLE, Candles, CandleStore, MarketDataReader
 from prod_system.data.market_db import MarketDatabase
@@ -140,6 +141,12 @@ def due_bar(
     return closed, "complete" if not absent else f"timeout: {', '.join(absent)} missing"
 
 
+def warm_up_of(dag: Dag, guard: DataGuard) -> pd.Timedelta:
+    """The history a live bar reads before its end: the model's lookback (from its DAG), or the data
+    guard's window if longer."""
+    return max(dag.lookback, guard.window)
+
+
 def session_window(now: pd.Timestamp, bar: pd.Timedelta, duration: pd.Timedelta) -> tuple[pd.Timestamp, pd.Timestamp]:
     """A session from the bar in progress: [now floored to the bar, + duration rounded up to bars)."""
     start = now.floor(bar)
@@ -226,9 +233,9 @@ class LiveSession:
 
     @property
     def warm_up(self) -> pd.Timedelta:
-        """The history a bar reads before its end (the model's lookback, or the data guard's window if
-        longer): what ingestion backfills before the first bar, so that the session trades from it."""
-        return max(self.dag.lookback, self.guard.window)
+        """The history a bar reads before its end: what ingestion backfills before the first bar, so
+        that the session trades from it (``warm_up_of``)."""
+        return warm_up_of(self.dag, self.guard)
 
     # -- state on disk ---------------------------------------------------------------------------
 

@@ -137,3 +137,25 @@ def test_sensors_drive_paper_and_prod_bar_by_bar(candles, postgres_url, tmp_path
     )
     assert db.missing(UNIVERSE, max(common)) == []
     db.close()
+
+
+def test_the_ingestion_job_backfills_the_longest_warm_up_of_the_live_models(candles, tmp_path):
+    """A first ingestion run on an empty database, against an exchange with a day of closed history,
+    reaches back the live models' longest warm-up on the live bar (C3a on 1-minute bars: 204 minutes,
+    more than the 2 hours a pass takes when no model says): a bar run's first bar decides on a full window."""
+    database = f"sqlite:///{tmp_path / 'market.db'}"
+    day = pd.Timedelta(days=1)
+    with LocalExchange(candles[candles["bar_start"] >= T - day], clock="shifted", history=day) as exchange:
+        resources = {
+            "live": LiveResource(database=database, exchange_url=exchange.url, bar="1m"),
+            "system": SystemResource(profile_memory=False),
+            "log_dir": LogDirResource(root=str(tmp_path / "runs")),
+        }
+        defs = build_definitions(["C1b", "C3a"], resources=resources, investor_model="C1b")
+        ingestion = defs.resolve_job_def("market_data_ingestion_job")
+        result = ingestion.execute_in_process(instance=DagsterInstance.ephemeral())
+        now = pd.Timestamp(exchange.engine.now_ms(), unit="ms", tz="UTC")
+    assert result.success
+    stored = MarketDatabase(database).snapshot(UNIVERSE, now - 2 * day, now)
+    reach = now.floor("1min") - stored.groupby("asset")["bar_start"].min()
+    assert len(reach) == len(UNIVERSE) and (reach >= pd.Timedelta(minutes=204)).all(), reach
