@@ -4,8 +4,11 @@
 # in an interactive shell the next failing command would close the terminal) and leaves no variable
 # behind but the venv's and DAGSTER_HOME; a failed install returns non-zero and activates nothing.
 _prod_system_env() {
-  local repo python stamp
+  local repo real python stamp
   repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)" || return 1
+  # the package installs from the real folder (-P), also when scripts/ is a link (the tour test links
+  # it): installed from the link's folder, the venv's commands would point at a folder that goes away
+  real="$(cd -P "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)" || return 1
   python="${PYTHON:-$(command -v python3.11 || command -v python3)}"
   if [ ! -x "$repo/.venv/bin/python" ]; then
     "$python" -m venv "$repo/.venv" || return 1
@@ -13,7 +16,7 @@ _prod_system_env() {
   stamp="$repo/.venv/.installed-$(sha256sum "$repo/pyproject.toml" | cut -c1-16)"
   if [ ! -f "$stamp" ]; then
     "$repo/.venv/bin/python" -m pip install --quiet --upgrade pip || return 1
-    "$repo/.venv/bin/python" -m pip install --quiet -e "$repo[dev]" || return 1
+    "$repo/.venv/bin/python" -m pip install --quiet -e "$real[dev]" || return 1
     rm -f "$repo"/.venv/.installed-* && touch "$stamp"
   fi
   # shellcheck disable=SC1091
