@@ -257,7 +257,7 @@ class SystemConfig(_Strict):
         description="'all' or 'top:N[/WINDOW]': the rule that chose `universe` from the market data as of start "
         "(resolved by the CLI and the Dagster resources, recorded here); None: `universe` as listed",
     )
-    universe_daily: bool = Field(
+    universe_each_day: bool = Field(
         default=False,
         description="with a top:N universe_rule: rank again at each session day's start (00:00 UTC) within the "
         "run; the run trades the union of the days' lists (`universe`) and an asset outside a day's list gets a "
@@ -265,7 +265,7 @@ class SystemConfig(_Strict):
     )
     universe_by_day: dict[str, list[str]] | None = Field(
         default=None,
-        description="written by the run with universe_daily: each session day's top:N (YYYY-MM-DD -> assets)",
+        description="written by the run with universe_each_day: each session day's top:N (YYYY-MM-DD -> assets)",
     )
     bar: str = Field(default="5m", description="bar length: the system decides once per bar")
     run_mode: RunMode = RunMode.SIMULATION

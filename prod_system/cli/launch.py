@@ -139,7 +139,7 @@ def resource_config(config: SystemConfig) -> dict[str, dict]:
         "system": {
             "universe": list(config.universe),
             "universe_rule": config.universe_rule,
-            "universe_daily": config.universe_daily,
+            "universe_each_day": config.universe_each_day,
             "universe_by_day": config.universe_by_day,
             "bar": config.bar,
             "portfolio": config.portfolio.model_dump(mode="json", exclude_defaults=True),

@@ -46,7 +46,7 @@ def _simulation_options(func):
             "[default: the snapshot's assets].",
         ),
         click.option(
-            "--universe-daily",
+            "--universe-each-day",
             is_flag=True,
             default=None,
             help="With --universe top:N: rank again at each session day's start (00:00 UTC); the run trades the "
@@ -113,8 +113,8 @@ def _window_line(config, engine: str) -> str:
     help="'dagster': a backfill of the model's assets over whole UTC days (shows up in `dagster dev`); "
     "'core': the pure core, no Dagster, any window.",
 )
-def simulate(config_path, model, market_data, start, end, root, universe, universe_daily, bar, instruments, overwrite,
-             engine) -> None:  # fmt: skip
+def simulate(config_path, model, market_data, start, end, root, universe, universe_each_day, bar, instruments,
+             overwrite, engine) -> None:  # fmt: skip
     """Replay the past through the production system and write its system log dir.
 
     Each bar the model sees only what it could have known then; orders fill on the mocked broker.
@@ -141,7 +141,7 @@ def simulate(config_path, model, market_data, start, end, root, universe, univer
             bar,
             instruments,
             run_mode=RunMode.SIMULATION,
-            universe_daily=universe_daily or None,
+            universe_each_day=universe_each_day or None,
         )
         check_writable(config.log_root, "--root")
         load_model(config.model, config.bar_delta, config.model_params)  # a bad model: refused before any output
@@ -165,7 +165,7 @@ def simulate(config_path, model, market_data, start, end, root, universe, univer
 
 @click.command("historical-pnl", short_help="Research PnL of a model over a long history, in batch.")
 @_simulation_options
-def historical_pnl(config_path, model, market_data, start, end, root, universe, universe_daily, bar, instruments,
+def historical_pnl(config_path, model, market_data, start, end, root, universe, universe_each_day, bar, instruments,
                    overwrite) -> None:  # fmt: skip
     """Run a model in batch over a long history and write its research portfolio and PnL report.
 
@@ -192,7 +192,7 @@ def historical_pnl(config_path, model, market_data, start, end, root, universe, 
             universe,
             bar,
             instruments,
-            universe_daily=universe_daily or None,
+            universe_each_day=universe_each_day or None,
         )
         check_writable(config.log_root, "--root")
         load_model(config.model, config.bar_delta, config.model_params)  # a bad model: refused before any output

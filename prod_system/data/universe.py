@@ -17,7 +17,7 @@ as of the run's start, and recorded beside it (``universe_rule``):
   (``knowledge_ts <= start``): no candle of the run's own window, nor one revised later, can move
   an asset in or out. Ties go by name; an asset without any candle in the window is not ranked.
   A live session ranks when it begins, on what it knows then, but still only the candles closed by
-  its start. With ``universe_daily`` a simulation ranks again at each session day's start
+  its start. With ``universe_each_day`` a simulation ranks again at each session day's start
   (``daily_top``): it trades the union, and an asset outside its bar's day's list predicts 0.
 
 Without a universe (no list, no rule), a simulation over a file trades the file's assets ('all'); one
@@ -186,10 +186,10 @@ def resolve_config(config: SystemConfig, spec: str | None = None, known_at: pd.T
     rule = parsed or (parse_universe(config.universe_rule) if config.universe_rule else None)
     if rule is None or rule.count is None:
         _no_daily(config)
-    if config.universe_daily and config.run_mode != "simulation":
+    if config.universe_each_day and config.run_mode != "simulation":
         raise ConfigError(
-            "invalid system config: field 'universe_daily': a live session ranks its top:N at its own start "
-            "(the daily session job: each day); universe_daily ranks again within a simulation"
+            "invalid system config: field 'universe_each_day': a live session ranks its top:N at its own start "
+            "(the daily session job: each day); universe_each_day ranks again within a simulation"
         )
     if rule is None:
         if is_database(config.market_data.source):
@@ -200,7 +200,7 @@ def resolve_config(config: SystemConfig, spec: str | None = None, known_at: pd.T
     by_day = None
     try:
         data = config.market_data
-        if config.universe_daily:
+        if config.universe_each_day:
             by_day = daily_top(rule, data.source, config.start, config.end, data.delay, config.universe)
             assets = list(dict.fromkeys(asset for day in by_day.values() for asset in day))
         else:
@@ -211,9 +211,9 @@ def resolve_config(config: SystemConfig, spec: str | None = None, known_at: pd.T
 
 
 def _no_daily(config: SystemConfig) -> None:
-    if config.universe_daily:
+    if config.universe_each_day:
         raise ConfigError(
-            "invalid system config: field 'universe_daily': it ranks a top:N universe again each day: give "
+            "invalid system config: field 'universe_each_day': it ranks a top:N universe again each day: give "
             "--universe top:N (or universe_rule: top:N)"
         )
 

@@ -191,7 +191,7 @@ def guard_predictions(
 
 
 def in_the_days_universe(config: SystemConfig, predictions: pd.DataFrame) -> pd.DataFrame:
-    """A universe ranked again each day (``universe_daily``): an asset outside its bar's day's list
+    """A universe ranked again each day (``universe_each_day``): an asset outside its bar's day's list
     predicts 0 there, a zero target that closes its position (the run trades the union of the lists)."""
     outside = outside_the_days_universe(config, predictions)
     if not outside.any():

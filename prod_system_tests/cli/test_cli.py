@@ -445,10 +445,10 @@ BAD_INPUTS = [
     ),
     ("run-universe-top-0", ["run", "--model", "C1b", "--universe", "top:0"], 2, "'top:0': top:N"),
     (
-        "simulate-universe-daily-of-a-list",
-        ["simulate", "--model", "C1b", *DAY, "--universe", "BTC", "--universe-daily"],
+        "simulate-universe-each-day-of-a-list",
+        ["simulate", "--model", "C1b", *DAY, "--universe", "BTC", "--universe-each-day"],
         2,
-        "field 'universe_daily': it ranks a top:N universe again each day",
+        "field 'universe_each_day': it ranks a top:N universe again each day",
     ),
     ("simulate-bad-engine", ["simulate", "--model", "C1b", *DAY, "--engine", "foo"], 2, "'foo' is not one of"),
     ("simulate-root-under-a-file", ["simulate", "--model", "C1b", *DAY, "--root", "afile/out"], 2, "is a file"),
@@ -845,8 +845,8 @@ def test_top_n_is_resolved_at_the_start_and_recorded(tmp_path, monkeypatch, cli_
                      "--universe", "BTC", "--root", "out2")  # fmt: skip
     assert missing.exit_code == 2 and "nowhere.parquet not found" in missing.stderr
     daily = invoke("historical-pnl", "--model", "C1b", *DAY, "--market-data", str(cli_snapshot), "--universe", "top:2",
-                   "--universe-daily", "--root", "daily")  # fmt: skip
+                   "--universe-each-day", "--root", "daily")  # fmt: skip
     assert daily.exit_code == 0, daily.output
     (saved,) = Path("daily").rglob("system_config.yaml")
     config = yaml.safe_load(saved.read_text())
-    assert config["universe_daily"] is True and list(config["universe_by_day"]) == ["2023-07-21", "2023-07-22"]
+    assert config["universe_each_day"] is True and list(config["universe_by_day"]) == ["2023-07-21", "2023-07-22"]

@@ -1,4 +1,4 @@
-"""A top:N ranked again each session day within a simulation (universe_daily): each day's list is
+"""A top:N ranked again each session day within a simulation (universe_each_day): each day's list is
 ranked at the day's start on what was known then; the run trades the union of the lists, and an asset
 outside its day's list gets a zero target that day (core simulation and historical simulation alike)."""
 
@@ -26,7 +26,7 @@ def daily_config(tmp_path_factory, candles):
     data = candles.copy()
     data.loc[(data["asset"] == "DOT") & (data["bar_start"] >= DAY1), "volume"] *= 1e6
     path = write_snapshot(data, root / "s.parquet")
-    config = sim_config(path, root, end="2023-07-23T00:00:00Z", universe_daily=True)
+    config = sim_config(path, root, end="2023-07-23T00:00:00Z", universe_each_day=True)
     return resolve_config(config, "top:3/1d")
 
 
@@ -35,7 +35,7 @@ def test_each_day_is_ranked_at_its_start_and_the_run_trades_the_union(daily_conf
     assert list(by_day) == ["2023-07-21", "2023-07-22", "2023-07-23"]  # the bar ending at 00:00 of the 23rd
     assert "DOT" not in by_day["2023-07-21"] and by_day["2023-07-22"][0] == "DOT"
     assert daily_config.universe == list(dict.fromkeys(a for day in by_day.values() for a in day))
-    assert daily_config.universe_rule == "top:3/1d" and "universe_daily: true" in daily_config.to_yaml()
+    assert daily_config.universe_rule == "top:3/1d" and "universe_each_day: true" in daily_config.to_yaml()
 
 
 def test_an_asset_outside_its_days_list_gets_a_zero_target(daily_config):
@@ -57,12 +57,12 @@ def test_an_asset_outside_its_days_list_gets_a_zero_target(daily_config):
     assert (dot_first == 0).all() and research.statistics is not None
 
 
-def test_universe_daily_needs_a_top_n_of_a_simulation(tmp_path, candles):
+def test_universe_each_day_needs_a_top_n_of_a_simulation(tmp_path, candles):
     path = write_snapshot(candles[candles["asset"].isin(["BTC", "ETH"])], tmp_path / "s.parquet")
-    daily = sim_config(path, tmp_path, universe_daily=True)
+    daily = sim_config(path, tmp_path, universe_each_day=True)
     for spec in ("BTC", "all", None):
-        with pytest.raises(ConfigError, match="field 'universe_daily': it ranks a top:N universe again each day"):
+        with pytest.raises(ConfigError, match="field 'universe_each_day': it ranks a top:N universe again each day"):
             resolve_config(daily, spec)
-    live = sim_config(path, tmp_path, universe_daily=True, run_mode="paper_trading")
-    with pytest.raises(ConfigError, match="field 'universe_daily': a live session ranks its top:N at its own start"):
+    live = sim_config(path, tmp_path, universe_each_day=True, run_mode="paper_trading")
+    with pytest.raises(ConfigError, match="field 'universe_each_day': a live session ranks its top:N at its own start"):
         resolve_config(live, "top:1")

@@ -46,8 +46,8 @@ class SystemResource(ConfigurableResource):
         description="'all' or 'top:N[/WINDOW]': the universe chosen from the market data as of the run's start "
         "(a live session: each day's start, from the database's candles before it)",
     )
-    universe_daily: bool = Field(
-        default=False, description="a simulation's top:N ranked again at each session day's start (universe_daily)"
+    universe_each_day: bool = Field(
+        default=False, description="a simulation's top:N ranked again at each session day's start (universe_each_day)"
     )
     universe_by_day: dict[str, list[str]] | None = Field(
         default=None, description="each day's list of a universe ranked daily, as the CLI resolved it"
@@ -117,7 +117,7 @@ class SystemResource(ConfigurableResource):
                 "model_params": self.model_params.get(model, {}),
                 **listed,
                 "universe_rule": self.universe_rule,
-                "universe_daily": self.universe_daily,
+                "universe_each_day": self.universe_each_day,
                 "universe_by_day": self.universe_by_day,
                 "bar": bar or self.bar,
                 "run_mode": run_mode,

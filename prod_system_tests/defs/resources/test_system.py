@@ -78,9 +78,9 @@ def test_a_live_top_n_is_evaluated_again_at_each_days_start(tmp_path, candles):
 
 
 def test_the_cli_passes_a_daily_universe_to_every_step(tmp_path, candles):
-    """What `simulate --universe top:3 --universe-daily` resolved reaches the assets' configs as it is."""
+    """What `simulate --universe top:3 --universe-each-day` resolved reaches the assets' configs as it is."""
     path = write_snapshot(candles, tmp_path / "s.parquet")
-    config = sim_config(path, tmp_path, end="2023-07-23T00:00:00Z", universe_daily=True)
+    config = sim_config(path, tmp_path, end="2023-07-23T00:00:00Z", universe_each_day=True)
     resolved = resolve_config(config, "top:3/1d")
     resources = resources_for(resolved)
     stepped = resources["system"].config_for(
@@ -88,4 +88,4 @@ def test_the_cli_passes_a_daily_universe_to_every_step(tmp_path, candles):
         resources["broker"], resources["log_dir"],
     )  # fmt: skip
     assert stepped.universe_by_day == resolved.universe_by_day and stepped.universe == resolved.universe
-    assert stepped.universe_daily and stepped.universe_rule == "top:3/1d"
+    assert stepped.universe_each_day and stepped.universe_rule == "top:3/1d"
