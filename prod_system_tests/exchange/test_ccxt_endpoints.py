@@ -14,18 +14,10 @@ import pytest
 from prod_system.exchange import LocalExchange
 from prod_system.trading.brokers.ccxt_client import symbol_of
 from prod_system_tests.kit.binance_clients import client_of
+from prod_system_tests.kit.exchange import last_close, ms
 
 NOW = pd.Timestamp("2023-07-21T00:00:30Z")
 BTC, ETH = symbol_of("BTC"), symbol_of("ETH")
-
-
-def ms(ts: pd.Timestamp) -> int:
-    return ts.value // 1_000_000
-
-
-def last_close(candles: pd.DataFrame, asset: str, now: pd.Timestamp) -> float:
-    rows = candles[(candles["asset"] == asset) & (candles["bar_end"] <= now)]
-    return float(rows.sort_values("bar_end")["close"].iloc[-1])
 
 
 @pytest.fixture

@@ -81,3 +81,14 @@ def placed_ids(exchange) -> list[str]:
 def repeats(ids: list[str]) -> int:
     """How many of ``ids`` repeat an earlier one: the orders placed twice, for the reliability figures."""
     return len(ids) - len(set(ids))
+
+
+def ms(ts: pd.Timestamp) -> int:
+    """Milliseconds since the epoch, as Binance's endpoints take and give times."""
+    return ts.value // 1_000_000
+
+
+def last_close(candles: pd.DataFrame, asset: str, now: pd.Timestamp) -> float:
+    """The price the exchange quotes at ``now``: the close of the last candle closed by then."""
+    rows = candles[(candles["asset"] == asset) & (candles["bar_end"] <= now)]
+    return float(rows.sort_values("bar_end")["close"].iloc[-1])
