@@ -4,7 +4,7 @@ A candle is an OHLCV bar [bar_start, bar_end) of the snapshot's one candle inter
 Binance kline intervals in ``INTERVALS``: 1m to 1h; the real-time database's candles are 1-minute).
 Each row carries a ``knowledge_ts``: the time the system could first know it (when it was written to
 the real-time database, or, for historical files that carry none, bar_end plus a configured delay).
-Files carry only the open time: the interval is detected from the opens (``detect_interval``), so
+Files carry only the open time: the interval is detected from the opens (``read_csv_dir``), so
 that a 5-minute candle's close is never dated one minute after its open.
 
 ``CandleStore.visible`` is the one place that decides what data is visible: a row is returned only
@@ -109,29 +109,13 @@ def _one_interval(found: dict[str, tuple[str, int, int]], where: str) -> pd.Time
     return pd.Timedelta(next(iter(by_interval), CANDLE.value))
 
 
-def detect_interval(candles: pd.DataFrame, where: str) -> pd.Timedelta:
-    """The candle interval of a long table's opens (``asset``, ``bar_start``): per asset the smallest
-    step between consecutive opens, one of ``INTERVALS``, every open on its grid, the same for every
-    asset. Mixed or irregular opens are refused with one line naming ``where`` and an example.
-    Assets of a single candle must sit on the grid; 1-minute is assumed when no asset has two."""
-    opens = {str(asset): _open_ns(rows) for asset, rows in candles.groupby("asset", sort=True)["bar_start"]}
-    found = {}
-    for asset, values in opens.items():
-        step = _steps_interval(values, where, asset)
-        if step is not None:
-            found[asset] = (asset, step, int(values[0]))
-    interval = _one_interval(found, where)
-    for asset, values in opens.items():
-        _check_aligned(values, interval.value, where, asset)
-    return interval
-
-
 def read_csv_dir(directory: str | Path, universe: list[str], interval: pd.Timedelta | None = None) -> pd.DataFrame:
     """Read ``{SYMBOL}_USDT.csv.gz`` files (open_time, open, high, low, close, volume) in long form.
 
     The files carry only the open: each candle's end is its open plus the interval detected from the
-    opens (``detect_interval``; every file the same), or checked against ``interval`` when the caller
-    knows it (an archive's file name)."""
+    opens (per file the smallest step between opens, one of ``INTERVALS``, every open on its grid; every
+    file the same; 1-minute when no file has two candles), or checked against ``interval`` when the
+    caller knows it (an archive's file name). Mixed or irregular opens are one line naming the file."""
     directory = Path(directory)
     if not directory.is_dir():
         raise MarketDataError(f"market data folder {directory} does not exist")
@@ -208,11 +192,17 @@ def snapshot_interval(frame: pd.DataFrame, where: str = "market data") -> pd.Tim
     return shortest
 
 
+def candle_span(frame: pd.DataFrame) -> pd.Timedelta:
+    """The candle interval of a table ``snapshot_interval`` has checked (every row's span is the same):
+    its first row's (1-minute if empty)."""
+    return pd.Timedelta(frame["bar_end"].iloc[0] - frame["bar_start"].iloc[0]) if len(frame) else CANDLE
+
+
 def same_interval(seen: dict[pd.Timedelta, pd.Series], frame: pd.DataFrame, where: str) -> None:
     """The pieces of one snapshot (its months) share one candle interval: ``seen`` (interval -> a row)
     collects them piece after piece; a second interval is refused with one line."""
     if len(frame):
-        seen.setdefault(frame["bar_end"].iloc[0] - frame["bar_start"].iloc[0], frame.iloc[0])
+        seen.setdefault(candle_span(frame), frame.iloc[0])
     if len(seen) > 1:
         rows = ", ".join(
             f"{row['asset']} {interval_name(step)} (open {row['bar_start']})" for step, row in seen.items()
@@ -331,7 +321,7 @@ def screen_for_snapshot(candles: pd.DataFrame, where: str = "market data") -> tu
     would use (a repeated identical row once), and those it would drop (``DROPPED_COLUMNS``: invalid
     prices, conflicting duplicates), which a snapshot never holds without saying so."""
     frame = normalize_snapshot(candles, duplicates="keep", where=where)
-    interval = snapshot_interval(frame, where)
+    interval = candle_span(frame)  # normalize_snapshot checked it
     usable, report = screen_candles(frame)
     dropped = report[report["action"] == "dropped"]
     dropped = pd.DataFrame(
@@ -581,9 +571,7 @@ class CandleStore:
         self.anomalies = anomalies[anomalies["asset"].isin(universe)].reset_index(drop=True)
         self.assets = list(universe)
         # the snapshot's one candle interval (checked by normalize_snapshot): the grid's step
-        self.interval = (
-            pd.Timedelta(snapshot["bar_end"].iloc[0] - snapshot["bar_start"].iloc[0]) if len(snapshot) else CANDLE
-        )
+        self.interval = candle_span(snapshot)
         first, last = snapshot["bar_end"].min(), snapshot["bar_end"].max()
         self.index = pd.date_range(first, last, freq=self.interval)
         rows = ((snapshot["bar_end"] - first) // self.interval).to_numpy()
