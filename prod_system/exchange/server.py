@@ -51,6 +51,7 @@ from prod_system.exchange.engine import (
     leverage_brackets,
     open_engine,
     plain,
+    to_decimal,
 )
 from prod_system.exchange.faults import FaultInjector, FaultRule, parse_rules
 from prod_system.exchange.market import MINUTE_MS, load_candles, to_ms, wall_ms
@@ -293,6 +294,11 @@ def _interval_next(interval: str, open_ms: int) -> int:
     return open_ms + INTERVAL_MINUTES[interval] * MINUTE_MS
 
 
+def _quote_volume(high: float, low: float, close: float, volume: float) -> float:
+    """A candle's quote volume, which the candles do not carry: volume x its typical price."""
+    return volume * (high + low + close) / 3
+
+
 def aggregate_klines(
     rows: list[tuple[int, float, float, float, float, float]], interval: str
 ) -> list[tuple[int, int, float, float, float, float, float, float]]:
@@ -300,7 +306,7 @@ def aggregate_klines(
     (open_ms, close_ms, o, h, l, c, volume, quote volume); a kline holds the minutes it has so far."""
     result: list = []
     for open_ms, open_, high, low, close, volume in rows:
-        quote = volume * (high + low + close) / 3
+        quote = _quote_volume(high, low, close, volume)
         start = _interval_open(interval, open_ms)
         if result and result[-1][0] == start:
             _, end, first, top, bottom, _, total, quotes = result[-1]
@@ -361,7 +367,7 @@ def _last_price(service: ExchangeService, rules: SymbolRules, now: int) -> Decim
     if price is not None:
         return price
     rows = service.engine.market.klines(rules.asset, now, None, None, 1)
-    return Decimal(repr(rows[-1][1])) if rows else Decimal(0)
+    return to_decimal(rows[-1][1]) if rows else Decimal(0)
 
 
 def _symbols(service: ExchangeService, call: Call) -> list[SymbolRules]:
@@ -384,10 +390,10 @@ def _ticker_24hr(service: ExchangeService, rules: SymbolRules, now: int) -> dict
     closed = [row for row in rows if row[0] + MINUTE_MS <= now]
     last = _last_price(service, rules, now)
     if closed:
-        open_ = Decimal(repr(closed[0][1]))
+        open_ = to_decimal(closed[0][1])
         high, low = max(row[2] for row in closed), min(row[3] for row in closed)
         volume = sum(row[5] for row in closed)
-        quote = sum(row[5] * (row[2] + row[3] + row[4]) / 3 for row in closed)
+        quote = sum(_quote_volume(*row[2:6]) for row in closed)
         open_ms = closed[0][0]
     else:
         open_, high, low, volume, quote, open_ms = last, float(last), float(last), 0.0, 0.0, now - DAY_MS
@@ -441,7 +447,7 @@ def depth(service: ExchangeService, call: Call) -> dict:
     now = service.engine.now_ms()
     last = _last_price(service, rules, now)
     closed = [row for row in service.engine.market.klines(rules.asset, now, None, None, 2) if row[0] + MINUTE_MS <= now]
-    volume = Decimal(repr(closed[-1][5])) if closed else Decimal(0)
+    volume = to_decimal(closed[-1][5]) if closed else Decimal(0)
     quantity = max(rules.step, (volume / limit / rules.step).to_integral_value(ROUND_DOWN) * rules.step)
     bids = [last - rules.tick * level for level in range(1, limit + 1)]
     asks = [last + rules.tick * level for level in range(1, limit + 1)]
@@ -531,14 +537,19 @@ def cancel_all(service: ExchangeService, call: Call) -> dict:
     return service.engine.cancel_all(call.api_key, _symbol(service.engine, call.params).symbol)
 
 
+def _check_time_window(start_ms: int | None, end_ms: int | None) -> None:
+    """Binance's order and trade histories: startTime to endTime at most 7 days (-1127)."""
+    if start_ms is not None and end_ms is not None and end_ms - start_ms > TRADE_WINDOW_MS:
+        raise BinanceError(-1127, "More than 168 hours between startTime and endTime.")
+
+
 def all_orders(service: ExchangeService, call: Call) -> list[dict]:
     """Binance's rules (All Orders): startTime to endTime at most 7 days; ``limit`` 500 by default, at
     most 1,000. ``symbol`` may be left out (every symbol), as Binance accepts since 2026-08."""
     params = call.params
     symbol = _symbol(service.engine, params).symbol if params.get("symbol") else None
     start_ms, end_ms = _integer(params, "startTime"), _integer(params, "endTime")
-    if start_ms is not None and end_ms is not None and end_ms - start_ms > TRADE_WINDOW_MS:
-        raise BinanceError(-1127, "More than 168 hours between startTime and endTime.")
+    _check_time_window(start_ms, end_ms)
     return service.engine.all_orders(
         call.api_key,
         symbol,
@@ -572,8 +583,7 @@ def user_trades(service: ExchangeService, call: Call) -> list[dict]:
     start_ms, end_ms, from_id = (_integer(params, name) for name in ("startTime", "endTime", "fromId"))
     if from_id is not None and (start_ms is not None or end_ms is not None):
         raise BinanceError(-1128, "Combination of optional parameters invalid.")
-    if start_ms is not None and end_ms is not None and end_ms - start_ms > TRADE_WINDOW_MS:
-        raise BinanceError(-1127, "More than 168 hours between startTime and endTime.")
+    _check_time_window(start_ms, end_ms)
     return service.engine.user_trades(
         call.api_key,
         symbol,
@@ -594,9 +604,7 @@ def position_risk(version: int) -> Callable[[ExchangeService, Call], list[dict]]
 
 def leverage_bracket(service: ExchangeService, call: Call) -> list[dict] | dict:
     """Binance answers a list, or the one symbol's entry when ``symbol`` is given."""
-    if call.params.get("symbol"):
-        return leverage_brackets([_symbol(service.engine, call.params)])[0]
-    return leverage_brackets(service.engine.rules.values())
+    return _one_or_all(call, leverage_brackets(_symbols(service, call)))
 
 
 def control_state(service: ExchangeService, call: Call) -> dict:
