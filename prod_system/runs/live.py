@@ -177,6 +177,18 @@ def unfinished_session(
     return sorted(candidates)[-1] if candidates else None
 
 
+def previous_state(config: SystemConfig, own: Path) -> Path | None:
+    """The state file of the latest earlier session of the config's model and mode (one that ended by
+    the config's start, not the log dir ``own``), where a new session carries on from; None if none."""
+    root = Path(config.log_root) / config.model_name / config.run_mode
+    previous = []
+    for path in root.glob(f"*/*.*/system_log_dir/{STATE_FILE}"):
+        end = pd.to_datetime(path.parent.parent.name.split(".")[1], format="%Y%m%d_%H%M%S", utc=True)
+        if end <= config.start and path.parent != own:
+            previous.append((end, str(path)))
+    return Path(max(previous)[1]) if previous else None
+
+
 def keeping_holdings(config: SystemConfig) -> SystemConfig:
     """A session whose universe a rule chose again (top:N each day), with the assets the previous
     session of its model and mode ended holding, or with orders that may still execute, added after
@@ -185,16 +197,9 @@ def keeping_holdings(config: SystemConfig) -> SystemConfig:
     until a day's ranking takes them back or they are flat. A listed universe is left as it is."""
     if not config.universe_rule:
         return config
-    own = LogDir.for_config(config).path
-    root = Path(config.log_root) / config.model_name / config.run_mode
-    previous = []
-    for path in root.glob(f"*/*.*/system_log_dir/{STATE_FILE}"):
-        end = pd.to_datetime(path.parent.parent.name.split(".")[1], format="%Y%m%d_%H%M%S", utc=True)
-        if end <= config.start and path.parent != own:
-            previous.append((end, str(path)))
-    if not previous:
+    path = previous_state(config, LogDir.for_config(config).path)
+    if path is None:
         return config
-    path = Path(max(previous)[1])
     data = json.loads(path.read_text())
     orders = _with_orders(data.get("open_orders", []), _inflight_orders(path.parent))
     held = {asset for asset, shares in data.get("shares", {}).items() if shares} | {o["asset"] for o in orders}
@@ -265,15 +270,9 @@ class LiveSession:
     def _carry_over(self) -> None:
         """A new session starts where the previous session of the model and mode ended (its holdings,
         cash, orders still executing), so that the venue and the portfolio keep agreeing."""
-        root = Path(self.config.log_root) / self.config.model_name / self.config.run_mode
-        previous = []
-        for path in root.glob(f"*/*.*/system_log_dir/{STATE_FILE}"):
-            end = pd.to_datetime(path.parent.parent.name.split(".")[1], format="%Y%m%d_%H%M%S", utc=True)
-            if end <= self.config.start and path.parent != self.log_dir.path:
-                previous.append((end, str(path)))
-        if not previous:
+        path = previous_state(self.config, self.log_dir.path)
+        if path is None:
             return
-        path = Path(max(previous)[1])
         data = json.loads(path.read_text())
         # killed while sending its last bar's orders: they may be on the venue
         data["open_orders"] = _with_orders(data["open_orders"], _inflight_orders(path.parent))
