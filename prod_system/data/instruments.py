@@ -451,7 +451,7 @@ def _tables(source: str | Path | None, explicit: str | Path | None) -> list[tupl
     return [
         ("file", read_instruments(explicit) if explicit is not None else None),
         ("snapshot", embedded_instruments(source) if source is not None else None),
-        ("bundled", bundled_instruments()),
+        ("bundled", _bundled_cache()),
     ]
 
 
