@@ -183,12 +183,10 @@ def read_kline_zip(file: ArchiveFile) -> pd.DataFrame:
             members = [name for name in archive.namelist() if name.lower().endswith(".csv")]
             if len(members) != 1:
                 raise MarketDataError(f"{path}: expected one CSV file inside, found {len(members)}")
-            with archive.open(members[0]) as member:
-                header = not member.readline()[:1].isdigit()  # newer files name their columns
-            with archive.open(members[0]) as member:
-                text = member.read()
+            text = archive.read(members[0])
     except (zipfile.BadZipFile, zlib.error, EOFError) as error:
         raise MarketDataError(f"{path}: corrupt zip file ({error})") from None
+    header = not text[:1].isdigit()  # newer files name their columns
     if not text.strip():
         return _empty()
     lines = text.split(b"\n", 2)
