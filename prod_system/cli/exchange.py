@@ -40,12 +40,12 @@ def _exchange_hint(message: str) -> str:
         return "fetch the rules with API keys set (prod-system instruments), or give Binance's JSON with --brackets"
     if "instruments" in message:
         return "--instruments takes a file from `prod-system instruments` or Binance's exchangeInfo JSON"
+    if "state" in message:  # before "history": a state file kept with another --history says both
+        return "check the --state file (remove it to start with fresh accounts)"
     if "history" in message:
         return "give a --history of whole minutes, shorter than the market data (0m: nothing closed at start-up)"
     if message.startswith("cannot listen"):
         return "choose another --port (0 picks a free one) or --host"
-    if "state" in message:
-        return "check the --state file (remove it to start with fresh accounts)"
     return "--market-data takes a .parquet snapshot (see dump-market-data) or 'csv:DIR'"
 
 
