@@ -182,6 +182,80 @@ class PortfolioConfig(_Strict):
     )
 
 
+# Binance USDT-M's standard (regular, VIP 0) tier: what an account pays before volume discounts. The
+# local exchange charges the same by default, so a rehearsal's fees match a mocked run's.
+BINANCE_TAKER_FEE = 0.0005
+BINANCE_MAKER_FEE = 0.0002
+# Binance's funding rate when the premium is nil: the interest rate of 0.03% a day, per 8-hour settlement
+BINANCE_BASE_FUNDING_RATE = 0.0001
+FUNDING_INTERVAL = "8h"  # settlements at 00:00, 08:00 and 16:00 UTC
+
+
+class FeesConfig(_Strict):
+    """Commission per fill, as a fraction of its notional (price x quantity), as Binance charges it."""
+
+    taker: float = Field(
+        default=BINANCE_TAKER_FEE, ge=0, le=0.01, description="fee of a fill that takes liquidity (market orders)"
+    )
+    maker: float = Field(
+        default=BINANCE_MAKER_FEE,
+        ge=-0.001,
+        le=0.01,
+        description="fee of a fill that rests first (limit orders; negative: a rebate)",
+    )
+
+
+class FundingConfig(_Strict):
+    """Funding of perpetual positions: at each settlement, a position pays position x mark x rate."""
+
+    mode: Literal["data", "assumed", "off"] = Field(
+        default="data",
+        description="'data': the market data's funding rates (the assumed rate for an asset the window has none "
+        "of); 'assumed': the assumed rate always; 'off': no funding (reports say so)",
+    )
+    assumed_rate: float = Field(
+        default=BINANCE_BASE_FUNDING_RATE,
+        ge=-0.03,
+        le=0.03,
+        description="rate per settlement where there is no funding data (positive: longs pay shorts)",
+    )
+    interval: str = Field(
+        default=FUNDING_INTERVAL, description="time between assumed settlements, from 00:00 UTC (1h, 4h or 8h)"
+    )
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        delta = _duration(value)
+        hour = pd.Timedelta(hours=1)
+        if delta < hour or delta.value % hour.value or pd.Timedelta(days=1).value % delta.value:
+            raise ValueError("must be a whole number of hours that divides a day (Binance uses 1h, 4h or 8h)")
+        return format_duration(delta)
+
+    @property
+    def interval_delta(self) -> pd.Timedelta:
+        return parse_duration(self.interval)
+
+
+class SlippageConfig(_Strict):
+    """The mocked broker's execution cost, off by default: each fill's price moves against the order by
+    ``half_spread_bps + impact_bps_per_million x |notional| / 1,000,000`` basis points (a flat half spread,
+    and an impact that grows with the order's size). The research portfolio applies the same."""
+
+    half_spread_bps: float = Field(default=0.0, ge=0, le=100, description="half the bid-ask spread, bps")
+    impact_bps_per_million: float = Field(
+        default=0.0, ge=0, le=100, description="extra bps per 1,000,000 USDT of the order's notional"
+    )
+
+
+class CostsConfig(_Strict):
+    """What trading costs: fees, funding and (for the mocked broker) slippage."""
+
+    fees: FeesConfig = Field(default_factory=FeesConfig)
+    funding: FundingConfig = Field(default_factory=FundingConfig)
+    slippage: SlippageConfig = Field(default_factory=SlippageConfig)
+
+
 class BrokerConfig(_Strict):
     """Who executes the orders. API keys are never here: only the names of the environment
     variables that hold them."""
@@ -278,6 +352,7 @@ class SystemConfig(_Strict):
         default=None, validate_default=True, description="who executes: decided by run_mode (see _broker_of_the_mode)"
     )
     risk: RiskConfig = Field(default_factory=RiskConfig)
+    costs: CostsConfig = Field(default_factory=CostsConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
     log_root: str = Field(default="system_runs", description="root folder of the system log dirs")
     profile_memory: bool = Field(default=True, description="record each DAG node's peak memory (tracemalloc)")

@@ -1,0 +1,166 @@
+"""Funding rates of perpetual futures: market data with a knowledge time, and the settlements a run pays.
+
+A funding row: ``asset``, ``funding_time`` (the settlement, UTC, to the minute: Binance stamps it a few
+milliseconds after the hour), ``rate`` (per settlement; positive: longs pay shorts), ``mark_price``
+(the exchange's mark price at the settlement; NaN when the source has none, and the candle close of
+that time is used) and ``knowledge_ts`` (when the row became known, as for candles).
+
+A run's settlements (``funding_schedule``) are the data's rows of its assets; an asset the data has no
+row of near the window settles at the config's assumed rate every ``interval`` from 00:00 UTC, marked
+``assumed`` so that every report can say so. ``FundingSchedule.due`` is the one place that decides
+which settlements a bar may apply: those at or before the bar's end that are known now (the funding
+twin of ``CandleStore.visible``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from prod_system.config import FundingConfig
+from prod_system.errors import MarketDataError
+
+FUNDING_COLUMNS = ["asset", "funding_time", "rate", "mark_price", "knowledge_ts"]
+SCHEDULE_COLUMNS = [*FUNDING_COLUMNS, "assumed"]
+MAX_RATE = 0.05  # |rate| per settlement: Binance's caps are a few percent; more is a bad row, not a market
+LOOK_BEHIND = pd.Timedelta(days=1)  # a source with a row of the asset this long before the window has data
+
+
+def empty_funding() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "asset": pd.Series(dtype=object),
+            "funding_time": pd.Series(dtype="datetime64[ns, UTC]"),
+            "rate": pd.Series(dtype="float64"),
+            "mark_price": pd.Series(dtype="float64"),
+            "knowledge_ts": pd.Series(dtype="datetime64[ns, UTC]"),
+        }
+    )
+
+
+def normalize_funding(frame: pd.DataFrame, where: str = "funding data") -> pd.DataFrame:
+    """The funding table in its one shape: typed columns, times in UTC floored to the minute, one row per
+    (asset, funding_time) (of copies, the one known last), sorted. A bad row is a ``MarketDataError``
+    naming ``where``, the asset and the time."""
+    missing = [column for column in ("asset", "funding_time", "rate", "knowledge_ts") if column not in frame]
+    if missing:
+        raise MarketDataError(f"{where}: funding rates need columns {missing}")
+    if frame.empty:
+        return empty_funding()
+    out = pd.DataFrame(
+        {
+            "asset": frame["asset"].astype(str).str.upper().to_numpy(dtype=object),
+            "funding_time": _utc(frame["funding_time"], where).dt.floor("min"),
+            "rate": pd.to_numeric(frame["rate"], errors="coerce").astype("float64"),
+            "mark_price": pd.to_numeric(frame["mark_price"], errors="coerce").astype("float64")
+            if "mark_price" in frame
+            else np.nan,
+            "knowledge_ts": _utc(frame["knowledge_ts"], where),
+        }
+    )
+    bad = ~np.isfinite(out["rate"]) | (out["rate"].abs() > MAX_RATE)
+    bad |= out["mark_price"].notna() & ~(out["mark_price"] > 0)
+    bad |= out["knowledge_ts"] < out["funding_time"]
+    if bad.any():
+        row = out[bad].iloc[0]
+        raise MarketDataError(
+            f"{where}: bad funding row for {row['asset']} at {row['funding_time'].isoformat()}: rate {row['rate']}, "
+            f"mark price {row['mark_price']}, known at {row['knowledge_ts'].isoformat()} (a rate is finite and at "
+            f"most {MAX_RATE:.0%} in size, a mark price positive, and a rate is not known before its settlement)"
+        )
+    out = out.sort_values(["asset", "funding_time", "knowledge_ts"], kind="stable")
+    out = out.drop_duplicates(["asset", "funding_time"], keep="last")
+    return out.reset_index(drop=True)[FUNDING_COLUMNS]
+
+
+def _utc(values: pd.Series, where: str) -> pd.Series:
+    try:
+        times = pd.to_datetime(values, utc=True)
+    except (ValueError, TypeError, OverflowError) as error:
+        raise MarketDataError(f"{where}: funding times are not times: {error}") from None
+    if times.isna().any():
+        raise MarketDataError(f"{where}: a funding row has no time")
+    return times.dt.as_unit("ns")
+
+
+def settlement_times(start: pd.Timestamp, end: pd.Timestamp, interval: pd.Timedelta) -> pd.DatetimeIndex:
+    """The settlements in (start, end] every ``interval`` from 00:00 UTC."""
+    first = start.floor(interval) + interval
+    return pd.date_range(first, end, freq=interval) if first <= end else pd.DatetimeIndex([], tz="UTC")
+
+
+def funding_schedule(
+    funding: pd.DataFrame, assets: list[str], start: pd.Timestamp, end: pd.Timestamp, config: FundingConfig
+) -> pd.DataFrame:
+    """The settlements of ``assets`` in (start, end]: the data's rows, and for an asset the data has no
+    row of in (start - 1 day, end], the assumed rate every ``config.interval`` (known in advance: the
+    config says it). ``mode`` 'assumed' ignores the data; 'off' has no settlement."""
+    frames = []
+    if config.mode == "off":
+        return pd.DataFrame({c: [] for c in SCHEDULE_COLUMNS}).astype(_schedule_types())
+    data = funding if config.mode == "data" else empty_funding()
+    near = data[(data["funding_time"] > start - LOOK_BEHIND) & (data["funding_time"] <= end)]
+    with_data = set(near["asset"])
+    rows = near[near["asset"].isin(assets) & (near["funding_time"] > start)]
+    if len(rows):
+        frames.append(rows.assign(assumed=False))
+    times = settlement_times(start, end, config.interval_delta)
+    assumed = [asset for asset in assets if asset not in with_data]
+    if assumed and len(times):
+        frames.append(
+            pd.DataFrame(
+                {
+                    "asset": np.repeat(np.asarray(assumed, dtype=object), len(times)),
+                    "funding_time": np.tile(times, len(assumed)),
+                    "rate": config.assumed_rate,
+                    "mark_price": np.nan,
+                    "knowledge_ts": np.tile(times, len(assumed)),
+                    "assumed": True,
+                }
+            )
+        )
+    if not frames:
+        return pd.DataFrame({c: [] for c in SCHEDULE_COLUMNS}).astype(_schedule_types())
+    out = pd.concat(frames, ignore_index=True).astype(_schedule_types())
+    return out.sort_values(["funding_time", "asset"], kind="stable").reset_index(drop=True)[SCHEDULE_COLUMNS]
+
+
+def _schedule_types() -> dict:
+    return {
+        "asset": object,
+        "funding_time": "datetime64[ns, UTC]",
+        "rate": "float64",
+        "mark_price": "float64",
+        "knowledge_ts": "datetime64[ns, UTC]",
+        "assumed": bool,
+    }
+
+
+class FundingSchedule:
+    """A run's settlements, handed out bar by bar as they become known."""
+
+    def __init__(self, schedule: pd.DataFrame):
+        self.schedule = schedule.sort_values(["asset", "funding_time"], kind="stable").reset_index(drop=True)
+
+    def due(self, now: pd.Timestamp, bar_end: pd.Timestamp, funded_until: dict[str, pd.Timestamp]) -> pd.DataFrame:
+        """The settlements a bar applies: per asset, those after ``funded_until[asset]`` and at or before
+        ``bar_end``, in order, up to the first one not known at ``now`` (a rate published late is applied
+        at the first bar that knows it, never skipped, never before it is known)."""
+        frame = self.schedule
+        if frame.empty:
+            return frame
+        after = frame["asset"].map(funded_until).fillna(pd.Timestamp.min.tz_localize("UTC"))
+        pending = frame[(frame["funding_time"] > after) & (frame["funding_time"] <= bar_end)]
+        if pending.empty:
+            return pending
+        unknown = pending["knowledge_ts"] > now
+        # per asset, stop at the first settlement not known yet: the later ones wait for it
+        blocked = unknown.groupby(pending["asset"]).cummax()
+        return pending[~blocked].sort_values(["funding_time", "asset"], kind="stable")
+
+    def describe(self) -> str:
+        """'data', 'assumed', 'data and assumed' or 'none': what the run's funding comes from."""
+        if self.schedule.empty:
+            return "none"
+        kinds = set(self.schedule["assumed"])
+        return "data and assumed" if len(kinds) == 2 else ("assumed" if True in kinds else "data")
