@@ -45,6 +45,11 @@ class ReconciliationError(ProdSystemError, ValueError):
     """A run that cannot be reconciled at all (no bars in the window, tables missing)."""
 
 
+class StatisticsError(ProdSystemError, ValueError):
+    """A portfolio statistics table the performance figures cannot be computed from (a column missing or
+    empty); the message names the column."""
+
+
 class FaultRuleError(ProdSystemError, ValueError):
     """A fault rule of the local exchange that cannot be used; the message names the rule and the field."""
 
