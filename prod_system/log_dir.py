@@ -4,7 +4,8 @@
         system_config.yaml  log.txt  run.json
         dag/node_outputs/  dag/profiling/
         target_positions/  orders/  fills/
-        portfolio/{holdings_shares,holdings_notional,executed_trades_shares,executed_trades_notional,pnl,statistics}/
+        portfolio/{holdings_shares,holdings_notional,executed_trades_shares,executed_trades_notional,pnl,fees,funding,
+                   statistics}/
         pnl_report.md  pnl_report.png
 
 Each table is a folder of Parquet files (``pandas.read_parquet(folder)``), long form, with a UTC
@@ -87,9 +88,12 @@ SCHEMAS: dict[str, pa.Schema] = {
     "portfolio/executed_trades_shares": _long("shares"),
     "portfolio/executed_trades_notional": _long("notional"),
     "portfolio/pnl": _long("pnl"),
+    "portfolio/fees": _long("fees"),
+    "portfolio/funding": _long("funding"),
     "portfolio/statistics": _schema(
         "bar_end",
         "pnl",
+        "trading_pnl",
         "gross_volume",
         "net_volume",
         "gmv",
@@ -98,8 +102,11 @@ SCHEMAS: dict[str, pa.Schema] = {
         "net_wealth",
         "leverage",
         "fees",
+        "funding",
+        "funding_assumed",
         "n_fills",
         n_fills=_INT,
+        funding_assumed=_INT,
     ),
     "latency": _schema(
         "bar_end",
@@ -113,6 +120,21 @@ SCHEMAS: dict[str, pa.Schema] = {
         missing_assets=_TEXT,
     ),
     "skipped_bars": _schema("bar_end", "reason", reason=_TEXT),
+    # prod: the exchange's own statement, pulled by the broker (income history rows, and the account's balances)
+    "broker/income": _schema(
+        "bar_end",
+        "asset",
+        "income_type",
+        "income",
+        "tran_id",
+        "trade_id",
+        "income_at",
+        asset=_TEXT,
+        income_type=_TEXT,
+        tran_id=_TEXT,
+        trade_id=_TEXT,
+    ),
+    "broker/account": _schema("bar_end", "wallet_balance", "margin_balance", "unrealized_pnl", "fetched_at"),
     "broker/executions": _schema(
         "bar_end",
         "asset",

@@ -3,8 +3,10 @@
 From the predictions a run recorded (or a batch evaluation of the model) and the market data, with
 the same sizing as production: the holdings of bar t are the targets decided at t-1 (100% fills),
 trades are valued at the research price (the mean of the candle closes of the bar, the price the
-mocked broker fills at), holdings are marked at the bar's last close. No per-bar loop: the whole
-window is a handful of array operations, so months of bars take a fraction of a second.
+mocked broker fills at, moved by the config's slippage), holdings are marked at the bar's last close,
+each trade pays the taker fee and each funding settlement of the window is paid on the holdings of
+the bar that contains it (``trading.costs``, ``data.funding``: the same as production). No per-bar
+loop: the whole window is a handful of array operations, so months of bars take a fraction of a second.
 
 It differs from production only where production is path-dependent: production skips an order worth
 less than the min notional (unless it closes the position), research always trades to the target.
@@ -16,7 +18,9 @@ import numpy as np
 import pandas as pd
 
 from prod_system.config import SystemConfig
+from prod_system.data.funding import funding_schedule
 from prod_system.data.market_data import CandleStore
+from prod_system.trading.costs import funding_payments, slipped_prices, taker_fees
 from prod_system.trading.portfolio import STATISTICS_COLUMNS, long_table
 from prod_system.trading.positions import run_sizing
 
@@ -51,18 +55,21 @@ def research_portfolio(
     trades = np.diff(holdings, axis=0, prepend=0.0)
     twap, last = bar_prices(store, bars, config.bar_delta)
     marks = pd.DataFrame(last).ffill().fillna(0.0).to_numpy()
-    trade_price = np.where(np.isfinite(twap), twap, marks)
+    trade_price = slipped_prices(np.where(np.isfinite(twap), twap, marks), trades, config.costs)
     traded_notional = trades * trade_price
+    fees = taker_fees(traded_notional, config.costs)
     notional = holdings * marks
-    pnl_by_asset = notional - np.vstack([np.zeros((1, len(assets))), notional[:-1]]) - traded_notional
-    pnl = pnl_by_asset.sum(axis=1)
-    cash = config.portfolio.initial_cash - traded_notional.sum(axis=1).cumsum()
+    trading_pnl = notional - np.vstack([np.zeros((1, len(assets))), notional[:-1]]) - traded_notional
+    funding, assumed = _funding(config, store, bars, holdings, marks)
+    pnl_by_asset = trading_pnl - fees + funding
+    cash = config.portfolio.initial_cash + (funding - traded_notional - fees).sum(axis=1).cumsum()
     gmv, nmv = np.abs(notional).sum(axis=1), notional.sum(axis=1)
     net_wealth = cash + nmv
     statistics = pd.DataFrame(
         {
             "bar_end": bars,
-            "pnl": pnl,
+            "pnl": pnl_by_asset.sum(axis=1),
+            "trading_pnl": trading_pnl.sum(axis=1),
             "gross_volume": np.abs(traded_notional).sum(axis=1),
             "net_volume": traded_notional.sum(axis=1),
             "gmv": gmv,
@@ -70,7 +77,9 @@ def research_portfolio(
             "cash": cash,
             "net_wealth": net_wealth,
             "leverage": np.where(net_wealth > 0, gmv / np.where(net_wealth > 0, net_wealth, 1.0), np.nan),
-            "fees": 0.0,
+            "fees": fees.sum(axis=1),
+            "funding": funding.sum(axis=1),
+            "funding_assumed": assumed,
             "n_fills": (trades != 0).sum(axis=1),
         }
     )[STATISTICS_COLUMNS]
@@ -85,5 +94,30 @@ def research_portfolio(
         "portfolio/executed_trades_shares": long(trades, "shares"),
         "portfolio/executed_trades_notional": long(traded_notional, "notional"),
         "portfolio/pnl": long(pnl_by_asset, "pnl"),
+        "portfolio/fees": long(fees, "fees"),
+        "portfolio/funding": long(funding, "funding"),
         "portfolio/statistics": statistics,
     }
+
+
+def _funding(
+    config: SystemConfig, store: CandleStore, bars: pd.DatetimeIndex, holdings: np.ndarray, marks: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per bar and asset, what the funding settlements add (a settlement at T is paid by the holdings of
+    the bar that contains T, at the data's mark price, else the bar's last close), and per bar how many
+    settlements used the assumed rate."""
+    funding = np.zeros_like(holdings)
+    assumed = np.zeros(len(bars), dtype=np.int64)
+    schedule = funding_schedule(
+        store.funding, config.universe, bars[0] - config.bar_delta, bars[-1], config.costs.funding
+    )
+    if schedule.empty:
+        return funding, assumed
+    rows = bars.searchsorted(schedule["funding_time"], side="left")  # the bar (b - bar, b] holding T
+    cols = pd.Index(config.universe).get_indexer(schedule["asset"])
+    mark = schedule["mark_price"].to_numpy(dtype="float64")
+    mark = np.where(np.isfinite(mark), mark, marks[rows, cols])
+    amounts = funding_payments(holdings[rows, cols], mark, schedule["rate"].to_numpy(dtype="float64"))
+    np.add.at(funding, (rows, cols), amounts)
+    np.add.at(assumed, rows, schedule["assumed"].to_numpy(dtype=np.int64))
+    return funding, assumed

@@ -149,8 +149,9 @@ class FundingSchedule:
         frame = self.schedule
         if frame.empty:
             return frame
-        after = frame["asset"].map(funded_until).fillna(pd.Timestamp.min.tz_localize("UTC"))
-        pending = frame[(frame["funding_time"] > after) & (frame["funding_time"] <= bar_end)]
+        never = pd.Timestamp.min.tz_localize("UTC")
+        after = pd.DatetimeIndex([funded_until.get(asset, never) for asset in frame["asset"]]).as_unit("ns")
+        pending = frame[(frame["funding_time"].to_numpy() > after) & (frame["funding_time"] <= bar_end).to_numpy()]
         if pending.empty:
             return pending
         unknown = pending["knowledge_ts"] > now

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from prod_system.common.clock import Clock
 from prod_system.common.files import write_atomically, write_folder_atomically
 from prod_system.common.timeutil import format_duration
+from prod_system.data.funding import empty_funding
 from prod_system.errors import MarketDataError
 
 CANDLE = pd.Timedelta(minutes=1)  # the real-time database's candles (ingestion records 1-minute klines)
@@ -556,10 +557,15 @@ class Candles:
 class CandleStore:
     """A snapshot held in memory as wide arrays, for fast reads of any time window."""
 
-    def __init__(self, snapshot: pd.DataFrame, universe: list[str], every_asset: bool = True):
+    def __init__(
+        self, snapshot: pd.DataFrame, universe: list[str], every_asset: bool = True, funding: pd.DataFrame | None = None
+    ):
         """``every_asset``: refuse a snapshot without a candle of some asset of the universe (a file
         that misses an asset is a mistake); a live session's window of the database may lack an
-        asset whose candles stopped coming: its prices read as NaN, and the data guard says so."""
+        asset whose candles stopped coming: its prices read as NaN, and the data guard says so.
+        ``funding``: the source's funding rates (``data.funding``; none: the runs assume a rate)."""
+        funding = empty_funding() if funding is None else funding
+        self.funding = funding[funding["asset"].isin(universe)].reset_index(drop=True)
         disorder = out_of_order(snapshot)
         snapshot, anomalies = screen_candles(normalize_snapshot(snapshot, duplicates="keep"))
         unknown = sorted(set(universe) - set(snapshot["asset"].unique()))

@@ -466,7 +466,7 @@ def _trade(context: AssetExecutionContext, model: str, target_positions: pd.Data
             state,
             run.progress,
             run.clock.for_stage,
-            run.broker.connect,
+            run.broker.connect(run.config.costs),
         )
         run.write(result.tables)
         summary = finish_run(

@@ -20,6 +20,7 @@ import pandas as pd
 
 from prod_system.common.clock import Clock
 from prod_system.config import SystemConfig
+from prod_system.data.funding import FundingSchedule
 from prod_system.errors import BrokerError
 from prod_system.trading.brokers.base import Broker
 from prod_system.trading.orders import make_orders
@@ -49,6 +50,7 @@ class BarStep:
     ``on_broker_error(bar_end, error)``: a refused submit is recorded (the returned reason ends the
     bar's log line) rather than raised;
     ``count_immediate_fills``: count the fills of market orders right after they are sent.
+    ``funding``: the run's funding settlements (none: no funding is applied).
     """
 
     def __init__(
@@ -63,8 +65,10 @@ class BarStep:
         before_submit: Callable[[pd.Timestamp, list[dict]], None] | None = None,
         on_broker_error: Callable[[pd.Timestamp, BrokerError], str] | None = None,
         count_immediate_fills: bool = False,
+        funding: FundingSchedule | None = None,
     ):
         self.config, self.broker, self.portfolio, self.clock, self.log = config, broker, portfolio, clock, log
+        self.funding = funding
         self.warn_unpriced = warn_unpriced
         self.before_submit = before_submit
         self.on_broker_error = on_broker_error
@@ -84,7 +88,8 @@ class BarStep:
         ``record`` writes the bar down before its log line."""
         fills = list(counted_fills or []) + self.broker.collect_fills(bar_end)
         prices = self._marks(bar_end, bar_closes)
-        stats = self.portfolio.update(bar_end, fills, prices)
+        settlements = self.funding.due(self.clock.now(), bar_end, self.portfolio.funded_until) if self.funding else None
+        stats = self.portfolio.update(bar_end, fills, prices, settlements)
         config = self.config
         orders = make_orders(
             bar_end,

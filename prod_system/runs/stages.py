@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 
 from prod_system.common.clock import Clock, SimulatedClock
-from prod_system.config import SystemConfig
+from prod_system.config import CostsConfig, SystemConfig
 from prod_system.data.data_guard import DataGuard, quality_frame
+from prod_system.data.funding import FundingSchedule, funding_schedule
 from prod_system.data.market_data import CandleStore, MarketDataReader, interval_name
 from prod_system.data.sources import load_source
 from prod_system.data.universe import outside_the_days_universe
@@ -121,14 +122,19 @@ def replay_clock(start: pd.Timestamp) -> Clock:
     return SimulatedClock(start)
 
 
-def mocked_broker(reader: MarketDataReader, bar: pd.Timedelta) -> Broker:
-    return MockedBroker(reader, bar)
+def mocked_broker(costs: CostsConfig) -> BrokerFactory:
+    """The mocked broker, charging the config's fees and slippage."""
+
+    def connect(reader: MarketDataReader, bar: pd.Timedelta) -> Broker:
+        return MockedBroker(reader, bar, costs)
+
+    return connect
 
 
 def broker_factory_for(config: SystemConfig, log_dir: LogDir | None = None) -> BrokerFactory:
     """The broker the config asks for: mocked, or the exchange through ccxt (audited in the log dir)."""
     if config.broker.kind == "mocked":
-        return mocked_broker
+        return mocked_broker(config.costs)
     audit = log_dir.path / "exchange_audit.jsonl" if log_dir else None
 
     def exchange_broker(reader: MarketDataReader, bar: pd.Timedelta) -> Broker:
@@ -224,19 +230,19 @@ def run_trading(
     state: PortfolioState | None = None,
     progress: Progress | None = None,
     clock_factory: ClockFactory = replay_clock,
-    broker_factory: BrokerFactory = mocked_broker,
+    broker_factory: BrokerFactory | None = None,
 ) -> TradingResult:
     """Per bar: the fills of the previous orders, the marks, then the orders towards the targets."""
     bar = config.bar_delta
     delay = config.market_data.delay
     clock = clock_factory(bars[0] - bar)
     reader = MarketDataReader(store, clock)
-    broker = broker_factory(reader, bar)
+    broker = (broker_factory or mocked_broker(config.costs))(reader, bar)
     state = broker.reconcile(state or PortfolioState.empty(config.universe, config.portfolio.initial_cash))
     portfolio = Portfolio(state)
     target_shares = targets.pivot(index="bar_end", columns="asset", values="target_shares")
     targets_by_bar = target_shares.reindex(index=bars, columns=config.universe).to_numpy(dtype="float64")
-    step = BarStep(config, broker, portfolio, clock, logger)
+    step = BarStep(config, broker, portfolio, clock, logger, funding=funding_of(config, store, bars))
     all_orders, all_fills = [], []
     for i, bar_end in enumerate(bars):
         clock.wait_until(bar_end + delay)
@@ -253,6 +259,14 @@ def run_trading(
         tables["broker/executions"] = broker.executions()
     broker.close()
     return TradingResult(tables=tables, state=portfolio.state(broker.open_orders(), bars[-1]))
+
+
+def funding_of(config: SystemConfig, store: CandleStore, bars: pd.DatetimeIndex) -> FundingSchedule:
+    """The funding settlements of the bars (the store's rates, else the config's assumed rate)."""
+    schedule = funding_schedule(
+        store.funding, config.universe, bars[0] - config.bar_delta, bars[-1], config.costs.funding
+    )
+    return FundingSchedule(schedule)
 
 
 def write_stage_tables(log_dir: LogDir, tables: dict[str, pd.DataFrame], first_bar: pd.Timestamp) -> None:

@@ -3,20 +3,28 @@
 Per bar t (after the fills recorded at t):
 
     holdings_notional_t = shares_t * price_t            (price: last known 1-minute close)
-    pnl_t               = sum(holdings_notional_t - holdings_notional_{t-1}) - executed_trades_notional_t
-                          (also kept per asset, in the ``portfolio/pnl`` table)
-    cash_t              = cash_{t-1} - executed_trades_notional_t - fees_t
+    trading_pnl_t       = sum(holdings_notional_t - holdings_notional_{t-1} - executed_trades_notional_t)
+    fees_t              = the fills' fees (what the broker charged)
+    funding_t           = sum over the settlements applied at t of -shares_T * mark_T * rate_T
+    pnl_t               = trading_pnl_t - fees_t + funding_t   (per asset in ``portfolio/pnl``)
+    cash_t              = cash_{t-1} - executed_trades_notional_t - fees_t + funding_t
     net_wealth_t        = cash_t + nmv_t = initial_cash + cumulative pnl
+
+A settlement at T uses the shares held at T (after the fills of the bar that contains T) and the
+mark price of the funding data, else the close of that bar; one published late is applied at the
+first bar that knows it (``data.funding.FundingSchedule.due``), still with the shares held at T.
 """
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from prod_system.log_dir import columns
+from prod_system.trading.costs import funding_payments
 
 STATISTICS_COLUMNS = columns("portfolio/statistics")
 
@@ -41,6 +49,8 @@ class PortfolioState:
     cash: float
     open_orders: list[dict] = field(default_factory=list)
     bar_end: pd.Timestamp | None = None
+    # per asset, the last funding settlement applied: a resumed session never pays one twice
+    funded_until: dict[str, pd.Timestamp] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, assets: list[str], cash: float) -> PortfolioState:
@@ -62,35 +72,40 @@ class Portfolio:
         self.notional = state.notional.to_numpy(dtype="float64").copy()
         self.cash = float(state.cash)
         self.last_prices = state.prices().to_numpy(dtype="float64")
+        self.funded_until = dict(state.funded_until)
         self._bars: list[pd.Timestamp] = []
         self._rows: dict[str, list[np.ndarray]] = {
-            k: [] for k in ("shares", "notional", "t_shares", "t_notional", "pnl")
+            k: [] for k in ("shares", "notional", "t_shares", "t_notional", "pnl", "fees", "funding")
         }
         self._statistics: list[dict] = []
 
-    def update(self, bar_end: pd.Timestamp, fills: list[dict], prices: np.ndarray) -> dict:
-        """Apply the fills recorded at ``bar_end``, mark at ``prices``; return the bar's statistics."""
-        traded_shares = np.zeros(len(self.assets))
-        traded_notional = np.zeros(len(self.assets))
-        fees = 0.0
+    def update(
+        self, bar_end: pd.Timestamp, fills: list[dict], prices: np.ndarray, settlements: pd.DataFrame | None = None
+    ) -> dict:
+        """Apply the fills recorded at ``bar_end``, mark at ``prices``, then the funding ``settlements``
+        due (``FundingSchedule.due``); return the bar's statistics."""
+        n = len(self.assets)
+        traded_shares, traded_notional, fees = np.zeros(n), np.zeros(n), np.zeros(n)
         for fill in fills:
             where = self._position[fill["asset"]]
             traded_shares[where] += fill["shares"]
             traded_notional[where] += fill["notional"]
-            fees += fill["fee"]
+            fees[where] += fill["fee"]
         self.shares = np.round(self.shares + traded_shares, 10)
-        self.cash -= float(traded_notional.sum()) + fees
         self.last_prices = np.where(np.isfinite(prices), prices, self.last_prices)
         # an asset never priced is flat (a fill always carries a price), so it is worth 0
         notional = self.shares * np.nan_to_num(self.last_prices, nan=0.0)
-        asset_pnl = notional - self.notional - traded_notional
-        pnl = float(asset_pnl.sum()) - fees
+        trading_pnl = notional - self.notional - traded_notional
+        funding, assumed = self._funding(bar_end, settlements)
+        asset_pnl = trading_pnl - fees + funding
+        self.cash += float(funding.sum() - traded_notional.sum() - fees.sum())
         self.notional = notional
         gmv, nmv = float(np.abs(notional).sum()), float(notional.sum())
         net_wealth = self.cash + nmv
         stats = {
             "bar_end": bar_end,
-            "pnl": pnl,
+            "pnl": float(asset_pnl.sum()),
+            "trading_pnl": float(trading_pnl.sum()),
             "gross_volume": float(np.abs(traded_notional).sum()),
             "net_volume": float(traded_notional.sum()),
             "gmv": gmv,
@@ -98,7 +113,9 @@ class Portfolio:
             "cash": self.cash,
             "net_wealth": net_wealth,
             "leverage": gmv / net_wealth if net_wealth > 0 else np.nan,
-            "fees": fees,
+            "fees": float(fees.sum()),
+            "funding": float(funding.sum()),
+            "funding_assumed": assumed,
             "n_fills": len(fills),
         }
         self._bars.append(bar_end)
@@ -108,10 +125,42 @@ class Portfolio:
             ("t_shares", traded_shares),
             ("t_notional", traded_notional),
             ("pnl", asset_pnl),
+            ("fees", fees),
+            ("funding", funding),
         ):
             self._rows[key].append(values.copy())
         self._statistics.append(stats)
         return stats
+
+    def _funding(self, bar_end: pd.Timestamp, settlements: pd.DataFrame | None) -> tuple[np.ndarray, int]:
+        """Per asset, what the settlements add to the account (and how many used the assumed rate)."""
+        funding = np.zeros(len(self.assets))
+        if settlements is None or settlements.empty:
+            return funding, 0
+        where = np.array([self._position[asset] for asset in settlements["asset"]])
+        shares, marks = self.shares[where].copy(), np.nan_to_num(self.last_prices[where], nan=0.0)
+        previous = self._bars[-1] if self._bars else None
+        late = (
+            (settlements["funding_time"] <= previous).to_numpy() if previous is not None else np.zeros(len(where), bool)
+        )
+        for i in np.flatnonzero(late):  # published after its bar: the shares and mark of the bar that contains it
+            shares[i], marks[i] = self._held_at(settlements["funding_time"].iloc[i], where[i])
+        known_mark = settlements["mark_price"].to_numpy(dtype="float64")
+        marks = np.where(np.isfinite(known_mark), known_mark, marks)
+        amounts = funding_payments(shares, marks, settlements["rate"].to_numpy(dtype="float64"))
+        np.add.at(funding, where, amounts)
+        for asset, time in settlements.groupby("asset")["funding_time"].max().items():
+            self.funded_until[asset] = time
+        return funding, int(settlements["assumed"].sum())
+
+    def _held_at(self, time: pd.Timestamp, where: int) -> tuple[float, float]:
+        """The shares and mark of an asset at the first recorded bar ending at or after ``time`` (the
+        current ones if the session holds no such bar)."""
+        i = bisect.bisect_left(self._bars, time)
+        if i >= len(self._bars):
+            return float(self.shares[where]), float(np.nan_to_num(self.last_prices[where]))
+        shares, notional = self._rows["shares"][i][where], self._rows["notional"][i][where]
+        return float(shares), float(notional / shares) if shares else 0.0
 
     def state(self, open_orders: list[dict], bar_end: pd.Timestamp | None) -> PortfolioState:
         return PortfolioState(
@@ -120,6 +169,7 @@ class Portfolio:
             self.cash,
             open_orders,
             bar_end,
+            dict(self.funded_until),
         )
 
     def tables(self, last_bar_only: bool = False) -> dict[str, pd.DataFrame]:
@@ -138,5 +188,7 @@ class Portfolio:
             "portfolio/executed_trades_shares": long("t_shares", "shares"),
             "portfolio/executed_trades_notional": long("t_notional", "notional"),
             "portfolio/pnl": long("pnl", "pnl"),
+            "portfolio/fees": long("fees", "fees"),
+            "portfolio/funding": long("funding", "funding"),
             "portfolio/statistics": pd.DataFrame(self._statistics[first:], columns=STATISTICS_COLUMNS),
         }

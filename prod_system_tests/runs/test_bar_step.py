@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from prod_system.common.clock import SimulatedClock
-from prod_system.config import build_config
+from prod_system.config import CostsConfig, build_config
 from prod_system.data.market_data import CandleStore, MarketDataReader
 from prod_system.data.market_db import MarketDatabase
 from prod_system.log_dir import LogDir
@@ -48,7 +48,7 @@ def test_every_broker_implements_the_whole_interface_itself(candles):
     assert ExchangeBroker.keeps_execution_log and not MockedBroker.keeps_execution_log
 
     clock = SimulatedClock(START)
-    broker = MockedBroker(MarketDataReader(CandleStore(candles, UNIVERSE), clock), pd.Timedelta(minutes=1))
+    broker = MockedBroker(MarketDataReader(CandleStore(candles, UNIVERSE), clock), pd.Timedelta(minutes=1), CostsConfig())
     state = PortfolioState.empty(UNIVERSE, 1000.0)
     assert broker.reconcile(state) is state
     order = {"bar_end": START, "asset": "BTC", "client_order_id": "x", "quantity": 0.1}

@@ -1,7 +1,8 @@
 """The mocked broker (paper_trading, simulation): it fills 100% of every order at the time-weighted
-average of the candle closes inside its execution window, the bar after the decision. It reads
-prices only through the market-data reader, so a fill never uses a price the clock could not know
-at the time the fill is recorded.
+average of the candle closes inside its execution window, the bar after the decision, moved by the
+config's slippage (off by default), and charges the taker fee on the fill's notional, as Binance
+charges a market order (``trading.costs``). It reads prices only through the market-data reader, so a
+fill never uses a price the clock could not know at the time the fill is recorded.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from prod_system.config import CostsConfig
 from prod_system.data.market_data import MarketDataReader
 from prod_system.trading.brokers.base import EXECUTION_COLUMNS, Broker
+from prod_system.trading.costs import slipped_prices, taker_fees
 from prod_system.trading.portfolio import PortfolioState
 
 
@@ -19,9 +22,10 @@ class MockedBroker(Broker):
 
     keeps_execution_log = False  # no venue, no child orders: a mocked run writes no broker/executions
 
-    def __init__(self, reader: MarketDataReader, bar: pd.Timedelta):
+    def __init__(self, reader: MarketDataReader, bar: pd.Timedelta, costs: CostsConfig):
         self.reader = reader
         self.bar = bar
+        self.costs = costs
         self._pending: list[dict] = []
 
     def reconcile(self, state: PortfolioState) -> PortfolioState:
@@ -47,19 +51,22 @@ class MockedBroker(Broker):
                 continue
             if window_end not in twaps:
                 twaps[window_end] = self._twap(window_end)
-            price = float(twaps[window_end][column[order["asset"]]])
-            if not np.isfinite(price):
+            twap = float(twaps[window_end][column[order["asset"]]])
+            if not np.isfinite(twap):
                 continue  # no known price in the window: the order expires unfilled
+            quantity = order["quantity"]
+            price = float(slipped_prices(twap, quantity, self.costs))
+            notional = quantity * price
             fills.append(
                 {
                     "bar_end": bar_end,
                     "asset": order["asset"],
                     "client_order_id": order["client_order_id"],
                     "order_bar_end": order["bar_end"],
-                    "shares": order["quantity"],
+                    "shares": quantity,
                     "price": price,
-                    "notional": order["quantity"] * price,
-                    "fee": 0.0,
+                    "notional": notional,
+                    "fee": float(taker_fees(notional, self.costs)),
                     "filled_at": now,
                 }
             )

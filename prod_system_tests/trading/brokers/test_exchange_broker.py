@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prod_system.config import RiskConfig, build_config
+from prod_system.config import BINANCE_TAKER_FEE, RiskConfig, build_config
 from prod_system.errors import BrokerError
 from prod_system.exchange import LocalExchange
 from prod_system.log_dir import LogDir
@@ -81,7 +81,9 @@ def test_market_orders_fill_at_the_exchange_price_with_fees(exchange, candles):
         fill = fills[o["asset"]]
         assert fill["shares"] == pytest.approx(o["quantity"]) and fill["client_order_id"] == o["client_order_id"]
         assert fill["price"] == pytest.approx(prices[o["asset"]])  # the last closed 1-minute candle
-        assert fill["fee"] == pytest.approx(abs(fill["notional"]) * 0.0004)
+        assert fill["fee"] == pytest.approx(
+            abs(fill["notional"]) * BINANCE_TAKER_FEE
+        )  # the exchange's default: the standard tier
     held = exchange_positions(exchange)
     assert held["BTC"] == 0.5 and held["ETH"] == -3.0 and held["DOGE"] == 20_000
     assert broker.collect_fills(START + 3 * BAR) == []  # each trade is counted once
