@@ -16,8 +16,16 @@ when it is not marketable); FOK fills all of it at once or is rejected (-5021, n
 like GTC until its ``goodTillDate`` (whole seconds, more than 600 s ahead, else -5040) and expires then.
 
 Accounts are one-way (position side BOTH), cross margin at a leverage per symbol (``set_leverage``,
-``EngineConfig.leverage`` until set): initial margin is notional / leverage. There is no funding and
-no liquidation.
+``EngineConfig.leverage`` until set): initial margin is notional / leverage. There is no liquidation.
+
+Funding: at each settlement of a symbol (its funding data's times, else the assumed rate every
+interval from 00:00 UTC: ``exchange.funding``), every open position pays position x mark x rate
+(rounded to 8 decimals, as Binance writes it; positive rates: longs pay shorts), the mark being the
+data's or else the close of the candle closing then. Settlements are applied like resting orders, on
+every call, in time order with the candles closed since the previous call, so each one is applied
+once (the state file keeps how far) and counts the position held at its time, not a later fill.
+Every change of the wallet is an income row (REALIZED_PNL, COMMISSION, FUNDING_FEE), as Binance's
+income history lists them: their sum is the wallet's change.
 """
 
 from __future__ import annotations
@@ -30,13 +38,15 @@ import threading
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pandas as pd
 
+from prod_system.config import BINANCE_MAKER_FEE, BINANCE_TAKER_FEE, FundingConfig
 from prod_system.data.instruments import Bracket, InstrumentRules, InstrumentTable, market_instruments
 from prod_system.errors import InstrumentsError
+from prod_system.exchange.funding import ExchangeFunding, Settlement
 from prod_system.exchange.market import ClosedCandle, MarketReplay, ReplayClock, wall_ms
 
 QUOTE = "USDT"
@@ -44,6 +54,33 @@ ZERO = Decimal(0)
 _CLIENT_ORDER_ID = re.compile(r"[.A-Z:/a-z0-9_-]{1,36}")
 _OPEN = ("NEW", "PARTIALLY_FILLED")
 TRADE_WINDOW_MS = 7 * 24 * 3_600_000  # userTrades: startTime to endTime at most 7 days; neither sent: the last 7 days
+INCOME_KEPT_MS = 90 * 24 * 3_600_000  # income history: only the last three months
+FUNDING_DECIMALS = Decimal("1e-8")
+# Binance's incomeType values (Get Income History); this exchange writes the first three
+INCOME_TYPES = (
+    "REALIZED_PNL",
+    "COMMISSION",
+    "FUNDING_FEE",
+    "TRANSFER",
+    "WELCOME_BONUS",
+    "INSURANCE_CLEAR",
+    "REFERRAL_KICKBACK",
+    "COMMISSION_REBATE",
+    "API_REBATE",
+    "CONTEST_REWARD",
+    "CROSS_COLLATERAL_TRANSFER",
+    "OPTIONS_PREMIUM_FEE",
+    "OPTIONS_SETTLE_PROFIT",
+    "INTERNAL_TRANSFER",
+    "AUTO_EXCHANGE",
+    "DELIVERED_SETTELMENT",
+    "COIN_SWAP_DEPOSIT",
+    "COIN_SWAP_WITHDRAW",
+    "POSITION_LIMIT_INCREASE_FEE",
+    "STRATEGY_UMFUTURES_TRANSFER",
+    "FEE_RETURN",
+    "BFUSD_REWARD",
+)
 _GONE_MS = 3 * 24 * 3_600_000  # allOrders: a cancelled or expired order without a fill, 3 days after it was placed
 _ACCOUNT_TOTALS = (
     "initialMargin",
@@ -83,14 +120,17 @@ def to_decimal(price: float) -> Decimal:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    taker_fee: Decimal = Decimal("0.0004")
-    maker_fee: Decimal = Decimal("0.0002")
+    # Binance USDT-M's standard tier, the system config's default fees (one home: prod_system.config)
+    taker_fee: Decimal = Decimal(repr(BINANCE_TAKER_FEE))
+    maker_fee: Decimal = Decimal(repr(BINANCE_MAKER_FEE))
     initial_balance: Decimal = Decimal("1000000")
     leverage: int = 20
     # Binance documents newClientOrderId as "a unique id among open orders": once an order is filled,
     # cancelled or expired, its id is accepted again (and trades again). True refuses an id forever,
     # stricter than Binance: a client must never rely on it to deduplicate its orders.
     strict_client_order_ids: bool = False
+    # settlements: the funding data's, else the assumed rate every interval ('off': none)
+    funding: FundingConfig = field(default_factory=FundingConfig)
 
 
 # A symbol's rules, served exactly as the instruments table holds them (exchangeInfo filters, brackets)
@@ -192,6 +232,30 @@ class Trade:
 
 
 @dataclass
+class Income:
+    """A change of the wallet, as Binance's income history lists it."""
+
+    tran_id: int
+    symbol: str
+    income_type: str
+    amount: Decimal
+    time_ms: int
+    trade_id: int | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "symbol": self.symbol,
+            "incomeType": self.income_type,
+            "income": f"{self.amount:.8f}" if self.amount.as_tuple().exponent >= -8 else plain(self.amount),
+            "asset": QUOTE,
+            "info": self.income_type,
+            "time": self.time_ms,
+            "tranId": self.tran_id,
+            "tradeId": "" if self.trade_id is None else str(self.trade_id),
+        }
+
+
+@dataclass
 class Position:
     amount: Decimal = ZERO
     entry_price: Decimal = ZERO
@@ -224,6 +288,7 @@ class Account:
     trades: list[Trade] = field(default_factory=list)
     positions: dict[str, Position] = field(default_factory=dict)
     leverage: dict[str, int] = field(default_factory=dict)  # per symbol, once set
+    income: list[Income] = field(default_factory=list)
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:
         return [o for o in self.orders.values() if o.is_open and (symbol is None or o.symbol == symbol)]
@@ -249,11 +314,22 @@ class Engine:
         state_path: Path | None = None,
         state: dict | None = None,
         instruments: InstrumentTable | None = None,
+        funding: pd.DataFrame | None = None,
     ):
         """``instruments``: the rules of the market's assets (default: the bundled ones); an asset it
-        has no rules for, or no leverage brackets, is an ``InstrumentsError`` (never made-up rules)."""
+        has no rules for, or no leverage brackets, is an ``InstrumentsError`` (never made-up rules).
+        ``funding``: the funding table (``data.funding``'s shape) the symbols settle at; without it, or
+        for an asset it has no rows of, the config's assumed rate."""
         self.market = market
         self.config = config
+        self.funding = ExchangeFunding(
+            funding,
+            market.assets,
+            pd.Timestamp(market.first_open_ms - market.shift_ms, unit="ms", tz="UTC"),
+            pd.Timestamp(market.last_close_ms - market.shift_ms, unit="ms", tz="UTC"),
+            market.shift_ms,
+            config.funding,
+        )
         table = (instruments or market_instruments(market.assets, None, None)).select(market.assets)
         without = [asset for asset, rules in table.rules.items() if not rules.brackets]
         if without:
@@ -268,6 +344,7 @@ class Engine:
         self._accounts: dict[str, Account] = {}
         self._next_order_id = 1
         self._next_trade_id = 1
+        self._next_tran_id = 1
         self._matched_until = market.now_ms()
         if state is not None:
             self._restore(state)
@@ -303,6 +380,7 @@ class Engine:
             "clock": self.market.clock.to_state(),
             "next_order_id": self._next_order_id,
             "next_trade_id": self._next_trade_id,
+            "next_tran_id": self._next_tran_id,
             "matched_until": self._matched_until,
             "accounts": {
                 key: {
@@ -312,6 +390,7 @@ class Engine:
                     "trades": [_encode(trade) for trade in account.trades],
                     "positions": {symbol: _encode(position) for symbol, position in account.positions.items()},
                     "leverage": account.leverage,
+                    "income": [_encode(row) for row in account.income],
                 }
                 for key, account in self._accounts.items()
             },
@@ -328,6 +407,7 @@ class Engine:
             raise ValueError("the state file was written for other market data")
         self._next_order_id = state["next_order_id"]
         self._next_trade_id = state["next_trade_id"]
+        self._next_tran_id = state.get("next_tran_id", 1)
         self._matched_until = state["matched_until"]
         for key, data in state["accounts"].items():
             orders = [_decode(Order, order) for order in data["orders"]]
@@ -339,6 +419,7 @@ class Engine:
                 trades=[_decode(Trade, trade) for trade in data["trades"]],
                 positions={symbol: _decode(Position, pos) for symbol, pos in data["positions"].items()},
                 leverage=data.get("leverage", {}),
+                income=[_decode(Income, row) for row in data.get("income", [])],
             )
 
     def _save(self) -> None:
@@ -388,8 +469,15 @@ class Engine:
     def _available(self, account: Account) -> Decimal:
         return max(ZERO, account.wallet + self._unrealized(account) - self._initial_margin(account))
 
+    def _record_income(
+        self, account: Account, symbol: str, income_type: str, amount: Decimal, time_ms: int, trade_id: int | None
+    ) -> None:
+        account.income.append(Income(self._next_tran_id, symbol, income_type, amount, time_ms, trade_id))
+        self._next_tran_id += 1
+
     def _fill(self, account: Account, order: Order, quantity: Decimal, price: Decimal, maker: bool, time_ms: int):
         position = account.positions.setdefault(order.symbol, Position())
+        reduces = position.amount * order.sign < 0
         realized = position.apply(order.sign * quantity, price, time_ms)
         commission = quantity * price * (self.config.maker_fee if maker else self.config.taker_fee)
         account.wallet += realized - commission
@@ -412,6 +500,9 @@ class Engine:
         )
         self._next_trade_id += 1
         account.trades.append(trade)
+        if reduces:  # Binance records the PnL of every fill that reduces or closes a position
+            self._record_income(account, order.symbol, "REALIZED_PNL", realized, time_ms, trade.trade_id)
+        self._record_income(account, order.symbol, "COMMISSION", -commission, time_ms, trade.trade_id)
 
     def _reducible(self, account: Account, order: Order, quantity: Decimal) -> Decimal:
         """How much of ``quantity`` a reduce-only order may fill: at most the opposite position."""
@@ -420,7 +511,9 @@ class Engine:
         return min(quantity, abs(amount)) if amount * order.sign < 0 else ZERO
 
     def _match_resting(self) -> int:
-        """Fill resting limit orders against the candles closed since the last call, oldest first.
+        """Fill resting limit orders against the candles closed since the last call and settle the funding
+        due since then, in time order (a candle closing at a settlement's time before it: its fills were
+        held then).
 
         Returns the time matched up to: the rest of the call uses it as its "now".
         """
@@ -431,17 +524,30 @@ class Engine:
             ((order, account) for account in self._accounts.values() for order in account.open_orders()),
             key=lambda pair: pair[0].order_id,
         )
-        candles: list[ClosedCandle] = []
+        events: list[tuple[int, int, str, ClosedCandle | Settlement]] = []
         for symbol in sorted({order.symbol for order, _ in resting}):
-            candles += self.market.closed_candles(self.rules[symbol].asset, self._matched_until, now)
-        candles.sort(key=lambda candle: (candle.close_ms, candle.asset))
+            events += [
+                (candle.close_ms, 0, candle.asset, candle)
+                for candle in self.market.closed_candles(self.rules[symbol].asset, self._matched_until, now)
+            ]
+        # a symbol can pay funding only with a position, or an order that may open one
+        held = {s for a in self._accounts.values() for s, p in a.positions.items() if p.amount != 0}
+        for symbol in sorted(held | {order.symbol for order, _ in resting}):
+            events += [
+                (settlement.time_ms, 1, settlement.asset, settlement)
+                for settlement in self.funding.between(self.rules[symbol].asset, self._matched_until, now)
+            ]
+        events.sort(key=lambda event: event[:3])
         changed = False
-        for candle in candles:
-            symbol = f"{candle.asset}{QUOTE}"
+        for _, _, asset, event in events:
+            symbol = f"{asset}{QUOTE}"
+            if isinstance(event, Settlement):
+                changed |= self._settle(symbol, event)
+                continue
             for order, account in resting:
-                live = not order.good_till_ms or candle.close_ms <= order.good_till_ms  # GTD: until its time
-                if order.is_open and order.symbol == symbol and order.time_ms <= candle.open_ms and live:
-                    changed |= self._match_candle(account, order, candle)
+                live = not order.good_till_ms or event.close_ms <= order.good_till_ms  # GTD: until its time
+                if order.is_open and order.symbol == symbol and order.time_ms <= event.open_ms and live:
+                    changed |= self._match_candle(account, order, event)
         for order, _ in resting:  # a GTD order still open at its time expires then
             if order.is_open and order.good_till_ms and order.good_till_ms <= now:
                 order.status, order.update_ms, changed = "EXPIRED", order.good_till_ms, True
@@ -449,6 +555,28 @@ class Engine:
         if changed:
             self._save()
         return now
+
+    def settlement_mark(self, symbol: str, settlement: Settlement) -> Decimal | None:
+        """The mark price of a settlement: the data's, else the exchange's price then (None before any)."""
+        return settlement.mark if settlement.mark is not None else self.price(symbol, settlement.time_ms)
+
+    def _settle(self, symbol: str, settlement: Settlement) -> bool:
+        """Every open position of the symbol pays position x mark x rate (receives it when negative),
+        stamped at the settlement's time; whether any wallet moved."""
+        mark = self.settlement_mark(symbol, settlement)
+        if mark is None:
+            return False
+        changed = False
+        for account in self._accounts.values():
+            position = account.positions.get(symbol)
+            if position is None or position.amount == 0:
+                continue
+            fee = (-position.amount * mark * settlement.rate).quantize(FUNDING_DECIMALS, ROUND_HALF_UP)
+            account.wallet += fee
+            account.update_ms = settlement.time_ms
+            self._record_income(account, symbol, "FUNDING_FEE", fee, settlement.time_ms, None)
+            changed = True
+        return changed
 
     def _match_candle(self, account: Account, order: Order, candle: ClosedCandle) -> bool:
         """Fill a resting order at its price if the candle traded through it; whether it did."""
@@ -806,6 +934,65 @@ class Engine:
             trades = trades[:limit] if ascending else trades[-limit:]
             return [trade.to_json() for trade in trades]
 
+    def income(
+        self,
+        api_key: str,
+        symbol: str | None = None,
+        income_type: str | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        page: int = 1,
+        limit: int = 100,
+    ) -> list[dict]:
+        """GET /fapi/v1/income: the account's income rows in the time window (the last 7 days when
+        neither time is sent; only the last three months are kept), oldest first, ``page`` of ``limit``
+        rows counted from the window's start."""
+        with self._lock:
+            account = self._account(api_key)
+            now = self._match_resting()
+            if symbol is not None:
+                self._symbol_rules(symbol)
+            if start_ms is None and end_ms is None:
+                start_ms = now - TRADE_WINDOW_MS
+            start_ms = max(start_ms if start_ms is not None else 0, now - INCOME_KEPT_MS)
+            rows = [
+                row
+                for row in account.income
+                if (symbol is None or row.symbol == symbol)
+                and (income_type is None or row.income_type == income_type)
+                and start_ms <= row.time_ms
+                and (end_ms is None or row.time_ms <= end_ms)
+            ]
+            rows.sort(key=lambda row: (row.time_ms, row.tran_id))
+            return [row.to_json() for row in rows[(page - 1) * limit : page * limit]]
+
+    # -- funding -------------------------------------------------------------------------------------
+
+    def funding_rate(self, symbol: str) -> tuple[Decimal, int]:
+        """premiumIndex's figures: the last funding rate known now and the next settlement's time."""
+        asset, now = self._symbol_rules(symbol).asset, self.now_ms()
+        return self.funding.last_known_rate(asset, now), self.funding.next_time(asset, now)
+
+    def funding_history(
+        self, symbols: list[str], start_ms: int | None, end_ms: int | None, limit: int
+    ) -> list[tuple[str, Settlement, Decimal | None]]:
+        """GET /fapi/v1/fundingRate: (symbol, settlement, mark price) of the published settlements since
+        the replay began, oldest first: the first ``limit`` from ``start_ms``, else the last up to ``end_ms``."""
+        now = self.now_ms()
+        last = now if end_ms is None else min(now, end_ms)
+        first = max(start_ms or 0, self.market.first_open_ms + 1)  # settled since the replay's first candle
+        if start_ms is None:  # only the last ``limit`` per symbol can be among the answer
+            first = max(first, last - limit * self.funding.interval_ms)
+        rows = [
+            (symbol, settlement)
+            for symbol in symbols
+            for settlement in self.funding.published(self.rules[symbol].asset, first, now)
+            if settlement.time_ms <= last
+        ]
+        rows.sort(key=lambda row: (row[1].time_ms, row[0]))
+        rows = rows[:limit] if start_ms is not None else rows[-limit:]
+        return [(symbol, settlement, self.settlement_mark(symbol, settlement)) for symbol, settlement in rows]
+
     # -- account views -------------------------------------------------------------------------------
 
     def _position_json(self, account: Account, symbol: str, version: int) -> dict:
@@ -1022,6 +1209,7 @@ def open_engine(
     state_path: str | Path | None = None,
     history_ms: int = 0,
     instruments: InstrumentTable | None = None,
+    funding: pd.DataFrame | None = None,
 ) -> Engine:
     """An engine on the candles; with a state file that exists, it resumes that state and its clock.
     The first ``history_ms`` of the candles are already closed when it starts (``MarketReplay``)."""
@@ -1044,4 +1232,5 @@ def open_engine(
                 f"the state file {state_path} runs a {clock.mode} clock at speed {clock.speed}, "
                 f"not {clock_mode} at {speed}: use the same clock or another state file"
             )
-    return Engine(MarketReplay(candles, clock, history_ms), config, api_keys, state_path, state, instruments)
+    market = MarketReplay(candles, clock, history_ms)
+    return Engine(market, config, api_keys, state_path, state, instruments, funding)

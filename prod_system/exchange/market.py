@@ -167,6 +167,7 @@ class MarketReplay:
         self.first_open_ms = data_first_open_ms + self.shift_ms
         self._series = {asset: _Series(frame, self.shift_ms) for asset, frame in candles.groupby("asset", sort=True)}
         self.assets = list(self._series)
+        self.last_close_ms = max(int(series.close_ms[-1]) for series in self._series.values())
 
     def now_ms(self) -> int:
         return self.clock.now_ms()

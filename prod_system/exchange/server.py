@@ -43,6 +43,7 @@ from prod_system.data.instruments import (
 )
 from prod_system.errors import FaultRuleError, InstrumentsError
 from prod_system.exchange.engine import (
+    INCOME_TYPES,
     TRADE_WINDOW_MS,
     BinanceError,
     Engine,
@@ -85,7 +86,7 @@ INTERVAL_MINUTES = {
 }
 _MONDAY_MS = 4 * 86_400_000  # the first Monday 00:00 UTC after the epoch (a Thursday): weekly klines open on Mondays
 DAY_MS = 86_400_000
-FUNDING_INTERVAL_MS = 8 * 3_600_000  # funding at 00:00, 08:00 and 16:00 UTC
+MAX_FUNDING_ROWS = 1_000  # fundingRate and income: limit at most 1,000 (default 100)
 DEPTH_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
 _DECIMAL = re.compile(r"[0-9]{1,20}(\.[0-9]{1,20})?")
 _INTEGER = re.compile(r"-?[0-9]{1,20}")
@@ -460,28 +461,75 @@ def depth(service: ExchangeService, call: Call) -> dict:
     }
 
 
+def _rate(rate: Decimal) -> str:
+    """A funding rate as Binance writes it: 8 decimals."""
+    return f"{rate:.8f}"
+
+
 def premium_index(service: ExchangeService, call: Call) -> list[dict] | dict:
     """Mark price: the last price, which is also the index and the estimated settle price (the replay
-    has one price per symbol). This exchange has no funding yet: ``lastFundingRate`` and
-    ``interestRate`` are 0, ``nextFundingTime`` is the next 00:00, 08:00 or 16:00 UTC of its clock."""
+    has one price per symbol). ``lastFundingRate`` is the latest rate known now (the funding data's,
+    never one not yet known; the assumed rate without data), ``nextFundingTime`` the next settlement,
+    ``interestRate`` Binance's USDT-M 0.01%."""
     now = service.engine.now_ms()
-    next_funding = (now // FUNDING_INTERVAL_MS + 1) * FUNDING_INTERVAL_MS
     items = []
     for rules in _symbols(service, call):
         price = plain(_last_price(service, rules, now))
+        rate, next_funding = service.engine.funding_rate(rules.symbol)
         items.append(
             {
                 "symbol": rules.symbol,
                 "markPrice": price,
                 "indexPrice": price,
                 "estimatedSettlePrice": price,
-                "lastFundingRate": "0.00000000",
-                "interestRate": "0.00000000",
+                "lastFundingRate": _rate(rate),
+                "interestRate": "0.00010000",
                 "nextFundingTime": next_funding,
                 "time": now,
             }
         )
     return _one_or_all(call, items)
+
+
+def funding_rate_history(service: ExchangeService, call: Call) -> list[dict]:
+    """GET /fapi/v1/fundingRate, as Binance documents it: the settled rates (of one symbol or all),
+    ascending; the first ``limit`` from ``startTime``, else the most recent ``limit`` (up to
+    ``endTime``); ``limit`` 100 by default, at most 1,000. Only settlements the clock has passed and
+    whose rate is known by now."""
+    params = call.params
+    symbols = [rules.symbol for rules in _symbols(service, call)]
+    limit = _in_range("limit", _integer(params, "limit", 100), 1, MAX_FUNDING_ROWS)
+    rows = service.engine.funding_history(symbols, _integer(params, "startTime"), _integer(params, "endTime"), limit)
+    return [
+        {
+            "symbol": symbol,
+            "fundingRate": _rate(settlement.rate),
+            "fundingTime": settlement.time_ms,
+            "markPrice": f"{mark:.8f}" if mark is not None else "",
+            "rateType": "Regular",
+        }
+        for symbol, settlement, mark in rows
+    ]
+
+
+def income(service: ExchangeService, call: Call) -> list[dict]:
+    """GET /fapi/v1/income, as Binance documents it: ``symbol`` and ``incomeType`` optional, the
+    last 7 days when neither ``startTime`` nor ``endTime`` is sent, ``page`` from 1, ``limit`` 100 by
+    default and at most 1,000."""
+    params = call.params
+    symbol = _symbol(service.engine, params).symbol if params.get("symbol") else None
+    income_type = params.get("incomeType") or None
+    if income_type is not None and income_type not in INCOME_TYPES:
+        raise BinanceError(-1130, "Data sent for parameter 'incomeType' is not valid.")
+    return service.engine.income(
+        call.api_key,
+        symbol,
+        income_type,
+        start_ms=_integer(params, "startTime"),
+        end_ms=_integer(params, "endTime"),
+        page=_in_range("page", _integer(params, "page", 1), 1, 10**9),
+        limit=_in_range("limit", _integer(params, "limit", 100), 1, MAX_FUNDING_ROWS),
+    )
 
 
 def post_order(service: ExchangeService, call: Call) -> dict:
@@ -647,6 +695,7 @@ PUBLIC: dict[str, Endpoint] = {
     "GET /fapi/v2/ticker/price": ticker_price,
     "GET /fapi/v1/depth": depth,
     "GET /fapi/v1/premiumIndex": premium_index,
+    "GET /fapi/v1/fundingRate": funding_rate_history,
 }
 SIGNED: dict[str, Endpoint] = {
     "GET /fapi/v3/account": lambda service, call: service.engine.account(call.api_key, 3),
@@ -668,6 +717,7 @@ SIGNED: dict[str, Endpoint] = {
     "GET /fapi/v1/userTrades": user_trades,
     "POST /fapi/v1/leverage": set_leverage,
     "GET /fapi/v1/symbolConfig": symbol_config,
+    "GET /fapi/v1/income": income,
 }
 CONTROL: dict[str, Endpoint] = {
     "GET /_control/state": control_state,
@@ -769,8 +819,9 @@ def _by_symbol(one: int, every: int) -> Callable[[dict[str, str]], int]:
 
 
 # Request weights after Binance's USDT-M futures documentation (REQUEST_WEIGHT per IP per minute), as
-# closely as its pages state them; an endpoint not listed weighs 1 (premiumIndex among them). Placing an
-# order weighs 0 on the IP limit (it counts on the order limits, which this exchange does not report).
+# closely as its pages state them; an endpoint not listed weighs 1 (premiumIndex among them; fundingRate
+# counts on a limit of its own, 500 per 5 minutes, not modelled). Placing an order weighs 0 on the IP
+# limit (it counts on the order limits, which this exchange does not report).
 WEIGHTS: dict[str, int | Callable[[dict[str, str]], int]] = {
     "GET /fapi/v1/klines": _by_limit(((100, 1), (500, 2), (1001, 5), (MAX_KLINES + 1, 10)), 500),
     "GET /fapi/v1/depth": _by_limit(((51, 2), (101, 5), (501, 10), (1001, 20)), 500),
@@ -790,6 +841,7 @@ WEIGHTS: dict[str, int | Callable[[dict[str, str]], int]] = {
     "GET /fapi/v1/allOrders": 5,
     "GET /fapi/v1/userTrades": 5,
     "GET /fapi/v1/symbolConfig": 5,
+    "GET /fapi/v1/income": 30,
 }
 
 
@@ -916,6 +968,7 @@ class ServerOptions:
     history: pd.Timedelta = NO_HISTORY  # of the candles, closed at start-up (a warm start)
     instruments: str | Path | InstrumentTable | None = None  # None: the snapshot's table, else the bundled one
     brackets: str | Path | None = None  # Binance's leverageBracket JSON, for rules that lack them
+    funding: pd.DataFrame | None = None  # the funding table the symbols settle at (None: the assumed rate)
 
 
 def exchange_rules(options: ServerOptions, assets: list[str]) -> InstrumentTable:
@@ -952,6 +1005,7 @@ def _service(options: ServerOptions) -> tuple[ExchangeService, FaultInjector, En
         options.state_path,
         history_ms=int(options.history / pd.Timedelta(milliseconds=1)),
         instruments=instruments,
+        funding=options.funding,
     )
     faults = FaultInjector(options.faults)
     return ExchangeService(engine, {options.api_key: options.api_secret}, faults), faults, engine
@@ -983,6 +1037,7 @@ class LocalExchange:
     The clock is manual by default: ``set_time`` moves it. ``url`` is the base URL for the client.
     ``history``: how much of the candles is already closed at start-up (none by default).
     ``instruments``: the rules it serves (a table or its file; default: the snapshot's, else the bundled).
+    ``funding``: the funding table its symbols settle at (default: the config's assumed rate).
     With ``state_path`` and the previous ``port``, a new instance is the same exchange restarted.
     """
 
@@ -1001,6 +1056,7 @@ class LocalExchange:
         port: int = 0,
         history: pd.Timedelta = NO_HISTORY,
         instruments: str | Path | InstrumentTable | None = None,
+        funding: pd.DataFrame | None = None,
     ):
         options = ServerOptions(
             market_data,
@@ -1015,6 +1071,7 @@ class LocalExchange:
             state_path=Path(state_path) if state_path is not None else None,
             history=history,
             instruments=instruments,
+            funding=funding,
         )
         self.service, self._faults, self.engine = _service(options)
         self.api_key, self.api_secret = api_key, api_secret

@@ -11,6 +11,7 @@ import ccxt
 import pandas as pd
 import pytest
 
+from prod_system.config import BINANCE_BASE_FUNDING_RATE, BINANCE_TAKER_FEE
 from prod_system.exchange import LocalExchange
 from prod_system.trading.brokers.ccxt_client import symbol_of
 from prod_system_tests.kit.binance_clients import client_of
@@ -18,6 +19,7 @@ from prod_system_tests.kit.exchange import last_close, ms
 
 NOW = pd.Timestamp("2023-07-21T00:00:30Z")
 BTC, ETH = symbol_of("BTC"), symbol_of("ETH")
+TAKER = Decimal(repr(BINANCE_TAKER_FEE))
 
 
 @pytest.fixture
@@ -115,10 +117,10 @@ def test_the_order_book_is_synthesised_one_tick_around_the_last_price(exchange, 
         client.fetch_order_book(BTC, 7)
 
 
-def test_mark_price_and_funding_without_funding_yet(exchange, client, candles):
+def test_mark_price_and_the_assumed_funding_rate_without_funding_data(exchange, client, candles):
     rate = client.fetch_funding_rate(BTC)
     assert rate["markPrice"] == rate["indexPrice"] == last_close(candles, "BTC", NOW)
-    assert rate["fundingRate"] == 0
+    assert rate["fundingRate"] == BINANCE_BASE_FUNDING_RATE
     assert rate["fundingTimestamp"] == ms(pd.Timestamp("2023-07-21T08:00Z"))
     exchange.set_time(pd.Timestamp("2023-07-21T16:00Z"))
     assert client.fetch_funding_rate(BTC)["fundingTimestamp"] == ms(pd.Timestamp("2023-07-22T00:00Z"))
@@ -318,8 +320,8 @@ def test_positions_carry_the_break_even_price(client, candles):
     client.create_order(ETH, "market", "sell", 0.1)
     eth_price = Decimal(repr(last_close(candles, "ETH", NOW)))
     risk = {row["symbol"]: row for row in client.fapiPrivateV3GetPositionRisk()}
-    assert Decimal(risk["BTCUSDT"]["breakEvenPrice"]) == price * (1 + 2 * Decimal("0.0004"))
-    assert Decimal(risk["ETHUSDT"]["breakEvenPrice"]) == eth_price * (1 - 2 * Decimal("0.0004"))
+    assert Decimal(risk["BTCUSDT"]["breakEvenPrice"]) == price * (1 + 2 * TAKER)
+    assert Decimal(risk["ETHUSDT"]["breakEvenPrice"]) == eth_price * (1 - 2 * TAKER)
     v2 = {row["symbol"]: row for row in client.fapiPrivateV2GetPositionRisk()}
     assert v2["BTCUSDT"]["breakEvenPrice"] == risk["BTCUSDT"]["breakEvenPrice"]
     assert v2["DOGEUSDT"]["breakEvenPrice"] == "0"  # flat

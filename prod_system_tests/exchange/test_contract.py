@@ -80,6 +80,7 @@ REQUESTS: dict[str, dict] = {
     "ticker_price_v2": {"symbol": "BTCUSDT"},
     "depth": {"symbol": "BTCUSDT", "limit": 5},
     "premium_index": {"symbol": "BTCUSDT"},
+    "funding_rate": {"symbol": "BTCUSDT"},
     "account_v3": {},
     "account_v2": {},
     "balance_v3": {},
@@ -100,6 +101,7 @@ REQUESTS: dict[str, dict] = {
     "user_trades": {"symbol": "BTCUSDT"},
     "leverage": {"symbol": "BTCUSDT", "leverage": 10},
     "symbol_config": {"symbol": "BTCUSDT"},
+    "income": {},
 }
 
 

@@ -17,6 +17,7 @@ import ccxt
 import pandas as pd
 import pytest
 
+from prod_system.config import BINANCE_TAKER_FEE
 from prod_system.data.instruments import bundled_instruments
 from prod_system.exchange import LocalExchange, parse_rules
 from prod_system.exchange.engine import EngineConfig
@@ -138,7 +139,7 @@ def test_market_order_fills_at_the_last_close_and_pays_the_taker_fee(client, can
         0.01,
         "taker",
     )
-    assert trade["fee"] == {"currency": "USDT", "cost": pytest.approx(0.01 * price * 0.0004, abs=1e-9)}
+    assert trade["fee"] == {"currency": "USDT", "cost": pytest.approx(0.01 * price * BINANCE_TAKER_FEE, abs=1e-9)}
     [position] = client.fetch_positions()
     assert (position["symbol"], position["side"], position["contracts"], position["entryPrice"]) == (
         BTC,
@@ -146,7 +147,9 @@ def test_market_order_fills_at_the_last_close_and_pays_the_taker_fee(client, can
         0.01,
         price,
     )
-    assert client.fetch_balance()["USDT"]["total"] == pytest.approx(1_000_000 - 0.01 * price * 0.0004, abs=1e-9)
+    assert client.fetch_balance()["USDT"]["total"] == pytest.approx(
+        1_000_000 - 0.01 * price * BINANCE_TAKER_FEE, abs=1e-9
+    )
 
 
 def test_limit_order_rests_then_fills_as_maker_when_a_later_candle_trades_through(exchange, client, candles):
@@ -266,7 +269,7 @@ def test_margin_beyond_the_balance_is_insufficient(client, candles):
 
 def test_round_trip_accounting_is_exact(exchange, client, candles):
     """Buy, flip short, close: realized PnL, fees, wallet and positions to 1e-9."""
-    taker = Decimal("0.0004")
+    taker = Decimal(repr(BINANCE_TAKER_FEE))
     times = [NOW, NOW + pd.Timedelta(minutes=45), NOW + pd.Timedelta(hours=3)]
     p1, p2, p3 = (Decimal(repr(last_close(candles, "ETH", t))) for t in times)
     client.create_order(ETH, "market", "buy", 0.1)

@@ -13,6 +13,7 @@ import pytest
 from binance.error import ClientError
 from binance.um_futures import UMFutures
 
+from prod_system.config import BINANCE_TAKER_FEE
 from prod_system.exchange import LocalExchange
 from prod_system_tests.kit.binance_clients import connector_of
 
@@ -61,7 +62,7 @@ def test_orders_queries_cancels_and_trades(exchange, futures, candles):
         (market["orderId"], "BUY", "0.02"),
         (ioc["orderId"], "SELL", "0.01"),
     ]
-    assert sum(Decimal(t["commission"]) for t in trades) == Decimal("0.03") * price * Decimal("0.0004")
+    assert sum(Decimal(t["commission"]) for t in trades) == Decimal("0.03") * price * Decimal(repr(BINANCE_TAKER_FEE))
     [position] = futures.get_position_risk(symbol="BTCUSDT")
     assert (position["positionAmt"], Decimal(position["entryPrice"])) == ("0.01", price)
 
