@@ -144,6 +144,11 @@ def investor_object(window: str) -> str:
     return f"{INVESTOR_PREFIX}.{window}.png"
 
 
+def investor_performance_object(window: str) -> str:
+    """The S3 object of the performance figures published with an investor plot (Markdown)."""
+    return f"{INVESTOR_GROUP}/performance.{window}.md"
+
+
 def report_object(model: str) -> str:
     """The S3 object of a model's latest reconciliation report (named after the model as configured)."""
     return f"{REPORTS_GROUP}/{model}.last_5minutes.html"

@@ -5,7 +5,8 @@ report goes to ``{start}.{end}/pnl_realtime_observer_notebook/{run_timestamp}/``
 
     report.html          self-contained (plots inlined): verdict, figures, largest differences, timing
     summary.json         the machine-readable figures (pnl_correlation, max_abs_pnl_diff,
-                         cumulative_pnl_prod, cumulative_pnl_research, first_divergence, timing, ...)
+                         cumulative_pnl_prod, cumulative_pnl_research, first_divergence, timing,
+                         performance: production's Sharpe, drawdown, fees, funding, ...)
     cumulative_pnl.png  holdings_difference.png  timing.png
     per_bar.parquet      per-bar PnL, volume, gmv of production and research
     side_by_side.parquet per bar and asset: targets, holdings, PnL of production next to research
@@ -25,13 +26,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from prod_system.analysis import plots
+from prod_system.analysis import performance, plots
 from prod_system.analysis.reconciliation import Reconciliation, reconcile
 from prod_system.common.files import write_atomically
 from prod_system.common.timeutil import compact
 from prod_system.config import SystemConfig, load_config
 from prod_system.data.market_data import CandleStore
-from prod_system.data.sources import load_source
+from prod_system.data.sources import load_funding, load_source
 from prod_system.log_dir import LogDir
 from prod_system.naming import model_folder
 
@@ -118,6 +119,7 @@ class ObserverReport:
     summary: dict
     reconciliation: Reconciliation
     config: SystemConfig
+    performance: performance.Performance  # production's, over the reconciled bars
 
     @property
     def html(self) -> Path:
@@ -150,13 +152,16 @@ def observe(
     config = load_config(logs.path / "system_config.yaml", **overrides)
     if store is None:  # the run's window (a bar before its start: its first bar's prices), not a year of it
         window = (config.start - config.bar_delta, config.end)
-        candles = load_source(config.market_data.source, config.universe, config.market_data.delay, window)
-        store = CandleStore(candles, config.universe)
+        data = config.market_data
+        candles = load_source(data.source, config.universe, data.delay, window)
+        funding = load_funding(data.source, config.universe, data.delay, window)  # research pays what the run paid
+        store = CandleStore(candles, config.universe, funding=funding)
     result = reconcile(config, logs, store, start, end, holdings_tolerance, pnl_tolerance)
     now = pd.Timestamp.now(tz="UTC") if now is None else now
     directory = logs.path.parent / REPORT_FOLDER / compact(now)
     directory.mkdir(parents=True, exist_ok=True)
     window = result.per_bar["bar_end"]
+    figures = production_performance(logs, config.bar_delta, window.iloc[0], window.iloc[-1])
     summary = {
         **result.summary.to_dict(),
         "verdict": result.summary.verdict(),
@@ -170,12 +175,21 @@ def observe(
         "generated_at": now.isoformat(),
         "tolerances_usdt": {"holdings_and_targets": holdings_tolerance, "pnl": pnl_tolerance},
         "timing": result.timing,
+        "performance": figures.to_dict(),
     }
-    report = ObserverReport(directory, summary, result, config)
+    report = ObserverReport(directory, summary, result, config, figures)
     _write(report)
     summary["seconds"] = round(time.perf_counter() - began, 4)
     _write_json(directory / "summary.json", summary)
     return report
+
+
+def production_performance(
+    logs: LogDir, bar: pd.Timedelta, first: pd.Timestamp, last: pd.Timestamp
+) -> performance.Performance:
+    """The performance figures of the run's own statistics over the reconciled bars ``[first, last]``."""
+    stats = logs.read_table("portfolio/statistics")
+    return performance.compute(stats[(stats["bar_end"] >= first) & (stats["bar_end"] <= last)], bar)
 
 
 def _clean(value):
@@ -263,11 +277,16 @@ def _headline(s: dict) -> list[tuple[str, str]]:
     ]
 
 
+def _rows(pairs: list[tuple[str, str]]) -> str:
+    return "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in pairs)
+
+
 def _html(report: ObserverReport, pngs: dict[str, bytes]) -> str:
     """The report as one self-contained page (plots inlined): it opens anywhere, copied or mailed."""
     s, result, config = report.summary, report.reconciliation, report.config
     ok = s["reconciled"] and s["first_divergence"] is None
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in _headline(s))
+    rows = _rows(_headline(s))
+    performance_rows = _rows(performance.rows(report.performance))
     node_timing = result.node_timing.assign(share_of_dag_time=result.node_timing["share_of_dag_time"] * 100)
     node_timing = node_timing.rename(columns={"share_of_dag_time": "share_%", "peak_memory_mb_max": "peak_mb_max"})
     title = f"{config.model} {config.run_mode} ({config.trigger}): production vs research"
@@ -286,6 +305,8 @@ footer {{ margin-top: 2em; color: #777; font-size: .85em; }}
 <h1>{html.escape(title)}</h1>
 <p class="verdict {"ok" if ok else "bad"}">{html.escape(s["verdict"])}</p>
 <table>{rows}</table>
+<h2>Performance (production)</h2>
+<table>{performance_rows}</table>
 <h2>Cumulative PnL</h2>
 {_image(pngs["cumulative_pnl.png"], "cumulative PnL, production vs research")}
 <h2>Holdings difference per asset</h2>

@@ -83,6 +83,7 @@ class Performance:
             data[f"{name}_pct_of_mean_gmv"] = _percent(self.of_mean_gmv(getattr(self, name)))
         data["fees_share_of_gross_pnl"] = self.fees_share
         data["funding_share_of_gross_pnl"] = self.funding_share
+        data["funding_source"] = funding_note(self)
         return data
 
 

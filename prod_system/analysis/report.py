@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from prod_system.analysis import performance
 from prod_system.analysis.plots import pyplot
 from prod_system.log_dir import LogDir
 
@@ -16,8 +17,8 @@ def per_asset_pnl(log_dir: LogDir) -> pd.Series:
 PNL_REPORT_PNG = "pnl_report.png"  # the cumulative PnL and GMV plot of a run, in its log dir
 
 
-def write_pnl_report(log_dir: LogDir, title: str) -> tuple[str, str]:
-    """Write pnl_report.png and pnl_report.md; return their paths."""
+def write_pnl_report(log_dir: LogDir, title: str, figures: performance.Performance) -> tuple[str, str]:
+    """Write pnl_report.png and pnl_report.md (with the run's performance ``figures``); return their paths."""
     import matplotlib.dates as mdates
 
     plt = pyplot()  # matplotlib on Agg, imported here rather than when the definitions load
@@ -59,6 +60,10 @@ def write_pnl_report(log_dir: LogDir, title: str) -> tuple[str, str]:
         f"| PnL per bar: mean / std (USDT) | {stats['pnl'].mean():,.2f} / {stats['pnl'].std():,.2f} |",
         f"| final net wealth (USDT) | {stats['net_wealth'].iloc[-1]:,.2f} |",
         f"| max leverage | {stats['leverage'].max():.3f} |",
+        "",
+        "## Performance",
+        "",
+        *performance.markdown(figures),
         "",
         "## PnL by asset (USDT)",
         "",

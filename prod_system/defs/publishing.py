@@ -5,7 +5,9 @@
 - ``pnl_for_investors/*``: cumulative PnL in $ of the investor model, ``since_2019`` and
   ``since_2022`` from the historical simulation (daily), ``last_24hours`` and ``last_5minutes``
   from the live sessions (the trailing 24 hours up to the last recorded bar, daily; the current
-  session, every 5 minutes), uploaded to ``s3://{bucket}/pnl_for_investors/cumulative_pnl.{window}.png``.
+  session, every 5 minutes), uploaded to ``s3://{bucket}/pnl_for_investors/cumulative_pnl.{window}.png``,
+  with the window's performance figures (Sharpe, drawdown, fees, funding...) in
+  ``s3://{bucket}/pnl_for_investors/performance.{window}.md`` and in the asset's metadata.
 - ``system_reconciliation/{model}_last_5minutes``: the latest reconciliation report of each model,
   uploaded to ``s3://{bucket}/system_reconciliation/{model}.last_5minutes.html``.
 
@@ -18,6 +20,7 @@ The runs are found on disk under the model's folder name: the readers take the m
 """
 
 import json
+from pathlib import Path
 
 import pandas as pd
 from dagster import (
@@ -40,11 +43,11 @@ from dagster import (
 )
 from dagster_aws.s3 import S3Resource
 
-from prod_system.analysis import plots
+from prod_system.analysis import performance, plots
 from prod_system.analysis.observer import find_runs, latest_report, session_statistics
 from prod_system.analysis.report import PNL_REPORT_PNG
-from prod_system.config import RunMode
-from prod_system.defs.metadata import preview, usd
+from prod_system.config import RunMode, load_config
+from prod_system.defs.metadata import performance_metadata, preview, usd
 from prod_system.defs.reconciliation import reconciliation_key
 from prod_system.defs.resources import (
     BrokerResource,
@@ -65,6 +68,7 @@ from prod_system.naming import (
     historical_path,
     investor_job_name,
     investor_object,
+    investor_performance_object,
     investor_plot_path,
     observer_job_name,
     report_object,
@@ -154,13 +158,21 @@ def _publish_plot(
     s3: S3Resource,
     publishing: PublishingResource,
     window: str,
-    cumulative: pd.Series,
+    stats: pd.DataFrame,
+    bar: pd.Timedelta,
     title: str,
     source: str,
 ) -> MaterializeResult:
+    """Upload the cumulative PnL plot of ``stats`` (statistics indexed by bar end) and its performance figures."""
+    cumulative = stats["pnl"].cumsum()
     png = plots.investor_cumulative_pnl(cumulative, title, source)
     uploaded = publishing.upload(s3, investor_object(window), png, "image/png")
     context.log.info(f"published {uploaded['s3_uri']} ({uploaded['bytes']:,} bytes)")
+    figures = performance.compute(stats.reset_index(), bar)
+    text = "\n".join([f"# {title}", "", source, "", *performance.markdown(figures), ""])
+    figures_uploaded = publishing.upload(
+        s3, investor_performance_object(window), text.encode(), "text/markdown; charset=utf-8"
+    )
     return MaterializeResult(
         metadata={
             **uploaded,
@@ -169,8 +181,15 @@ def _publish_plot(
             "first_bar_end": str(cumulative.index[0]),
             "last_bar_end": str(cumulative.index[-1]),
             "plot": preview(png, title),
+            "performance_s3_uri": MetadataValue.url(figures_uploaded["s3_uri"]),
+            **performance_metadata(figures.to_dict()),
         }
     )
+
+
+def _bar(directory: Path) -> pd.Timedelta:
+    """The bar length of a run, from the config saved in its directory."""
+    return load_config(directory / "system_config.yaml").bar_delta
 
 
 def _historical_plot(model: str, window: str, since: pd.Timestamp):
@@ -198,7 +217,7 @@ def _historical_plot(model: str, window: str, since: pd.Timestamp):
         note = "" if first <= since + pd.Timedelta(days=1) else f" (market data from {first:%Y-%m-%d})"
         title = f"{model}: cumulative PnL since {since:%Y-%m-%d}{note}"
         source = f"historical simulation, bars ending {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC"
-        return _publish_plot(context, s3, publishing, window, stats["pnl"].cumsum(), title, source)
+        return _publish_plot(context, s3, publishing, window, stats, _bar(runs[-1]), title, source)
 
     return historical_plot
 
@@ -236,7 +255,7 @@ def _live_plot(model: str, window: str):
         else:
             title = f"{model}: cumulative PnL of the current session ({mode})"
         source = f"live {mode}, bars ending {stats.index[0]:%Y-%m-%d %H:%M} to {stats.index[-1]:%Y-%m-%d %H:%M} UTC"
-        return _publish_plot(context, s3, publishing, window, stats["pnl"].cumsum(), title, source)
+        return _publish_plot(context, s3, publishing, window, stats, _bar(runs[-1].log_dir), title, source)
 
     return live_plot
 

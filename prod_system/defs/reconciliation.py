@@ -34,7 +34,7 @@ from prod_system.common.timeutil import parse_duration
 from prod_system.config import RunMode, load_config
 from prod_system.data.market_data import CandleStore
 from prod_system.defs.live import live_bar_key
-from prod_system.defs.metadata import preview
+from prod_system.defs.metadata import performance_metadata, preview
 from prod_system.defs.resources import LogDirResource, MarketDataResource
 from prod_system.defs.simulation import SESSION_DAYS, simulation_key
 from prod_system.errors import ReconciliationError
@@ -69,6 +69,7 @@ def report_metadata(report: ObserverReport) -> dict:
         "report": MetadataValue.path(str(report.html)),
         "log_dir": MetadataValue.path(s["log_dir"]),
         "cumulative_pnl": preview(report.plot.read_bytes(), "cumulative PnL, production vs research"),
+        **performance_metadata(s["performance"]),
     }
 
 

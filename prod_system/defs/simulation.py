@@ -48,7 +48,7 @@ from prod_system.common import progress
 from prod_system.common.timeutil import bar_ends
 from prod_system.config import RunMode, SystemConfig
 from prod_system.data.instruments import LOG_DIR_FILE, resolve_instruments
-from prod_system.defs.metadata import preview, usd
+from prod_system.defs.metadata import performance_metadata, preview, usd
 from prod_system.defs.resources import (
     BrokerResource,
     ClockResource,
@@ -543,6 +543,7 @@ def _portfolio_metadata(summary: RunSummary, state: PortfolioState | None, png: 
         "log_dir": MetadataValue.path(summary.log_dir),
         "pnl_report": MetadataValue.path(png),
         "pnl_plot": preview(Path(png).read_bytes(), "cumulative PnL and GMV"),
+        **performance_metadata(summary.performance),
     }
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
+from prod_system.analysis import performance
 from prod_system.analysis.report import write_pnl_report
 from prod_system.config import SystemConfig
 from prod_system.log_dir import LogDir
@@ -28,6 +29,7 @@ class RunSummary:
     dagster_run_id: str | None = None
     reconciliation: str | None = None  # the observer's verdict: production vs research
     report: str | None = None  # its HTML report
+    performance: dict = field(default_factory=dict)  # analysis.performance figures (JSON-safe)
 
     def lines(self) -> list[str]:
         run = [f"dagster run: {self.dagster_run_id}"] if self.dagster_run_id else []
@@ -73,9 +75,12 @@ def finish_run(
     title (the run mode by default); ``engine`` is recorded in ``run.json`` (core, dagster, historical)."""
     summary = summarize(str(log_dir.path), statistics, time.perf_counter() - began)
     summary.dagster_run_id = dagster_run_id
+    figures = performance.compute(statistics, config.bar_delta)
+    summary.performance = figures.to_dict()
     write_pnl_report(
         log_dir,
         f"{config.model} {kind or config.run_mode}: {config.start:%Y-%m-%d %H:%M} to {config.end:%Y-%m-%d %H:%M} UTC",
+        figures,
     )
     log_dir.write_json("run.json", {"run_id": config.run_id, "engine": engine, **summary.__dict__})
     logger.info("done: %s", "; ".join(summary.lines()))

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prod_system.analysis import plots
+from prod_system.analysis import performance, plots
 from prod_system.analysis.observer import REPORT_FOLDER, find_runs, latest_report, observe
 from prod_system.analysis.reconciliation import reconcile
 from prod_system.data.market_data import (
@@ -52,9 +52,14 @@ def run_root(tmp_path_factory, simulated_day) -> Path:
 
 def test_a_simulation_writes_its_report(simulated_day):
     """The simulation reconciles itself when it ends: its report is next to its log dir."""
-    _, log_dir = simulated_day
+    config, log_dir = simulated_day
     (report,) = (log_dir.parent / REPORT_FOLDER).glob("*/report.html")
     assert json.loads((report.parent / "summary.json").read_text())["reconciled"] is True
+    # and its pnl_report.md has the run's performance figures
+    figures = performance.compute(LogDir(log_dir).read_table("portfolio/statistics"), config.bar_delta)
+    assert figures.sharpe is not None and figures.net_pnl != 0
+    text = (log_dir / "pnl_report.md").read_text()
+    assert "## Performance" in text and f"| Sharpe (annualised) | {figures.sharpe:,.2f} |" in text
 
 
 def test_report_of_a_simulated_day(run_root, simulated_day):
@@ -71,6 +76,9 @@ def test_report_of_a_simulated_day(run_root, simulated_day):
     prod = LogDir(run.log_dir).read_table("portfolio/statistics")
     assert summary["cumulative_pnl_prod"] == pytest.approx(prod["pnl"].sum())
     assert summary["bars"] == 288 and summary["last_bar_end"] == config.end.isoformat()
+    figures = performance.compute(prod, config.bar_delta)
+    assert summary["performance"]["net_pnl"] == pytest.approx(prod["pnl"].sum())
+    assert summary["performance"]["sharpe"] == pytest.approx(figures.sharpe)
     # timing: every node of the model, and orders submitted at the simulated knowledge delay
     nodes = pd.read_csv(report.directory / "node_timing.csv")
     assert list(nodes["node"]) == load_model("C1b", config.bar_delta).order
@@ -86,6 +94,7 @@ def test_report_of_a_simulated_day(run_root, simulated_day):
     assert page.count("data:image/png;base64,") == 3
     assert not re.search(r'(src|href)="(?!data:)', page)
     assert "reconciled: pnl correlation" in page
+    assert "<h2>Performance (production)</h2>" in page and f"<td>{figures.sharpe:,.2f}</td>" in page
     for name in ("cumulative_pnl.png", "holdings_difference.png", "timing.png"):
         assert (report.directory / name).read_bytes().startswith(PNG)
     assert latest_report(run_root, "C1b") == report.html

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
+from prod_system.analysis import performance
 from prod_system.cli.launch import resources_for, simulate_with_dagster
 from prod_system.definitions import build_definitions
 from prod_system.defs.resources import TableStoreIOManager
@@ -24,6 +25,7 @@ from prod_system.defs.simulation import (
 )
 from prod_system.log_dir import TABLES, LogDir
 from prod_system.naming import RANGE_START_TAG, WINDOW_START_TAG
+from prod_system.runs.historical import read_statistics
 from prod_system.runs.simulate import simulate
 from prod_system_tests.kit.data import sim_config
 
@@ -87,6 +89,8 @@ def test_dagster_backfill_equals_pure_core(tmp_path, snapshot, monkeypatch):
     event = instance.get_latest_materialization_event(key("portfolio"))
     metadata = event.asset_materialization.metadata
     assert {"day_pnl", "run_pnl", "run_gross_volume", "net_wealth", "log_dir", "pnl_report"} <= set(metadata)
+    figures = performance.compute(read_statistics(core.log_dir), config.bar_delta)
+    assert metadata["sharpe"].value == round(figures.sharpe, 4) and metadata["net_pnl"].value == round(core.pnl, 2)
     assert json.loads((Path(summary.log_dir) / "run.json").read_text())["dagster_run_id"] == summary.dagster_run_id
     # what was stored is there for another process (the UI) to read
     reader = subprocess.run(

@@ -86,6 +86,13 @@ def test_observer_and_investor_plots_are_published(live_root, snapshot, s3_endpo
     assert body == report.read_bytes() and content_type == "text/html; charset=utf-8"
     summary = json.loads((report.parent / "summary.json").read_text())
     assert summary["reconciled"] and summary["bars"] == 144
+    (reconciliation,) = [
+        m
+        for m in results["C3a_paper_trading_observer_job"].get_asset_materialization_events()
+        if m.asset_key == AssetKey(["C3a", "paper_trading", "reconciliation"])
+    ]
+    drawdown = reconciliation.materialization.metadata["max_drawdown"].value
+    assert drawdown == round(summary["performance"]["max_drawdown"], 2) > 0
     (check,) = results["C3a_paper_trading_observer_job"].get_asset_check_evaluations()
     assert check.passed and check.asset_key == AssetKey(["C3a", "paper_trading", "reconciliation"])
 
@@ -115,6 +122,11 @@ def test_observer_and_investor_plots_are_published(live_root, snapshot, s3_endpo
         assert metadata["cumulative_pnl_usd"].value == round(pnl, 2)  # USDT to the cent in the UI
         assert metadata["bytes"].value == len(body)
         assert metadata["plot"].value.startswith("![")  # a preview in the UI
+        # the window's performance figures, next to the plot and in the metadata
+        text, content_type = get(bucket, f"pnl_for_investors/performance.{window}.md")
+        assert content_type == "text/markdown; charset=utf-8"
+        assert f"| net PnL | {pnl:,.2f} USDT" in text.decode() and "| Sharpe (annualised) |" in text.decode()
+        assert metadata["net_pnl"].value == round(pnl, 2)
 
     # the secret key is nowhere: not in the events, not in any file written
     for result in results.values():
