@@ -13,6 +13,7 @@ from prod_system.cli.progress import Progress
 from prod_system.common.files import write_atomically
 from prod_system.config import ARCHIVE_SOURCE, DEFAULT_UNIVERSE, is_database
 from prod_system.data import BUNDLED_CANDLES
+from prod_system.data.funding import LOOK_BEHIND
 from prod_system.data.instruments import SNAPSHOT_KEY, known_instruments, missing_rules_message
 from prod_system.data.market_data import (
     month_windows,
@@ -20,10 +21,11 @@ from prod_system.data.market_data import (
     same_interval,
     screen_for_snapshot,
     select_window,
+    snapshot_funding_path,
     write_snapshot,
     write_snapshot_months,
 )
-from prod_system.data.sources import load_source, reads_by_window
+from prod_system.data.sources import load_funding, load_source, reads_by_window
 from prod_system.data.universe import file_assets
 from prod_system.errors import DownloadInterrupted, InstrumentsError, MarketDataError
 
@@ -136,6 +138,11 @@ def dump_market_data(
     there, without gaps or duplicates. Rate limits are honoured (429 and Retry-After; a 418 ban
     stops it). Candles still open at the exchange's time are never written.
 
+    The window's funding rates go with the candles (OUT.funding.parquet beside a one-file snapshot,
+    _funding.parquet inside a partitioned one): the exchange's (fetched through ccxt), the archive's
+    fundingRate zips, the database's funding table, a snapshot's, or a CSV folder's funding/ JSON
+    files. A source without any gives none: runs then use the config's assumed rate.
+
     A snapshot is strict: a candle the data guard would drop (non-positive or non-finite prices,
     high < low, open or close outside [low, high], conflicting duplicates) refuses the dump, unless
     --drop-bad: the rest is written and the dropped candles listed in OUT with .dropped.csv for
@@ -226,19 +233,20 @@ def dump_market_data(
                 yield candles
             progress("dump", i + 1, len(months))
 
+    funding = _funding(source, assets, begin, finish, delay, download)  # checked before anything is written
     path = None
     by_window = reads_by_window(source) or download is not None
     if len(month_windows(begin, finish)) > 1 and by_window:  # a long dump: month by month
         progress = Progress(unit="months")
         try:
-            path = write_snapshot_months(by_month(), out, metadata)
+            path = write_snapshot_months(by_month(), out, metadata, funding)
         except MarketDataError as error:
             if any(len(part) for part in kept_parts):  # not just an empty window: say what went wrong
                 fail(str(error), "check --source, --start and --end")
     else:
         candles = load(begin, finish)
         candles = screened(candles) if len(candles) else candles
-        path = write_snapshot(candles, out, metadata) if len(candles) else None
+        path = write_snapshot(candles, out, metadata, funding) if len(candles) else None
     dropped = pd.concat(dropped_parts, ignore_index=True) if dropped_parts else pd.DataFrame()
     if path is None:
         if dropped.empty:
@@ -256,8 +264,30 @@ def dump_market_data(
         f"wrote {int(kept['rows'].sum()):,} candles of {len(kept)} assets "
         f"({kept['first'].min()} to {kept['last'].max()}) to {path}"
     )
+    if len(funding):
+        click.echo(
+            f"wrote {len(funding):,} funding rates of {funding['asset'].nunique()} assets "
+            f"({funding['funding_time'].min()} to {funding['funding_time'].max()}) to {snapshot_funding_path(path)}"
+        )
+    else:
+        click.echo(f"note: no funding rates in {source} for the window: runs use the assumed rate", err=True)
     if download is not None:
         download.discard()  # the snapshot is whole: its pages are not needed any more
+
+
+def _funding(
+    source: str, assets: list[str], begin: pd.Timestamp, finish: pd.Timestamp, delay: pd.Timedelta, download
+) -> pd.DataFrame:
+    """The window's funding rates from the source (``fail`` on bad input, before anything is written)."""
+    try:
+        if download is None:
+            return load_funding(source, assets, delay, (begin, finish))
+        funding = download.funding(delay)
+    except DownloadInterrupted as error:
+        fail(str(error), f"run the same command again (later): it goes on from what {download.work_dir} holds")
+    except (MarketDataError, ValueError) as error:
+        fail(str(error), ARCHIVE_HINT if source.startswith(f"{ARCHIVE_SOURCE}:") else "check --source")
+    return funding[(funding["funding_time"] >= begin - LOOK_BEHIND) & (funding["funding_time"] <= finish)]
 
 
 def _from_exchange(source: str) -> bool:

@@ -12,6 +12,14 @@ epoch; Binance moved its spot files to microseconds from 2025-01-01, so the unit
 value's size rather than assumed. The folder may keep the archive's nested layout or hold the zips
 flat: only the file names count. A daily file repeating a monthly one's rows is read once; rows that
 disagree are kept for the data guard (and a strict dump) to judge.
+
+Funding rates sit in the same archive, one zip per symbol and month, a CSV with a header
+``calc_time,funding_interval_hours,last_funding_rate`` (calc_time: the settlement, in ms, a few ms
+after the hour):
+
+    data/futures/um/monthly/fundingRate/BTCUSDT/BTCUSDT-fundingRate-2024-01.zip
+
+A folder may hold both; each reader takes its own files by name.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from prod_system.data.funding import empty_funding, normalize_funding
 from prod_system.data.market_data import interval_name, parse_interval
 from prod_system.errors import MarketDataError
 
@@ -51,6 +60,9 @@ NAME_FORMAT = "SYMBOL-INTERVAL-YYYY-MM.zip or SYMBOL-INTERVAL-YYYY-MM-DD.zip (e.
 _NAME = re.compile(
     r"^(?P<symbol>[A-Z0-9]+)-(?P<interval>\d+[smhdw]|1mo)-(?P<year>\d{4})-(?P<month>\d{2})(?:-(?P<day>\d{2}))?$"
 )
+FUNDING_HEADER = "calc_time,funding_interval_hours,last_funding_rate"
+FUNDING_NAME_FORMAT = "SYMBOL-fundingRate-YYYY-MM.zip (e.g. BTCUSDT-fundingRate-2024-01.zip)"
+_FUNDING_NAME = re.compile(r"^(?P<symbol>[A-Z0-9]+)-fundingRate-(?P<year>\d{4})-(?P<month>\d{2})$")
 # open_time below this is in milliseconds (until the year 5138), at or above it in microseconds (after 1973)
 _MICROSECONDS_FROM = 10**14
 
@@ -100,14 +112,23 @@ def parse_name(path: Path) -> ArchiveFile:
 def archive_files(directory: str | Path) -> list[ArchiveFile]:
     """Every USDT-M kline zip under ``directory`` (nested as the archive is, or flat), by name; files of
     symbols not quoted in USDT are not ours and are left out."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise MarketDataError(f"Binance archive folder {directory} does not exist")
-    files = [parse_name(path) for path in sorted(directory.rglob("*.zip"))]
+    files = [parse_name(path) for path in _zips(directory) if not _is_funding(path)]
     files = [file for file in files if file.symbol.endswith(QUOTE) and file.asset]
     if not files:
         raise MarketDataError(f"no {QUOTE} kline zip files in {directory}: expected {NAME_FORMAT}")
     return files
+
+
+def _zips(directory: str | Path) -> list[Path]:
+    """Every zip under ``directory``, nested or flat, in name order."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise MarketDataError(f"Binance archive folder {directory} does not exist")
+    return sorted(directory.rglob("*.zip"))
+
+
+def _is_funding(path: Path) -> bool:
+    return "-fundingRate-" in path.name
 
 
 def archive_assets(directory: str | Path) -> list[str]:
@@ -252,3 +273,109 @@ def _check_interval(file: ArchiveFile, opens: np.ndarray, closes: np.ndarray, ti
             f"{file.path}: the name says {file.interval} candles but the data's are {interval_name(seen)} long "
             "(or apart): rename the file or use the matching interval"
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Funding rates
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FundingFile:
+    """One monthly funding-rate zip of the archive, as its name describes it."""
+
+    path: Path
+    symbol: str
+    start: pd.Timestamp
+    end: pd.Timestamp  # exclusive
+
+    @property
+    def asset(self) -> str:
+        return self.symbol.removesuffix(QUOTE)
+
+
+def funding_files(directory: str | Path) -> list[FundingFile]:
+    """Every USDT-M funding-rate zip under ``directory`` (nested or flat), by name; none is no error
+    (a folder of klines only has no funding data)."""
+    files = []
+    for path in _zips(directory):
+        if not _is_funding(path):
+            continue
+        match = _FUNDING_NAME.match(path.name.removesuffix(".zip"))
+        if not match:
+            raise MarketDataError(
+                f"{path}: the file name does not parse as a Binance funding file: {FUNDING_NAME_FORMAT}"
+            )
+        try:
+            start = pd.Timestamp(f"{match['year']}-{match['month']}-01", tz="UTC")
+        except ValueError:
+            raise MarketDataError(f"{path}: {match['year']}-{match['month']} is not a month") from None
+        if match["symbol"].endswith(QUOTE) and match["symbol"] != QUOTE:
+            files.append(FundingFile(path, match["symbol"], start, start + pd.DateOffset(months=1)))
+    return files
+
+
+def read_archive_funding(
+    directory: str | Path,
+    universe: list[str] | None,
+    delay: pd.Timedelta,
+    window: tuple[pd.Timestamp, pd.Timestamp] | None = None,
+) -> pd.DataFrame:
+    """The funding rates of ``universe`` (every asset of the folder if None or empty) from the archive's
+    fundingRate zips, known at calc_time + ``delay``; with ``window`` (start, end), only the settlements
+    in [start, end] (the months that overlap it are opened). No such zip: an empty table."""
+    files = funding_files(directory)
+    if universe:
+        files = [file for file in files if file.asset in set(universe)]
+    if window is not None:
+        files = [file for file in files if file.start <= window[1] and file.end > window[0]]
+    frames = []
+    for file in files:
+        verify_checksum(file.path)
+        frames.append(read_funding_zip(file, delay))
+    if not frames:
+        return empty_funding()
+    funding = pd.concat(frames, ignore_index=True)
+    if window is not None:
+        funding = funding[(funding["funding_time"] >= window[0]) & (funding["funding_time"] <= window[1])]
+    return normalize_funding(funding, f"{directory}")
+
+
+def read_funding_zip(file: FundingFile, delay: pd.Timedelta) -> pd.DataFrame:
+    """The settlements of one funding zip: header checked, every value a number, every time inside the
+    month its name says; a bad one is a ``MarketDataError`` naming the file and the line."""
+    path = file.path
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = [name for name in archive.namelist() if name.lower().endswith(".csv")]
+            if len(members) != 1:
+                raise MarketDataError(f"{path}: expected one CSV file inside, found {len(members)}")
+            text = archive.read(members[0]).decode("utf-8", errors="replace")
+    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+        raise MarketDataError(f"{path}: corrupt zip file ({error})") from None
+    lines = text.splitlines()
+    header = bool(lines) and not lines[0][:1].isdigit()
+    if header and lines[0].strip().replace(" ", "") != FUNDING_HEADER:
+        raise MarketDataError(f"{path}: header {lines[0].strip()!r}, a funding file has {FUNDING_HEADER!r}")
+    rows = [line for line in lines[int(header) :] if line.strip()]
+    times, rates = [], []
+    for number, line in enumerate(rows, start=1 + int(header)):
+        fields = line.split(",")
+        try:
+            if len(fields) != 3:
+                raise ValueError(f"{len(fields)} fields, not 3")
+            calc_ms, rate = int(fields[0]), float(fields[2])
+            when = pd.Timestamp(calc_ms, unit="ms", tz="UTC")
+        except (ValueError, OverflowError) as error:
+            raise MarketDataError(f"{path}: line {number} {line.strip()!r} is not a funding row ({error})") from None
+        if not file.start <= when < file.end:
+            raise MarketDataError(
+                f"{path}: line {number} settles at {when}, outside the month its name says ({file.start:%Y-%m})"
+            )
+        times.append(when)
+        rates.append(rate)
+    if not times:
+        return empty_funding()
+    settled = pd.DatetimeIndex(times)
+    frame = pd.DataFrame({"asset": file.asset, "funding_time": settled, "rate": rates, "knowledge_ts": settled + delay})
+    return normalize_funding(frame, str(path))

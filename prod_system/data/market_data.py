@@ -14,7 +14,7 @@ through ``MarketDataReader``, which asks it with the injected clock's time.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from prod_system.common.clock import Clock
 from prod_system.common.files import write_atomically, write_folder_atomically
 from prod_system.common.timeutil import format_duration
-from prod_system.data.funding import empty_funding
+from prod_system.data.funding import FUNDING_COLUMNS, empty_funding, normalize_funding
 from prod_system.errors import MarketDataError
 
 CANDLE = pd.Timedelta(minutes=1)  # the real-time database's candles (ingestion records 1-minute klines)
@@ -350,6 +350,11 @@ SNAPSHOT_METADATA_PREFIX = "prod_system."
 # hive-style (``snapshot.parquet/month=2024-01/part.parquet``, which pyarrow, DuckDB and Spark read as
 # one table): a run reads only the months of its window, a dump writes one month at a time.
 MONTH_PART, PART_FILE = "month=", "part.parquet"
+# A snapshot's funding rates (``data.funding``'s table): a one-file snapshot NAME.parquet has them
+# beside it in NAME.funding.parquet, a partitioned one inside its folder in _funding.parquet (the
+# leading underscore: pyarrow, Spark and DuckDB's hive reading skip it, and so does ``snapshot_parts``).
+# A snapshot without that file has no funding data: runs use the config's assumed rate.
+FUNDING_FILE, FUNDING_SUFFIX = "_funding.parquet", ".funding.parquet"
 ROW_GROUP = 131_072  # rows per Parquet row group: a day's window skips the groups it does not need
 
 
@@ -382,31 +387,80 @@ def replaceable_snapshot(path: str | Path) -> Path:
     return path
 
 
-def write_snapshot(candles: pd.DataFrame, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+def write_snapshot(
+    candles: pd.DataFrame,
+    path: str | Path,
+    metadata: dict[str, str] | None = None,
+    funding: pd.DataFrame | None = None,
+) -> Path:
     """Write a snapshot atomically (a crash never leaves half a file under the final name): one file,
     or, for candles of several calendar months, a folder of one file per month (``write_snapshot_months``).
 
     ``metadata`` (name -> text, e.g. the instruments the candles trade under) travels inside the
     file (each month's), so it cannot be separated from its candles; ``read_snapshot_metadata`` gives it back.
+    ``funding`` (the window's funding rates; None: none) is written with it (``snapshot_funding_path``).
     """
     path = replaceable_snapshot(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     frame = normalize_snapshot(candles)
     months = _month_key(frame)
     if months.nunique() > 1:
-        return write_snapshot_months((rows for _, rows in frame.groupby(months.to_numpy(), sort=True)), path, metadata)
+        pieces = (rows for _, rows in frame.groupby(months.to_numpy(), sort=True))
+        return write_snapshot_months(pieces, path, metadata, funding)
     table = _snapshot_table(frame, metadata)
     write_atomically(path, lambda tmp: pq.write_table(table, tmp, row_group_size=ROW_GROUP))
+    _write_funding(path.with_suffix(FUNDING_SUFFIX), funding)
     return path
 
 
+def _write_funding(path: Path, funding: pd.DataFrame | None) -> None:
+    """The funding file of a snapshot, written after its candles; with no funding (None), an earlier
+    snapshot's file is removed rather than left beside a new one."""
+    if funding is None:
+        path.unlink(missing_ok=True)
+        return
+    frame = normalize_funding(funding, f"funding of {path}")
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    write_atomically(path, lambda tmp: pq.write_table(table, tmp, row_group_size=ROW_GROUP))
+
+
+def snapshot_funding_path(path: str | Path) -> Path:
+    """Where a snapshot's funding rates are: inside a partitioned snapshot, beside a one-file one."""
+    path = Path(path)
+    return path / FUNDING_FILE if path.is_dir() else path.with_suffix(FUNDING_SUFFIX)
+
+
+def read_snapshot_funding(path: str | Path, window: tuple[pd.Timestamp, pd.Timestamp] | None = None) -> pd.DataFrame:
+    """A snapshot's funding rates (``data.funding``'s table), with ``window`` (start, end) those settled
+    in [start, end]; a snapshot written without any (the bundled one, older ones) has none."""
+    file = snapshot_funding_path(path)
+    if not file.exists():
+        return empty_funding()
+    filters = None
+    if window is not None:
+        kind = pa.timestamp("ns", tz="UTC")
+        filters = [
+            ("funding_time", ">=", pa.scalar(window[0].value, kind)),
+            ("funding_time", "<=", pa.scalar(window[1].value, kind)),
+        ]
+    try:
+        frame = pq.read_table(file, columns=FUNDING_COLUMNS, filters=filters).to_pandas()
+    except Exception as error:
+        raise MarketDataError(f"cannot read the funding rates of snapshot {path} ({file}): {error}") from None
+    return normalize_funding(frame, str(file))
+
+
 def write_snapshot_months(
-    pieces: Iterable[pd.DataFrame], path: str | Path, metadata: dict[str, str] | None = None
+    pieces: Iterable[pd.DataFrame],
+    path: str | Path,
+    metadata: dict[str, str] | None = None,
+    funding: pd.DataFrame | Callable[[], pd.DataFrame] | None = None,
 ) -> Path:
     """Write a snapshot partitioned by month from ``pieces`` (each the candles of whole months, in any
     order, each month in one piece), one piece in memory at a time. The folder appears whole, under
     its final name, once every month is written; any failure (bad candles in a later month, a full
-    disk, Ctrl-C) leaves ``path`` as it was."""
+    disk, Ctrl-C) leaves ``path`` as it was. ``funding`` (the rates, or a function giving them once the
+    candles are written) goes inside the folder, in the same swap."""
     path = replaceable_snapshot(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -424,8 +478,11 @@ def write_snapshot_months(
                 pq.write_table(table, part, row_group_size=ROW_GROUP)
         if not any(folder.iterdir()):
             raise MarketDataError(f"snapshot {path}: no candles to write")
+        _write_funding(folder / FUNDING_FILE, funding() if callable(funding) else funding)
 
-    return write_folder_atomically(path, write)
+    write_folder_atomically(path, write)
+    path.with_suffix(FUNDING_SUFFIX).unlink(missing_ok=True)  # of a one-file snapshot this one replaced
+    return path
 
 
 def is_partitioned_snapshot(path: str | Path) -> bool:

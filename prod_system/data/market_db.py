@@ -9,6 +9,11 @@ from a config file. Times are integer milliseconds since the epoch, UTC.
                        knowledge_ms (when this version was written), first_knowledge_ms, revision
     candle_revisions   every version a revision replaced, with when it was replaced
 
+    funding_rates      one row per (exchange, symbol, settlement): the rate, the mark price (NULL if
+                       unknown), knowledge_ms (when this version was written), first_knowledge_ms,
+                       revision (a rate the exchange revised replaces the old one, with the new
+                       knowledge time; the settlement is not known again before its first version)
+
 A re-ingested candle with the same values changes nothing; one with different values (Binance
 revises candles now and then) becomes a new revision, and the old version is kept. Reading "as of
 now" returns, per candle, the latest version whose knowledge time is at or before now: THE
@@ -40,6 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine, Row, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 
+from prod_system.data.funding import empty_funding, normalize_funding
 from prod_system.data.market_data import FIELDS, SNAPSHOT_COLUMNS, normalize_snapshot
 from prod_system.errors import DatabaseUnavailable, MarketDataError
 
@@ -66,6 +72,18 @@ revisions_table = Table(
     *_candle_columns(),
     Column("revision", Integer, primary_key=True),
     Column("replaced_ms", BigInteger, nullable=False),
+)
+funding_table = Table(
+    "funding_rates",
+    metadata,
+    Column("exchange", String(32), primary_key=True),
+    Column("symbol", String(32), primary_key=True),
+    Column("funding_ms", BigInteger, primary_key=True),
+    Column("rate", Float, nullable=False),
+    Column("mark_price", Float, nullable=True),
+    Column("knowledge_ms", BigInteger, nullable=False),
+    Column("first_knowledge_ms", BigInteger, nullable=False),
+    Column("revision", Integer, nullable=False),
 )
 # "what arrived lately" (ingestion lag, staleness checks); the primary key serves the range reads
 Index("candles_by_knowledge", candles_table.c.exchange, candles_table.c.knowledge_ms)
@@ -212,7 +230,118 @@ class MarketDatabase:
             .values(**values, knowledge_ms=known, revision=old.revision + 1)
         )
 
+    @_answering
+    def upsert_funding(self, rows: pd.DataFrame) -> UpsertResult:
+        """Record settled funding rates (``data.funding``'s table, with the knowledge time each was
+        written at): a new settlement is inserted, a re-fetched one with the same rate and mark price
+        changes nothing, one the exchange revised replaces the recorded one with its new knowledge time."""
+        result = UpsertResult()
+        frame = normalize_funding(rows, f"funding rates for {self.where}")
+        if frame.empty:
+            return result
+        frame = frame.assign(funding_ms=_ms(frame["funding_time"]), knowledge_ms=_ms(frame["knowledge_ts"]))
+        table = funding_table
+        keys = list(zip(frame["asset"], frame["funding_ms"].astype(int), strict=True))
+        with self.engine.begin() as connection:
+            existing = {
+                (row.symbol, row.funding_ms): row
+                for chunk in _chunks(keys, 500)
+                for row in connection.execute(
+                    select(table).where(
+                        table.c.exchange == self.exchange, tuple_(table.c.symbol, table.c.funding_ms).in_(chunk)
+                    )
+                )
+            }
+            inserts = []
+            for record in frame.itertuples(index=False):
+                key = (record.asset, int(record.funding_ms))
+                values = {"rate": float(record.rate), "mark_price": _float(record.mark_price)}
+                old = existing.get(key)
+                if old is None:
+                    known = int(record.knowledge_ms)
+                    inserts.append(
+                        {
+                            "exchange": self.exchange,
+                            "symbol": key[0],
+                            "funding_ms": key[1],
+                            **values,
+                            "knowledge_ms": known,
+                            "first_knowledge_ms": known,
+                            "revision": 0,
+                        }
+                    )
+                    result.new += 1
+                elif old.rate != values["rate"] or (
+                    values["mark_price"] is not None and old.mark_price != values["mark_price"]
+                ):  # a mark price the new fetch lacks is not a revision: the recorded one stays
+                    mark = values["mark_price"] if values["mark_price"] is not None else old.mark_price
+                    connection.execute(
+                        table.update()
+                        .where(
+                            table.c.exchange == self.exchange, table.c.symbol == key[0], table.c.funding_ms == key[1]
+                        )
+                        .values(
+                            rate=values["rate"],
+                            mark_price=mark,
+                            knowledge_ms=max(int(record.knowledge_ms), old.knowledge_ms),
+                            revision=old.revision + 1,
+                        )
+                    )
+                    result.revised += 1
+                else:
+                    result.unchanged += 1
+            if inserts:
+                connection.execute(table.insert(), inserts)
+        return result
+
+    @_answering
+    def last_funding_times(self, assets: list[str]) -> dict[str, pd.Timestamp | None]:
+        """The latest recorded settlement of each asset (None if it has none)."""
+        table = funding_table
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(table.c.symbol, func.max(table.c.funding_ms))
+                .where(table.c.exchange == self.exchange, table.c.symbol.in_(assets))
+                .group_by(table.c.symbol)
+            ).all()
+        found = {symbol: pd.Timestamp(ms, unit="ms", tz="UTC") for symbol, ms in rows}
+        return {asset: found.get(asset) for asset in assets}
+
     # -- reading ---------------------------------------------------------------------------------
+
+    @_answering
+    def funding(
+        self, assets: list[str] | None, start: pd.Timestamp, end: pd.Timestamp, now: pd.Timestamp | None = None
+    ) -> pd.DataFrame:
+        """The funding rates settled in [start, end] of ``assets`` (all if None or empty), in
+        ``data.funding``'s table; with ``now``, only the settlements known by then."""
+        table = funding_table
+        where = [table.c.exchange == self.exchange, table.c.funding_ms >= _ms(start), table.c.funding_ms <= _ms(end)]
+        if assets:
+            where.append(table.c.symbol.in_(assets))
+        if now is not None:
+            where.append(table.c.knowledge_ms <= _ms(now))
+        columns = ["symbol", "funding_ms", "rate", "mark_price", "knowledge_ms"]
+        try:
+            with self.engine.connect() as connection:
+                rows = connection.execute(select(*[table.c[name] for name in columns]).where(and_(*where))).all()
+        except SQLAlchemyError as error:
+            raise MarketDataError(f"cannot read the market database {self.url}: {error}") from None
+        if not rows:
+            return empty_funding()
+        frame = pd.DataFrame(rows, columns=columns)
+        return normalize_funding(
+            pd.DataFrame(
+                {
+                    "asset": frame["symbol"].astype(str),
+                    "funding_time": pd.to_datetime(frame["funding_ms"], unit="ms", utc=True),
+                    "rate": frame["rate"].astype("float64"),
+                    "mark_price": pd.to_numeric(frame["mark_price"]).astype("float64"),
+                    "knowledge_ts": pd.to_datetime(frame["knowledge_ms"], unit="ms", utc=True),
+                }
+            ),
+            f"market database {self.where}",
+        )
 
     @_answering
     def snapshot(

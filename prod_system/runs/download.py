@@ -13,7 +13,8 @@ ccxt's own rate limiter paces the requests by their weight (a 1,000-candle page 
 processes on the same address count too) waits for the next minute.
 
 The caller builds the client (``binanceusdm_client``), reads the candles by window (``Download.candles``:
-a long dump goes month by month), writes the snapshot and then ``discard``s the work folder.
+a long dump goes month by month), fetches the window's funding rates (``Download.funding``: a few
+requests an asset, kept in the work folder too), writes the snapshot and then ``discard``s the work folder.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ import numpy as np
 import pandas as pd
 
 from prod_system.common.files import write_atomically
+from prod_system.data.funding import FUNDING_COLUMNS, LOOK_BEHIND, empty_funding, normalize_funding
 from prod_system.data.market_data import CANDLE
 from prod_system.errors import DownloadInterrupted, MarketDataError
-from prod_system.runs.ingestion import MINUTE_MS, PAGE
+from prod_system.runs.ingestion import MINUTE_MS, PAGE, funding_frame, page_funding
 from prod_system.trading.brokers.ccxt_client import banned, retry_delay, symbol_of
 
 if TYPE_CHECKING:
@@ -42,6 +44,7 @@ WEIGHT_BUDGET = 2_000  # of Binance's 2,400 request weight a minute per IP: abov
 MAX_ATTEMPTS = 8  # per request: ~40 s of backoff, or longer when the exchange says Retry-After
 BACKOFF_SECONDS = 0.5
 MANIFEST = "download.json"
+FUNDING_DIR = "_funding"  # in the work folder, beside the assets' page folders (an asset is alphanumeric)
 PAGE_COLUMNS = ["open_ms", "open", "high", "low", "close", "volume"]
 
 
@@ -160,6 +163,33 @@ class Download:
         for column in PAGE_COLUMNS[1:]:
             rows[column] = rows[column].astype(np.float64)
         return rows[columns].reset_index(drop=True)
+
+    def funding(self, delay: pd.Timedelta) -> pd.DataFrame:
+        """The settled funding rates of the window (and ``LOOK_BEHIND`` before it) up to its effective
+        end (after ``run``), known at their settlement + ``delay`` (they are history); each asset's are
+        fetched once and kept in the work folder (a resumed download does not ask again)."""
+        folder = self.work_dir / FUNDING_DIR
+        folder.mkdir(exist_ok=True)
+        lo_ms, hi_ms = _ms(self.start - LOOK_BEHIND), _ms(self.until)
+        frames = []
+        for asset in self.assets:
+            path = folder / f"{asset}.parquet"
+            if not path.exists():
+                rows = page_funding(
+                    lambda since, limit, a=asset: self._call(
+                        lambda c: c.fetch_funding_rate_history(symbol_of(a), since, limit, {"until": hi_ms}),
+                        f"the funding rates of {a}",
+                    ),
+                    lo_ms,
+                    hi_ms,
+                )
+                frame = funding_frame(asset, rows, delay)
+                write_atomically(path, lambda tmp, f=frame: f.to_parquet(tmp, index=False))
+            frames.append(pd.read_parquet(path, columns=FUNDING_COLUMNS))
+        frames = [frame for frame in frames if len(frame)]
+        if not frames:
+            return empty_funding()
+        return normalize_funding(pd.concat(frames, ignore_index=True), f"funding rates from {self.source}")
 
     def discard(self) -> None:
         """Remove the work folder (once the snapshot is written)."""

@@ -9,7 +9,7 @@ from sqlalchemy import inspect
 from prod_system.common.clock import SimulatedClock
 from prod_system.data.market_data import CandleStore
 from prod_system.data.market_db import MarketDatabase
-from prod_system.data.sources import load_source
+from prod_system.data.sources import load_funding, load_source
 from prod_system.errors import MarketDataError
 from prod_system.exchange import LocalExchange
 from prod_system.runs.ingestion import Ingestor
@@ -128,9 +128,50 @@ def test_a_backfill_pages_through_the_klines_and_reaches_no_further_back(tmp_pat
     assert stored.groupby("asset").size().to_dict() == dict.fromkeys(UNIVERSE, 1200)
 
 
+def settlements(assets: list[str], times: list[str], rate: float = 0.0001, known_after: str = "5s") -> pd.DataFrame:
+    """Funding rows of ``assets`` at ``times``, stamped a few ms after the time as Binance does."""
+    when = pd.DatetimeIndex(pd.to_datetime(times, utc=True)) + pd.Timedelta(milliseconds=4)
+    return pd.DataFrame(
+        {
+            "asset": [asset for asset in assets for _ in when],
+            "funding_time": list(when) * len(assets),
+            "rate": rate,
+            "mark_price": 30_000.0,
+            "knowledge_ts": list(when + pd.Timedelta(known_after)) * len(assets),
+        }
+    )
+
+
+def test_funding_rates_upsert_revise_and_read(database_url):
+    db = MarketDatabase(database_url)
+    assert "funding_rates" in set(inspect(db.engine).get_table_names())
+    times = ["2023-07-20T16:00", "2023-07-21T00:00", "2023-07-21T08:00"]
+    rows = settlements(["BTC", "ETH"], times)
+    assert (db.upsert_funding(rows).new, db.upsert_funding(rows).unchanged) == (6, 6)  # a re-fetch: no copy
+    refetched = rows.assign(knowledge_ts=rows["knowledge_ts"] + pd.Timedelta(hours=1), mark_price=float("nan"))
+    assert db.upsert_funding(refetched).unchanged == 6  # later, without the mark price: nothing changes
+    got = db.funding(["BTC", "ETH"], pd.Timestamp("2023-07-20", tz="UTC"), pd.Timestamp("2023-07-22", tz="UTC"))
+    assert len(got) == 6 and (got["mark_price"] == 30_000.0).all()
+    assert (got["funding_time"] == got["funding_time"].dt.floor("min")).all()
+    assert (got["knowledge_ts"] == got["funding_time"] + pd.Timedelta(seconds=5, milliseconds=4)).all()
+    revised = settlements(["BTC"], ["2023-07-21T00:00"], rate=0.0003, known_after="2h")
+    assert db.upsert_funding(revised).revised == 1
+    btc = db.funding(["BTC"], T0, T0).iloc[0]
+    assert btc["rate"] == 0.0003 and btc["knowledge_ts"] == revised["knowledge_ts"].iloc[0]
+    assert len(db.funding([], T0, T0 + pd.Timedelta(hours=8))) == 4  # [start, end], every asset
+    assert len(db.funding(["ETH"], T0, T0 + pd.Timedelta(hours=8), now=T0 + pd.Timedelta(hours=1))) == 1
+    assert db.last_funding_times(["BTC", "NOPE"]) == {"BTC": T0 + pd.Timedelta(hours=8), "NOPE": None}
+    peeking = settlements(["SOL"], ["2023-07-21T16:00"], known_after="-1min")
+    with pytest.raises(MarketDataError, match="not known before its settlement"):
+        db.upsert_funding(pd.concat([settlements(["SOL"], ["2023-07-21T08:00"]), peeking]))
+    assert db.last_funding_times(["SOL"]) == {"SOL": None}  # nothing of the batch written
+    db.close()
+
+
 def test_dump_market_data_from_the_database(database_url, candles, tmp_path):
     db = MarketDatabase(database_url)
     db.upsert(minutes(candles, T0, 60), T0 + pd.Timedelta(hours=1, seconds=5))
+    db.upsert_funding(settlements(["BTC", "ETH"], ["2023-07-20T00:00", "2023-07-20T16:00", "2023-07-21T00:00"]))
     db.close()
     out = tmp_path / "dump.parquet"
     done = cli(
@@ -147,3 +188,6 @@ def test_dump_market_data_from_the_database(database_url, candles, tmp_path):
     assert done.returncode == 0, done.stderr
     dumped = pd.read_parquet(out)
     assert len(dumped) == 30 * 8 and (dumped["knowledge_ts"] == T0 + pd.Timedelta(hours=1, seconds=5)).all()
+    funding = load_funding(str(out), [], pd.Timedelta(0))  # the window's and a day before it, as recorded
+    assert len(funding) == 4 and funding["funding_time"].min() == pd.Timestamp("2023-07-20T16:00Z")
+    assert (funding["knowledge_ts"] == funding["funding_time"] + pd.Timedelta(seconds=5, milliseconds=4)).all()

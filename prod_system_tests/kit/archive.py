@@ -87,6 +87,19 @@ def write_klines(
     return write_zip(archive_path(root, symbol, interval, period, nested), text, checksum)
 
 
+def write_funding(
+    root: Path, symbol: str, month: str, settlements: pd.DataFrame, nested: bool = True, checksum: bool = True
+) -> Path:
+    """One monthly fundingRate zip of ``settlements`` (funding_time, rate) for ``symbol``, as the
+    archive publishes it: header ``calc_time,funding_interval_hours,last_funding_rate``, times in ms."""
+    times = pd.to_datetime(settlements["funding_time"], utc=True).dt.as_unit("ns").astype("int64") // 1_000_000
+    lines = [f"{ms},8,{rate!r}" for ms, rate in zip(times, settlements["rate"].astype(float), strict=True)]
+    text = "calc_time,funding_interval_hours,last_funding_rate\n" + "".join(line + "\n" for line in lines)
+    name = f"{symbol}-fundingRate-{month}.zip"
+    folder = root / "data" / "futures" / "um" / "monthly" / "fundingRate" / symbol if nested else root
+    return write_zip(folder / name, text, checksum)
+
+
 def hour_of_candles(start: str = "2023-07-21T00:00:00Z", minutes: int = 60, step: str = "1min") -> pd.DataFrame:
     """``minutes`` made-up candles of one step from ``start`` (prices near 30000, all valid)."""
     opens = pd.date_range(start, periods=minutes, freq=step)
