@@ -170,7 +170,8 @@ class Download:
         fetched once and kept in the work folder (a resumed download does not ask again)."""
         folder = self.work_dir / FUNDING_DIR
         folder.mkdir(exist_ok=True)
-        lo_ms, hi_ms = _ms(self.start - LOOK_BEHIND), _ms(self.until)
+        # a settlement is stamped a few ms after its minute: the one at the window's end is the minute's
+        lo_ms, hi_ms = _ms(self.start - LOOK_BEHIND), _ms(self.until) + MINUTE_MS - 1
         frames = []
         for asset in self.assets:
             path = folder / f"{asset}.parquet"

@@ -8,15 +8,17 @@ from sqlalchemy import inspect
 
 from prod_system.common.clock import SimulatedClock
 from prod_system.data.market_data import CandleStore
-from prod_system.data.market_db import MarketDatabase
+from prod_system.data.market_db import MarketDatabase, UpsertResult
 from prod_system.data.sources import load_funding, load_source
 from prod_system.errors import MarketDataError
 from prod_system.exchange import LocalExchange
 from prod_system.runs.ingestion import Ingestor
 from prod_system_tests.kit.cli import cli
 from prod_system_tests.kit.data import UNIVERSE
+from prod_system_tests.kit.exchange import exchange_funding
 
 T0 = pd.Timestamp("2023-07-21T00:00:00Z")
+FUNDING = "GET /fapi/v1/fundingRate"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -107,6 +109,47 @@ def test_ingestion_writes_closed_candles_once(database_url, snapshot, candles):
         # what the model reads from the database is what the visibility rule lets it see
         store = CandleStore(load_source(database_url, UNIVERSE, pd.Timedelta(0)), UNIVERSE)
         assert store.last_bar_end == T0 + pd.Timedelta(minutes=33)
+        db.close()
+
+
+def test_ingestion_records_settled_funding_once_known(tmp_path, snapshot):
+    """Through the local exchange and ccxt: the settlements of the last day, known when ingested; a
+    pass in the same hour asks nothing; a settlement the exchange publishes late (5 s after it) is
+    asked for again at the next pass and recorded then, with that pass's time."""
+    table = exchange_funding()
+    with LocalExchange(f"parquet:{snapshot}", funding=table) as exchange:
+        now = T0 + pd.Timedelta(minutes=30, seconds=20)
+        exchange.set_time(now)
+        db = MarketDatabase(f"sqlite:///{tmp_path / 'market.db'}")
+        clock = SimulatedClock(now)
+        ingestor = Ingestor(db, ["BTC", "ETH"], clock, exchange.url, funding=True)
+        report = ingestor.ingest_once()
+        assert report.failed == {} and report.funding.new == 2 * 3  # 07-20 08:00 and 16:00, 07-21 00:00
+        stored = db.funding(["BTC", "ETH"], T0 - pd.Timedelta(days=2), now)
+        expected = table[(table["funding_time"] > now - pd.Timedelta(days=1)) & (table["funding_time"] <= now)]
+        assert stored["rate"].tolist() == expected["rate"].tolist()
+        assert stored["mark_price"].tolist() == expected["mark_price"].tolist()
+        assert (stored["knowledge_ts"] == now).all()
+        counts = exchange.request_counts()
+        clock.wait_until(now + pd.Timedelta(minutes=1))
+        exchange.set_time(now + pd.Timedelta(minutes=1))
+        assert ingestor.ingest_once().funding == UpsertResult()  # same hour, nothing due: not asked
+        assert exchange.request_counts().get(FUNDING, 0) == counts[FUNDING]
+        settled = T0 + pd.Timedelta(hours=8, seconds=1)  # before the 08:00 rate is published (08:00:05)
+        clock.wait_until(settled)
+        exchange.set_time(settled)
+        assert ingestor.ingest_once().funding.new == 0
+        clock.wait_until(settled + pd.Timedelta(minutes=1))
+        exchange.set_time(settled + pd.Timedelta(minutes=1))
+        assert ingestor.ingest_once().funding.new == 2  # due and missing: asked again
+        late = db.funding(["BTC"], T0 + pd.Timedelta(hours=8), T0 + pd.Timedelta(hours=8))
+        assert late["knowledge_ts"].tolist() == [settled + pd.Timedelta(minutes=1)]
+        clock.wait_until(settled + pd.Timedelta(minutes=2))
+        exchange.set_time(settled + pd.Timedelta(minutes=2))
+        before = exchange.request_counts()[FUNDING]
+        ingestor.ingest_once()
+        assert exchange.request_counts()[FUNDING] == before  # here: nothing due until 16:00
+        ingestor.close()
         db.close()
 
 

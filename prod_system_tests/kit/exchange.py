@@ -92,3 +92,18 @@ def last_close(candles: pd.DataFrame, asset: str, now: pd.Timestamp) -> float:
     """The price the exchange quotes at ``now``: the close of the last candle closed by then."""
     rows = candles[(candles["asset"] == asset) & (candles["bar_end"] <= now)]
     return float(rows.sort_values("bar_end")["close"].iloc[-1])
+
+
+def exchange_funding(assets=("BTC", "ETH")) -> pd.DataFrame:
+    """Settlements every 8 hours from 2023-07-20 (the snapshot's first candle) to 07-22, stamped 4 ms
+    after the hour and published 5 s later, as Binance does; each asset and time its own rate."""
+    times = pd.date_range("2023-07-20", "2023-07-22", freq="8h", tz="UTC") + pd.Timedelta(milliseconds=4)
+    return pd.DataFrame(
+        {
+            "asset": [asset for asset in assets for _ in times],
+            "funding_time": list(times) * len(assets),
+            "rate": [round(0.0001 * (a + 1) - 0.00002 * i, 8) for a in range(len(assets)) for i in range(len(times))],
+            "mark_price": [30_000.0 + 10 * i for _ in assets for i in range(len(times))],
+            "knowledge_ts": list(times + pd.Timedelta(seconds=5)) * len(assets),
+        }
+    )

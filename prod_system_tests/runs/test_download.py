@@ -18,6 +18,7 @@ from prod_system.runs.download import Download, work_dir_for
 from prod_system.trading.brokers.ccxt_client import binanceusdm_client
 from prod_system_tests.kit.cli import REPO, cli
 from prod_system_tests.kit.data import UNIVERSE
+from prod_system_tests.kit.exchange import exchange_funding
 
 START, END = pd.Timestamp("2023-07-21T00:00:00Z"), pd.Timestamp("2023-07-22T00:00:00Z")
 NOW = pd.Timestamp("2023-07-21T23:30:30Z")  # the exchange's time: the window's last half hour is not closed yet
@@ -129,3 +130,31 @@ def test_an_asset_the_exchange_does_not_list_is_one_error_line(tmp_path, snapsho
     assert done.returncode == 2
     assert done.stderr.startswith("error: the exchange lists no USDT-M perpetual for NOPE"), done.stderr
     assert not (tmp_path / "x.parquet.partial").exists()
+
+
+def test_the_windows_funding_rates_come_with_the_candles(tmp_path, snapshot):
+    """The settlements of the window and the day before it, paged (here 3 a page), known at their
+    settlement + the knowledge delay (they are history), with the exchange's mark prices."""
+    from prod_system.runs.ingestion import page_funding
+
+    table = exchange_funding()
+    with LocalExchange(f"parquet:{snapshot}", funding=table) as exchange:
+        exchange.set_time(END + pd.Timedelta(minutes=5))
+        download = _download(exchange, tmp_path / "x.parquet", [])
+        download.run()
+        got = download.funding(pd.Timedelta(seconds=30))
+        client = binanceusdm_client(exchange.url)
+        client.load_markets()
+        until = END.value // 10**6 + 59_999  # the settlement at END is stamped a few ms after it
+
+        def fetch(since: int, limit: int) -> list[dict]:
+            return client.fetch_funding_rate_history("BTC/USDT:USDT", since, limit, {"until": until})
+
+        paged = page_funding(fetch, (START - pd.Timedelta(days=1)).value // 10**6, until, limit=3)
+    expected = table
+    assert len(got) == 2 * 7
+    assert got["rate"].tolist() == expected["rate"].tolist()
+    assert got["mark_price"].tolist() == expected["mark_price"].tolist()
+    assert (got["funding_time"] == expected["funding_time"].dt.floor("min")).all()
+    assert (got["knowledge_ts"] == expected["funding_time"] + pd.Timedelta(seconds=30)).all()
+    assert [row["fundingRate"] for row in paged] == expected.loc[expected["asset"] == "BTC", "rate"].tolist()
