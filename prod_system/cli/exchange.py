@@ -7,9 +7,17 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import click
+from pydantic import ValidationError
 
 from prod_system.cli.errors import fail
 from prod_system.common.timeutil import parse_duration
+from prod_system.config import (
+    BINANCE_BASE_FUNDING_RATE,
+    BINANCE_MAKER_FEE,
+    BINANCE_TAKER_FEE,
+    FUNDING_INTERVAL,
+    FundingConfig,
+)
 from prod_system.errors import FaultRuleError, MarketDataError
 
 
@@ -90,17 +98,38 @@ def _history(text: str):
 )
 @click.option(
     "--taker-fee",
-    default="0.0004",
+    default=repr(BINANCE_TAKER_FEE),
     show_default=True,
     type=_DecimalType(),
-    help="Fee rate of market orders (0.0004 = 0.04%).",
+    help="Fee rate of market orders (0.0005 = 0.05%, Binance USDT-M's standard tier).",
 )
 @click.option(
     "--maker-fee",
-    default="0.0002",
+    default=repr(BINANCE_MAKER_FEE),
     show_default=True,
     type=_DecimalType(),
-    help="Fee rate of limit orders (0.0002 = 0.02%).",
+    help="Fee rate of limit orders (0.0002 = 0.02%, Binance USDT-M's standard tier).",
+)
+@click.option(
+    "--funding",
+    type=click.Choice(["data", "assumed", "off"]),
+    default="data",
+    show_default=True,
+    help="Settle open positions at the market data's funding rates (the assumed rate for assets without), at "
+    "the assumed rate, or not at all.",
+)
+@click.option(
+    "--funding-rate",
+    default=BINANCE_BASE_FUNDING_RATE,
+    show_default=True,
+    type=float,
+    help="The assumed funding rate per settlement (positive: longs pay shorts).",
+)
+@click.option(
+    "--funding-interval",
+    default=FUNDING_INTERVAL,
+    show_default=True,
+    help="Time between assumed settlements, from 00:00 UTC (1h, 4h or 8h).",
 )
 @click.option(
     "--initial-balance",
@@ -135,16 +164,19 @@ def _history(text: str):
     help="Refuse a reused newClientOrderId forever (-4116). Binance, and the default, refuse it among open orders "
     "only: a filled order's id is accepted again.",
 )
-def exchange_sim(market_data, host, port, api_key, api_secret, clock, speed, taker_fee, maker_fee, initial_balance,
-                 history, instruments, brackets, faults, state, strict_client_ids) -> None:  # fmt: skip
+def exchange_sim(market_data, host, port, api_key, api_secret, clock, speed, taker_fee, maker_fee, funding,
+                 funding_rate, funding_interval, initial_balance, history, instruments, brackets, faults, state,
+                 strict_client_ids) -> None:  # fmt: skip
     """Run a local Binance USDT-M futures exchange that the unmodified ccxt client trades on.
 
     It replays the market data on its clock, the first --history of it (a day) already closed at
     start-up, so that prices exist and a live session can warm up at once; it fills market orders at
     the current price with taker fees and limit orders when the price crosses, keeps positions,
-    balances and trades, signs and checks requests like Binance, and injects faults on chosen
-    endpoints (latency, timeouts, 5xx, 429, rejections, partial fills). Point the broker at it with
-    broker.exchange_url (or run's --exchange-url). It serves until Ctrl-C.
+    balances and trades, settles funding on open positions (the market data's rates, else
+    --funding-rate every --funding-interval) with Binance's income history, signs and checks
+    requests like Binance, and injects faults on chosen endpoints (latency, timeouts, 5xx, 429,
+    rejections, partial fills). Point the broker at it with broker.exchange_url (or run's
+    --exchange-url). It serves until Ctrl-C.
 
     \b
     Examples:
@@ -163,6 +195,12 @@ def exchange_sim(market_data, host, port, api_key, api_secret, clock, speed, tak
             "any pair will do; the client (broker config or ccxt) must use the same",
         )
     history_length = _history(history)
+    try:
+        funding_config = FundingConfig(mode=funding, assumed_rate=funding_rate, interval=funding_interval)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        option = "--funding-rate" if problem["loc"][0] == "assumed_rate" else "--funding-interval"
+        fail(f"{option}: {problem['msg']}", "Binance's rates are a few hundredths of a percent, every 1h, 4h or 8h")
     rules = []
     if faults is not None:
         try:
@@ -173,7 +211,8 @@ def exchange_sim(market_data, host, port, api_key, api_secret, clock, speed, tak
             fail(f"bad fault rules in {faults}: {error}", "see the fault rules in docs/exchange.md")
     options = ServerOptions(
         market_data, api_key, api_secret, host, port, clock, speed,
-        EngineConfig(taker_fee, maker_fee, initial_balance, strict_client_order_ids=strict_client_ids), rules,
+        EngineConfig(taker_fee, maker_fee, initial_balance, strict_client_order_ids=strict_client_ids,
+                     funding=funding_config), rules,
         Path(state) if state else None, history_length, instruments, brackets,
     )  # fmt: skip
     click.echo(f"starting the local exchange: replaying {market_data} ({clock} clock); Ctrl-C stops it", err=True)

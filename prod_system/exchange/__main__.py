@@ -2,7 +2,8 @@
 
     python -m prod_system.exchange --market-data parquet:snapshot.parquet --port 8765 \\
         --api-key KEY --api-secret SECRET [--clock shifted|original|manual] [--speed 1] [--history 1d] \\
-        [--taker-fee 0.0004] [--maker-fee 0.0002] [--initial-balance 1000000] \\
+        [--taker-fee 0.0005] [--maker-fee 0.0002] [--initial-balance 1000000] \\
+        [--funding data|assumed|off] [--funding-rate 0.0001] [--funding-interval 8h] \\
         [--instruments rules.json] [--brackets brackets.json] [--faults rules.json] [--state state.json]
 
 The key and secret may come from ``EXCHANGE_API_KEY``/``EXCHANGE_API_SECRET`` instead (the secret
@@ -21,8 +22,10 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import pandas as pd
+from pydantic import ValidationError
 
 from prod_system.common.timeutil import parse_duration
+from prod_system.config import BINANCE_BASE_FUNDING_RATE, FUNDING_INTERVAL, FundingConfig
 from prod_system.errors import FaultRuleError, MarketDataError
 from prod_system.exchange.engine import EngineConfig
 from prod_system.exchange.faults import parse_rules
@@ -70,6 +73,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--maker-fee", type=_decimal, default=EngineConfig.maker_fee)
     parser.add_argument("--initial-balance", type=_decimal, default=EngineConfig.initial_balance)
     parser.add_argument(
+        "--funding",
+        choices=("data", "assumed", "off"),
+        default="data",
+        help="settle at the market data's funding rates (the assumed rate without), the assumed rate, or none",
+    )
+    parser.add_argument(
+        "--funding-rate", type=float, default=BINANCE_BASE_FUNDING_RATE, help="the assumed rate per settlement"
+    )
+    parser.add_argument("--funding-interval", default=FUNDING_INTERVAL, help="between assumed settlements (1h, 4h, 8h)")
+    parser.add_argument(
         "--instruments", type=Path, default=None, help="rules file or Binance exchangeInfo JSON (default: snapshot's)"
     )
     parser.add_argument("--brackets", type=Path, default=None, help="Binance leverageBracket JSON")
@@ -104,8 +117,17 @@ def _options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Serve
             parser.error(f"cannot read the fault rules {args.faults}: {error.strerror}")
         except (ValueError, FaultRuleError) as error:
             parser.error(f"bad fault rules in {args.faults}: {error}")
+    try:
+        funding = FundingConfig(mode=args.funding, assumed_rate=args.funding_rate, interval=args.funding_interval)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        parser.error(f"--funding-{str(problem['loc'][0]).split('_')[-1]}: {problem['msg']}")
     config = EngineConfig(
-        args.taker_fee, args.maker_fee, args.initial_balance, strict_client_order_ids=args.strict_client_ids
+        args.taker_fee,
+        args.maker_fee,
+        args.initial_balance,
+        strict_client_order_ids=args.strict_client_ids,
+        funding=funding,
     )
     return ServerOptions(
         args.market_data,

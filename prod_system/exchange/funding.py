@@ -71,6 +71,15 @@ class ExchangeFunding:
                 )
         self._times = {asset: [row.time_ms for row in rows] for asset, rows in self._rows.items()}
 
+    def describe(self) -> str:
+        """Where the settlements come from, for the start-up line."""
+        if self.config.mode == "off":
+            return "no funding"
+        assumed = f"the assumed rate {self.assumed_rate} every {self.config.interval}"
+        if not self._rows:
+            return f"funding at {assumed}"
+        return f"funding data for {len(self._rows)} assets, {assumed} for the others"
+
     def from_data(self, asset: str) -> bool:
         return asset in self._rows
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from prod_system.data.market_data import CANDLE, interval_name, is_partitioned_snapshot, snapshot_interval
-from prod_system.data.sources import load_source
+from prod_system.data.sources import load_funding, load_source
 from prod_system.errors import MarketDataError
 
 MINUTE_MS = 60_000
@@ -37,13 +37,25 @@ def to_ms(value: int | str | pd.Timestamp) -> int:
     return ts.value // 1_000_000
 
 
-def load_candles(source: str | Path) -> pd.DataFrame:
-    """All assets of a source: 'parquet:FILE', a .parquet snapshot (a file or a folder of months), 'csv:DIR'
-    or a folder of *_USDT.csv.gz, 'binance-archive:DIR'."""
+def _source(source: str | Path) -> tuple[str, str, str]:
+    """(source, kind, location), a bare folder of candle files read as 'csv:DIR'."""
     source = str(source)
     kind, _, location = source.partition(":")
     if kind != "csv" and Path(source).is_dir() and not is_partitioned_snapshot(source):
-        kind, location = "csv", source
+        return f"csv:{source}", "csv", source
+    return source, kind, location
+
+
+def load_market_funding(source: str | Path, assets: list[str]) -> pd.DataFrame:
+    """The funding rates of the source's assets (``load_funding``: a snapshot's funding file, the
+    archive's or a csv folder's), known at their settlement: the exchange sets them. Empty without."""
+    return load_funding(_source(source)[0], assets, pd.Timedelta(0))
+
+
+def load_candles(source: str | Path) -> pd.DataFrame:
+    """All assets of a source: 'parquet:FILE', a .parquet snapshot (a file or a folder of months), 'csv:DIR'
+    or a folder of *_USDT.csv.gz, 'binance-archive:DIR'."""
+    source, kind, location = _source(source)
     if kind == "csv":
         # csv sources need the asset list up front; the exchange lists every file of the folder
         assets = sorted(path.name.removesuffix("_USDT.csv.gz") for path in Path(location).glob("*_USDT.csv.gz"))

@@ -55,7 +55,7 @@ from prod_system.exchange.engine import (
     to_decimal,
 )
 from prod_system.exchange.faults import FaultInjector, FaultRule, parse_rules
-from prod_system.exchange.market import MINUTE_MS, load_candles, to_ms, wall_ms
+from prod_system.exchange.market import MINUTE_MS, load_candles, load_market_funding, to_ms, wall_ms
 
 logger = logging.getLogger(__name__)
 
@@ -968,7 +968,8 @@ class ServerOptions:
     history: pd.Timedelta = NO_HISTORY  # of the candles, closed at start-up (a warm start)
     instruments: str | Path | InstrumentTable | None = None  # None: the snapshot's table, else the bundled one
     brackets: str | Path | None = None  # Binance's leverageBracket JSON, for rules that lack them
-    funding: pd.DataFrame | None = None  # the funding table the symbols settle at (None: the assumed rate)
+    # the funding table the symbols settle at; None: the market data's own (config.funding.mode 'data')
+    funding: pd.DataFrame | None = None
 
 
 def exchange_rules(options: ServerOptions, assets: list[str]) -> InstrumentTable:
@@ -995,7 +996,11 @@ def exchange_rules(options: ServerOptions, assets: list[str]) -> InstrumentTable
 def _service(options: ServerOptions) -> tuple[ExchangeService, FaultInjector, Engine]:
     market_data = options.market_data
     candles = market_data if isinstance(market_data, pd.DataFrame) else load_candles(market_data)
-    instruments = exchange_rules(options, sorted(candles["asset"].unique()))
+    assets = sorted(candles["asset"].unique())
+    instruments = exchange_rules(options, assets)
+    funding = options.funding
+    if funding is None and not isinstance(market_data, pd.DataFrame) and options.config.funding.mode == "data":
+        funding = load_market_funding(market_data, assets)
     engine = open_engine(
         candles,
         options.config,
@@ -1005,7 +1010,7 @@ def _service(options: ServerOptions) -> tuple[ExchangeService, FaultInjector, En
         options.state_path,
         history_ms=int(options.history / pd.Timedelta(milliseconds=1)),
         instruments=instruments,
-        funding=options.funding,
+        funding=funding,
     )
     faults = FaultInjector(options.faults)
     return ExchangeService(engine, {options.api_key: options.api_secret}, faults), faults, engine
@@ -1024,7 +1029,7 @@ def serve(options: ServerOptions) -> None:
     print(
         f"local exchange on http://{host}:{port}: {len(engine.rules)} symbols, {options.clock} clock "
         f"(speed {options.speed}), candles from {first.isoformat()}, now {now.isoformat()} "
-        f"({engine.market.history_ms // MINUTE_MS} minutes of history closed)",
+        f"({engine.market.history_ms // MINUTE_MS} minutes of history closed), {engine.funding.describe()}",
         flush=True,
     )
     web.run_app(create_app(service), sock=sock, print=None, access_log=None, shutdown_timeout=5)
@@ -1037,7 +1042,7 @@ class LocalExchange:
     The clock is manual by default: ``set_time`` moves it. ``url`` is the base URL for the client.
     ``history``: how much of the candles is already closed at start-up (none by default).
     ``instruments``: the rules it serves (a table or its file; default: the snapshot's, else the bundled).
-    ``funding``: the funding table its symbols settle at (default: the config's assumed rate).
+    ``funding``: the funding table its symbols settle at (default: the market data's, else the assumed rate).
     With ``state_path`` and the previous ``port``, a new instance is the same exchange restarted.
     """
 

@@ -551,6 +551,18 @@ BAD_INPUTS = [
     ),
     ("exchange-bad-history", ["exchange-sim", "--market-data", "x.parquet", "--history", "1y"], 2, "--history"),
     (
+        "exchange-bad-funding-rate",
+        ["exchange-sim", "--market-data", "x.parquet", "--funding-rate", "0.5"],
+        2,
+        "--funding-rate",
+    ),
+    (
+        "exchange-bad-funding-interval",
+        ["exchange-sim", "--market-data", "x.parquet", "--funding-interval", "5h"],
+        2,
+        "--funding-interval",
+    ),
+    (
         "exchange-history-too-long",
         ["exchange-sim", "--market-data", f"csv:{BUNDLED_CANDLES}", "--port", "0", "--history", "30d"],
         2,

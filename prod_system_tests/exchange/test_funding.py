@@ -14,6 +14,7 @@ import pytest
 
 from prod_system.config import BINANCE_BASE_FUNDING_RATE, BINANCE_TAKER_FEE
 from prod_system.data.funding import normalize_funding
+from prod_system.data.market_data import write_snapshot
 from prod_system.exchange import LocalExchange
 from prod_system.trading.brokers.ccxt_client import symbol_of
 from prod_system_tests.kit.binance_clients import call, client_of, connector_of
@@ -130,7 +131,8 @@ def test_a_settlement_is_applied_once_across_calls_and_restarts(snapshot, tmp_pa
         assert [Decimal(r["income"]) for r in fees] == [funding_fee("-0.01", price(candles, "BTC", T), ASSUMED)]
 
 
-def test_funding_data_sets_the_rates_and_marks_and_is_published_only_once_known(snapshot, candles):
+def test_funding_data_sets_the_rates_and_marks_and_is_published_only_once_known(tmp_path, candles):
+    """The snapshot's funding file (as dump-market-data writes it) is the exchange's funding."""
     day = pd.Timestamp("2023-07-21T00:00Z")
     times = [day, T, T + pd.Timedelta(hours=8)]
     rates = [0.00025, -0.0003, 0.0004]
@@ -145,7 +147,8 @@ def test_funding_data_sets_the_rates_and_marks_and_is_published_only_once_known(
             }
         )
     )
-    with LocalExchange(f"parquet:{snapshot}", funding=funding) as exchange:
+    snapshot = write_snapshot(candles, tmp_path / "with_funding.parquet", funding=funding)
+    with LocalExchange(f"parquet:{snapshot}") as exchange:
         exchange.set_time(BEFORE)
         client = client_of(exchange)
         client.create_order(BTC, "market", "buy", 0.01)
