@@ -88,6 +88,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "portfolio/executed_trades_shares": _long("shares"),
     "portfolio/executed_trades_notional": _long("notional"),
     "portfolio/pnl": _long("pnl"),
+    # a historical simulation's: the prices research traded (the bar's mean close, with slippage) and marked at
+    "bar_prices": _schema("bar_end", "asset", "mark", "trade_price", asset=_TEXT),
     "portfolio/fees": _long("fees"),
     "portfolio/funding": _long("funding"),
     "portfolio/statistics": _schema(

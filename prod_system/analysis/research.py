@@ -97,6 +97,8 @@ def research_portfolio(
         "portfolio/fees": long(fees, "fees"),
         "portfolio/funding": long(funding, "funding"),
         "portfolio/statistics": statistics,
+        # the prices research traded and marked at: the reconciliation's attribution values prod's trades with them
+        "bar_prices": long(marks, "mark").assign(trade_price=trade_price.ravel()),
     }
 
 

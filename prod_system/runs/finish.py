@@ -21,7 +21,7 @@ logger = logging.getLogger("prod_system")
 class RunSummary:
     log_dir: str
     bars: int
-    pnl: float
+    pnl: float  # net of costs: gross_pnl - fees + funding
     gross_volume: float
     turnover: float
     final_net_wealth: float
@@ -30,6 +30,10 @@ class RunSummary:
     reconciliation: str | None = None  # the observer's verdict: production vs research
     report: str | None = None  # its HTML report
     performance: dict = field(default_factory=dict)  # analysis.performance figures (JSON-safe)
+    gross_pnl: float = 0.0  # before fees and funding
+    fees: float = 0.0
+    funding: float = 0.0
+    funding_assumed: bool = False  # some settlement used the config's assumed rate, not market data
 
     def lines(self) -> list[str]:
         run = [f"dagster run: {self.dagster_run_id}"] if self.dagster_run_id else []
@@ -38,7 +42,8 @@ class RunSummary:
             *run,
             f"log dir:     {self.log_dir}",
             f"bars:        {self.bars}",
-            f"pnl:         {self.pnl:,.2f} USDT",
+            f"pnl:         {self.pnl:,.2f} USDT net of costs: gross {self.gross_pnl:,.2f}, fees {-self.fees:,.2f}, "
+            f"funding {self.funding:,.2f}{' (assumed rate)' if self.funding_assumed else ''}",
             f"turnover:    {self.turnover:.2f}x mean gmv ({self.gross_volume:,.0f} USDT traded)",
             f"net wealth:  {self.final_net_wealth:,.2f} USDT",
             *observer,
@@ -49,6 +54,8 @@ class RunSummary:
 def summarize(log_dir: str, statistics: pd.DataFrame, seconds: float) -> RunSummary:
     gross = float(statistics["gross_volume"].sum())
     mean_gmv = float(statistics["gmv"].mean()) if len(statistics) else 0.0
+    fees = float(statistics["fees"].sum())
+    funding = float(statistics["funding"].sum()) if "funding" in statistics else 0.0
     return RunSummary(
         log_dir=str(log_dir),
         bars=len(statistics),
@@ -57,6 +64,10 @@ def summarize(log_dir: str, statistics: pd.DataFrame, seconds: float) -> RunSumm
         turnover=gross / mean_gmv if mean_gmv > 0 else 0.0,
         final_net_wealth=float(statistics["net_wealth"].iloc[-1]) if len(statistics) else float("nan"),
         seconds=seconds,
+        gross_pnl=float(statistics["pnl"].sum()) + fees - funding,
+        fees=fees,
+        funding=funding,
+        funding_assumed=bool("funding_assumed" in statistics and statistics["funding_assumed"].sum() > 0),
     )
 
 

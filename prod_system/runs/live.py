@@ -30,6 +30,7 @@ from prod_system.common.clock import Clock
 from prod_system.common.timeutil import bar_ends, compact
 from prod_system.config import RunMode, SystemConfig, build_config, load_config
 from prod_system.data.data_guard import DataGuard
+from prod_system.data.funding import LOOK_BEHIND, FundingSchedule, empty_funding, funding_schedule
 from prod_system.data.instruments import LOG_DIR_FILE, resolve_instruments
 from prod_system.data.market_data import CANDLE, Candles, CandleStore, MarketDataReader
 from prod_system.data.market_db import MarketDatabase
@@ -66,6 +67,18 @@ class DatabaseCandles:
         if rows.empty:
             return Candles(since + CANDLE, max(0, int((last - since) / CANDLE)), self.assets)
         return CandleStore(rows, self.assets, every_asset=False).visible(now, since, until)
+
+
+def database_funding(database: MarketDatabase, config: SystemConfig, bar_end: pd.Timestamp) -> FundingSchedule:
+    """The session's funding settlements up to ``bar_end``, as the database holds them (rates ingested
+    from the exchange, known from their ingestion); an asset with none near the session, the config's
+    assumed rate. Read with the bar's candles, before any fill is collected."""
+    start = config.start
+    rows = (
+        database.funding(config.universe, start - LOOK_BEHIND, bar_end) if config.costs.funding.mode == "data" else None
+    )
+    rows = empty_funding() if rows is None else rows
+    return FundingSchedule(funding_schedule(rows, config.universe, start, config.end, config.costs.funding))
 
 
 @dataclass
@@ -259,6 +272,7 @@ class LiveSession:
                 cash=float(data["cash"]),
                 open_orders=[_order_from_json(o) for o in data["open_orders"]],
                 bar_end=pd.Timestamp(data["bar_end"]) if data["bar_end"] else None,
+                funded_until={asset: pd.Timestamp(t) for asset, t in data.get("funded_until", {}).items()},
             )
         else:
             state = PortfolioState.empty(self.assets, self.config.portfolio.initial_cash)
@@ -298,6 +312,7 @@ class LiveSession:
             "notional": state.notional.to_dict(),
             "cash": state.cash,
             "open_orders": [_order_to_json(o) for o in state.open_orders],
+            "funded_until": {asset: time.isoformat() for asset, time in state.funded_until.items()},
         }
         self.log_dir.write_text(STATE_FILE, json.dumps(data, indent=1))
         (self.log_dir.path / INFLIGHT_FILE).unlink(missing_ok=True)
@@ -430,6 +445,7 @@ class LiveSession:
         try:
             candles = self.reader.read(self.dag.lookback, since=bar_end - self.dag.lookback, until=bar_end, asof=asof)
             recent = self.reader.read(window, since=bar_end - window, until=bar_end, asof=asof)  # ends at bar_end
+            step.funding = database_funding(self.database, self.config, bar_end)
         except DatabaseUnavailable as error:
             return self._skip(bar_end, str(error)), early_fills
         decision = self._decide(bar_end, candles, recent, missing, data_complete_at)

@@ -28,7 +28,7 @@ from prod_system.config import CostsConfig, SystemConfig
 from prod_system.data.data_guard import DataGuard, quality_frame
 from prod_system.data.funding import FundingSchedule, funding_schedule
 from prod_system.data.market_data import CandleStore, MarketDataReader, interval_name
-from prod_system.data.sources import load_source
+from prod_system.data.sources import load_funding, load_source
 from prod_system.data.universe import outside_the_days_universe
 from prod_system.errors import MarketDataError
 from prod_system.log_dir import LogDir
@@ -47,10 +47,11 @@ Progress = Callable[[str, int, int], None]
 
 def load_store(config: SystemConfig, dag: Dag) -> CandleStore:
     """Load the market data of the run and check it covers the window (with the model's warm-up)."""
-    candles = load_window(
-        config.market_data.source, config.universe, config.market_data.delay, data_window(config, dag)
-    )
-    return check_coverage(CandleStore(candles, config.universe), config, dag)
+    data = config.market_data
+    window = data_window(config, dag)
+    candles = load_window(data.source, config.universe, data.delay, window)
+    funding = load_funding(data.source, config.universe, data.delay, window)
+    return check_coverage(CandleStore(candles, config.universe, funding=funding), config, dag)
 
 
 def data_window(config: SystemConfig, dag: Dag) -> tuple[pd.Timestamp, pd.Timestamp]:

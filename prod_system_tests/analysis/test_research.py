@@ -95,5 +95,6 @@ def test_flat_and_identical_sides_reconcile_without_a_correlation():
     flat |= dict(gross_volume_prod=0.0, first_divergence=None, bars=2)
     same = ReconciliationSummary(max_abs_pnl_diff=0.0, **flat)
     assert same.reconciled and same.verdict().startswith("reconciled: identical per-bar pnl over 2 bars")
-    off = ReconciliationSummary(max_abs_pnl_diff=0.5, **{**flat, "cumulative_pnl_prod": 0.5})
+    # a difference beyond the bound's floor (1 USDT: nothing traded, no gross pnl to scale it) does not
+    off = ReconciliationSummary(max_abs_pnl_diff=1.5, **{**flat, "cumulative_pnl_prod": 1.5})
     assert not off.reconciled and off.verdict().startswith("NOT reconciled")

@@ -12,7 +12,7 @@ from pydantic import Field
 from prod_system.common.timeutil import parse_duration
 from prod_system.data import BUNDLED_CANDLES
 from prod_system.data.market_data import CandleStore
-from prod_system.data.sources import load_source
+from prod_system.data.sources import load_funding, load_source
 from prod_system.runs.stages import load_window
 
 
@@ -50,4 +50,5 @@ def _cached_store(
         snapshot = load_source(source, list(universe), parse_duration(delay))
     else:
         snapshot = load_window(source, list(universe), parse_duration(delay), window)
-    return CandleStore(snapshot, list(universe))
+    funding = load_funding(source, list(universe), parse_duration(delay), window)
+    return CandleStore(snapshot, list(universe), funding=funding)
