@@ -48,7 +48,9 @@ def test_every_broker_implements_the_whole_interface_itself(candles):
     assert ExchangeBroker.keeps_execution_log and not MockedBroker.keeps_execution_log
 
     clock = SimulatedClock(START)
-    broker = MockedBroker(MarketDataReader(CandleStore(candles, UNIVERSE), clock), pd.Timedelta(minutes=1), CostsConfig())
+    broker = MockedBroker(
+        MarketDataReader(CandleStore(candles, UNIVERSE), clock), pd.Timedelta(minutes=1), CostsConfig()
+    )
     state = PortfolioState.empty(UNIVERSE, 1000.0)
     assert broker.reconcile(state) is state
     order = {"bar_end": START, "asset": "BTC", "client_order_id": "x", "quantity": 0.1}
