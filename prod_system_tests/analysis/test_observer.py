@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from prod_system.analysis import performance, plots
-from prod_system.analysis.observer import REPORT_FOLDER, find_runs, latest_report, observe
+from prod_system.analysis.observer import REPORT_FOLDER, find_runs, latest_report, observe, production_performance
 from prod_system.analysis.reconciliation import reconcile
 from prod_system.data.market_data import (
     CandleStore,
@@ -110,6 +110,9 @@ def test_reconciles_part_of_a_window(simulated_day):
     assert result.per_bar["bar_end"].iloc[0] == start + config.bar_delta
     assert result.per_bar["bar_end"].iloc[-1] == end
     assert result.summary.reconciled
+    # the report's performance figures are production's over the same bars
+    first, last = result.per_bar["bar_end"].iloc[[0, -1]]
+    assert production_performance(LogDir(log_dir), config.bar_delta, first, last).bars == 72
     with pytest.raises(ReconciliationError, match="no bar"):
         reconcile(config, LogDir(log_dir), store, config.end, config.end + pd.Timedelta(hours=1))
 
