@@ -220,6 +220,14 @@ def _max_drawdown(
     return float(falls[trough]), times[peak], times[trough]
 
 
+def _bar_name(seconds: float) -> str:
+    """A bar length for a reader: 5-minute, 1-hour, 30-second."""
+    for unit, size in (("hour", 3600), ("minute", 60)):
+        if seconds % size == 0:
+            return f"{seconds / size:g}-{unit}"
+    return f"{seconds:g}-second"
+
+
 def _usdt(value: float) -> str:
     return f"{value:,.2f} USDT"
 
@@ -262,12 +270,9 @@ def rows(perf: Performance) -> list[tuple[str, str]]:
         if perf.hit_rate is None
         else f"{perf.hit_rate * 100:.1f}% ({perf.winning_bars} of {perf.bars_with_pnl} bars with nonzero PnL)"
     )
-    bar = pd.Timedelta(seconds=perf.bar_seconds)
+    bars = f"{_bar_name(perf.bar_seconds)} bars, {perf.periods_per_year:,.0f} a year"
     return [
-        (
-            "returns",
-            f"net PnL per bar / mean GMV ({perf.mean_gmv:,.0f} USDT); {bar} bars, {perf.periods_per_year:,.0f} a year",
-        ),
+        ("returns", f"net PnL per bar / mean GMV ({perf.mean_gmv:,.0f} USDT); {bars}"),
         ("Sharpe (annualised)", _number(perf.sharpe)),
         ("Sortino (annualised)", _number(perf.sortino)),
         ("annualised return", _share(perf.annualised_return, "mean GMV")),
@@ -275,10 +280,10 @@ def rows(perf: Performance) -> list[tuple[str, str]]:
         ("Calmar", _number(perf.calmar)),
         ("hit rate", hit),
         ("turnover", _number(perf.turnover_per_day, "{:,.2f}x mean GMV a day")),
-        ("average holding period", _number(perf.holding_period_hours, "{:,.1f} h")),
+        ("average holding period", _number(perf.holding_period_hours, "{:,.2f} h")),
         ("gross PnL (before fees and funding)", _amount(perf, perf.gross_pnl)),
-        ("fees", f"{_amount(perf, perf.fees)}; {_share(perf.fees_share, '|gross PnL|')}"),
-        ("funding (received)", f"{_amount(perf, perf.funding)}; {_share(perf.funding_share, '|gross PnL|')}"),
+        ("fees", f"{_amount(perf, perf.fees)}; {_share(perf.fees_share, 'abs(gross PnL)')}"),
+        ("funding (received)", f"{_amount(perf, perf.funding)}; {_share(perf.funding_share, 'abs(gross PnL)')}"),
         ("net PnL", _amount(perf, perf.net_pnl)),
         ("funding source", funding_note(perf)),
     ]

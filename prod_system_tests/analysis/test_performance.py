@@ -103,7 +103,8 @@ def test_the_report_lines_say_it():
     assert "| Sharpe (annualised) | 41.86 |" in text
     assert "| max drawdown | 4.00 USDT (0.400% of mean GMV), from 2026-01-01 00:15 to 2026-01-01 00:20 UTC |" in text
     assert "| hit rate | 60.0% (3 of 5 bars with nonzero PnL) |" in text
-    assert "| fees | 2.50 USDT (0.250% of mean GMV); 52.632% of |gross PnL| |" in text
+    assert "| fees | 2.50 USDT (0.250% of mean GMV); 52.632% of abs(gross PnL) |" in text
+    assert "| returns | net PnL per bar / mean GMV (1,000 USDT); 5-minute bars, 105,120 a year |" in text
     assert "funding: assumed rate" in text
 
 
