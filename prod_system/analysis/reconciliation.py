@@ -121,8 +121,10 @@ class ReconciliationSummary:
         dominant = f"; mostly {self.dominant}" if self.dominant else ""
         if self.reconciled:
             state = f"reconciled ({judged}; {', '.join(self.explained)} explained), but"
-        else:
+        elif abs(self.judged) > self.bound:
             state = f"NOT reconciled: {what} {self.judged:,.2f} USDT beyond {self.bound:,.2f};"
+        else:
+            state = f"NOT reconciled: {judged}, but a bar and asset differ beyond tolerance;"
         return (
             f"{state} pnl correlation {correlation}, cumulative pnl prod - research "
             f"{gap:,.2f} USDT on {self.gross_volume_prod:,.0f} USDT traded ({parts}{dominant}); {where}"
