@@ -115,6 +115,21 @@ def test_a_position_closed_before_or_opened_at_the_settlement_pays_nothing(excha
     assert [row["symbol"] for row in client.fetch_funding_history()] == [ETH]
 
 
+def test_a_resting_fill_on_the_candle_closing_at_the_settlement_counts_one_on_the_next_does_not(exchange, candles):
+    btc = candles[candles["asset"] == "BTC"].set_index("bar_start")
+    client = client_of(exchange)
+    exchange.set_time(T - pd.Timedelta(minutes=1))
+    client.create_order(BTC, "limit", "buy", 0.01, btc.loc[T - pd.Timedelta(minutes=1), "low"])  # fills at T
+    exchange.set_time(T)
+    client.create_order(BTC, "limit", "buy", 0.01, btc.loc[T, "low"])  # fills on the candle closing at T + 1 min
+    exchange.set_time(AFTER)
+    assert client.fetch_positions()[0]["contracts"] == 0.02
+    history = client.fetch_funding_history()
+    assert [Decimal(row["info"]["income"]) for row in history] == [
+        funding_fee("0.01", price(candles, "BTC", T), ASSUMED)
+    ]
+
+
 def test_a_settlement_is_applied_once_across_calls_and_restarts(snapshot, tmp_path, candles):
     state = tmp_path / "state.json"
     with LocalExchange(f"parquet:{snapshot}", state_path=state) as first:
