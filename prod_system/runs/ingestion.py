@@ -176,6 +176,8 @@ class Ingestor:
             logger.warning("ingestion of %s failed (retried next minute): %s", asset, error)
         if result.revised:
             logger.warning("%d candles were revised by the exchange (old versions kept)", result.revised)
+        if funding.new or funding.revised:
+            logger.info("funding rates: %d new, %d revised by the exchange", funding.new, funding.revised)
         report = IngestReport(now, result, failed, (self.clock.now() - began).total_seconds(), funding)
         logger.info(
             "ingested at %s: %d new, %d revised, %d unchanged, %d failed in %.3f s",
