@@ -120,9 +120,10 @@ def test_a_resting_fill_on_the_candle_closing_at_the_settlement_counts_one_on_th
     client = client_of(exchange)
     exchange.set_time(T - pd.Timedelta(minutes=1))
     client.create_order(BTC, "limit", "buy", 0.01, btc.loc[T - pd.Timedelta(minutes=1), "low"])  # fills at T
-    exchange.set_time(T)
-    client.create_order(BTC, "limit", "buy", 0.01, btc.loc[T, "low"])  # fills on the candle closing at T + 1 min
-    exchange.set_time(AFTER)
+    lower = btc.loc[T, "low"]  # reached first by the candle closing at T + 1 min
+    assert lower < btc.loc[T - pd.Timedelta(minutes=1), "low"]
+    client.create_order(BTC, "limit", "buy", 0.01, lower)
+    exchange.set_time(AFTER)  # both fills and the settlement in one call, in time order
     assert client.fetch_positions()[0]["contracts"] == 0.02
     history = client.fetch_funding_history()
     assert [Decimal(row["info"]["income"]) for row in history] == [
