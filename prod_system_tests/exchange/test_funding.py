@@ -99,6 +99,10 @@ def test_open_positions_pay_position_x_mark_x_rate_and_income_adds_up_to_the_wal
     assert income(exchange, endTime=ms(BEFORE)) == rows[:2]
     status, _, error = call(exchange, "GET", "/fapi/v1/income", {"incomeType": "PROFIT"}, signed=True)
     assert (status, error["code"]) == (400, -1130)
+    exchange.service.wall = lambda: ms(pd.Timestamp("2026-01-01T10:00Z"))  # one rate-limit minute
+    _, first, _ = call(exchange, "GET", "/fapi/v1/income", signed=True)
+    _, second, _ = call(exchange, "GET", "/fapi/v1/income", signed=True)
+    assert int(second["X-MBX-USED-WEIGHT-1M"]) - int(first["X-MBX-USED-WEIGHT-1M"]) == 30  # Binance's weight
 
 
 def test_a_position_closed_before_or_opened_at_the_settlement_pays_nothing(exchange):
