@@ -17,6 +17,7 @@ import pandas as pd
 from prod_system.analysis.research import research_portfolio
 from prod_system.common.timeutil import bar_ends
 from prod_system.config import SystemConfig
+from prod_system.data.funding import FUNDING_LAG
 from prod_system.data.market_data import CandleStore
 from prod_system.errors import ReconciliationError
 from prod_system.log_dir import LogDir
@@ -200,7 +201,9 @@ def reconcile(
         cumulative_pnl_prod=float(prod.sum()),
         cumulative_pnl_research=float(res.sum()),
         gross_volume_prod=float(per_bar["gross_volume_prod"].sum()),
-        first_divergence=_first_divergence(side, holdings_tolerance, pnl_tolerance),
+        first_divergence=_first_divergence(
+            side, holdings_tolerance, pnl_tolerance, -(-FUNDING_LAG // config.bar_delta)
+        ),
         bars=len(window),
         attribution={name: float(value) for name, value in parts.sum().items()},
         explained=EXPLAINED[config.broker.kind],
@@ -353,7 +356,9 @@ def _side_by_side(
     return pd.DataFrame(frames).reset_index()
 
 
-def _first_divergence(side: pd.DataFrame, holdings_tolerance: float, pnl_tolerance: float) -> dict | None:
+def _first_divergence(
+    side: pd.DataFrame, holdings_tolerance: float, pnl_tolerance: float, lag_bars: int = 1
+) -> dict | None:
     """The earliest (bar, asset) whose target or holdings differ in value by more than
     ``holdings_tolerance`` USDT, whose fees or funding differ by more than a cent, or whose PnL differs
     by more than ``pnl_tolerance`` USDT; at the same bar, named in that order (a fee that differs
@@ -361,8 +366,8 @@ def _first_divergence(side: pd.DataFrame, holdings_tolerance: float, pnl_toleran
 
     The holdings tolerance absorbs production's skipped dust orders (under the 5 USDT min notional),
     which research does not skip. Funding is compared cumulatively per asset, and only a gap that
-    lasts past the next bar counts: a live session books a settlement whose rate it learns late at
-    the next bar (``FundingSchedule.due``)."""
+    lasts ``lag_bars`` bars counts: a live session books a settlement whose rate it learns late at the
+    first bar that knows it (``FundingSchedule.due``, within ``data.funding.FUNDING_LAG``)."""
     tolerances = {
         "target": holdings_tolerance,
         "holdings": holdings_tolerance,
@@ -375,7 +380,7 @@ def _first_divergence(side: pd.DataFrame, holdings_tolerance: float, pnl_toleran
         prod, research = side[f"{name}_prod"], side[f"{name}_research"]
         if name == "funding":
             cumulative = (prod.fillna(0) - research.fillna(0)).groupby(side["asset"]).cumsum()
-            later = cumulative.groupby(side["asset"]).shift(-1).fillna(cumulative)
+            later = cumulative.groupby(side["asset"]).shift(-lag_bars).fillna(cumulative)
             off = (cumulative.abs() > tolerance) & (later.abs() > tolerance)
         else:
             # a value on one side only (a missing row) is a divergence too

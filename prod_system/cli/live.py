@@ -234,7 +234,8 @@ def _trade(
         if ingest:
             from prod_system.runs.ingestion import Ingestor
 
-            ingestor = Ingestor(session.database, ingested or config.universe, clock, exchange_url)
+            funding = config.costs.funding.mode == "data"  # the settled rates too, for the session's funding
+            ingestor = Ingestor(session.database, ingested or config.universe, clock, exchange_url, funding=funding)
             _warm_up(ingestor, session.warm_up)
             ingestion = threading.Thread(
                 target=ingestor.run, args=(stop,), kwargs={"at_once": False}, daemon=True, name="ingestion"

@@ -23,6 +23,9 @@ from prod_system.errors import MarketDataError
 FUNDING_COLUMNS = ["asset", "funding_time", "rate", "mark_price", "knowledge_ts"]
 SCHEDULE_COLUMNS = [*FUNDING_COLUMNS, "assumed"]
 MAX_RATE = 0.05  # |rate| per settlement: Binance's caps are a few percent; more is a bad row, not a market
+# a live session books a settlement whose rate is recorded after its bar at the first bar that knows it,
+# looking for it this long after the hour (the reconciliation allows production this delay)
+FUNDING_LAG = pd.Timedelta(minutes=15)
 LOOK_BEHIND = pd.Timedelta(days=1)  # a source with a row of the asset this long before the window has data
 
 
@@ -158,6 +161,11 @@ class FundingSchedule:
         # per asset, stop at the first settlement not known yet: the later ones wait for it
         blocked = unknown.groupby(pending["asset"]).cummax()
         return pending[~blocked].sort_values(["funding_time", "asset"], kind="stable")
+
+    def unknown_at(self, now: pd.Timestamp, bar_end: pd.Timestamp) -> bool:
+        """Whether a settlement at or before ``bar_end`` is not known at ``now`` (it will be applied late)."""
+        frame = self.schedule
+        return bool(((frame["funding_time"] <= bar_end) & (frame["knowledge_ts"] > now)).any())
 
     def describe(self) -> str:
         """'data', 'assumed', 'data and assumed' or 'none': what the run's funding comes from."""

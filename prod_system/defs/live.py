@@ -128,9 +128,9 @@ def build_candles_asset(models: list[str]):
         clock = RealClock()
         database = MarketDatabase(live.database)
         assets = system.listed(live.database)
-        ingestor = Ingestor(
-            database, assets, clock, live.exchange_url, backfill=ingestion_backfill(models, live, system)
-        )
+        backfill = ingestion_backfill(models, live, system)
+        # the settled funding rates too: the sessions' funding at the market's rates, not the assumed one
+        ingestor = Ingestor(database, assets, clock, live.exchange_url, backfill=backfill, funding=True)
         try:
             report = ingestor.ingest_once()
             now = clock.now()

@@ -30,7 +30,7 @@ from prod_system.common.clock import Clock
 from prod_system.common.timeutil import bar_ends, compact
 from prod_system.config import RunMode, SystemConfig, build_config, load_config
 from prod_system.data.data_guard import DataGuard
-from prod_system.data.funding import LOOK_BEHIND, FundingSchedule, empty_funding, funding_schedule
+from prod_system.data.funding import FUNDING_LAG, LOOK_BEHIND, FundingSchedule, empty_funding, funding_schedule
 from prod_system.data.instruments import LOG_DIR_FILE, resolve_instruments
 from prod_system.data.market_data import CANDLE, Candles, CandleStore, MarketDataReader
 from prod_system.data.market_db import MarketDatabase
@@ -245,6 +245,7 @@ class LiveSession:
         self.guard = data_guard_for(config)
         self._database_down = False
         self._warm_up_checked = False
+        self._funding_waits = True  # a settlement may be due but unknown: look each bar (and at a restart)
         self.log_dir = LogDir.for_config(config)
         self.broker_factory = broker_factory or broker_factory_for(config, self.log_dir)
         self.bars = bar_ends(config.start, config.end, self.bar)
@@ -427,6 +428,17 @@ class LiveSession:
             f"{self.dag.lookback // CANDLE} minutes",
         )
 
+    def _funding(self, bar_end: pd.Timestamp) -> FundingSchedule | None:
+        """The funding settlements a bar may apply, read from the database when one can be due: in the
+        first FUNDING_LAG after a whole hour (Binance settles on whole hours, every 1, 4 or 8, and the
+        ingestor records the rate once published), or while one is due but its rate is not known yet;
+        None (nothing due) at other bars, which then cost no query."""
+        if not (self._funding_waits or bar_end - bar_end.floor("1h") < FUNDING_LAG):
+            return None
+        schedule = database_funding(self.database, self.config, bar_end)
+        self._funding_waits = schedule.unknown_at(self.clock.now(), bar_end)
+        return schedule
+
     def _deadline(self, bar_end: pd.Timestamp) -> pd.Timestamp:
         """The latest time a bar is decided on (run() skips bars already past it)."""
         return bar_end + pd.Timedelta(seconds=self.config.live.data_timeout_seconds)
@@ -445,7 +457,7 @@ class LiveSession:
         try:
             candles = self.reader.read(self.dag.lookback, since=bar_end - self.dag.lookback, until=bar_end, asof=asof)
             recent = self.reader.read(window, since=bar_end - window, until=bar_end, asof=asof)  # ends at bar_end
-            step.funding = database_funding(self.database, self.config, bar_end)
+            step.funding = self._funding(bar_end)
         except DatabaseUnavailable as error:
             return self._skip(bar_end, str(error)), early_fills
         decision = self._decide(bar_end, candles, recent, missing, data_complete_at)

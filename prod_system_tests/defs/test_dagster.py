@@ -27,6 +27,7 @@ from prod_system.log_dir import TABLES, LogDir
 from prod_system.naming import RANGE_START_TAG, WINDOW_START_TAG
 from prod_system.runs.historical import read_statistics
 from prod_system.runs.simulate import simulate
+from prod_system_tests.kit.accounting import assert_accounting
 from prod_system_tests.kit.data import sim_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,6 +78,7 @@ def test_dagster_backfill_equals_pure_core(tmp_path, snapshot, monkeypatch):
     summary = simulate_with_dagster(config, instance=instance)
     core = simulate(config.model_copy(update={"log_root": str(tmp_path / "core")}))
     assert summary.bars == core.bars == 576
+    assert_accounting(LogDir(summary.log_dir), config.costs.fees.taker, initial_cash=config.portfolio.initial_cash)
     for name in TABLES:
         if name == "dag/profiling":
             continue

@@ -23,6 +23,7 @@ from prod_system.config import build_config
 from prod_system.data.market_db import MarketDatabase
 from prod_system.log_dir import LogDir
 from prod_system.runs.live import LiveSession, due_bar
+from prod_system_tests.kit.accounting import assert_accounting
 from prod_system_tests.kit.data import UNIVERSE
 from prod_system_tests.kit.exchange import placed_ids, repeats
 from prod_system_tests.kit.live import (
@@ -106,6 +107,10 @@ def test_paper_and_prod_sessions_trade_the_same_targets(market, tmp_path):
     assert ((latency["orders_submitted_at"] - latency["data_complete_at"]).dt.total_seconds() < 5 * SPEED).all()
     executions = logs.read_table("broker/executions")
     assert executions["client_order_id"].is_unique and set(executions["status"]) == {"closed"}
+    # the identity net of costs in both modes: the config's taker fee on paper, the exchange's in prod
+    fee = sessions["paper_trading"].config.costs.fees.taker
+    assert assert_accounting(LogDir(sessions["paper_trading"].log_dir.path), fee)["fees"] > 0
+    assert assert_accounting(logs)["fees"] > 0
 
 
 def test_a_database_short_of_the_lookback_is_said_in_the_log(candles, tmp_path):
