@@ -325,6 +325,8 @@ class MarketDatabase:
         try:
             with self.engine.connect() as connection:
                 rows = connection.execute(select(*[table.c[name] for name in columns]).where(and_(*where))).all()
+        except DBAPIError:
+            raise  # a lost connection: DatabaseUnavailable (``_answering``), so that a live bar is skipped
         except SQLAlchemyError as error:
             raise MarketDataError(f"cannot read the market database {self.url}: {error}") from None
         if not rows:
