@@ -9,7 +9,8 @@ report goes to ``{start}.{end}/pnl_realtime_observer_notebook/{run_timestamp}/``
                          performance: production's Sharpe, drawdown, fees, funding, ...)
     cumulative_pnl.png  holdings_difference.png  timing.png
     per_bar.parquet      per-bar PnL, volume, gmv of production and research
-    side_by_side.parquet per bar and asset: targets, holdings, PnL of production next to research
+    side_by_side.parquet per bar and asset: targets, holdings, PnL, fees, funding of production next to research
+    attribution.parquet  per bar and asset: the PnL gap split into execution, fees, funding, holdings, residual
     node_timing.csv      per DAG node: median / p95 / max ms, share of the DAG's time, peak memory
     bar_timing.parquet   per bar: each node's seconds, DAG seconds, decision and order delays
 """
@@ -224,6 +225,7 @@ def _write(report: ObserverReport) -> None:
         (directory / file).write_bytes(data)
     result.per_bar.to_parquet(directory / "per_bar.parquet", index=False)
     result.side_by_side.to_parquet(directory / "side_by_side.parquet", index=False)
+    result.attribution.to_parquet(directory / "attribution.parquet", index=False)
     result.bar_timing.to_parquet(directory / "bar_timing.parquet", index=False)
     result.node_timing.to_csv(directory / "node_timing.csv", index=False)
     html = _html(report, pngs)
@@ -277,6 +279,42 @@ def _headline(s: dict) -> list[tuple[str, str]]:
     ]
 
 
+def _gap_html(s: dict, attribution: pd.DataFrame) -> str:
+    """Where production's PnL and research's part: the cumulative gap by component (which one dominates,
+    what the verdict judges, against which bound), both sides' costs, and the components per asset."""
+    parts = s["attribution"]
+    explained = set(s["explained"])
+    rows = "".join(
+        f"<tr><th>{html.escape(name)}</th><td>{_figure(parts.get(name))}</td>"
+        f"<td>{'explained' if name in explained else ('-' if name == 'gap' else 'judged')}</td></tr>"
+        for name in ("gap", "execution", "fees", "funding", "holdings", "residual")
+    )
+    costs = s["costs"]
+    cost_rows = _rows(
+        [
+            (
+                "fees, production / research (USDT)",
+                f"{_figure(costs['fees_prod'])} / {_figure(costs['fees_research'])}",
+            ),
+            (
+                "funding, production / research (USDT)",
+                f"{_figure(costs['funding_prod'])} / {_figure(costs['funding_research'])}",
+            ),
+            ("funding from", costs["funding_source"]),
+            ("taker fee", f"{costs['taker_fee']:.4%}"),
+        ]
+    )
+    per_asset = attribution.groupby("asset")[["gap", "execution", "fees", "funding", "holdings", "residual"]].sum()
+    per_asset = per_asset.reset_index().sort_values("gap", key=abs, ascending=False)
+    dominant = s["dominant"] or "none (no gap)"
+    return (
+        f"<p>Mostly <b>{html.escape(dominant)}</b>. Judged: {html.escape(s['bound_rule'])}; "
+        f"this run's {'residual' if explained else 'gap'} is {_figure(s['judged'])} USDT.</p>"
+        f"<table><tr><th>cumulative, production - research (USDT)</th><th></th><th></th></tr>{rows}</table>"
+        f"<table>{cost_rows}</table><h3>By asset (USDT)</h3>{_table(per_asset)}"
+    )
+
+
 def _rows(pairs: list[tuple[str, str]]) -> str:
     return "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in pairs)
 
@@ -284,7 +322,7 @@ def _rows(pairs: list[tuple[str, str]]) -> str:
 def _html(report: ObserverReport, pngs: dict[str, bytes]) -> str:
     """The report as one self-contained page (plots inlined): it opens anywhere, copied or mailed."""
     s, result, config = report.summary, report.reconciliation, report.config
-    ok = s["reconciled"] and s["first_divergence"] is None
+    ok = s["reconciled"]
     rows = _rows(_headline(s))
     performance_rows = _rows(performance.rows(report.performance))
     node_timing = result.node_timing.assign(share_of_dag_time=result.node_timing["share_of_dag_time"] * 100)
@@ -305,6 +343,8 @@ footer {{ margin-top: 2em; color: #777; font-size: .85em; }}
 <h1>{html.escape(title)}</h1>
 <p class="verdict {"ok" if ok else "bad"}">{html.escape(s["verdict"])}</p>
 <table>{rows}</table>
+<h2>Where production and research differ</h2>
+{_gap_html(s, result.attribution)}
 <h2>Performance (production)</h2>
 <table>{performance_rows}</table>
 <h2>Cumulative PnL</h2>
@@ -322,6 +362,7 @@ footer {{ margin-top: 2em; color: #777; font-size: .85em; }}
 {_image(pngs["timing.png"], "execution time")}
 {_table(node_timing, "{:,.3f}")}
 <footer>Generated {html.escape(s["generated_at"])} from {html.escape(s["log_dir"])} (run {html.escape(s["run_id"])}).
-Tables: per_bar.parquet, side_by_side.parquet, node_timing.csv, bar_timing.parquet; figures: summary.json.</footer>
+Tables: per_bar.parquet, side_by_side.parquet, attribution.parquet, node_timing.csv, bar_timing.parquet; figures:
+summary.json.</footer>
 </body></html>
 """

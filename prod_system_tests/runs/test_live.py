@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from prod_system.analysis.observer import observe
 from prod_system.common.clock import ScaledClock
 from prod_system.config import build_config
 from prod_system.data.market_db import MarketDatabase
@@ -111,6 +112,16 @@ def test_paper_and_prod_sessions_trade_the_same_targets(market, tmp_path):
     fee = sessions["paper_trading"].config.costs.fees.taker
     assert assert_accounting(LogDir(sessions["paper_trading"].log_dir.path), fee)["fees"] > 0
     assert assert_accounting(logs)["fees"] > 0
+    # prod against research: the exchange's prices and fees differ from research's, and the gap says by how
+    # much each part; only what none of them explains is judged (a new user saw "NOT reconciled: pnl
+    # correlation -0.34" and nothing more on such a session)
+    report = observe(logs.path)
+    summary, parts = report.summary, report.summary["attribution"]
+    assert summary["explained"] == ["execution", "fees", "funding", "holdings"]
+    assert sum(parts[c] for c in ("execution", "fees", "funding", "holdings", "residual")) == pytest.approx(parts["gap"])
+    assert summary["reconciled"] and abs(summary["judged"]) <= summary["bound"]
+    assert summary["dominant"] in ("execution", "fees", "holdings") and summary["verdict"].startswith("reconciled (")
+    assert (report.html.parent / "attribution.parquet").exists()
 
 
 def test_a_database_short_of_the_lookback_is_said_in_the_log(candles, tmp_path):
