@@ -281,6 +281,12 @@ class BrokerConfig(_Strict):
         description="at start, when the exchange's positions or open orders disagree with the portfolio: "
         "'refuse' to trade, or 'adopt' the exchange's positions (and cancel our open orders)",
     )
+    statement_every_bars: int = Field(
+        default=1,
+        ge=1,
+        description="a prod session pulls the exchange's income history and balances every this many bars "
+        "(broker/income, broker/account: the reconciliation's portfolio vs exchange)",
+    )
 
     @field_validator("api_key_env", "api_secret_env")
     @classmethod

@@ -139,6 +139,7 @@ FIELD_CASES = [
     ("broker.backoff_seconds", -1, "negative"),
     ("broker.concurrency", 0, "below range"),
     ("broker.on_mismatch", "ignore", "unknown enum value"),
+    ("broker.statement_every_bars", 0, "below range"),
     ("risk", 5, "a number, not a section"),
     ("risk.max_notional_per_asset", 0, "not positive"),
     ("risk.max_gross_notional", "lots", "not a number"),

@@ -6,6 +6,7 @@ The runs call only these methods, so no run needs to know which broker it holds.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -14,6 +15,16 @@ from prod_system.trading.portfolio import PortfolioState
 
 FILL_COLUMNS = columns("fills")
 EXECUTION_COLUMNS = columns("broker/executions")  # one schema per table: log_dir.py
+INCOME_COLUMNS = [c for c in columns("broker/income") if c != "bar_end"]  # the session adds the bar
+
+
+@dataclass
+class AccountStatement:
+    """The venue's own account of the session: its income rows (realized PnL, commissions, funding)
+    not pulled before, and its balances when they were fetched (``broker/account`` without bar_end)."""
+
+    income: pd.DataFrame  # INCOME_COLUMNS: asset, income_type, income, tran_id, trade_id, income_at
+    account: dict  # wallet_balance, margin_balance, unrealized_pnl, fetched_at
 
 
 class Broker(ABC):
@@ -47,6 +58,12 @@ class Broker(ABC):
     @abstractmethod
     def executions(self) -> pd.DataFrame:
         """Every child order of the session as the venue saw it (``broker/executions`` schema)."""
+
+    @abstractmethod
+    def statement(self, since: pd.Timestamp, seen: set[tuple[str, str]]) -> AccountStatement | None:
+        """The venue's income rows from ``since`` (inclusive) whose (income_type, tran_id) is not in
+        ``seen`` (their keys are added to it: a row pulled twice is counted once), and its balances now;
+        None for a broker without a venue. May raise ``BrokerError`` (the venue does not answer)."""
 
     @abstractmethod
     def force_kill_switch(self, state: str) -> None:

@@ -37,7 +37,7 @@ from prod_system.common.clock import Clock
 from prod_system.common.failpoints import failpoint
 from prod_system.config import BrokerConfig, RiskConfig
 from prod_system.errors import BrokerError
-from prod_system.trading.brokers.base import EXECUTION_COLUMNS, Broker
+from prod_system.trading.brokers.base import EXECUTION_COLUMNS, INCOME_COLUMNS, AccountStatement, Broker
 from prod_system.trading.brokers.ccxt_client import binanceusdm_client, retry_delay, symbol_of
 from prod_system.trading.portfolio import PortfolioState
 
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     import ccxt
 
 logger = logging.getLogger("prod_system.broker")
+INCOME_PAGE = 1000  # GET /fapi/v1/income: at most 1,000 rows a page
 
 # Transient errors, after which an order may or may not have reached the exchange (look it up, then
 # retry), are ccxt's OperationFailed: NetworkError (timeouts, 5xx, 429) and Binance's -1001 "internal
@@ -594,6 +595,50 @@ class ExchangeBroker(Broker):
             except ccxt.BaseError as permanent:
                 raise BrokerError(f"{what}: {type(permanent).__name__}: {_message(permanent)}") from None
         raise AssertionError("unreachable")
+
+    # -- the exchange's statement -------------------------------------------------------------------
+
+    def statement(self, since: pd.Timestamp, seen: set[tuple[str, str]]) -> AccountStatement:
+        """The account's income history from ``since`` (GET /fapi/v1/income: startTime inclusive, pages
+        of INCOME_PAGE rows up to a fixed endTime, so rows arriving meanwhile wait for the next pull),
+        without the rows already ``seen`` (Binance: a tranId is unique within its incomeType), and the
+        wallet and margin balances (GET /fapi/v2/account)."""
+        start_ms = int(since.value // 1_000_000)
+        end_ms = int(self.clock.now().value // 1_000_000)
+        rows, page = [], 1
+        while True:
+            params = {"startTime": start_ms, "endTime": end_ms, "limit": INCOME_PAGE, "page": page}
+            answer = self._call(lambda c, p=params: c.fapiPrivateGetIncome(p), "fetch income history")
+            rows += answer
+            if len(answer) < INCOME_PAGE:
+                break
+            page += 1
+        fresh = []
+        for row in rows:
+            key = (str(row["incomeType"]), str(row["tranId"]))
+            if key in seen or row.get("asset", "USDT") != "USDT":
+                continue
+            seen.add(key)
+            fresh.append(
+                {
+                    "asset": str(row.get("symbol") or "").removesuffix("USDT"),
+                    "income_type": key[0],
+                    "income": float(row["income"]),
+                    "tran_id": key[1],
+                    "trade_id": str(row.get("tradeId") or ""),
+                    "income_at": pd.Timestamp(int(row["time"]), unit="ms", tz="UTC"),
+                }
+            )
+        account = self._call(lambda c: c.fapiPrivateV2GetAccount(), "fetch account")
+        return AccountStatement(
+            income=pd.DataFrame(fresh, columns=INCOME_COLUMNS),
+            account={
+                "wallet_balance": float(account["totalWalletBalance"]),
+                "margin_balance": float(account["totalMarginBalance"]),
+                "unrealized_pnl": float(account["totalUnrealizedProfit"]),
+                "fetched_at": self.clock.now(),
+            },
+        )
 
     def force_kill_switch(self, state: str) -> None:
         """The orchestrator's stop (a Dagster run tag): 'stop' or 'flatten', whatever the file says."""

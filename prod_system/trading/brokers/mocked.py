@@ -80,6 +80,10 @@ class MockedBroker(Broker):
     def executions(self) -> pd.DataFrame:
         return pd.DataFrame(columns=EXECUTION_COLUMNS)
 
+    def statement(self, since: pd.Timestamp, seen: set[tuple[str, str]]) -> None:
+        """None: no venue keeps an account of a paper session (its costs are the config's)."""
+        return None
+
     def force_kill_switch(self, state: str) -> None:
         """Ignored: a paper session sends nothing to a venue, so a forced 'stop' or 'flatten' does not
         change it (its orders and fills stay those of the model)."""
