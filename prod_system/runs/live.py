@@ -38,6 +38,7 @@ from prod_system.errors import BrokerError, DatabaseUnavailable
 from prod_system.log_dir import LogDir, columns
 from prod_system.models.dag import Dag, load_model
 from prod_system.runs.bar_step import BarStep, BarTrade
+from prod_system.runs.exchange_statement import StatementRecorder
 from prod_system.runs.stages import BrokerFactory, broker_factory_for, data_guard_for, log_data_quality
 from prod_system.trading.brokers.base import FILL_COLUMNS
 from prod_system.trading.orders import ORDER_COLUMNS
@@ -368,6 +369,8 @@ class LiveSession:
                     on_broker_error=self._orders_failed,
                     count_immediate_fills=True,
                 )
+                self.statement = StatementRecorder(self.log_dir, self.config, logger)
+                self.statement.open(broker)  # the venue's balances before the first order
                 self._trade_bars(step, early_fills, done_until, only, until, outcomes)
                 self._record_skipped(outcomes)
             finally:
@@ -565,6 +568,7 @@ class LiveSession:
         for name, frame in tables.items():
             self.log_dir.write_table(name, frame, bar_end)
         self._save_state(step.portfolio.state(step.broker.open_orders(), bar_end), trade.immediate_fills)
+        self.statement.after_bar(step.broker, bar_end)  # the venue's income and balances (prod)
 
     def _bar_outputs(
         self, bar_end: pd.Timestamp, outputs: dict[str, pd.DataFrame], missing: list[str]
