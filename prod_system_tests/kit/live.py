@@ -16,7 +16,7 @@ import pandas as pd
 from prod_system.common.clock import ScaledClock
 from prod_system.config import build_config
 from prod_system.data.market_db import MarketDatabase
-from prod_system.exchange import LocalExchange
+from prod_system.exchange import EngineConfig, LocalExchange
 from prod_system.log_dir import LogDir
 from prod_system.runs.ingestion import Ingestor
 from prod_system.runs.live import LiveSession
@@ -43,6 +43,8 @@ KEY_ENV, SECRET_ENV = "LIVE_TEST_API_KEY", "LIVE_TEST_API_SECRET"
 class Market:
     """A running market: the exchange, the database with history, the ingestion, the shared clock.
 
+    ``opens``: when the exchange opens (T: the database holds the two hours before); ``engine``: its
+    fees and funding (default: Binance's standard fee, the assumed funding rate).
     ``warm_start``: the exchange serves the day before T as closed history and the database starts
     empty, with no ingestion until ``warm_up(span)`` backfills ``span`` from the exchange (as `prod-system
     run` does before its first bar) and starts it."""
@@ -54,14 +56,17 @@ class Market:
         speed: float = SPEED,
         history: bool = True,
         warm_start: bool = False,
+        opens: pd.Timestamp = T,
+        engine: EngineConfig | None = None,
     ):
         self.speed = speed
         day = pd.Timedelta(days=1)
         if warm_start:
-            served = candles[candles["bar_start"] >= T - day]
-            self.exchange = LocalExchange(served, clock="original", speed=speed, history=day)
+            served = candles[candles["bar_start"] >= opens - day]
+            self.exchange = LocalExchange(served, clock="original", speed=speed, history=day, config=engine)
         else:
-            self.exchange = LocalExchange(candles[candles["bar_start"] >= T], clock="original", speed=speed)
+            served = candles[candles["bar_start"] >= opens]
+            self.exchange = LocalExchange(served, clock="original", speed=speed, config=engine)
         client = binanceusdm_client(self.exchange.url)
         self.clock = ScaledClock(pd.Timestamp(client.fetch_time(), unit="ms", tz="UTC"), speed)
         self.database_url = database_url
