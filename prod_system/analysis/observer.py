@@ -29,6 +29,7 @@ import pandas as pd
 
 from prod_system.analysis import performance, plots
 from prod_system.analysis.reconciliation import Reconciliation, reconcile
+from prod_system.analysis.statement import check_log_dir
 from prod_system.common.files import write_atomically
 from prod_system.common.timeutil import compact
 from prod_system.config import SystemConfig, load_config
@@ -178,6 +179,10 @@ def observe(
         "timing": result.timing,
         "performance": figures.to_dict(),
     }
+    statement = check_log_dir(logs.path, config.costs.fees.taker, config.bar_delta)  # portfolio vs exchange
+    summary["exchange_statement"] = statement.to_dict()
+    if statement.available:
+        statement.per_bar.to_parquet(directory / "exchange_statement.parquet", index=False)
     report = ObserverReport(directory, summary, result, config, figures)
     _write(report)
     summary["seconds"] = round(time.perf_counter() - began, 4)
@@ -279,6 +284,24 @@ def _headline(s: dict) -> list[tuple[str, str]]:
     ]
 
 
+def _statement_html(statement: dict) -> str:
+    """The exchange's statement beside the portfolio's accounts: the verdict, then each component's
+    session totals (exchange_statement.parquet holds them per bar)."""
+    if not statement["available"]:
+        return f"<p>{html.escape(statement['verdict'])}</p>"
+    rows = "".join(
+        f"<tr><th>{html.escape(name)}</th><td>{_figure(t['portfolio'])}</td><td>{_figure(t['exchange'])}</td>"
+        f"<td>{_figure(t.get('expected'))}</td></tr>"
+        for name, t in statement["totals"].items()
+    )
+    notes = "".join(f"<li>{html.escape(note)}</li>" for note in statement["notes"])
+    return (
+        f'<p class="verdict {"ok" if statement["agrees"] else "bad"}">{html.escape(statement["verdict"])}</p>'
+        f"<table><tr><th>USDT, since the start</th><th>portfolio</th><th>exchange</th><th>config's fees</th></tr>"
+        f"{rows}</table><ul>{notes}</ul>"
+    )
+
+
 def _gap_html(s: dict, attribution: pd.DataFrame) -> str:
     """Where production's PnL and research's part: the cumulative gap by component (which one dominates,
     what the verdict judges, against which bound), both sides' costs, and the components per asset."""
@@ -347,6 +370,8 @@ footer {{ margin-top: 2em; color: #777; font-size: .85em; }}
 {_gap_html(s, result.attribution)}
 <h2>Performance (production)</h2>
 <table>{performance_rows}</table>
+<h2>Portfolio vs exchange</h2>
+{_statement_html(s["exchange_statement"])}
 <h2>Cumulative PnL</h2>
 {_image(pngs["cumulative_pnl.png"], "cumulative PnL, production vs research")}
 <h2>Holdings difference per asset</h2>

@@ -88,11 +88,13 @@ def reconcile(model, root, start, end, run_mode, trigger, market_data, holdings_
         except ReconciliationError as error:
             fail(str(error), f"check the run's log dir {run.log_dir}")
         summary = report.summary
-        ok = summary["reconciled"] and summary["first_divergence"] is None
+        statement = summary["exchange_statement"]  # portfolio vs exchange (prod runs)
+        ok = summary["reconciled"] and summary["first_divergence"] is None and statement.get("agrees", True)
         diverged += not ok
         click.echo(
             f"{run.run_mode}/{run.trigger} {run.start:%Y-%m-%d %H:%M}..{run.end:%Y-%m-%d %H:%M}: {summary['verdict']}"
         )
+        click.echo(f"  portfolio vs exchange: {statement['verdict']}")
         click.echo(f"  report: {report.html}")
     if diverged:
         fail(
