@@ -44,11 +44,20 @@ class RunSummary:
             f"bars:        {self.bars}",
             f"pnl:         {self.pnl:,.2f} USDT net of costs: gross {self.gross_pnl:,.2f}, fees {-self.fees:,.2f}, "
             f"funding {self.funding:,.2f}{' (assumed rate)' if self.funding_assumed else ''}",
+            *self._risk(),
             f"turnover:    {self.turnover:.2f}x mean gmv ({self.gross_volume:,.0f} USDT traded)",
             f"net wealth:  {self.final_net_wealth:,.2f} USDT",
             *observer,
             f"seconds:     {self.seconds:.2f}",
         ]
+
+    def _risk(self) -> list[str]:
+        """Sharpe and max drawdown of the net PnL, once the performance figures are in."""
+        figures = self.performance
+        if not figures:
+            return []
+        sharpe = "n/a" if figures.get("sharpe") is None else f"{figures['sharpe']:.2f}"
+        return [f"sharpe:      {sharpe} (net, annualised); max drawdown {figures['max_drawdown']:,.2f} USDT"]
 
 
 def summarize(log_dir: str, statistics: pd.DataFrame, seconds: float) -> RunSummary:
