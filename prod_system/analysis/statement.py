@@ -60,6 +60,8 @@ class StatementCheck:
     def verdict(self) -> str:
         if not self.available:
             return NO_STATEMENT
+        if self.per_bar.empty:
+            return "an exchange statement, but no traded bar it covers: nothing to compare"
         if self.divergence is None:
             last = self.per_bar.iloc[-1]
             return (
@@ -76,12 +78,14 @@ class StatementCheck:
     def to_dict(self) -> dict:
         if not self.available:
             return {"available": False, "verdict": NO_STATEMENT}
-        last = self.per_bar.iloc[-1]
-        totals = {
-            c: {"portfolio": float(last[f"portfolio_{c}"]), "exchange": float(last[f"exchange_{c}"])}
-            for c in COMPONENTS
-        }
-        totals["fees"]["expected"] = float(last["expected_fees"])
+        totals = {}
+        if not self.per_bar.empty:
+            last = self.per_bar.iloc[-1]
+            totals = {
+                c: {"portfolio": float(last[f"portfolio_{c}"]), "exchange": float(last[f"exchange_{c}"])}
+                for c in COMPONENTS
+            }
+            totals["fees"]["expected"] = float(last["expected_fees"])
         return {
             "available": True,
             "agrees": self.agrees,
@@ -97,8 +101,10 @@ class StatementCheck:
 def check_log_dir(path: str | Path, taker_fee: float, bar: pd.Timedelta) -> StatementCheck:
     """The section for a run's log dir (a run without ``broker/income``: not available)."""
     logs = LogDir(path)
-    if not (logs.path / "broker" / "income").exists() or not (logs.path / "portfolio" / "statistics").exists():
+    if not (logs.path / "broker" / "income").exists():
         return StatementCheck()
+    if not (logs.path / "portfolio" / "statistics").exists():  # a session that has not traded a bar yet
+        return StatementCheck(per_bar=_empty(), available=True)
     try:
         fills = logs.read_table("fills")
     except FileNotFoundError:

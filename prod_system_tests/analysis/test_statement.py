@@ -96,6 +96,14 @@ def test_a_row_recorded_twice_or_a_fee_not_the_configs_diverges():
     assert divergence["component"] == "fees" and "fee model" in divergence["what"]
 
 
+def test_a_statement_before_any_traded_bar_has_nothing_to_compare():
+    frames = statement()
+    frames["statistics"] = frames["statistics"].iloc[:0]
+    result = check(**frames)
+    assert result.available and result.agrees and "nothing to compare" in result.verdict()
+    assert result.to_dict()["totals"] == {}
+
+
 def test_a_simulation_has_no_exchange_statement(simulated_day):
     config, log_dir = simulated_day
     result = check_log_dir(log_dir, config.costs.fees.taker, config.bar_delta)
