@@ -252,7 +252,7 @@ def _run_summary(config: SystemConfig, log_dir: LogDir, result, began: float) ->
     """The run's summary from its log dir, with its Dagster run id and its reconciliation's verdict
     and report (the metadata of the reconciliation asset it materialized)."""
     statistics = log_dir.read_table("portfolio/statistics")
-    summary = summarize(str(log_dir.path), statistics, time.perf_counter() - began)
+    summary = summarize(str(log_dir.path), statistics, time.perf_counter() - began, config.bar_delta)
     summary.dagster_run_id = result.run_id
     for event in result.get_asset_materialization_events():
         if event.asset_key == reconciliation_key(config.model, "simulation"):

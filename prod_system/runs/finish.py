@@ -60,7 +60,8 @@ class RunSummary:
         return [f"sharpe:      {sharpe} (net, annualised); max drawdown {figures['max_drawdown']:,.2f} USDT"]
 
 
-def summarize(log_dir: str, statistics: pd.DataFrame, seconds: float) -> RunSummary:
+def summarize(log_dir: str, statistics: pd.DataFrame, seconds: float, bar: pd.Timedelta | None = None) -> RunSummary:
+    """The run's figures from its statistics; with the ``bar`` length, its performance figures too."""
     gross = float(statistics["gross_volume"].sum())
     mean_gmv = float(statistics["gmv"].mean()) if len(statistics) else 0.0
     fees = float(statistics["fees"].sum())
@@ -77,6 +78,7 @@ def summarize(log_dir: str, statistics: pd.DataFrame, seconds: float) -> RunSumm
         fees=fees,
         funding=funding,
         funding_assumed=bool("funding_assumed" in statistics and statistics["funding_assumed"].sum() > 0),
+        performance=performance.compute(statistics, bar).to_dict() if bar is not None and len(statistics) else {},
     )
 
 
