@@ -8,6 +8,10 @@ download), in one process, medians of repeats:
 - the reconciliation (observer report) of one simulated day.
 
     python benchmarks/research_speed.py [--candles DIR] [--start 2023-07-19] [--days 28] [--repeats 5]
+        [--research-only]
+
+The research portfolio is timed with the default costs (fees, funding at the assumed rate) and with
+none (fees 0, funding off), to show what the costs add.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--simulation-repeats", type=int, default=1, help="the long simulation is slow")
     parser.add_argument("--model", default="C3a")
+    parser.add_argument("--research-only", action="store_true", help="time the research portfolio alone")
     options = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="research_speed_"))
     candles = load_source(f"csv:{options.candles}", UNIVERSE, pd.Timedelta(seconds=10))
@@ -71,6 +76,15 @@ def main() -> None:
     history = store.visible(store.last_knowledge_ts, store.first_bar_end - pd.Timedelta(minutes=1))
     predictions = predictions_table(dag, run_batch(dag, history, bars))
     research = timed(options.repeats, lambda: research_portfolio(base, predictions, store, bars))
+    free = config(costs={"fees": {"taker": 0.0, "maker": 0.0}, "funding": {"mode": "off"}})
+    without_costs = timed(options.repeats, lambda: research_portfolio(free, predictions, store, bars))
+    print(f"{options.model}, {len(bars):,} bars x {len(UNIVERSE)} assets ({days:g} days from {start:%Y-%m-%d}):")
+    print(
+        f"  research portfolio          median {statistics.median(research):7.3f} s  ({options.repeats} runs, "
+        f"default costs; {statistics.median(without_costs):.3f} s without costs)"
+    )
+    if options.research_only:
+        return
     historical = timed(options.repeats, lambda: historical_pnl(base, overwrite=True))
     simulation = timed(options.simulation_repeats, lambda: simulate(base, overwrite=True))
     day = config(start=end - pd.Timedelta(days=1))
@@ -80,8 +94,6 @@ def main() -> None:
 
     research_s, historical_s = statistics.median(research), statistics.median(historical)
     simulation_s = statistics.median(simulation)
-    print(f"{options.model}, {len(bars):,} bars x {len(UNIVERSE)} assets ({days:g} days from {start:%Y-%m-%d}):")
-    print(f"  research portfolio          median {research_s:7.3f} s  ({options.repeats} runs)")
     print(f"  historical simulation       median {historical_s:7.3f} s  (batch model + research + files)")
     print(f"  simulation, same window     median {simulation_s:7.3f} s  ({options.simulation_repeats} runs, pure core)")
     print(f"  simulation / research       {simulation_s / research_s:7.0f}x")

@@ -95,48 +95,47 @@ def settlement_times(start: pd.Timestamp, end: pd.Timestamp, interval: pd.Timede
 def funding_schedule(
     funding: pd.DataFrame, assets: list[str], start: pd.Timestamp, end: pd.Timestamp, config: FundingConfig
 ) -> pd.DataFrame:
-    """The settlements of ``assets`` in (start, end]: the data's rows, and for an asset the data has no
-    row of in (start - 1 day, end], the assumed rate every ``config.interval`` (known in advance: the
-    config says it). ``mode`` 'assumed' ignores the data; 'off' has no settlement."""
-    frames = []
+    """The settlements of ``assets`` in (start, end], by time: the data's rows, and for an asset the data
+    has no row of in (start - 1 day, end], the assumed rate every ``config.interval`` (known in advance:
+    the config says it). ``mode`` 'assumed' ignores the data; 'off' has no settlement."""
     if config.mode == "off":
-        return pd.DataFrame({c: [] for c in SCHEDULE_COLUMNS}).astype(_schedule_types())
-    data = funding if config.mode == "data" else empty_funding()
+        return _schedule([], [], [], [], [], [])
+    data = funding if config.mode == "data" else funding.iloc[:0]
     near = data[(data["funding_time"] > start - LOOK_BEHIND) & (data["funding_time"] <= end)]
     with_data = set(near["asset"])
     rows = near[near["asset"].isin(assets) & (near["funding_time"] > start)]
-    if len(rows):
-        frames.append(rows.assign(assumed=False))
-    times = settlement_times(start, end, config.interval_delta)
+    times = settlement_times(start, end, config.interval_delta).as_unit("ns").tz_convert(None).to_numpy()
     assumed = [asset for asset in assets if asset not in with_data]
-    if assumed and len(times):
-        frames.append(
-            pd.DataFrame(
-                {
-                    "asset": np.repeat(np.asarray(assumed, dtype=object), len(times)),
-                    "funding_time": np.tile(times, len(assumed)),
-                    "rate": config.assumed_rate,
-                    "mark_price": np.nan,
-                    "knowledge_ts": np.tile(times, len(assumed)),
-                    "assumed": True,
-                }
-            )
-        )
-    if not frames:
-        return pd.DataFrame({c: [] for c in SCHEDULE_COLUMNS}).astype(_schedule_types())
-    out = pd.concat(frames, ignore_index=True).astype(_schedule_types())
-    return out.sort_values(["funding_time", "asset"], kind="stable").reset_index(drop=True)[SCHEDULE_COLUMNS]
+    count = len(assumed) * len(times)
+    out = _schedule(
+        np.concatenate([rows["asset"].to_numpy(dtype=object), np.tile(np.asarray(assumed, dtype=object), len(times))]),
+        np.concatenate([_naive(rows["funding_time"]), np.repeat(times, len(assumed))]),
+        np.concatenate([rows["rate"].to_numpy(dtype="float64"), np.full(count, config.assumed_rate)]),
+        np.concatenate([rows["mark_price"].to_numpy(dtype="float64"), np.full(count, np.nan)]),
+        np.concatenate([_naive(rows["knowledge_ts"]), np.repeat(times, len(assumed))]),
+        np.concatenate([np.zeros(len(rows), dtype=bool), np.ones(count, dtype=bool)]),
+    )
+    if len(rows):  # the data's rows come by asset: put every row in time order
+        out = out.sort_values(["funding_time", "asset"], kind="stable", ignore_index=True)
+    return out
 
 
-def _schedule_types() -> dict:
-    return {
-        "asset": object,
-        "funding_time": "datetime64[ns, UTC]",
-        "rate": "float64",
-        "mark_price": "float64",
-        "knowledge_ts": "datetime64[ns, UTC]",
-        "assumed": bool,
-    }
+def _naive(times: pd.Series) -> np.ndarray:
+    return times.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
+
+
+def _schedule(assets, times, rates, marks, known, assumed) -> pd.DataFrame:
+    """The schedule's columns as one typed frame (times as UTC nanoseconds)."""
+    return pd.DataFrame(
+        {
+            "asset": np.asarray(assets, dtype=object),
+            "funding_time": pd.DatetimeIndex(np.asarray(times, dtype="datetime64[ns]")).tz_localize("UTC"),
+            "rate": np.asarray(rates, dtype="float64"),
+            "mark_price": np.asarray(marks, dtype="float64"),
+            "knowledge_ts": pd.DatetimeIndex(np.asarray(known, dtype="datetime64[ns]")).tz_localize("UTC"),
+            "assumed": np.asarray(assumed, dtype=bool),
+        }
+    )
 
 
 class FundingSchedule:

@@ -18,6 +18,7 @@ first bar that knows it (``data.funding.FundingSchedule.due``), still with the s
 from __future__ import annotations
 
 import bisect
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,12 +33,15 @@ STATISTICS_COLUMNS = columns("portfolio/statistics")
 def long_table(bars: pd.DatetimeIndex, assets: list[str], values: np.ndarray, column: str) -> pd.DataFrame:
     """A (bars x assets) array as a long table: bar_end, asset, ``column``."""
     return pd.DataFrame(
-        {
-            "bar_end": bars.repeat(len(assets)),
-            "asset": np.tile(np.asarray(assets, dtype=object), len(bars)),
-            column: values.ravel(),
-        }
+        {"bar_end": bars.repeat(len(assets)), "asset": _asset_column(tuple(assets), len(bars)), column: values.ravel()}
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _asset_column(assets: tuple[str, ...], bars: int) -> pd.Series:
+    """The asset column of a long table, made once for the tables of a run: turning Python strings into
+    pandas' string column is most of a long table's cost (a research portfolio makes ten of them)."""
+    return pd.Series(np.tile(np.asarray(assets, dtype=object), bars), dtype=pd.StringDtype(na_value=np.nan))
 
 
 @dataclass
