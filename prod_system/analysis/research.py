@@ -21,7 +21,7 @@ from prod_system.config import SystemConfig
 from prod_system.data.funding import funding_schedule
 from prod_system.data.market_data import CandleStore
 from prod_system.trading.costs import funding_payments, slipped_prices, taker_fees
-from prod_system.trading.portfolio import STATISTICS_COLUMNS, long_table
+from prod_system.trading.portfolio import STATISTICS_COLUMNS, long_asset_column, long_table
 from prod_system.trading.positions import run_sizing
 
 
@@ -84,8 +84,10 @@ def research_portfolio(
         }
     )[STATISTICS_COLUMNS]
 
+    asset_column = long_asset_column(assets, len(bars))
+
     def long(values: np.ndarray, column: str) -> pd.DataFrame:
-        return long_table(bars, assets, values, column)
+        return long_table(bars, assets, values, column, asset_column)
 
     return {
         "target_positions": targets,

@@ -18,7 +18,6 @@ first bar that knows it (``data.funding.FundingSchedule.due``), still with the s
 from __future__ import annotations
 
 import bisect
-import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,17 +29,19 @@ from prod_system.trading.costs import funding_payments
 STATISTICS_COLUMNS = columns("portfolio/statistics")
 
 
-def long_table(bars: pd.DatetimeIndex, assets: list[str], values: np.ndarray, column: str) -> pd.DataFrame:
-    """A (bars x assets) array as a long table: bar_end, asset, ``column``."""
-    return pd.DataFrame(
-        {"bar_end": bars.repeat(len(assets)), "asset": _asset_column(tuple(assets), len(bars)), column: values.ravel()}
-    )
+def long_table(
+    bars: pd.DatetimeIndex, assets: list[str], values: np.ndarray, column: str, asset_column: pd.Series | None = None
+) -> pd.DataFrame:
+    """A (bars x assets) array as a long table: bar_end, asset, ``column``. ``asset_column``
+    (``long_asset_column(assets, len(bars))``) lets the tables of one window share it."""
+    if asset_column is None:
+        asset_column = long_asset_column(assets, len(bars))
+    return pd.DataFrame({"bar_end": bars.repeat(len(assets)), "asset": asset_column, column: values.ravel()})
 
 
-@functools.lru_cache(maxsize=8)
-def _asset_column(assets: tuple[str, ...], bars: int) -> pd.Series:
-    """The asset column of a long table, made once for the tables of a run: turning Python strings into
-    pandas' string column is most of a long table's cost (a research portfolio makes ten of them)."""
+def long_asset_column(assets: list[str], bars: int) -> pd.Series:
+    """The asset column of a long table: made once for the tables of a window, since turning Python
+    strings into pandas' string column is most of a long table's cost (research makes ten)."""
     return pd.Series(np.tile(np.asarray(assets, dtype=object), bars), dtype=pd.StringDtype(na_value=np.nan))
 
 
@@ -182,9 +183,11 @@ class Portfolio:
         first = max(len(self._bars) - 1, 0) if last_bar_only else 0
         bars = pd.DatetimeIndex(self._bars[first:], tz="UTC") if self._bars else pd.DatetimeIndex([], tz="UTC")
 
+        asset_column = long_asset_column(self.assets, len(bars))
+
         def long(key: str, column: str) -> pd.DataFrame:
             values = np.array(self._rows[key][first:]).reshape(len(bars), len(self.assets))
-            return long_table(bars, self.assets, values, column)
+            return long_table(bars, self.assets, values, column, asset_column)
 
         return {
             "portfolio/holdings_shares": long("shares", "shares"),
