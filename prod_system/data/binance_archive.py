@@ -196,17 +196,23 @@ def verify_checksum(path: Path) -> None:
         raise MarketDataError(f"{path}: its sha256 does not match {checksum.name} (a corrupt or partial download)")
 
 
-def read_kline_zip(file: ArchiveFile) -> pd.DataFrame:
-    """The candles of one archive zip, checked against what its name says (interval and period)."""
-    path = file.path
+def zip_csv(path: Path) -> bytes:
+    """The one CSV file of an archive zip (klines or funding rates); a zip without exactly one, or a
+    corrupt one, is a ``MarketDataError`` naming the file."""
     try:
         with zipfile.ZipFile(path) as archive:
             members = [name for name in archive.namelist() if name.lower().endswith(".csv")]
             if len(members) != 1:
                 raise MarketDataError(f"{path}: expected one CSV file inside, found {len(members)}")
-            text = archive.read(members[0])
+            return archive.read(members[0])
     except (zipfile.BadZipFile, zlib.error, EOFError) as error:
         raise MarketDataError(f"{path}: corrupt zip file ({error})") from None
+
+
+def read_kline_zip(file: ArchiveFile) -> pd.DataFrame:
+    """The candles of one archive zip, checked against what its name says (interval and period)."""
+    path = file.path
+    text = zip_csv(path)
     header = not text[:1].isdigit()  # newer files name their columns
     if not text.strip():
         return _empty()
@@ -345,14 +351,7 @@ def read_funding_zip(file: FundingFile, delay: pd.Timedelta) -> pd.DataFrame:
     """The settlements of one funding zip: header checked, every value a number, every time inside the
     month its name says; a bad one is a ``MarketDataError`` naming the file and the line."""
     path = file.path
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = [name for name in archive.namelist() if name.lower().endswith(".csv")]
-            if len(members) != 1:
-                raise MarketDataError(f"{path}: expected one CSV file inside, found {len(members)}")
-            text = archive.read(members[0]).decode("utf-8", errors="replace")
-    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
-        raise MarketDataError(f"{path}: corrupt zip file ({error})") from None
+    text = zip_csv(path).decode("utf-8", errors="replace")
     lines = text.splitlines()
     header = bool(lines) and not lines[0][:1].isdigit()
     if header and lines[0].strip().replace(" ", "") != FUNDING_HEADER:

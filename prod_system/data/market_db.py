@@ -297,10 +297,14 @@ class MarketDatabase:
     @_answering
     def last_funding_times(self, assets: list[str]) -> dict[str, pd.Timestamp | None]:
         """The latest recorded settlement of each asset (None if it has none)."""
-        table = funding_table
+        return self._latest(funding_table.c.funding_ms, assets)
+
+    def _latest(self, column: Column, assets: list[str]) -> dict[str, pd.Timestamp | None]:
+        """Per asset, the largest time (ms) of ``column`` in its table (None if the asset has no row)."""
+        table = column.table
         with self.engine.connect() as connection:
             rows = connection.execute(
-                select(table.c.symbol, func.max(table.c.funding_ms))
+                select(table.c.symbol, func.max(column))
                 .where(table.c.exchange == self.exchange, table.c.symbol.in_(assets))
                 .group_by(table.c.symbol)
             ).all()
@@ -397,15 +401,7 @@ class MarketDatabase:
     @_answering
     def last_bar_ends(self, assets: list[str]) -> dict[str, pd.Timestamp | None]:
         """The end of the latest recorded candle of each asset (None if it has none)."""
-        table = candles_table
-        with self.engine.connect() as connection:
-            rows = connection.execute(
-                select(table.c.symbol, func.max(table.c.bar_end_ms))
-                .where(table.c.exchange == self.exchange, table.c.symbol.in_(assets))
-                .group_by(table.c.symbol)
-            ).all()
-        found = {symbol: pd.Timestamp(ms, unit="ms", tz="UTC") for symbol, ms in rows}
-        return {asset: found.get(asset) for asset in assets}
+        return self._latest(candles_table.c.bar_end_ms, assets)
 
     @_answering
     def missing(self, assets: list[str], bar_end: pd.Timestamp, now: pd.Timestamp | None = None) -> list[str]:
