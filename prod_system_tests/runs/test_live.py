@@ -24,6 +24,7 @@ from prod_system.config import build_config
 from prod_system.data.market_db import MarketDatabase
 from prod_system.log_dir import LogDir
 from prod_system.runs.live import LiveSession, due_bar
+from prod_system.trading.portfolio import PortfolioState
 from prod_system_tests.kit.accounting import assert_accounting
 from prod_system_tests.kit.data import UNIVERSE
 from prod_system_tests.kit.exchange import placed_ids, repeats
@@ -36,6 +37,7 @@ from prod_system_tests.kit.live import (
     assert_exchange_holds_the_session,
     data_timeout,
     live_config,
+    one_bar_session,
     prod_run,
 )
 
@@ -118,7 +120,9 @@ def test_paper_and_prod_sessions_trade_the_same_targets(market, tmp_path):
     report = observe(logs.path)
     summary, parts = report.summary, report.summary["attribution"]
     assert summary["explained"] == ["execution", "fees", "funding", "holdings"]
-    assert sum(parts[c] for c in ("execution", "fees", "funding", "holdings", "residual")) == pytest.approx(parts["gap"])
+    assert sum(parts[c] for c in ("execution", "fees", "funding", "holdings", "residual")) == pytest.approx(
+        parts["gap"]
+    )
     assert summary["reconciled"] and abs(summary["judged"]) <= summary["bound"]
     assert summary["dominant"] in ("execution", "fees", "holdings") and summary["verdict"].startswith("reconciled (")
     assert (report.html.parent / "attribution.parquet").exists()
@@ -390,6 +394,18 @@ def test_state_round_trips_orders_and_fills():
         "filled_at": pd.Timestamp("2023-07-21T06:01:10Z"),
     }
     assert _order_from_json(json.loads(json.dumps(_order_to_json(fill)))) == fill
+
+
+def test_state_round_trips_the_settlements_already_funded(tmp_path):
+    """A restart reads back, per asset, the last funding settlement booked: it never pays one twice."""
+    session = one_bar_session(tmp_path, f"sqlite:///{tmp_path / 'market.db'}")
+    session.log_dir.path.mkdir(parents=True)
+    state = PortfolioState.empty(session.assets, 1_000_000.0)
+    state.funded_until = {"BTC": pd.Timestamp("2023-07-21T08:00:00Z"), "ETH": pd.Timestamp("2023-07-21T04:00:00Z")}
+    session._save_state(state, [])
+    loaded, _ = session.load_state()
+    assert loaded.funded_until == state.funded_until
+    assert all(str(time.tz) == "UTC" for time in loaded.funded_until.values())
 
 
 def test_database_lost_and_restored(candles, postgres_url, tmp_path, monkeypatch, reliability):
