@@ -1,10 +1,25 @@
 """Production vs research: compare a run's portfolio with its research equivalent.
 
 The research portfolio is rebuilt from the predictions the run recorded (``target_positions``) and
-the market data; the comparison gives the figures of ``summary.json``: the correlation of per-bar
-PnL, the largest per-bar difference, both cumulative PnLs, and the first bar and asset where
-targets, holdings or PnL diverge beyond a tolerance. It also times the run: each DAG node per bar,
-and the orders' delay after the bar's close.
+the market data, with the same costs; the comparison gives the figures of ``summary.json``: the
+correlation of per-bar PnL, the largest per-bar difference, both cumulative PnLs, and the first bar
+and asset where targets, holdings, fees, funding or PnL diverge beyond a tolerance. It also times the
+run: each DAG node per bar, and the orders' delay after the bar's close.
+
+The gap (production's PnL minus research's), per bar and asset, is attributed to
+
+    execution = traded_shares_prod x research_price - traded_notional_prod  (fill prices vs research's)
+    fees      = -(fees_prod - fees_research)
+    funding   = funding_prod - funding_research
+    holdings  = (shares_prod - shares_research)_{t-1} x (mark_t - mark_{t-1})
+                + (traded_shares_prod - traded_shares_research)_t x (mark_t - research_price_t)
+    residual  = gap - the four above  (valued at research's marks: what no component explains)
+
+The verdict judges what should not differ: with the mocked broker, production and research fill at
+the same prices with the same costs, so nothing is explained and the whole gap is judged (and any bar
+and asset beyond tolerance fails); through an exchange, execution, fees, funding and holdings
+legitimately differ, and only the residual is judged. The bound is the run's own scale: 0.1% of its
+gross PnL (the sum over bars of |research's PnL before costs|), at least 1 USDT.
 """
 
 from __future__ import annotations
