@@ -76,6 +76,7 @@ def report_metadata(report: ObserverReport) -> dict:
         "log_dir": MetadataValue.path(s["log_dir"]),
         "cumulative_pnl": preview(report.plot.read_bytes(), "cumulative PnL, production vs research"),
         **performance_metadata(s["performance"]),
+        "exchange_statement": s["exchange_statement"]["verdict"],  # prod: portfolio vs the exchange's statement
     }
 
 
@@ -132,13 +133,38 @@ def _check(report_key: AssetKey):
     return matches_research
 
 
+def _statement_check(report_key: AssetKey):
+    """A prod session's portfolio agrees with the exchange's own statement (its income history and
+    wallet): realized PnL, fees (also against the config's fee rate), funding and the wallet's change, to
+    the cent."""
+
+    @asset_check(asset=report_key, name="matches_exchange", blocking=False, description=_statement_check.__doc__)
+    def matches_exchange(context: AssetCheckExecutionContext) -> AssetCheckResult:
+        event = context.instance.get_latest_materialization_event(report_key)
+        materialization = event.asset_materialization if event else None
+        report = materialization.metadata.get("report") if materialization else None
+        if report is None:
+            return AssetCheckResult(passed=False, metadata={"error": "no reconciliation report yet"})
+        statement = json.loads((Path(report.value).parent / SUMMARY_FILE).read_text())["exchange_statement"]
+        return AssetCheckResult(
+            passed=bool(statement.get("agrees", False)),
+            severity=AssetCheckSeverity.ERROR,
+            description=statement["verdict"],
+            metadata={"first_divergence": MetadataValue.json(statement.get("first_divergence") or {})},
+        )
+
+    return matches_exchange
+
+
 def reconciliation_definitions(models: list[str]) -> Definitions:
     """The reconciliation assets of every model in every run mode, each with its check."""
     assets = []
     for model in models:
         assets.append(_simulation_reconciliation(model))
         assets.extend(_live_reconciliation(model, mode) for mode in RunMode.live())
-    return Definitions(assets=assets, asset_checks=[_check(asset.key) for asset in assets])
+    checks = [_check(asset.key) for asset in assets]
+    checks += [_statement_check(reconciliation_key(model, RunMode.PROD.value)) for model in models]
+    return Definitions(assets=assets, asset_checks=checks)
 
 
 def _simulation_reconciliation(model: str) -> AssetsDefinition:

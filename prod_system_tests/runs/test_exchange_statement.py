@@ -91,3 +91,24 @@ def test_an_exchange_charging_another_fee_fails_loudly(candles, tmp_path, monkey
     summary = json.loads((Path(report).parent / "summary.json").read_text())["exchange_statement"]
     assert summary["first_divergence"]["component"] == "fees" and not summary["agrees"]
     assert "Portfolio vs exchange" in Path(report).read_text()
+    # and in Dagster: the prod reconciliation asset's matches_exchange check fails (matches_research need not)
+    from dagster import materialize
+
+    from prod_system.defs.reconciliation import reconciliation_definitions, reconciliation_key
+    from prod_system.defs.resources import LogDirResource
+
+    defs = reconciliation_definitions(["C1b"])
+    key = reconciliation_key("C1b", "prod")
+    result = materialize(
+        [
+            *(asset for asset in defs.assets if asset.key == key),
+            *(check for check in defs.asset_checks if {k.asset_key for k in check.check_keys} == {key}),
+        ],
+        selection=[key],
+        resources={"log_dir": LogDirResource(root=str(tmp_path))},
+        raise_on_error=False,
+    )
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not checks["matches_exchange"].passed and "fee model" in checks["matches_exchange"].description
+    (event,) = result.get_asset_materialization_events()
+    assert "DIVERGE" in event.materialization.metadata["exchange_statement"].value
