@@ -220,7 +220,9 @@ class FundingConfig(_Strict):
         description="rate per settlement where there is no funding data (positive: longs pay shorts)",
     )
     interval: str = Field(
-        default=FUNDING_INTERVAL, description="time between assumed settlements, from 00:00 UTC (1h, 4h or 8h)"
+        default=FUNDING_INTERVAL,
+        description="time between assumed settlements, from 00:00 UTC: whole hours that divide a day (Binance "
+        "uses 1h, 4h or 8h)",
     )
 
     @field_validator("interval")

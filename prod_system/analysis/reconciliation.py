@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from prod_system.analysis.research import research_portfolio
+from prod_system.analysis.research import bar_prices, research_portfolio
 from prod_system.common.timeutil import bar_ends
 from prod_system.config import SystemConfig
 from prod_system.data.funding import FUNDING_LAG
@@ -116,10 +116,16 @@ class ReconciliationSummary:
         """One line a person can act on."""
         what = "residual" if self.explained else "gap"
         judged = f"{what} {self.judged:,.2f} USDT within {self.bound:,.2f}"
+        if np.isfinite(self.pnl_correlation):
+            correlation = f"{self.pnl_correlation:.6f}"
+        elif self.bars < 2:
+            correlation = "undefined (a single bar)"
+        else:
+            correlation = f"undefined (per-bar pnl constant over the {self.bars} bars: nothing traded yet?)"
         if self.reconciled and self.first_divergence is None:
             if self.identical_and_flat:
                 return f"reconciled: identical per-bar pnl over {self.bars} bars (flat: nothing traded yet)"
-            return f"reconciled: pnl correlation {self.pnl_correlation:.6f} over {self.bars} bars; {judged}"
+            return f"reconciled: pnl correlation {correlation} over {self.bars} bars; {judged}"
         where = (
             f"first divergence at {self.first_divergence['bar_end']} on {self.first_divergence['asset']} "
             f"({self.first_divergence['what']})"
@@ -127,12 +133,6 @@ class ReconciliationSummary:
             else "no single bar beyond tolerance"
         )
         gap = self.cumulative_pnl_prod - self.cumulative_pnl_research
-        if np.isfinite(self.pnl_correlation):
-            correlation = f"{self.pnl_correlation:.4f}"
-        elif self.bars < 2:
-            correlation = "undefined (a single bar)"
-        else:
-            correlation = f"undefined (per-bar pnl constant over the {self.bars} bars: nothing traded yet?)"
         parts = ", ".join(f"{c} {self.attribution[c]:,.2f}" for c in (*COMPONENTS, "residual") if self.attribution)
         dominant = f"; mostly {self.dominant}" if self.dominant else ""
         if self.reconciled:
@@ -202,7 +202,8 @@ def reconcile(
 
     per_bar = _per_bar(prod_stats, research["portfolio/statistics"], window)
     side = _side_by_side(log_dir, recorded, research, window)
-    attribution = attribute(log_dir, research, bars, config.universe)
+    _, start_marks = bar_prices(store, pd.DatetimeIndex([config.start]), config.bar_delta)
+    attribution = attribute(log_dir, research, bars, config.universe, start_marks[0])
     attribution = attribution[attribution["bar_end"].isin(window)].reset_index(drop=True)
     parts = attribution.groupby("bar_end")[["gap", *COMPONENTS, "residual"]].sum().reindex(window, fill_value=0.0)
     per_bar = per_bar.join(parts.add_prefix("gap_").rename(columns={"gap_gap": "gap"}), on="bar_end")
@@ -223,23 +224,26 @@ def reconcile(
         attribution={name: float(value) for name, value in parts.sum().items()},
         explained=EXPLAINED[config.broker.kind],
         gross_pnl_scale=float(research_stats["trading_pnl"].abs().sum()),
-        costs=_costs(prod_stats.set_index("bar_end").reindex(window), research_stats, config),
+        costs=_costs(prod_stats.set_index("bar_end").reindex(window), research_stats, config, not store.funding.empty),
     )
     node_timing, bar_timing, timing = _timing(log_dir, window)
     return Reconciliation(summary, per_bar, side, attribution, node_timing, bar_timing, timing)
 
 
-def _costs(prod: pd.DataFrame, research: pd.DataFrame, config: SystemConfig) -> dict:
-    """Fees and funding of both sides over the window, and what the funding came from."""
-    assumed = int(prod["funding_assumed"].fillna(0).sum()) if "funding_assumed" in prod else 0
-    settled = int((research["funding"].fillna(0) != 0).sum()) if "funding" in research else 0
+def _costs(prod: pd.DataFrame, research: pd.DataFrame, config: SystemConfig, has_data: bool) -> dict:
+    """Fees and funding of both sides over the window, and what the funding came from (``has_data``: the
+    market data has funding rates of some asset of the run)."""
+    assumed = int(research["funding_assumed"].sum())
     funding = config.costs.funding
+    rate = f"the assumed rate {funding.assumed_rate:g} per {funding.interval}"
     if funding.mode == "off":
         source = "off (not modelled)"
+    elif assumed and has_data and funding.mode == "data":
+        source = f"market data, and {rate} for {assumed} settlements of assets without data"
     elif assumed:
-        source = f"assumed rate {funding.assumed_rate:g} per {funding.interval} ({assumed} settlements assumed)"
+        source = f"{rate} ({assumed} settlements)"
     else:
-        source = "market data" if settled else "none settled in the window"
+        source = "market data" if has_data and funding.mode == "data" else "no settlement in the window"
     return {
         "fees_prod": float(prod["fees"].fillna(0).sum()),
         "fees_research": float(research["fees"].sum()),
@@ -269,7 +273,11 @@ def _prod_table(log_dir: LogDir, name: str) -> pd.DataFrame:
 
 
 def attribute(
-    log_dir: LogDir, research: dict[str, pd.DataFrame], bars: pd.DatetimeIndex, assets: list[str]
+    log_dir: LogDir,
+    research: dict[str, pd.DataFrame],
+    bars: pd.DatetimeIndex,
+    assets: list[str],
+    start_marks: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Per bar and asset, production's PnL minus research's, split into execution, fees, funding,
     holdings and the residual (the module's docstring gives the formulas), valued at research's prices."""
@@ -297,14 +305,21 @@ def attribute(
     notional_p = prod("portfolio/executed_trades_notional", "notional")
     mark, price = res("bar_prices", "mark"), res("bar_prices", "trade_price")
 
-    def before(values: np.ndarray) -> np.ndarray:
-        return np.vstack([np.zeros((1, values.shape[1])), values[:-1]])
+    def before(values: np.ndarray, first: np.ndarray | None = None) -> np.ndarray:
+        """Each bar's previous row; for the first bar, ``first`` (what held at the start), else zeros."""
+        start = np.zeros((1, values.shape[1])) if first is None else np.nan_to_num(first)[None, :]
+        return np.vstack([start, values[:-1]])
+
+    # production may start with holdings (a session carried over from the previous one), research flat
+    held_p = before(shares_p, shares_p[0] - traded_p[0])
+    at_start = mark[0] if start_marks is None else np.where(np.isfinite(start_marks), start_marks, mark[0])
+    mark_before = before(mark, at_start)
 
     gap = prod("portfolio/pnl", "pnl") - res("portfolio/pnl", "pnl")
     execution = traded_p * price - notional_p
     fees = -(prod("portfolio/fees", "fees") - res("portfolio/fees", "fees"))
     funding = prod("portfolio/funding", "funding") - res("portfolio/funding", "funding")
-    holdings = (before(shares_p) - before(shares_r)) * (mark - before(mark)) + (traded_p - traded_r) * (mark - price)
+    holdings = (held_p - before(shares_r)) * (mark - mark_before) + (traded_p - traded_r) * (mark - price)
     residual = gap - execution - fees - funding - holdings
     out = long_table(bars, assets, gap, "gap")
     for name, values in zip(
@@ -398,6 +413,8 @@ def _first_divergence(
             later = cumulative.groupby(side["asset"]).shift(-lag_bars).fillna(cumulative)
             off = (cumulative.abs() > tolerance) & (later.abs() > tolerance)
         else:
+            if name == "pnl":  # without funding, which the lagged check above judges
+                prod, research = prod - side["funding_prod"].fillna(0), research - side["funding_research"].fillna(0)
             # a value on one side only (a missing row) is a divergence too
             off = ((prod - research).abs() > tolerance) | (prod.isna() != research.isna())
         if off.any():

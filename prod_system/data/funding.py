@@ -2,8 +2,8 @@
 
 A funding row: ``asset``, ``funding_time`` (the settlement, UTC, to the minute: Binance stamps it a few
 milliseconds after the hour), ``rate`` (per settlement; positive: longs pay shorts), ``mark_price``
-(the exchange's mark price at the settlement; NaN when the source has none, and the candle close of
-that time is used) and ``knowledge_ts`` (when the row became known, as for candles).
+(the exchange's mark price at the settlement; NaN when the source has none, and the close of the bar
+that contains it is used) and ``knowledge_ts`` (when the row became known, as for candles).
 
 A run's settlements (``funding_schedule``) are the data's rows of its assets; an asset the data has no
 row of near the window settles at the config's assumed rate every ``interval`` from 00:00 UTC, marked
@@ -23,8 +23,8 @@ from prod_system.errors import MarketDataError
 FUNDING_COLUMNS = ["asset", "funding_time", "rate", "mark_price", "knowledge_ts"]
 SCHEDULE_COLUMNS = [*FUNDING_COLUMNS, "assumed"]
 MAX_RATE = 0.05  # |rate| per settlement: Binance's caps are a few percent; more is a bad row, not a market
-# a live session books a settlement whose rate is recorded after its bar at the first bar that knows it,
-# looking for it this long after the hour (the reconciliation allows production this delay)
+# a live session books a settlement whose rate is recorded after its bar's deadline at the first bar that
+# knows it: the reconciliation allows production this delay before a funding gap counts
 FUNDING_LAG = pd.Timedelta(minutes=15)
 LOOK_BEHIND = pd.Timedelta(days=1)  # a source with a row of the asset this long before the window has data
 
@@ -139,32 +139,41 @@ def _schedule(assets, times, rates, marks, known, assumed) -> pd.DataFrame:
 
 
 class FundingSchedule:
-    """A run's settlements, handed out bar by bar as they become known."""
+    """A run's settlements, handed out bar by bar as they become known.
 
-    def __init__(self, schedule: pd.DataFrame):
+    ``since``: the run's start. A settlement at or before it was the business of whatever held the
+    positions then (an earlier session, whose state says how far it paid: ``funded_until``); the schedule
+    may hold such settlements (a run builds it from a day before its start), so that one an earlier
+    session could not book, its rate published after that session's last bar, is booked now."""
+
+    def __init__(self, schedule: pd.DataFrame, since: pd.Timestamp | None = None):
         self.schedule = schedule.sort_values(["asset", "funding_time"], kind="stable").reset_index(drop=True)
+        self.since = since
+        frame = self.schedule
+        self._codes, self._assets = pd.factorize(frame["asset"]) if len(frame) else (np.zeros(0, int), pd.Index([]))
+        self._times = _ns(frame["funding_time"])
+        self._known = _ns(frame["knowledge_ts"])
+        self._order = np.argsort(self._times, kind="stable")  # rows by time, for the bar's slice
 
     def due(self, now: pd.Timestamp, bar_end: pd.Timestamp, funded_until: dict[str, pd.Timestamp]) -> pd.DataFrame:
-        """The settlements a bar applies: per asset, those after ``funded_until[asset]`` and at or before
-        ``bar_end``, in order, up to the first one not known at ``now`` (a rate published late is applied
-        at the first bar that knows it, never skipped, never before it is known)."""
-        frame = self.schedule
-        if frame.empty:
-            return frame
-        never = pd.Timestamp.min.tz_localize("UTC")
-        after = pd.DatetimeIndex([funded_until.get(asset, never) for asset in frame["asset"]]).as_unit("ns")
-        pending = frame[(frame["funding_time"].to_numpy() > after) & (frame["funding_time"] <= bar_end).to_numpy()]
-        if pending.empty:
-            return pending
-        unknown = pending["knowledge_ts"] > now
+        """The settlements a bar applies: per asset, those after ``funded_until[asset]`` (else after
+        ``since``) and at or before ``bar_end``, in order, up to the first one not known at ``now`` (a rate
+        published late is applied at the first bar that knows it, never before it is known)."""
+        if self.schedule.empty:
+            return self.schedule
+        upto = self._order[: np.searchsorted(self._times[self._order], bar_end.value, side="right")]
+        if not len(upto):
+            return self.schedule.iloc[:0]
+        floor = np.iinfo(np.int64).min if self.since is None else self.since.value
+        after = np.array([funded_until[a].value if a in funded_until else floor for a in self._assets], dtype=np.int64)
+        rows = upto[self._times[upto] > after[self._codes[upto]]]
+        if not len(rows):
+            return self.schedule.iloc[:0]
+        rows = np.sort(rows)  # by asset, then time (the schedule's order)
+        unknown = pd.Series(self._known[rows] > now.value)
         # per asset, stop at the first settlement not known yet: the later ones wait for it
-        blocked = unknown.groupby(pending["asset"]).cummax()
-        return pending[~blocked].sort_values(["funding_time", "asset"], kind="stable")
-
-    def unknown_at(self, now: pd.Timestamp, bar_end: pd.Timestamp) -> bool:
-        """Whether a settlement at or before ``bar_end`` is not known at ``now`` (it will be applied late)."""
-        frame = self.schedule
-        return bool(((frame["funding_time"] <= bar_end) & (frame["knowledge_ts"] > now)).any())
+        blocked = unknown.groupby(self._codes[rows]).cummax().to_numpy()
+        return self.schedule.iloc[rows[~blocked]].sort_values(["funding_time", "asset"], kind="stable")
 
     def describe(self) -> str:
         """'data', 'assumed', 'data and assumed' or 'none': what the run's funding comes from."""
@@ -172,3 +181,8 @@ class FundingSchedule:
             return "none"
         kinds = set(self.schedule["assumed"])
         return "data and assumed" if len(kinds) == 2 else ("assumed" if True in kinds else "data")
+
+
+def _ns(times: pd.Series) -> np.ndarray:
+    """UTC times as int64 nanoseconds."""
+    return times.dt.tz_convert(None).to_numpy(dtype="datetime64[ns]").astype(np.int64)

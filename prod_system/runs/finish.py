@@ -42,8 +42,8 @@ class RunSummary:
             *run,
             f"log dir:     {self.log_dir}",
             f"bars:        {self.bars}",
-            f"pnl:         {self.pnl:,.2f} USDT net of costs: gross {self.gross_pnl:,.2f}, fees {-self.fees:,.2f}, "
-            f"funding {self.funding:,.2f}{' (assumed rate)' if self.funding_assumed else ''}",
+            f"pnl:         {self.pnl:,.2f} USDT net of costs: gross {self.gross_pnl:,.2f}, "
+            f"fees {0.0 - self.fees:,.2f}, funding {self.funding:,.2f}{' (assumed rate)' * self.funding_assumed}",
             *self._risk(),
             f"turnover:    {self.turnover:.2f}x mean gmv ({self.gross_volume:,.0f} USDT traded)",
             f"net wealth:  {self.final_net_wealth:,.2f} USDT",

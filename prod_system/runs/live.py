@@ -30,7 +30,7 @@ from prod_system.common.clock import Clock
 from prod_system.common.timeutil import bar_ends, compact
 from prod_system.config import RunMode, SystemConfig, build_config, load_config
 from prod_system.data.data_guard import DataGuard
-from prod_system.data.funding import FUNDING_LAG, LOOK_BEHIND, FundingSchedule, empty_funding, funding_schedule
+from prod_system.data.funding import LOOK_BEHIND, FundingSchedule, empty_funding, funding_schedule
 from prod_system.data.instruments import LOG_DIR_FILE, resolve_instruments
 from prod_system.data.market_data import CANDLE, Candles, CandleStore, MarketDataReader
 from prod_system.data.market_db import MarketDatabase
@@ -70,16 +70,31 @@ class DatabaseCandles:
         return CandleStore(rows, self.assets, every_asset=False).visible(now, since, until)
 
 
-def database_funding(database: MarketDatabase, config: SystemConfig, bar_end: pd.Timestamp) -> FundingSchedule:
-    """The session's funding settlements up to ``bar_end``, as the database holds them (rates ingested
-    from the exchange, known from their ingestion); an asset with none near the session, the config's
-    assumed rate. Read with the bar's candles, before any fill is collected."""
-    start = config.start
-    rows = (
-        database.funding(config.universe, start - LOOK_BEHIND, bar_end) if config.costs.funding.mode == "data" else None
-    )
-    rows = empty_funding() if rows is None else rows
-    return FundingSchedule(funding_schedule(rows, config.universe, start, config.end, config.costs.funding))
+def database_funding(
+    database: MarketDatabase, config: SystemConfig, bar_end: pd.Timestamp, now: pd.Timestamp
+) -> FundingSchedule:
+    """The session's funding settlements up to ``bar_end``, as the database holds them by ``now`` (rates
+    ingested from the exchange, known from their ingestion, like candles), from a day before the session
+    (one the previous session could not book is due now); an asset with none near the session, the
+    config's assumed rate. Read with the bar's candles, before any fill is collected."""
+    since = config.start - LOOK_BEHIND
+    data = config.costs.funding.mode == "data"
+    rows = database.funding(config.universe, since - LOOK_BEHIND, bar_end, now=now) if data else empty_funding()
+    schedule = funding_schedule(rows, config.universe, since, config.end, config.costs.funding)
+    return FundingSchedule(schedule, since=config.start)
+
+
+def expected_missing(schedule: FundingSchedule, bar_end: pd.Timestamp) -> list[str]:
+    """The assets whose next settlement, as their last two in the data imply, is due by ``bar_end`` (within
+    the last hour) but not recorded yet: the exchange has published it, the ingestor has not written it."""
+    rows = schedule.schedule[~schedule.schedule["assumed"]]
+    missing = []
+    for asset, times in rows.groupby("asset")["funding_time"]:
+        if len(times) >= 2:
+            expected = times.iloc[-1] + (times.iloc[-1] - times.iloc[-2])
+            if bar_end - pd.Timedelta(hours=1) < expected <= bar_end:
+                missing.append(asset)
+    return missing
 
 
 @dataclass
@@ -361,7 +376,7 @@ class LiveSession:
                 step = BarStep(
                     self.config,
                     broker,
-                    Portfolio(state),
+                    Portfolio(state, history=self._holdings_at),
                     self.clock,
                     logger,
                     warn_unpriced=False,  # _wait_for_candles has said which assets have no candle
@@ -432,15 +447,45 @@ class LiveSession:
         )
 
     def _funding(self, bar_end: pd.Timestamp) -> FundingSchedule | None:
-        """The funding settlements a bar may apply, read from the database when one can be due: in the
-        first FUNDING_LAG after a whole hour (Binance settles on whole hours, every 1, 4 or 8, and the
-        ingestor records the rate once published), or while one is due but its rate is not known yet;
-        None (nothing due) at other bars, which then cost no query."""
-        if not (self._funding_waits or bar_end - bar_end.floor("1h") < FUNDING_LAG):
+        """The funding settlements a bar may apply, read from the database when one can be due: at a bar
+        that holds a whole hour (Binance settles on whole hours, every 1, 4 or 8), waiting until the bar's
+        deadline for the rates the data says are due (the ingestor records them once published), and at
+        every bar after it while one is still missing; None (nothing due) at other bars, which then cost
+        no query. A rate recorded later still is booked when it comes, on the holdings at its time."""
+        holds_an_hour = bar_end.floor("1h") > bar_end - self.bar
+        if not (holds_an_hour or self._funding_waits):
             return None
-        schedule = database_funding(self.database, self.config, bar_end)
-        self._funding_waits = schedule.unknown_at(self.clock.now(), bar_end)
+        schedule = database_funding(self.database, self.config, bar_end, self.clock.now())
+        missing = expected_missing(schedule, bar_end)
+        while missing and holds_an_hour and self.clock.now() < self._deadline(bar_end):
+            time.sleep(self.config.live.poll_seconds)
+            schedule = database_funding(self.database, self.config, bar_end, self.clock.now())
+            missing = expected_missing(schedule, bar_end)
+        if missing and holds_an_hour:
+            logger.warning("bar %s: no funding rate yet for %s: booked when it comes", bar_end, ", ".join(missing))
+        self._funding_waits = bool(missing)
         return schedule
+
+    def _holdings_at(self, when: pd.Timestamp) -> tuple[np.ndarray, np.ndarray] | None:
+        """The shares and marks of the bar that contains ``when``, from this session's log dir or the
+        previous session's (a settlement booked late after a restart, or by a run per bar)."""
+        previous = previous_state(self.config, self.log_dir.path)
+        for path in (self.log_dir.path, *([previous.parent] if previous else [])):
+            logs = LogDir(path)
+            try:
+                shares = logs.read_table("portfolio/holdings_shares")
+                notional = logs.read_table("portfolio/holdings_notional")
+            except FileNotFoundError:
+                continue
+            after = shares.loc[shares["bar_end"] >= when, "bar_end"]
+            if after.empty or after.min() - self.bar >= when:
+                continue
+            bar = after.min()
+            held = shares[shares["bar_end"] == bar].set_index("asset")["shares"].reindex(self.assets, fill_value=0.0)
+            value = notional[notional["bar_end"] == bar].set_index("asset")["notional"].reindex(self.assets)
+            marks = (value / held.where(held != 0)).fillna(0.0)
+            return held.to_numpy(dtype="float64"), marks.to_numpy(dtype="float64")
+        return None
 
     def _deadline(self, bar_end: pd.Timestamp) -> pd.Timestamp:
         """The latest time a bar is decided on (run() skips bars already past it)."""

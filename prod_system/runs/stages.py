@@ -26,7 +26,7 @@ import pandas as pd
 from prod_system.common.clock import Clock, SimulatedClock
 from prod_system.config import CostsConfig, SystemConfig
 from prod_system.data.data_guard import DataGuard, quality_frame
-from prod_system.data.funding import FundingSchedule, funding_schedule
+from prod_system.data.funding import LOOK_BEHIND, FundingSchedule, funding_schedule
 from prod_system.data.market_data import CandleStore, MarketDataReader, interval_name
 from prod_system.data.sources import load_funding, load_source
 from prod_system.data.universe import outside_the_days_universe
@@ -263,11 +263,11 @@ def run_trading(
 
 
 def funding_of(config: SystemConfig, store: CandleStore, bars: pd.DatetimeIndex) -> FundingSchedule:
-    """The funding settlements of the bars (the store's rates, else the config's assumed rate)."""
-    schedule = funding_schedule(
-        store.funding, config.universe, bars[0] - config.bar_delta, bars[-1], config.costs.funding
-    )
-    return FundingSchedule(schedule)
+    """The funding settlements of the bars (the store's rates, else the config's assumed rate), from a day
+    before the first: one that the state (``funded_until``) says an earlier run has not booked is due."""
+    start = bars[0] - config.bar_delta
+    schedule = funding_schedule(store.funding, config.universe, start - LOOK_BEHIND, bars[-1], config.costs.funding)
+    return FundingSchedule(schedule, since=start)
 
 
 def write_stage_tables(log_dir: LogDir, tables: dict[str, pd.DataFrame], first_bar: pd.Timestamp) -> None:

@@ -18,6 +18,8 @@ first bar that knows it (``data.funding.FundingSchedule.due``), still with the s
 from __future__ import annotations
 
 import bisect
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +29,8 @@ from prod_system.log_dir import columns
 from prod_system.trading.costs import funding_payments
 
 STATISTICS_COLUMNS = columns("portfolio/statistics")
+HoldingsAt = Callable[[pd.Timestamp], "tuple[np.ndarray, np.ndarray] | None"]
+logger = logging.getLogger("prod_system")
 
 
 def long_table(
@@ -70,8 +74,13 @@ class PortfolioState:
 class Portfolio:
     """Rolls holdings forward by fills and marks them to market, one bar at a time."""
 
-    def __init__(self, state: PortfolioState):
+    def __init__(self, state: PortfolioState, history: HoldingsAt | None = None):
+        """``history(time)``: the shares and marks (arrays in the state's asset order) of the bar that
+        contains ``time``, for a settlement whose rate is learnt after a bar this process did not record
+        (a restarted session, a run per bar); None when unknown."""
         self.assets = list(state.shares.index)
+        self.history = history
+        self._first_after = state.bar_end  # the bars this process records come after it
         self._position = {asset: i for i, asset in enumerate(self.assets)}
         self.shares = state.shares.to_numpy(dtype="float64").copy()
         self.notional = state.notional.to_numpy(dtype="float64").copy()
@@ -144,12 +153,12 @@ class Portfolio:
             return funding, 0
         where = np.array([self._position[asset] for asset in settlements["asset"]])
         shares, marks = self.shares[where].copy(), np.nan_to_num(self.last_prices[where], nan=0.0)
-        previous = self._bars[-1] if self._bars else None
+        previous = self._bars[-1] if self._bars else self._first_after
         late = (
             (settlements["funding_time"] <= previous).to_numpy() if previous is not None else np.zeros(len(where), bool)
         )
         for i in np.flatnonzero(late):  # published after its bar: the shares and mark of the bar that contains it
-            shares[i], marks[i] = self._held_at(settlements["funding_time"].iloc[i], where[i])
+            shares[i], marks[i] = self._held_at(settlements["funding_time"].iloc[i], where[i], bar_end)
         known_mark = settlements["mark_price"].to_numpy(dtype="float64")
         marks = np.where(np.isfinite(known_mark), known_mark, marks)
         amounts = funding_payments(shares, marks, settlements["rate"].to_numpy(dtype="float64"))
@@ -158,14 +167,26 @@ class Portfolio:
             self.funded_until[asset] = time
         return funding, int(settlements["assumed"].sum())
 
-    def _held_at(self, time: pd.Timestamp, where: int) -> tuple[float, float]:
-        """The shares and mark of an asset at the first recorded bar ending at or after ``time`` (the
-        current ones if the session holds no such bar)."""
+    def _held_at(self, time: pd.Timestamp, where: int, bar_end: pd.Timestamp) -> tuple[float, float]:
+        """The shares and mark of an asset at the bar that contains ``time``: one this process recorded,
+        else ``history``'s; the current ones (with a warning) when neither knows that bar."""
         i = bisect.bisect_left(self._bars, time)
-        if i >= len(self._bars):
-            return float(self.shares[where]), float(np.nan_to_num(self.last_prices[where]))
-        shares, notional = self._rows["shares"][i][where], self._rows["notional"][i][where]
-        return float(shares), float(notional / shares) if shares else 0.0
+        # bar i contains ``time`` when the bar before it (the state's, for the first) ended before it
+        if i < len(self._bars) and (i > 0 or self._first_after is None or time > self._first_after):
+            shares, notional = self._rows["shares"][i][where], self._rows["notional"][i][where]
+            return float(shares), float(notional / shares) if shares else 0.0
+        held = self.history(time) if self.history else None
+        if held is not None:
+            shares, marks = held
+            return float(shares[where]), float(np.nan_to_num(marks[where]))
+        logger.warning(
+            "bar %s: the funding settlement of %s at %s is paid on the current holdings: the holdings at that "
+            "time are not recorded",
+            bar_end.isoformat(),
+            self.assets[where],
+            time.isoformat(),
+        )
+        return float(self.shares[where]), float(np.nan_to_num(self.last_prices[where]))
 
     def state(self, open_orders: list[dict], bar_end: pd.Timestamp | None) -> PortfolioState:
         return PortfolioState(

@@ -113,3 +113,29 @@ def test_a_bar_beyond_tolerance_fails_a_mocked_run_whatever_its_total():
     assert exchange.judged == 0.0 and exchange.reconciled
     assert exchange.verdict().startswith("reconciled (residual 0.00 USDT within 5.00; execution, fees, funding")
     assert exchange.dominant == "holdings"
+
+
+def test_a_settlement_booked_late_within_the_lag_is_no_divergence():
+    """Production books a settlement whose rate came after its bar at a later bar: neither its funding
+    (compared cumulatively, with the lag) nor its per-bar PnL (compared without funding) diverges; a
+    settlement booked later than the lag, or never, does."""
+    from prod_system.analysis.reconciliation import _first_divergence
+
+    bars = pd.date_range("2023-07-21T07:55Z", periods=6, freq="5min")
+
+    def side(booked_at: int | None) -> pd.DataFrame:
+        research = [0.0, -10.0, 0.0, 0.0, 0.0, 0.0]  # settled at 08:00
+        prod = [0.0] * 6
+        if booked_at is not None:
+            prod[booked_at] = -10.0
+        frame = pd.DataFrame({"bar_end": bars, "asset": "BTC", "funding_prod": prod, "funding_research": research})
+        for name in ("target", "holdings", "fees", "target_shares", "holdings_shares"):
+            frame[f"{name}_prod"] = frame[f"{name}_research"] = 0.0
+        frame["pnl_prod"], frame["pnl_research"] = 5.0 + frame["funding_prod"], 5.0 + frame["funding_research"]
+        return frame
+
+    assert _first_divergence(side(1), 10.0, 1.0, lag_bars=3) is None
+    assert _first_divergence(side(3), 10.0, 1.0, lag_bars=3) is None
+    late = _first_divergence(side(5), 10.0, 1.0, lag_bars=3)
+    assert late == {"bar_end": bars[1].isoformat(), "asset": "BTC", "what": "funding"}
+    assert _first_divergence(side(None), 10.0, 1.0, lag_bars=3)["what"] == "funding"

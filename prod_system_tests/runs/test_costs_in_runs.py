@@ -95,7 +95,11 @@ def test_funding_from_the_data_and_assumed_where_there_is_none(funded, candles):
     assert summary.reconciled and summary.first_divergence is None, summary.verdict()
     assert summary.costs["funding_prod"] == pytest.approx(totals["funding"], abs=1e-9)
     assert summary.costs["funding_research"] == pytest.approx(totals["funding"], abs=0.01)
-    assert summary.costs["funding_source"].startswith(f"assumed rate {rate:g} per 8h ({len(assumed)} settlements")
+    source = summary.costs["funding_source"]
+    assert (
+        source
+        == f"market data, and the assumed rate {rate:g} per 8h for {len(assumed)} settlements of assets without data"
+    )
     assert abs(summary.attribution["funding"]) < 0.01
 
 

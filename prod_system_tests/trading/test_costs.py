@@ -177,7 +177,6 @@ def test_due_never_hands_out_a_settlement_before_it_is_known_and_waits_for_the_f
     # Y's 08:00 is not known at 08:00; X's 08:05, known, waits for X's 08:00; Y goes on
     assert schedule.due(at("08:00"), at("08:00"), {}).empty
     assert schedule.due(at("08:05"), at("08:05"), {})["asset"].tolist() == ["Y"]
-    assert schedule.unknown_at(at("08:10"), at("08:05")) and not schedule.unknown_at(at("08:30"), at("08:30"))
     due = schedule.due(at("08:30"), at("08:30"), {"Y": at("08:00")})
     assert list(zip(due["asset"], due["funding_time"], strict=True)) == [("X", at("08:00")), ("X", at("08:05"))]
     # a nanosecond before it is known, it is not due

@@ -250,6 +250,7 @@ class ExchangeBroker(Broker):
             cash=float(state.cash - (delta * price).sum()),
             open_orders=[],
             bar_end=state.bar_end,
+            funded_until=dict(state.funded_until),  # the settlements booked stay booked: none is paid twice
         )
 
     def _resume(self, orders: list[dict]) -> None:

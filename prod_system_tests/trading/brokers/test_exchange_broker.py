@@ -368,8 +368,11 @@ def test_start_refuses_or_adopts_a_disagreeing_exchange(exchange):
     outsider.submit([order("BNB", 10.0, 240.0, cid="manual-bnb-1")])
     with pytest.raises(BrokerError, match=r"BNB: exchange 10, portfolio 0.*on_mismatch: adopt"):
         make_broker(exchange).reconcile(empty_state())
-    adopted = make_broker(exchange, on_mismatch="adopt").reconcile(empty_state())
+    funded = empty_state()
+    funded.funded_until = {"BNB": pd.Timestamp("2023-07-21T08:00Z")}
+    adopted = make_broker(exchange, on_mismatch="adopt").reconcile(funded)
     assert adopted.shares["BNB"] == 10.0 and adopted.cash < 1_000_000.0
+    assert adopted.funded_until == funded.funded_until  # a settlement booked is not paid again
     assert adopted.cash + adopted.notional.sum() == pytest.approx(1_000_000.0, rel=1e-3)
 
 
