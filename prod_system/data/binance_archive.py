@@ -37,7 +37,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from prod_system.data.funding import empty_funding, normalize_funding
+from prod_system.data.funding import empty_funding, known_after, normalize_funding
 from prod_system.data.market_data import interval_name, parse_interval
 from prod_system.errors import MarketDataError
 
@@ -376,5 +376,7 @@ def read_funding_zip(file: FundingFile, delay: pd.Timedelta) -> pd.DataFrame:
     if not times:
         return empty_funding()
     settled = pd.DatetimeIndex(times)
-    frame = pd.DataFrame({"asset": file.asset, "funding_time": settled, "rate": rates, "knowledge_ts": settled + delay})
+    frame = pd.DataFrame(
+        {"asset": file.asset, "funding_time": settled, "rate": rates, "knowledge_ts": known_after(settled, delay)}
+    )
     return normalize_funding(frame, str(path))

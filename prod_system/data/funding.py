@@ -29,6 +29,14 @@ FUNDING_LAG = pd.Timedelta(minutes=15)
 LOOK_BEHIND = pd.Timedelta(days=1)  # a source with a row of the asset this long before the window has data
 
 
+def known_after(settled: pd.DatetimeIndex, delay: pd.Timedelta) -> pd.DatetimeIndex:
+    """When a settlement of a history file (the archive, a download) became known: ``delay`` after its
+    minute, like a candle closing then. Binance stamps a settlement a few milliseconds after the hour; from
+    the stamp, the rate of the 08:00 settlement would be known a few milliseconds after the 08:00 bar is
+    decided, and a run would book it a bar late (its last one: never)."""
+    return pd.DatetimeIndex(settled).floor("min") + delay
+
+
 def empty_funding() -> pd.DataFrame:
     return pd.DataFrame(
         {

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from prod_system.data.funding import empty_funding, normalize_funding
+from prod_system.data.funding import empty_funding, known_after, normalize_funding
 from prod_system.errors import MarketDataError
 
 FUNDING_FOLDER = "funding"  # inside a csv:DIR source
@@ -52,7 +52,9 @@ def read_funding_json(path: str | Path, delay: pd.Timedelta, asset: str | None =
     if not times:
         return empty_funding()
     settled = pd.to_datetime(times, unit="ms", utc=True)
-    frame = pd.DataFrame({"asset": asset, "funding_time": settled, "rate": rates, "knowledge_ts": settled + delay})
+    frame = pd.DataFrame(
+        {"asset": asset, "funding_time": settled, "rate": rates, "knowledge_ts": known_after(settled, delay)}
+    )
     return normalize_funding(frame, str(path))
 
 

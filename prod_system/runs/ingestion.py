@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from prod_system.common.clock import Clock
-from prod_system.data.funding import LOOK_BEHIND, empty_funding, normalize_funding
+from prod_system.data.funding import LOOK_BEHIND, empty_funding, known_after, normalize_funding
 from prod_system.data.market_data import CANDLE
 from prod_system.data.market_db import MarketDatabase, UpsertResult
 from prod_system.trading.brokers.ccxt_client import binanceusdm_client, symbol_of
@@ -81,7 +81,7 @@ def funding_frame(asset: str, rows: list[dict], knowledge: pd.Timestamp | pd.Tim
             "funding_time": settled,
             "rate": [row.get("fundingRate") for row in rows],
             "mark_price": pd.to_numeric(pd.Series(marks, dtype=object).replace("", np.nan), errors="coerce"),
-            "knowledge_ts": settled + knowledge if isinstance(knowledge, pd.Timedelta) else knowledge,
+            "knowledge_ts": known_after(settled, knowledge) if isinstance(knowledge, pd.Timedelta) else knowledge,
         }
     )
     return normalize_funding(frame, f"funding rates of {asset} from the exchange")

@@ -43,7 +43,8 @@ def test_the_real_xrp_history_reads_as_settlements_known_after_they_settle(xrp):
     assert low["funding_time"] == pd.Timestamp("2021-12-04 08:00", tz="UTC") and low["rate"] == -0.00219334
     assert xrp["mark_price"].isna().all()
     raw = pd.to_datetime([row[0] for row in json.loads(XRP_FILE.read_text())], unit="ms", utc=True)
-    assert (xrp["knowledge_ts"].to_numpy() == (raw + DELAY).to_numpy()).all()  # the raw stamp + delay
+    # known the delay after the settlement's minute (the raw stamp is a few ms after it), like a candle
+    assert (xrp["knowledge_ts"].to_numpy() == (raw.floor("min") + DELAY).to_numpy()).all()
     assert (xrp["knowledge_ts"] >= xrp["funding_time"]).all()
 
 
@@ -87,7 +88,7 @@ def funding_archive(root: Path, candles: pd.DataFrame) -> pd.DataFrame:
         )
         write_funding(root, f"{asset}USDT", "2023-07", settled[settled["funding_time"] < AUGUST])
         write_funding(root, f"{asset}USDT", "2023-08", settled[settled["funding_time"] >= AUGUST], nested=False)
-        frames.append(settled.assign(asset=asset, knowledge_ts=settled["funding_time"] + DELAY))
+        frames.append(settled.assign(asset=asset, knowledge_ts=settled["funding_time"].dt.floor("min") + DELAY))
     return normalize_funding(pd.concat(frames, ignore_index=True))
 
 

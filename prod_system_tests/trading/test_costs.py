@@ -224,3 +224,16 @@ def test_funding_schedule_assumed_ignores_the_data_and_off_has_none():
     assert off.empty and FundingSchedule(off).describe() == "none"
     data = funding_schedule(funding_data(), ["A", "B"], DAY, end, FundingConfig())
     assert FundingSchedule(data).describe() == "data and assumed"
+
+
+def test_a_settlement_stamped_after_its_minute_is_known_when_its_bar_is_decided():
+    """Binance stamps the 08:00 settlement a few ms after 08:00; a history file's row is known the
+    knowledge delay after its minute, as the candle closing then, so the 08:00 bar (decided 10 s after
+    its close) books it, and the last bar of a run ending at 08:00 does not lose it."""
+    from prod_system.data.funding import known_after
+
+    stamped = pd.DatetimeIndex([at("08:00") + pd.Timedelta(milliseconds=5)])
+    delay = pd.Timedelta(seconds=10)
+    assert known_after(stamped, delay)[0] == at("08:00") + delay
+    rows = settlement_rows(("X", at("08:00"), 0.001, np.nan, known_after(stamped, delay)[0], False))
+    assert FundingSchedule(rows).due(at("08:00") + delay, at("08:00"), {})["asset"].tolist() == ["X"]
