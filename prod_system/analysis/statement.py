@@ -249,7 +249,8 @@ def _attribute(
         # a row no fill accounts for stays unbooked: it shows as a divergence at the last bar
         rows.loc[group.index[~found], "booked_at"] = last_bar
     settled = rows["income_type"] == "FUNDING_FEE"
-    rows.loc[settled, "booked_at"] = rows.loc[settled, "income_at"].dt.ceil(bar)
+    # a settlement belongs to the bar that holds its minute (Binance stamps it a few ms after the hour)
+    rows.loc[settled, "booked_at"] = rows.loc[settled, "income_at"].dt.floor("min").dt.ceil(bar)
     later = rows[rows["booked_at"].isna() | (rows["booked_at"] > last_bar)]
     if len(later):
         notes.append(f"{len(later)} exchange rows ({later['income'].sum():,.4f} USDT) are booked after the last bar")
@@ -272,9 +273,13 @@ def _wallet_change(account: pd.DataFrame, rows: pd.DataFrame, bars: pd.DatetimeI
     if start is None or start >= bars[0]:
         notes.append("no balance before the first order: the wallet is not compared")
         return out
-    baseline = float(account.loc[account["bar_end"] == start, "wallet_balance"].iloc[0])
-    pulls = account[account["bar_end"].isin(bars)].drop_duplicates("bar_end", keep="last")
+    opening = account[account["bar_end"] == start].iloc[0]
     booked = rows["booked_at"].fillna(pd.Timestamp.max.tz_localize("UTC"))
+    # rows already in the baseline that the session books (the previous session's last orders, filled as
+    # this one started and applied at its first bar): the wallet's change counts them, as the portfolio does
+    before = rows[(rows["income_at"] <= opening["fetched_at"]) & (booked <= bars[-1])]["income"].sum()
+    baseline = float(opening["wallet_balance"]) - before
+    pulls = account[account["bar_end"].isin(bars)].drop_duplicates("bar_end", keep="last")
     for bar_end, wallet, fetched_at in zip(pulls["bar_end"], pulls["wallet_balance"], pulls["fetched_at"], strict=True):
         ahead = rows[(rows["income_at"] <= fetched_at) & (booked > bar_end)]["income"].sum()
         out[bars.get_loc(bar_end)] = wallet - baseline - ahead

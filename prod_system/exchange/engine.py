@@ -981,8 +981,6 @@ class Engine:
         now = self.now_ms()
         last = now if end_ms is None else min(now, end_ms)
         first = max(start_ms or 0, self.market.first_open_ms + 1)  # settled since the replay's first candle
-        if start_ms is None:  # only the last ``limit`` per symbol can be among the answer
-            first = max(first, last - limit * self.funding.interval_ms)
         rows = [
             (symbol, settlement)
             for symbol in symbols

@@ -48,8 +48,11 @@ def _source(source: str | Path) -> tuple[str, str, str]:
 
 def load_market_funding(source: str | Path, assets: list[str]) -> pd.DataFrame:
     """The funding rates of the source's assets (``load_funding``: a snapshot's funding file, the
-    archive's or a csv folder's), known at their settlement: the exchange sets them. Empty without."""
-    return load_funding(_source(source)[0], assets, pd.Timedelta(0))
+    archive's or a csv folder's), known at their settlement whatever the source's knowledge times (a
+    snapshot's are a client's, some seconds later): the exchange sets them, settles at them and publishes
+    them at once, as Binance does. Empty without."""
+    funding = load_funding(_source(source)[0], assets, pd.Timedelta(0))
+    return funding.assign(knowledge_ts=funding["funding_time"])
 
 
 def load_candles(source: str | Path) -> pd.DataFrame:

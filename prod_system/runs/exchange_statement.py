@@ -22,6 +22,9 @@ from prod_system.log_dir import LogDir
 from prod_system.trading.brokers.base import Broker
 
 INCOME, ACCOUNT = "broker/income", "broker/account"
+# each pull looks this far behind the newest row recorded: a row the exchange writes late, stamped
+# earlier, is not missed (one already recorded is recognised by its type and tranId)
+LATE_ROWS = pd.Timedelta(hours=1)
 
 
 class StatementRecorder:
@@ -31,7 +34,8 @@ class StatementRecorder:
         self.log_dir, self.logger = log_dir, logger
         self.start, self.end, self.bar = config.start, config.end, config.bar_delta
         self.every_bars = config.broker.statement_every_bars
-        self.since = self.start + pd.Timedelta(milliseconds=1)  # a row at the start belongs to the session before
+        self.first = self.start + pd.Timedelta(milliseconds=1)  # a row at the start belongs to the session before
+        self.since = self.first
         self.seen: set[tuple[str, str]] = set()
         if (log_dir.path / INCOME).exists():
             recorded = log_dir.read_table(INCOME)
@@ -55,7 +59,7 @@ class StatementRecorder:
     def pull(self, broker: Broker, bar_end: pd.Timestamp) -> None:
         seen = set(self.seen)
         try:
-            statement = broker.statement(self.since, seen)
+            statement = broker.statement(max(self.first, self.since - LATE_ROWS), seen)
         except BrokerError as error:
             self.logger.warning("bar %s: the exchange's statement not pulled (%s); next time", bar_end, error)
             self.failed = True  # retried at the next bar

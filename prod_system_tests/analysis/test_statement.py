@@ -109,3 +109,23 @@ def test_a_simulation_has_no_exchange_statement(simulated_day):
     result = check_log_dir(log_dir, config.costs.fees.taker, config.bar_delta)
     assert not result.available and result.agrees and result.verdict() == NO_STATEMENT
     assert result.to_dict() == {"available": False, "verdict": NO_STATEMENT}
+
+
+def test_a_settlement_stamped_after_its_minute_and_a_fill_before_the_baseline_agree():
+    """Binance stamps a settlement a few ms after its minute: it belongs to the bar that holds the
+    minute. A chained session's first fill (the previous session's last order) lands before the
+    session's baseline balance is read: the wallet's change still counts it, as the portfolio does."""
+    frames = statement()
+    settled = frames["income"]["income_type"] == "FUNDING_FEE"
+    frames["income"].loc[settled, "income_at"] = SETTLEMENT + pd.Timedelta(milliseconds=5)
+    assert check(**frames).divergence is None, check(**frames).verdict()
+
+    frames = statement()
+    buy = START + 2 * SECONDS  # before the baseline, read at START + 10 s
+    frames["fills"].loc[0, ["bar_end", "filled_at"]] = [BARS[0], buy + SECONDS]
+    frames["statistics"]["fees"] = [0.05, 0.0, 0.11, 0.0]
+    frames["holdings"]["shares"] = [1.0, 1.0, -1.0, -1.0]
+    frames["income"].loc[0, ["income_at", "bar_end"]] = [buy, START]
+    frames["account"]["wallet_balance"] = [999.95, 999.95, 1009.84, 1010.89, 1010.89]
+    result = check(**frames)
+    assert result.divergence is None, result.verdict()

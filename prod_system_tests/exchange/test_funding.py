@@ -151,7 +151,7 @@ def test_a_settlement_is_applied_once_across_calls_and_restarts(snapshot, tmp_pa
         assert [Decimal(r["income"]) for r in fees] == [funding_fee("-0.01", price(candles, "BTC", T), ASSUMED)]
 
 
-def test_funding_data_sets_the_rates_and_marks_and_is_published_only_once_known(tmp_path, candles):
+def test_funding_data_sets_the_rates_and_marks_and_is_published_once_settled(tmp_path, candles):
     """The snapshot's funding file (as dump-market-data writes it) is the exchange's funding."""
     day = pd.Timestamp("2023-07-21T00:00Z")
     times = [day, T, T + pd.Timedelta(hours=8)]
@@ -163,7 +163,7 @@ def test_funding_data_sets_the_rates_and_marks_and_is_published_only_once_known(
                 "funding_time": times,
                 "rate": rates,
                 "mark_price": [np.nan, 29000.5, np.nan],
-                "knowledge_ts": [times[0], T + pd.Timedelta(minutes=1), times[2]],  # T's rate is known a minute late
+                "knowledge_ts": [times[0], T + pd.Timedelta(minutes=1), times[2]],  # a client knew T's a minute late
             }
         )
     )
@@ -177,9 +177,11 @@ def test_funding_data_sets_the_rates_and_marks_and_is_published_only_once_known(
         assert (rate["fundingRate"], rate["fundingTimestamp"]) == (0.00025, ms(T))  # the last known, not T's
         assert client.fetch_funding_rate(ETH)["fundingRate"] == BINANCE_BASE_FUNDING_RATE
 
-        exchange.set_time(T + pd.Timedelta(seconds=30))  # settled, its rate not yet known to clients
-        assert client.fetch_funding_rate(BTC)["fundingRate"] == 0.00025
-        assert [row["timestamp"] for row in client.fetch_funding_rate_history(BTC)] == [ms(day)]
+        # settled: the exchange publishes the rate it settled at once, whatever the snapshot's knowledge time
+        # (a client's: the wallet's FUNDING_FEE row would give the rate away anyway)
+        exchange.set_time(T + pd.Timedelta(seconds=30))
+        assert client.fetch_funding_rate(BTC)["fundingRate"] == -0.0003
+        assert [row["timestamp"] for row in client.fetch_funding_rate_history(BTC)] == [ms(day), ms(T)]
         exchange.set_time(AFTER)
         assert client.fetch_funding_rate(BTC)["fundingRate"] == -0.0003
         history = client.fetch_funding_rate_history(BTC, since=ms(day))

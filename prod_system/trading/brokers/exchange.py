@@ -603,9 +603,12 @@ class ExchangeBroker(Broker):
         """The account's income history from ``since`` (GET /fapi/v1/income: startTime inclusive, pages
         of INCOME_PAGE rows up to a fixed endTime, so rows arriving meanwhile wait for the next pull),
         without the rows already ``seen`` (Binance: a tranId is unique within its incomeType), and the
-        wallet and margin balances (GET /fapi/v2/account)."""
+        wallet and margin balances (GET /fapi/v2/account), read first: the rows then pulled up to the
+        time it answered are all in its wallet, and none it lacks."""
+        account = self._call(lambda c: c.fapiPrivateV2GetAccount(), "fetch account")
+        fetched_at = self.clock.now()
         start_ms = int(since.value // 1_000_000)
-        end_ms = int(self.clock.now().value // 1_000_000)
+        end_ms = int(fetched_at.value // 1_000_000)
         rows, page = [], 1
         while True:
             params = {"startTime": start_ms, "endTime": end_ms, "limit": INCOME_PAGE, "page": page}
@@ -630,14 +633,13 @@ class ExchangeBroker(Broker):
                     "income_at": pd.Timestamp(int(row["time"]), unit="ms", tz="UTC"),
                 }
             )
-        account = self._call(lambda c: c.fapiPrivateV2GetAccount(), "fetch account")
         return AccountStatement(
             income=pd.DataFrame(fresh, columns=INCOME_COLUMNS),
             account={
                 "wallet_balance": float(account["totalWalletBalance"]),
                 "margin_balance": float(account["totalMarginBalance"]),
                 "unrealized_pnl": float(account["totalUnrealizedProfit"]),
-                "fetched_at": self.clock.now(),
+                "fetched_at": fetched_at,
             },
         )
 
