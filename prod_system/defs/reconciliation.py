@@ -104,6 +104,16 @@ def _traded_candles(context: AssetExecutionContext, log_dir: Path) -> CandleStor
     return market_data.candle_store(config.universe, data_window(config, dag))
 
 
+def _latest_summary(context: AssetCheckExecutionContext, report_key: AssetKey) -> dict | None:
+    """The summary.json of the report the asset's latest materialization wrote (None: no report yet)."""
+    event = context.instance.get_latest_materialization_event(report_key)
+    materialization = event.asset_materialization if event else None
+    report = materialization.metadata.get("report") if materialization else None
+    if report is None:
+        return None
+    return json.loads((Path(report.value).parent / SUMMARY_FILE).read_text())
+
+
 def _check(report_key: AssetKey):
     """Production matches research net of costs: what the gap's attribution does not explain (with the
     mocked broker, all of it, and no bar and asset beyond the tolerances) within 0.1% of the run's gross
@@ -111,12 +121,9 @@ def _check(report_key: AssetKey):
 
     @asset_check(asset=report_key, name="matches_research", blocking=False, description=_check.__doc__)
     def matches_research(context: AssetCheckExecutionContext) -> AssetCheckResult:
-        event = context.instance.get_latest_materialization_event(report_key)
-        materialization = event.asset_materialization if event else None
-        report = materialization.metadata.get("report") if materialization else None
-        if report is None:
+        summary = _latest_summary(context, report_key)
+        if summary is None:
             return AssetCheckResult(passed=False, metadata={"error": "no reconciliation report yet"})
-        summary = json.loads((Path(report.value).parent / SUMMARY_FILE).read_text())
         passed = bool(summary["reconciled"])
         return AssetCheckResult(
             passed=passed,
@@ -140,12 +147,10 @@ def _statement_check(report_key: AssetKey):
 
     @asset_check(asset=report_key, name="matches_exchange", blocking=False, description=_statement_check.__doc__)
     def matches_exchange(context: AssetCheckExecutionContext) -> AssetCheckResult:
-        event = context.instance.get_latest_materialization_event(report_key)
-        materialization = event.asset_materialization if event else None
-        report = materialization.metadata.get("report") if materialization else None
-        if report is None:
+        summary = _latest_summary(context, report_key)
+        if summary is None:
             return AssetCheckResult(passed=False, metadata={"error": "no reconciliation report yet"})
-        statement = json.loads((Path(report.value).parent / SUMMARY_FILE).read_text())["exchange_statement"]
+        statement = summary["exchange_statement"]
         return AssetCheckResult(
             passed=bool(statement.get("agrees", False)),
             severity=AssetCheckSeverity.ERROR,
