@@ -133,8 +133,8 @@ def test_an_asset_the_exchange_does_not_list_is_one_error_line(tmp_path, snapsho
 
 
 def test_the_windows_funding_rates_come_with_the_candles(tmp_path, snapshot):
-    """The settlements of the window and the day before it, paged (here 3 a page), known at their
-    settlement + the knowledge delay (they are history), with the exchange's mark prices."""
+    """The settlements of the window and the day before it, paged (here 3 a page), known the knowledge
+    delay after their settlement's minute (they are history), with the exchange's mark prices."""
     from prod_system.runs.ingestion import page_funding
 
     table = exchange_funding()
@@ -156,5 +156,6 @@ def test_the_windows_funding_rates_come_with_the_candles(tmp_path, snapshot):
     assert got["rate"].tolist() == expected["rate"].tolist()
     assert got["mark_price"].tolist() == expected["mark_price"].tolist()
     assert (got["funding_time"] == expected["funding_time"].dt.floor("min")).all()
-    assert (got["knowledge_ts"] == expected["funding_time"] + pd.Timedelta(seconds=30)).all()
+    # known the delay after the settlement's minute (the exchange stamps it a few ms after), like a candle
+    assert (got["knowledge_ts"] == expected["funding_time"].dt.floor("min") + pd.Timedelta(seconds=30)).all()
     assert [row["fundingRate"] for row in paged] == expected.loc[expected["asset"] == "BTC", "rate"].tolist()
