@@ -21,7 +21,6 @@ from prod_system.config import FundingConfig
 from prod_system.errors import MarketDataError
 
 FUNDING_COLUMNS = ["asset", "funding_time", "rate", "mark_price", "knowledge_ts"]
-SCHEDULE_COLUMNS = [*FUNDING_COLUMNS, "assumed"]
 MAX_RATE = 0.05  # |rate| per settlement: Binance's caps are a few percent; more is a bad row, not a market
 # a live session books a settlement whose rate is recorded after its bar's deadline at the first bar that
 # knows it: the reconciliation allows production this delay before a funding gap counts
