@@ -280,8 +280,14 @@ class BrokerConfig(_Strict):
     concurrency: int = Field(default=8, ge=1, le=64, description="requests in flight at once")
     on_mismatch: Literal["refuse", "adopt"] = Field(
         default="refuse",
-        description="at start, when the exchange's positions or open orders disagree with the portfolio: "
-        "'refuse' to trade, or 'adopt' the exchange's positions (and cancel our open orders)",
+        description="when the exchange's positions or open orders disagree with the portfolio (at start, and at "
+        "each in-session check): 'refuse' to trade, or 'adopt' the exchange's positions (and cancel our open orders)",
+    )
+    check_every_bars: int = Field(
+        default=12,
+        ge=0,
+        description="a prod session compares its positions and open orders with the exchange's every this many "
+        "bars, not only at start (0: only at start); a mismatch alerts, then on_mismatch decides",
     )
     statement_every_bars: int = Field(
         default=1,
@@ -308,6 +314,13 @@ class RiskConfig(_Strict):
         default=None,
         description="if this file exists, no new orders; if it contains 'flatten', close every position",
     )
+    margin_ratio_alert: float | None = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="alert when the account's margin ratio (maintenance margin / margin balance, as Binance shows "
+        "it; liquidation at 1) reaches this; None: no alert",
+    )
 
 
 class LiveConfig(_Strict):
@@ -322,6 +335,51 @@ class LiveConfig(_Strict):
         "missing ones keep their holdings), or skip the bar",
     )
     poll_seconds: float = Field(default=0.1, gt=0, le=10, description="how often to look for the bar's candles")
+
+
+class ObserverConfig(_Strict):
+    """What the PnL observer writes after a run (its notebook) and the thresholds it alerts on."""
+
+    notebook: bool = Field(
+        default=True,
+        description="execute the observer notebook (papermill) into the report folder, .ipynb and HTML; false: "
+        "summary.json and the tables only (a sweep of many runs, say)",
+    )
+    show_input: bool = Field(default=False, description="the notebook's HTML shows its code cells too")
+    min_balance: float | None = Field(
+        default=None, description="alert when the account's balance (USDT) is below this; None: no alert"
+    )
+    min_cumulative_pnl: float | None = Field(
+        default=None,
+        description="alert when the run's cumulative PnL (USDT, net of costs) is below this (-5000, say); None: none",
+    )
+    min_pnl_over_gmv: float | None = Field(
+        default=None,
+        description="alert when cumulative PnL / mean gross market value is below this, e.g. -0.02; None: no alert",
+    )
+
+
+class AlertsConfig(_Strict):
+    """Where alerts go: apprise URLs (Slack, Telegram, Discord, e-mail, webhooks) read from an environment
+    variable, never from this file (they carry tokens)."""
+
+    urls_env: str = Field(
+        default="PROD_SYSTEM_ALERT_URLS",
+        description="environment variable holding the apprise URLs, separated by spaces or commas; unset: no alert "
+        "is sent (each is still logged)",
+    )
+    repeat_after_minutes: float = Field(
+        default=60.0, ge=0, description="an alert of the same cause is sent again only after this long"
+    )
+
+    @field_validator("urls_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if not value.replace("_", "").isalnum() or not value[0].isalpha():
+            raise ValueError(
+                f"must be the NAME of an environment variable (e.g. PROD_SYSTEM_ALERT_URLS), got {value[:4]}..."
+            )
+        return value
 
 
 class SystemConfig(_Strict):
@@ -362,6 +420,8 @@ class SystemConfig(_Strict):
     risk: RiskConfig = Field(default_factory=RiskConfig)
     costs: CostsConfig = Field(default_factory=CostsConfig)
     live: LiveConfig = Field(default_factory=LiveConfig)
+    observer: ObserverConfig = Field(default_factory=ObserverConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     log_root: str = Field(default="system_runs", description="root folder of the system log dirs")
     profile_memory: bool = Field(default=True, description="record each DAG node's peak memory (tracemalloc)")
 
