@@ -57,3 +57,8 @@ class FaultRuleError(ProdSystemError, ValueError):
 class InstrumentsError(ProdSystemError, ValueError):
     """Exchange rules (lot size, tick, brackets) that are missing or cannot be read; the message names the
     file and field, or the assets and the command that fetches their rules."""
+
+
+class NotebookError(ProdSystemError, RuntimeError):
+    """A notebook that failed: the message names the notebook, the cell and its error in one line; the
+    partially executed notebook is kept beside it for debugging."""
