@@ -20,10 +20,14 @@ import os
 import re
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from prod_system.config import AlertsConfig
+import pandas as pd
+
+from prod_system.config import AlertsConfig, SystemConfig
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +68,83 @@ class Alert:
         return self.cause or f"{self.kind}|{self.subject}|{self.message}"
 
 
-def redact(text: str, environ: dict[str, str] | None = None) -> str:
-    """``text`` without the secrets of the environment (values of variables named like secrets, at
-    least 6 characters) and without URL passwords."""
+NUMBERS = re.compile(r"\d+")
+
+
+def steady(text: str) -> str:
+    """``text`` with its numbers (times, bars, order ids) replaced: the part of a reason that stays the
+    same from one bar to the next, so that a cause key built on it rate-limits a recurring event."""
+    return NUMBERS.sub("#", text)
+
+
+def cause_of(kind: str, config: SystemConfig, reason: str = "") -> str:
+    """The cause key of an event of a run: its kind, model, mode and steady reason (never the bar)."""
+    return "|".join((kind, config.model_name, str(config.run_mode), steady(reason)))
+
+
+def run_subject(config: SystemConfig) -> str:
+    """What an alert of a run is about: "C1b paper_trading"."""
+    return f"{config.model_name} {config.run_mode}"
+
+
+def skipped_alert(config: SystemConfig, bars: list[pd.Timestamp], reason: str) -> Alert:
+    """Bars of a live session not traded (one alert for a batch of them), keyed by the steady reason."""
+    when = f"bar {bars[0].isoformat()}" if len(bars) == 1 else f"{len(bars)} bars {bars[0]} to {bars[-1]}"
+    return Alert(
+        AlertKind.BAR_SKIPPED,
+        run_subject(config),
+        f"{when} skipped: {reason}",
+        cause_of(AlertKind.BAR_SKIPPED, config, reason),
+    )
+
+
+def kill_switch_alert(config: SystemConfig, state: str, bar_end: pd.Timestamp) -> Alert:
+    """The kill switch engaged ('stop' or 'flatten'), seen after ``bar_end``: one per engagement (the
+    cause names the bar where it was first seen, so an engagement after a release sends again)."""
+    what = "no new orders" if state == "stop" else "every position closed"
+    mocked = config.broker.kind == "mocked"
+    paper = " (a paper session: its mocked broker trades on as the model says)" if mocked else ""
+    where = f" (file {config.risk.kill_switch_file})" if config.risk.kill_switch_file else ""
+    return Alert(
+        AlertKind.KILL_SWITCH,
+        run_subject(config),
+        f"kill switch engaged: {state}, {what}, from bar {bar_end.isoformat()}{where}{paper}",
+        f"{cause_of(AlertKind.KILL_SWITCH, config, state)}|{bar_end.isoformat()}",
+    )
+
+
+def failure_alert(subject: str, cause: str, what: str, error: BaseException | str) -> Alert:
+    """A run or session that failed: ``what`` failed, and the error's first line (keyed by ``cause`` and the
+    error's steady first line)."""
+    first = first_line(error)
+    return Alert(AlertKind.RUN_FAILED, subject, f"{what} failed: {first}", f"{cause}|{steady(first)}")
+
+
+def first_line(error: BaseException | str) -> str:
+    """An error's first non-empty line, with its class ("BrokerError: ...") for an exception."""
+    text = str(error).strip()
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    if isinstance(error, BaseException):
+        line = f"{type(error).__name__}: {line}" if line else type(error).__name__
+    return line[:300]
+
+
+def redact(text: str, environ: dict[str, str] | None = None, also: tuple[str, ...] = ()) -> str:
+    """``text`` without the secrets of the environment (values of variables named like secrets, or named
+    in ``also``, at least 6 characters; of a URL among them, each part but its scheme and host: apprise
+    URLs carry their tokens in the path, e.g. slack://TokenA/TokenB/TokenC) and without URL passwords."""
     environ = os.environ if environ is None else environ
+    secrets: set[str] = set()
     for name, value in environ.items():
-        if len(value) >= 6 and SECRET_NAMES.search(name):
+        if len(value) >= 6 and (SECRET_NAMES.search(name) or name in also):
             for part in {value, *re.split(r"[\s,]+", value)}:
-                if len(part) >= 6:
-                    text = text.replace(part, "***")
+                secrets.add(part)
+                if "://" in part:
+                    rest = part.partition("://")[2]
+                    host = (urlsplit(part).hostname or "").lower()
+                    secrets.update(p for p in re.split(r"[/:@?&=#]+", rest) if p.lower() != host)
+    for secret in sorted((s for s in secrets if len(s) >= 6), key=len, reverse=True):
+        text = text.replace(secret, "***")
     return URL_PASSWORD.sub(r"\g<head>***@", text)
 
 
@@ -89,11 +161,52 @@ class Notifier:
         self.config = config
         self.state = Path(state_dir) / STATE_FILE if state_dir is not None else None
         self.sent: list[Alert] = []  # what this notifier sent (tests, summaries)
+        self._states: dict[str, str | None] = {}  # ``changed`` without a state file
+
+    @classmethod
+    def for_run(cls, config: SystemConfig) -> Notifier:
+        """The notifier of a run: its alerts config, the rate limit under its log root."""
+        return cls(config.alerts, config.log_root)
+
+    def send_all(self, alerts: Iterable[Alert]) -> int:
+        """Send each alert (``send``); how many messages went out."""
+        return sum(self.send(alert) for alert in alerts)
+
+    def changed(self, key: str, value: str | None) -> bool:
+        """Record ``value`` as the state of ``key`` (None: no row), True when it differs from the state
+        recorded before, by any process sharing the state file (a switch seen by the run of each bar
+        alerts once, not at every run). Without a state file, the notifier's own memory."""
+        if self.state is None:
+            before = self._states.get(key)
+            self._states[key] = value
+            return before != value
+        if value is None and not self.state.exists():  # nothing recorded yet: no file for it
+            return False
+        try:
+            self.state.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.state, timeout=10)
+            try:
+                with db:  # one transaction: read and write under its lock
+                    db.execute("BEGIN IMMEDIATE")
+                    db.execute("CREATE TABLE IF NOT EXISTS states (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                    row = db.execute("SELECT value FROM states WHERE key = ?", (key,)).fetchone()
+                    before = row[0] if row else None
+                    if value is None:
+                        db.execute("DELETE FROM states WHERE key = ?", (key,))
+                    elif value != before:
+                        db.execute("INSERT OR REPLACE INTO states (key, value) VALUES (?, ?)", (key, value))
+            finally:
+                db.close()
+            return before != value
+        except sqlite3.Error as error:  # a broken state file: say it changed (a repeat beats a missed alert)
+            logger.error("alert state unavailable (%s): taken as changed", error)
+            return value is not None
 
     def send(self, alert: Alert) -> bool:
         """Log the alert and send it unless rate-limited or no URL is set; True when a message went out.
         A failure to deliver is logged, never raised: an alert must not stop trading."""
-        title, body = redact(alert.title), redact(alert.message)[:MAX_BODY]
+        also = (self.config.urls_env,)
+        title, body = redact(alert.title, also=also), redact(alert.message, also=also)[:MAX_BODY]
         logger.warning("ALERT %s: %s", title, body)
         urls = alert_urls(self.config)
         if not urls or not self._claim(alert.key):
@@ -104,7 +217,8 @@ class Notifier:
             notifier = apprise.Apprise()
             for url in urls:
                 notifier.add(url)
-            delivered = bool(notifier.notify(title=title, body=body))
+            kind = apprise.NotifyType.FAILURE if alert.kind == AlertKind.RUN_FAILED else apprise.NotifyType.WARNING
+            delivered = bool(notifier.notify(title=title, body=body, notify_type=kind))
         except Exception as error:  # a broken alert channel must not fail the bar
             logger.error("alert not delivered (%s): %s", type(error).__name__, redact(str(error)))
             return False
