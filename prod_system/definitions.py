@@ -12,6 +12,7 @@ import os
 
 from dagster import Definitions
 
+from prod_system.defs.alerts import alerts_definitions
 from prod_system.defs.live import live_definitions
 from prod_system.defs.publishing import publishing_definitions
 from prod_system.defs.reconciliation import reconciliation_definitions
@@ -55,7 +56,7 @@ def default_resources() -> dict:
 def build_definitions(
     models: list[str] | None = None, resources: dict | None = None, investor_model: str | None = None
 ) -> Definitions:
-    """Each concern's definitions (simulation, live, reconciliation, publishing) and the resources."""
+    """Each concern's definitions (simulation, live, reconciliation, publishing, alerts) and the resources."""
     models = models or models_from_env()
     investor_model = investor_model or investor_model_from_env()
     return Definitions.merge(
@@ -63,6 +64,7 @@ def build_definitions(
         live_definitions(models),
         reconciliation_definitions(models),
         publishing_definitions(models, investor_model),
+        alerts_definitions(),  # every job's failure alerts a person
         Definitions(resources={**default_resources(), **(resources or {})}),
     )
 
