@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 import pandas as pd
 
+from prod_system.alerts import AlertKind, Notifier, cause_of, failure_alert, run_subject
 from prod_system.cli.common import check_writable, duration_option
 from prod_system.cli.errors import (
     EXIT_FAILED,
@@ -122,7 +125,8 @@ def run(config_path, model, run_mode, duration, root, bar, universe, database, i
     if ingest and template.universe_rule:
         _ingest_ranking_window(template, clock, exchange_url)
     config = _session_config(config_path, template, clock, step, length, exchange_url)
-    log_dir, outcomes = _trade(config, clock, ingest, exchange_url, _ingested(template, config))
+    with _alert_on_failure(config):
+        log_dir, outcomes = _trade(config, clock, ingest, exchange_url, _ingested(template, config))
     traded = sum(o.status == "traded" for o in outcomes)
     click.echo(f"log dir:     {log_dir}")
     click.echo(f"bars:        {traded} traded, {len(outcomes) - traded} skipped")
@@ -257,6 +261,27 @@ def _trade(
         stop.set()
         if ingestion is not None:
             ingestion.join(timeout=10)
+
+
+@contextmanager
+def _alert_on_failure(config: SystemConfig) -> Iterator[None]:
+    """A session that stops on an error alerts RUN_FAILED with it (the error line the CLI printed, or an
+    unexpected exception); an interrupt (Ctrl-C, exit 130) is a person's doing and does not alert."""
+    try:
+        yield
+    except SystemExit as stop:
+        if stop.code not in (None, 0, EXIT_INTERRUPTED):
+            _send_failure(config, stop.__context__ or f"exit {stop.code}")
+        raise
+    except Exception as error:
+        _send_failure(config, error)
+        raise
+
+
+def _send_failure(config: SystemConfig, error: BaseException | str) -> None:
+    subject = run_subject(config)
+    what = f"the {config.run_mode} session of {config.model} ({config.start} to {config.end})"
+    Notifier.for_run(config).send(failure_alert(subject, cause_of(AlertKind.RUN_FAILED, config), what, error))
 
 
 def _warm_up(ingestor, span: pd.Timedelta) -> None:
