@@ -62,3 +62,8 @@ class InstrumentsError(ProdSystemError, ValueError):
 class NotebookError(ProdSystemError, RuntimeError):
     """A notebook that failed: the message names the notebook, the cell and its error in one line; the
     partially executed notebook is kept beside it for debugging."""
+
+
+class NoInvestorDataError(ProdSystemError, LookupError):
+    """An investor window with nothing to show yet (no historical simulation, no bar after its date, no live
+    session with a bar recorded): the message says which and where it looked."""

@@ -43,6 +43,8 @@ INVESTOR_HISTORY_JOB = "investor_history_job"
 
 CANDLES_PATH = (MARKET_DATA_GROUP, "candles_1m")
 INVESTOR_PREFIX = f"{INVESTOR_GROUP}/cumulative_pnl"  # the investor plots' S3 objects
+INVESTOR_NOTEBOOK = "historical_pnl_for_investors"  # the investors' notebook: its name, folder and S3 object
+INVESTOR_NOTEBOOK_PATH = (INVESTOR_GROUP, "notebook")
 
 
 def model_folder(model: str) -> str:
@@ -147,6 +149,11 @@ def investor_object(window: str) -> str:
 def investor_performance_object(window: str) -> str:
     """The S3 object of the performance figures published with an investor plot (Markdown)."""
     return f"{INVESTOR_GROUP}/performance.{window}.md"
+
+
+def investor_notebook_object() -> str:
+    """The S3 object of the investors' executed notebook (HTML)."""
+    return f"{INVESTOR_GROUP}/{INVESTOR_NOTEBOOK}.html"
 
 
 def report_object(model: str) -> str:

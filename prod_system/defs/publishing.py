@@ -7,7 +7,12 @@
   from the live sessions (the trailing 24 hours up to the last recorded bar, daily; the current
   session, every 5 minutes), uploaded to ``s3://{bucket}/pnl_for_investors/cumulative_pnl.{window}.png``,
   with the window's performance figures (Sharpe, drawdown, fees, funding...) in
-  ``s3://{bucket}/pnl_for_investors/performance.{window}.md`` and in the asset's metadata.
+  ``s3://{bucket}/pnl_for_investors/performance.{window}.md`` and in the asset's metadata. The windows
+  are selected by ``analysis.investor`` (one function each), which the investors' notebook calls too.
+- ``pnl_for_investors/notebook``: the notebook ``historical_pnl_for_investors`` (the historical simulation and
+  the four windows, plots and figures) executed daily after the plots into
+  ``{historical run}/historical_pnl_for_investors/{run_timestamp}/`` (.ipynb and .html); its HTML is uploaded
+  to ``s3://{bucket}/pnl_for_investors/historical_pnl_for_investors.html``.
 - ``system_reconciliation/{model}_last_5minutes``: the latest reconciliation report of each model,
   uploaded to ``s3://{bucket}/system_reconciliation/{model}.last_5minutes.html``.
 
@@ -20,7 +25,6 @@ The runs are found on disk under the model's folder name: the readers take the m
 """
 
 import json
-from pathlib import Path
 
 import pandas as pd
 from dagster import (
@@ -43,10 +47,12 @@ from dagster import (
 )
 from dagster_aws.s3 import S3Resource
 
-from prod_system.analysis import performance, plots
-from prod_system.analysis.observer import find_runs, latest_report, session_statistics
+from prod_system.analysis import investor, notebooks
+from prod_system.analysis.investor import HISTORICAL_WINDOWS, LIVE_WINDOWS, WINDOWS, InvestorWindow
+from prod_system.analysis.observer import find_runs, latest_report
 from prod_system.analysis.report import PNL_REPORT_PNG
-from prod_system.config import RunMode, load_config
+from prod_system.common.timeutil import compact
+from prod_system.config import RunMode
 from prod_system.defs.metadata import performance_metadata, preview, usd
 from prod_system.defs.reconciliation import reconciliation_key
 from prod_system.defs.resources import (
@@ -56,17 +62,20 @@ from prod_system.defs.resources import (
     PublishingResource,
     SystemResource,
 )
-from prod_system.errors import MarketDataError
+from prod_system.errors import MarketDataError, NoInvestorDataError, NotebookError
 from prod_system.naming import (
     HISTORICAL,
     INVESTOR_GROUP,
     INVESTOR_HISTORY_JOB,
+    INVESTOR_NOTEBOOK,
+    INVESTOR_NOTEBOOK_PATH,
     INVESTOR_PREFIX,
     REPORTS_GROUP,
     SCHEDULED_TAG,
     group_name,
     historical_path,
     investor_job_name,
+    investor_notebook_object,
     investor_object,
     investor_performance_object,
     investor_plot_path,
@@ -75,11 +84,9 @@ from prod_system.naming import (
     report_path,
     schedule_name,
 )
-from prod_system.runs.historical import historical_pnl, historical_runs, history_window, read_statistics
+from prod_system.runs.historical import historical_pnl, history_window
 
 SIMULATION = RunMode.SIMULATION.value  # the run mode of the historical simulation
-HISTORICAL_WINDOWS = {"since_2019": "2019-01-01", "since_2022": "2022-01-01"}
-LIVE_WINDOWS = ("last_24hours", "last_5minutes")
 EVERY_5_MINUTES = "*/5 * * * *"
 DAILY = "15 0 * * *"  # 00:15 UTC: the day's last bars are in
 
@@ -96,13 +103,17 @@ def report_key(model: str) -> AssetKey:
     return AssetKey(report_path(model))
 
 
+NOTEBOOK_KEY = AssetKey(INVESTOR_NOTEBOOK_PATH)
+
+
 def build_investor_assets(model: str) -> list[AssetsDefinition]:
-    """The historical simulation of the investor model and the four cumulative-PnL plots."""
+    """The historical simulation of the investor model, the four cumulative-PnL plots and the notebook."""
     assets = [_historical(model)]
     for window, since in HISTORICAL_WINDOWS.items():
-        assets.append(_historical_plot(model, window, pd.Timestamp(since, tz="UTC")))
+        assets.append(_historical_plot(model, window, since))
     for window in LIVE_WINDOWS:
         assets.append(_live_plot(model, window))
+    assets.append(_investor_notebook(model))
     return assets
 
 
@@ -154,25 +165,17 @@ def _historical(model: str) -> AssetsDefinition:
 
 
 def _publish_plot(
-    context: AssetExecutionContext,
-    s3: S3Resource,
-    publishing: PublishingResource,
-    window: str,
-    stats: pd.DataFrame,
-    bar: pd.Timedelta,
-    title: str,
-    source: str,
+    context: AssetExecutionContext, s3: S3Resource, publishing: PublishingResource, window: str, view: InvestorWindow
 ) -> MaterializeResult:
-    """Upload the cumulative PnL plot of ``stats`` (statistics indexed by bar end) and its performance figures."""
-    cumulative = stats["pnl"].cumsum()
-    png = plots.investor_cumulative_pnl(cumulative, title, source)
+    """Upload the window's cumulative PnL plot and its performance figures."""
+    png = view.plot()
     uploaded = publishing.upload(s3, investor_object(window), png, "image/png")
     context.log.info(f"published {uploaded['s3_uri']} ({uploaded['bytes']:,} bytes)")
-    figures = performance.compute(stats.reset_index(), bar)
-    text = "\n".join([f"# {title}", "", source, "", *performance.markdown(figures), ""])
+    figures = view.performance()
     figures_uploaded = publishing.upload(
-        s3, investor_performance_object(window), text.encode(), "text/markdown; charset=utf-8"
+        s3, investor_performance_object(window), view.markdown(figures).encode(), "text/markdown; charset=utf-8"
     )
+    cumulative = view.cumulative
     return MaterializeResult(
         metadata={
             **uploaded,
@@ -180,16 +183,11 @@ def _publish_plot(
             "cumulative_pnl_usd": usd(cumulative.iloc[-1]),
             "first_bar_end": str(cumulative.index[0]),
             "last_bar_end": str(cumulative.index[-1]),
-            "plot": preview(png, title),
+            "plot": preview(png, view.title),
             "performance_s3_uri": MetadataValue.url(figures_uploaded["s3_uri"]),
             **performance_metadata(figures.to_dict()),
         }
     )
-
-
-def _bar(directory: Path) -> pd.Timedelta:
-    """The bar length of a run, from the config saved in its directory."""
-    return load_config(directory / "system_config.yaml").bar_delta
 
 
 def _historical_plot(model: str, window: str, since: pd.Timestamp):
@@ -206,18 +204,11 @@ def _historical_plot(model: str, window: str, since: pd.Timestamp):
     def historical_plot(
         context: AssetExecutionContext, s3: S3Resource, publishing: PublishingResource, log_dir: LogDirResource
     ) -> MaterializeResult:
-        runs = historical_runs(log_dir.root, model)
-        if not runs:
-            raise Failure(f"no historical simulation of {model} under {log_dir.root}: materialize it first")
-        stats = read_statistics(runs[-1]).set_index("bar_end")
-        stats = stats[stats.index > since]
-        if stats.empty:
-            raise Failure(f"the historical simulation of {model} has no bar after {since}")
-        first, last = stats.index[0], stats.index[-1]
-        note = "" if first <= since + pd.Timedelta(days=1) else f" (market data from {first:%Y-%m-%d})"
-        title = f"{model}: cumulative PnL since {since:%Y-%m-%d}{note}"
-        source = f"historical simulation, bars ending {first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M} UTC"
-        return _publish_plot(context, s3, publishing, window, stats, _bar(runs[-1]), title, source)
+        try:
+            view = investor.history_since(log_dir.root, model, since)
+        except NoInvestorDataError as error:
+            raise Failure(str(error)) from None
+        return _publish_plot(context, s3, publishing, window, view)
 
     return historical_plot
 
@@ -241,23 +232,52 @@ def _live_plot(model: str, window: str):
     def live_plot(
         context: AssetExecutionContext, s3: S3Resource, publishing: PublishingResource, log_dir: LogDirResource
     ) -> MaterializeResult:
-        mode = publishing.investor_run_mode
-        runs = find_runs(log_dir.root, model, mode)
-        if window == "last_5minutes":
-            runs = runs[-1:]
-        stats = session_statistics(runs)
-        if stats.empty:
-            raise Failure(f"no {mode} session of {model} under {log_dir.root} has recorded a bar yet")
-        stats = stats.set_index("bar_end")
-        if window == "last_24hours":
-            stats = stats[stats.index > stats.index[-1] - pd.Timedelta(hours=24)]
-            title = f"{model}: cumulative PnL over the last 24 hours ({mode})"
-        else:
-            title = f"{model}: cumulative PnL of the current session ({mode})"
-        source = f"live {mode}, bars ending {stats.index[0]:%Y-%m-%d %H:%M} to {stats.index[-1]:%Y-%m-%d %H:%M} UTC"
-        return _publish_plot(context, s3, publishing, window, stats, _bar(runs[-1].log_dir), title, source)
+        try:
+            view = investor.investor_window(log_dir.root, model, window, publishing.investor_run_mode)
+        except NoInvestorDataError as error:
+            raise Failure(str(error)) from None
+        return _publish_plot(context, s3, publishing, window, view)
 
     return live_plot
+
+
+def _investor_notebook(model: str):
+    @asset(
+        key=NOTEBOOK_KEY,
+        description=f"The notebook {INVESTOR_NOTEBOOK} of {model} (its historical simulation and the four "
+        "cumulative PnL windows, plots and performance figures), executed after the plots into the historical "
+        f"simulation's folder and published as HTML to s3://{{bucket}}/{investor_notebook_object()}. "
+        "Refreshed daily.",
+        deps=[historical_key(model), *(investor_key(window) for window in WINDOWS)],
+        group_name=INVESTOR_GROUP,
+        kinds={"jupyter", "html", "s3"},
+        owners=["team:investor-relations"],
+        tags={"stage": "publishing"},
+    )
+    def investor_notebook(
+        context: AssetExecutionContext, s3: S3Resource, publishing: PublishingResource, log_dir: LogDirResource
+    ) -> MaterializeResult:
+        stamp = compact(pd.Timestamp.now(tz="UTC"))
+        directory = investor.notebook_directory(log_dir.root, model, stamp)
+        parameters = {"model": model, "root": str(log_dir.root), "run_mode": publishing.investor_run_mode}
+        try:
+            executed = notebooks.execute(INVESTOR_NOTEBOOK, directory, parameters, show_input=publishing.show_input)
+        except NotebookError as error:
+            raise Failure(str(error)) from None
+        html = executed.html.read_bytes()
+        uploaded = publishing.upload(s3, investor_notebook_object(), html, "text/html; charset=utf-8")
+        context.log.info(f"published {uploaded['s3_uri']} from {executed.html} ({executed.seconds:.1f} s)")
+        return MaterializeResult(
+            metadata={
+                **uploaded,
+                "s3_uri": MetadataValue.url(uploaded["s3_uri"]),
+                "notebook": MetadataValue.path(str(executed.notebook)),
+                "html": MetadataValue.path(str(executed.html)),
+                "seconds": executed.seconds,
+            }
+        )
+
+    return investor_notebook
 
 
 def build_report_publishing(model: str):
@@ -320,12 +340,13 @@ def _observer(model: str, mode: str) -> tuple:
 
 
 def _investor_jobs(model: str) -> list[tuple]:
-    """The investor plots' jobs and schedules: the historical simulation and its plots daily, the live
-    plots as in the seed."""
+    """The investor plots' jobs and schedules: the historical simulation, its plots and the notebook daily,
+    the live plots as in the seed."""
     history = _job(
         INVESTOR_HISTORY_JOB,
-        AssetSelection.assets(historical_key(model), *[investor_key(w) for w in HISTORICAL_WINDOWS]),
-        f"The historical simulation of {model} and its since-2019 and since-2022 cumulative PnL plots.",
+        AssetSelection.assets(historical_key(model), *[investor_key(w) for w in HISTORICAL_WINDOWS], NOTEBOOK_KEY),
+        f"The historical simulation of {model}, its since-2019 and since-2022 cumulative PnL plots and the "
+        f"investors' notebook {INVESTOR_NOTEBOOK}.",
     )
     daily = schedule(
         name=schedule_name(history.name),
@@ -333,7 +354,7 @@ def _investor_jobs(model: str) -> list[tuple]:
         cron_schedule=DAILY,
         execution_timezone="UTC",
         default_status=DefaultScheduleStatus.STOPPED,
-        description="Daily: the history and the long-run plots.",
+        description="Daily: the history, the long-run plots and the investors' notebook.",
     )(lambda _context: RunRequest())
     jobs = [(history, daily)]
     for window, cron, when in (("last_24hours", DAILY, "Daily"), ("last_5minutes", EVERY_5_MINUTES, "Every 5 minutes")):

@@ -3,7 +3,8 @@
 No clock replay and no broker: the model is evaluated over the history in chunks (each with the
 model's warm-up in front, so a chunk's first bars see what streaming would have shown them), and
 the research portfolio trades the predictions vectorised. Months of 5-minute bars take seconds.
-The result goes to ``{root}/{model}/historical_pnl/{start}.{end}/`` with the log dir's table layout:
+The result goes to ``{root}/{model}/historical_pnl/{start}.{end}/`` with the log dir's table layout (read back by
+``analysis.investor``: ``historical_runs``, ``read_statistics``):
 
     system_config.yaml  run.json  predictions/  target_positions/  portfolio/...  pnl_report.{png,md}
 """
@@ -17,6 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from prod_system.analysis.investor import HISTORICAL_FOLDER
+from prod_system.analysis.investor import historical_runs as historical_runs  # re-exported: its home is there
+from prod_system.analysis.investor import read_statistics as read_statistics  # re-exported: its home is there
 from prod_system.analysis.research import research_portfolio
 from prod_system.common.timeutil import bar_ends, compact
 from prod_system.config import SystemConfig
@@ -25,13 +29,11 @@ from prod_system.data.market_data import CandleStore
 from prod_system.errors import MarketDataError
 from prod_system.log_dir import LogDir
 from prod_system.models.dag import load_model, run_batch
-from prod_system.naming import model_folder
 from prod_system.runs.finish import finish_run, summarize
 from prod_system.runs.stages import Progress, in_the_days_universe, load_store, predictions_table
 
 logger = logging.getLogger(__name__)
 
-HISTORICAL_FOLDER = "historical_pnl"
 CHUNK = pd.Timedelta(days=7)
 
 
@@ -98,15 +100,3 @@ def history_window(
             f"the market data ({store.first_bar_end} to {store.last_bar_end}) has no bar after {since}"
         )
     return first, last
-
-
-def historical_runs(root: str | Path, model_name: str) -> list[Path]:
-    """The finished historical simulations of a model under ``root``, the most recently written last."""
-    parent = Path(root) / model_folder(model_name) / HISTORICAL_FOLDER
-    folders = [p for p in parent.glob("*.*") if (p / "run.json").exists()]
-    return sorted(folders, key=lambda p: (p / "run.json").stat().st_mtime)
-
-
-def read_statistics(directory: str | Path) -> pd.DataFrame:
-    """The research portfolio's statistics of a historical simulation."""
-    return LogDir(directory).read_table("portfolio/statistics").sort_values("bar_end", ignore_index=True)

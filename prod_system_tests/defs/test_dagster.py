@@ -16,6 +16,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance, materialize
 
 from prod_system.analysis import performance
+from prod_system.analysis.investor import WINDOWS, read_statistics
 from prod_system.cli.launch import resources_for, simulate_with_dagster
 from prod_system.definitions import build_definitions
 from prod_system.defs.resources import TableStoreIOManager
@@ -25,7 +26,6 @@ from prod_system.defs.simulation import (
 )
 from prod_system.log_dir import TABLES, LogDir
 from prod_system.naming import RANGE_START_TAG, WINDOW_START_TAG
-from prod_system.runs.historical import read_statistics
 from prod_system.runs.simulate import simulate
 from prod_system_tests.kit.accounting import assert_accounting
 from prod_system_tests.kit.data import sim_config
@@ -63,6 +63,9 @@ def test_asset_graph_has_lineage_per_model():
     historical = AssetKey(["C3a", "historical", "historical_pnl"])
     for window in ("since_2019", "since_2022"):
         assert historical in graph.get(AssetKey(["pnl_for_investors", f"cumulative_pnl_{window}"])).parent_keys
+    # the investors' notebook: downstream of the history and the four plots, run daily after them
+    plots = [AssetKey(["pnl_for_investors", f"cumulative_pnl_{window}"]) for window in WINDOWS]
+    assert graph.get(AssetKey(["pnl_for_investors", "notebook"])).parent_keys == {historical, *plots}
 
 
 def test_dagster_backfill_equals_pure_core(tmp_path, snapshot, monkeypatch):

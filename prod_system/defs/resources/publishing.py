@@ -34,6 +34,10 @@ class PublishingResource(ConfigurableResource):
         default="prod", description="run mode of the live sessions in the investor plots: prod or paper_trading"
     )
     history_start: str = Field(default="2019-01-01", description="first day of the historical simulation (UTC)")
+    show_input: bool = Field(
+        default=False,
+        description="the investors' notebook's HTML shows its code cells too (false: its outputs only)",
+    )
 
     def upload(self, s3: S3Resource, key: str, body: bytes, content_type: str) -> dict:
         """Put one object; return its address and size for the materialization's metadata."""
