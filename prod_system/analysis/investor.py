@@ -188,6 +188,12 @@ def check_windows(windows: Iterable[str] | None) -> list[str]:
     return list(windows)
 
 
+def notebook_parameters(root: str | Path, model: str, run_mode: str, windows: list[str] | None = None) -> dict:
+    """The notebook's parameters, ``root`` made absolute: the kernel runs in the notebook's output folder."""
+    listed = {} if windows is None else {"windows": check_windows(windows)}
+    return {"model": model, "root": str(Path(root).resolve()), "run_mode": run_mode, **listed}
+
+
 def notebook_directory(root: str | Path, model: str, stamp: str) -> Path:
     """Where the investor notebook of a run goes: ``historical_pnl_for_investors/{stamp}/`` in the latest
     historical simulation's folder, or under the model's folder when there is none yet."""

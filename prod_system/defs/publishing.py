@@ -259,7 +259,7 @@ def _investor_notebook(model: str):
     ) -> MaterializeResult:
         stamp = compact(pd.Timestamp.now(tz="UTC"))
         directory = investor.notebook_directory(log_dir.root, model, stamp)
-        parameters = {"model": model, "root": str(log_dir.root), "run_mode": publishing.investor_run_mode}
+        parameters = investor.notebook_parameters(log_dir.root, model, publishing.investor_run_mode)
         try:
             executed = notebooks.execute(INVESTOR_NOTEBOOK, directory, parameters, show_input=publishing.show_input)
         except NotebookError as error:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import jupytext
 import pytest
 
+from prod_system.analysis.investor import notebook_parameters
 from prod_system.analysis.notebooks import NOTEBOOKS, execute
 from prod_system.errors import NotebookError
 from prod_system.runs.historical import historical_pnl
@@ -33,8 +34,9 @@ def history_only(tmp_path_factory, snapshot):
     return root
 
 
-def test_a_window_without_data_says_so_and_the_notebook_goes_on(history_only, tmp_path):
-    done = execute(NAME, tmp_path, {"model": "C3a", "root": str(history_only), "run_mode": "prod"})
+def test_a_window_without_data_says_so_and_the_notebook_goes_on(history_only, tmp_path, monkeypatch):
+    monkeypatch.chdir(history_only.parent)  # a relative root, as PROD_SYSTEM_ROOT may be, found from the kernel
+    done = execute(NAME, tmp_path, notebook_parameters(history_only.name, "C3a", "prod"))
     page = done.html.read_text()
     assert "The historical simulation" in page and "288" in page  # its bars
     for window in ("since_2019", "since_2022"):
