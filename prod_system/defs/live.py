@@ -6,8 +6,13 @@
 - ``[model, paper_trading|prod, bar]``: one partition per bar (dynamic: the sensor adds each bar
   when it requests its run); a run trades exactly that bar in the day's scheduled session, whose log dir is
   ``{root}/{model}/{mode}/scheduled/{day}.{day+1}/system_log_dir``.
-- ``{model}_{mode}_session_job``: the whole day's session in one run (the daily schedule).
+- ``{model}_{mode}_session_job``: the whole day's session in one run (the daily schedule); it reports
+  each bar as a materialization of the bar's partition, as the bar runs do.
 - ``{model}_{mode}_bar_sensor``: requests each bar's run, once and in order.
+
+Every bar's materialization carries the bar's status and latencies and the figures an operator
+watches (bar and session PnL, net wealth, GMV, leverage, fees, funding, positions: ``bar_metadata``),
+typed and under stable keys, so the asset's Plots chart them bar after bar.
 
 ``live_definitions`` gathers them with the ingestion job and the schedules.
 """
@@ -21,6 +26,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
+    AssetMaterialization,
     AssetSelection,
     Config,
     DefaultScheduleStatus,
@@ -49,6 +55,7 @@ from prod_system.config import RunMode
 from prod_system.data import market_checks
 from prod_system.data.data_guard import DataGuard
 from prod_system.data.market_db import MarketDatabase
+from prod_system.defs.metadata import bar_figures_metadata
 from prod_system.defs.resources import LogDirResource, SystemResource
 from prod_system.defs.resources.live import LiveResource
 from prod_system.errors import ModelError
@@ -71,6 +78,7 @@ from prod_system.naming import (
     session_schedule_name,
     session_tag_value,
 )
+from prod_system.runs.bar_figures import bar_figures
 from prod_system.runs.ingestion import BACKFILL, Ingestor
 from prod_system.runs.live import BarOutcome, LiveSession, bar_key, due_bar, parse_bar_key, warm_up_of
 from prod_system.runs.stages import broker_factory_for
@@ -201,7 +209,9 @@ def live_bar_key(model: str, mode: str) -> AssetKey:
 
 
 def bar_metadata(outcome: BarOutcome, log_dir: Path) -> dict:
-    """What a bar's materialization shows: its status, orders, log dir and latencies after the close."""
+    """What a bar's materialization shows: its status, orders, log dir, latencies after the close, and
+    its figures from the log dir (``runs.bar_figures``; a bar is traded already: figures that cannot be
+    read are said so in ``figures``, never a failed bar)."""
     metadata = {
         "status": outcome.status,
         "reason": outcome.reason,
@@ -212,6 +222,10 @@ def bar_metadata(outcome: BarOutcome, log_dir: Path) -> dict:
         value = outcome.latency.get(name)
         if value is not None and not pd.isna(value):
             metadata[f"{name.removesuffix('_at')}_seconds_after_close"] = (value - outcome.bar_end).total_seconds()
+    try:
+        metadata.update(bar_figures_metadata(bar_figures(log_dir, outcome.bar_end)))
+    except (OSError, ValueError, KeyError) as error:  # an unreadable part (pyarrow's errors are of these)
+        metadata["figures"] = MetadataValue.text(f"unavailable: {' '.join(str(error).split())[:300]}")
     return metadata
 
 
@@ -227,6 +241,32 @@ def _broker_factory(config, context):
         return broker
 
     return make
+
+
+def _bar_reporter(context: OpExecutionContext, model: str, mode: str, log_dir: Path):
+    """The session job's report of each bar (traded or skipped): a materialization of the live asset's
+    bar partition with ``bar_metadata``, as a bar run's. Reporting never stops the session (its log dir
+    has every bar): a failure is one warning, and one more when reporting works again."""
+    key, partitions = live_bar_key(model, mode), bar_partitions_name(model, mode)
+    failing = False
+
+    def report(outcome: BarOutcome) -> None:
+        nonlocal failing
+        try:
+            partition = bar_key(outcome.bar_end)
+            context.instance.add_dynamic_partitions(partitions, [partition])
+            metadata = bar_metadata(outcome, log_dir)
+            context.log_event(AssetMaterialization(key, partition=partition, metadata=metadata))
+        except Exception as error:  # the UI's record of a bar must never cost the session
+            if not failing:
+                context.log.warning(f"cannot report bar {outcome.bar_end} (the log dir has it): {error}")
+            failing = True
+        else:
+            if failing:
+                context.log.warning("the session's bars are reported again")
+            failing = False
+
+    return report
 
 
 class SessionRunConfig(Config):
@@ -247,9 +287,11 @@ def build_session_job(model: str, mode: str):
         system: SystemResource,
         log_dir: LogDirResource,
     ):
-        now = pd.Timestamp.now(tz="UTC")
+        clock = RealClock()
+        now = clock.now()
         session_config = live.session_config(system, log_dir.root, model, mode, now.floor("1D"))
-        session = LiveSession(session_config, RealClock(), broker_factory=_broker_factory(session_config, context))
+        session = LiveSession(session_config, clock, broker_factory=_broker_factory(session_config, context))
+        session.on_bar = _bar_reporter(context, model, mode, session.log_dir.path)
         until = now + pd.Timedelta(minutes=config.stop_after_minutes) if config.stop_after_minutes else None
         outcomes = session.run(until=until)
         traded = sum(o.status == "traded" for o in outcomes)

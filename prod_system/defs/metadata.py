@@ -8,6 +8,7 @@ import base64
 from dagster import MetadataValue
 
 from prod_system.analysis import plots
+from prod_system.runs.bar_figures import BarFigures
 
 
 def usd(value: float) -> float:
@@ -42,3 +43,37 @@ def performance_metadata(figures: dict) -> dict:
         "funding": MetadataValue.float(usd(figures["funding"])),
         "funding_source": MetadataValue.text(figures["funding_source"]),
     }
+
+
+def bar_figures_metadata(figures: BarFigures) -> dict:
+    """A live bar's figures (``runs.bar_figures``) for the Dagster UI, under the same keys at every bar
+    so that the asset's Plots draw them across its materializations: amounts in USDT to the cent,
+    leverage to 4 digits, counts as ints; the largest position's asset as text ("none" when flat). A
+    skipped bar has the session's figures only, with the bar its net wealth is of."""
+    metadata = {
+        "session_pnl": MetadataValue.float(usd(figures.session_pnl)),
+        "traded_bars": MetadataValue.int(figures.traded_bars),
+    }
+    if figures.net_wealth is not None:
+        metadata["net_wealth"] = MetadataValue.float(usd(figures.net_wealth))
+    for name in ("session_fees", "session_funding"):
+        value = getattr(figures, name)
+        if value is not None:
+            metadata[name] = MetadataValue.float(usd(value))
+    if not figures.traded:
+        as_of = figures.as_of.isoformat() if figures.as_of is not None else "the session's start"
+        metadata["net_wealth_as_of"] = MetadataValue.text(as_of)
+        return metadata
+    metadata["bar_pnl"] = MetadataValue.float(usd(figures.bar_pnl))
+    metadata["gmv"] = MetadataValue.float(usd(figures.gmv))
+    leverage = figures.leverage
+    metadata["leverage"] = MetadataValue.text("n/a") if leverage is None else MetadataValue.float(round(leverage, 4))
+    for name in ("bar_fees", "bar_funding"):
+        value = getattr(figures, name)
+        if value is not None:
+            metadata[name] = MetadataValue.float(usd(value))
+    if figures.positions is not None:
+        metadata["positions"] = MetadataValue.int(figures.positions)
+        metadata["largest_position_asset"] = MetadataValue.text(figures.largest_asset or "none")
+        metadata["largest_position_usdt"] = MetadataValue.float(usd(figures.largest_notional or 0.0))
+    return metadata

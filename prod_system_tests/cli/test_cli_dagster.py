@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from dagster import AssetKey, DagsterInstance, DagsterRunStatus
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, FloatMetadataValue
 
 from prod_system.log_dir import LogDir
 from prod_system.runs.live import bar_key
@@ -105,7 +105,7 @@ def test_a_cli_simulation_is_a_run_of_the_models_job_in_the_code_location(interr
 def test_a_cli_live_session_reports_its_bars_on_the_live_asset(candles, tmp_path, monkeypatch):
     """`prod-system run` (paper trading, two 1-minute bars at 30x on the local exchange): each bar is a
     materialization of [C1b, paper_trading, bar] in the instance, partitioned by the bar, with its
-    status and log dir, as the Dagster-driven bars are."""
+    status, log dir and figures, as the Dagster-driven bars are."""
     speed = 30.0
     market = Market(candles, f"sqlite:///{tmp_path / 'market.db'}", speed=speed)
     home, root = home_with_the_repository_settings(tmp_path / "home"), tmp_path / "runs"
@@ -132,3 +132,4 @@ def test_a_cli_live_session_reports_its_bars_on_the_live_asset(candles, tmp_path
     for metadata in reported.values():
         assert metadata["status"].value in ("traded", "skipped")
         assert metadata["log_dir"].value == str(session)
+        assert isinstance(metadata["session_pnl"], FloatMetadataValue)  # and the bar's figures

@@ -13,20 +13,22 @@ import threading
 import time
 
 import pandas as pd
-from dagster import DagsterInstance, build_sensor_context, materialize
+from dagster import AssetKey, DagsterInstance, FloatMetadataValue, MetadataValue, build_sensor_context, materialize
 
 from prod_system.common.clock import RealClock
 from prod_system.data.market_db import MarketDatabase
 from prod_system.definitions import build_definitions
 from prod_system.defs.live import bar_partitions, build_live_assets
+from prod_system.defs.metadata import usd
 from prod_system.defs.resources import LogDirResource, SystemResource
 from prod_system.defs.resources.live import LiveResource
 from prod_system.exchange import LocalExchange
 from prod_system.log_dir import LogDir
 from prod_system.runs.ingestion import Ingestor
-from prod_system.runs.live import parse_bar_key
+from prod_system.runs.live import bar_key, parse_bar_key
 from prod_system_tests.kit.data import UNIVERSE
 from prod_system_tests.kit.live import T
+from prod_system_tests.kit.live_dagster import run_session_job
 
 BARS = 3
 MODES = ("paper_trading", "prod")
@@ -125,6 +127,8 @@ def test_sensors_drive_paper_and_prod_bar_by_bar(candles, postgres_url, tmp_path
         assert traded == [bar for bar, _, _ in runs[mode]]
         assert (log_dir / "log.txt").exists() and (log_dir / "state.json").exists()
         assert (log_dir / "exchange_audit.jsonl").exists() == (mode == "prod")  # every prod request audited
+    for mode in MODES:  # each bar's materialization has its figures: the asset's Plots chart them
+        assert_figures_are_the_tables({bar: metadata for bar, _, metadata in runs[mode]}, logs[mode])
     latency = logs["paper_trading"].read_table("latency").set_index("bar_end")
     assert all(latency.loc[bar, "missing_assets"] == "" for bar, _ in prelaunched)  # every candle was in
     paper = logs["paper_trading"].read_table("target_positions")
@@ -159,3 +163,51 @@ def test_the_ingestion_job_backfills_the_longest_warm_up_of_the_live_models(cand
     stored = MarketDatabase(database).snapshot(UNIVERSE, now - 2 * day, now)
     reach = now.floor("1min") - stored.groupby("asset")["bar_start"].min()
     assert len(reach) == len(UNIVERSE) and (reach >= pd.Timedelta(minutes=204)).all(), reach
+
+
+def assert_figures_are_the_tables(reported: dict[pd.Timestamp, dict], log_dir: LogDir) -> None:
+    """Each bar's figures in its materialization are typed and are the log dir's: bar PnL the statistics
+    row's pnl, session PnL their sum since the session's first bar (fees and funding likewise), net
+    wealth, GMV, leverage, the positions and the largest one from the bar's holdings; a skipped bar has
+    the session's figures so far and says so."""
+    stats = log_dir.read_table("portfolio/statistics").set_index("bar_end")
+    holdings = log_dir.read_table("portfolio/holdings_notional")
+    for bar_end, metadata in reported.items():
+        so_far = stats[stats.index <= bar_end]
+        assert metadata["session_pnl"] == MetadataValue.float(usd(so_far["pnl"].sum())), bar_end
+        assert metadata["session_fees"] == MetadataValue.float(usd(so_far["fees"].sum()))
+        assert metadata["session_funding"] == MetadataValue.float(usd(so_far["funding"].sum()))
+        assert metadata["traded_bars"] == MetadataValue.int(len(so_far))
+        if bar_end not in stats.index:
+            assert metadata["status"].value == "skipped" and "bar_pnl" not in metadata
+            assert isinstance(metadata["net_wealth"], FloatMetadataValue)  # the session's start, or its last bar
+            continue
+        row = stats.loc[bar_end]
+        for key, column in (("bar_pnl", "pnl"), ("net_wealth", "net_wealth"), ("gmv", "gmv")):
+            assert metadata[key] == MetadataValue.float(usd(row[column])), (bar_end, key)
+        assert metadata["bar_fees"] == MetadataValue.float(usd(row["fees"]))
+        assert metadata["bar_funding"] == MetadataValue.float(usd(row["funding"]))
+        assert metadata["leverage"] == MetadataValue.float(round(row["leverage"], 4))
+        held = holdings[(holdings["bar_end"] == bar_end) & (holdings["notional"] != 0)].set_index("asset")["notional"]
+        assert metadata["positions"] == MetadataValue.int(len(held))
+        largest = held.abs().idxmax() if len(held) else "none"
+        assert metadata["largest_position_asset"] == MetadataValue.text(largest)
+        assert metadata["largest_position_usdt"] == MetadataValue.float(usd(held.get(largest, 0.0)))
+
+
+def test_the_session_job_reports_each_bar_with_its_figures(candles, tmp_path, monkeypatch):
+    """The daily session job on a market 60 times faster than real time, stopped after a few minutes:
+    each bar of the session (the first skipped: the job was not running at its close) is a
+    materialization of the bar's partition, with its figures."""
+    instance = DagsterInstance.ephemeral()
+    result, log_dir = run_session_job(candles, tmp_path, instance, monkeypatch)
+    assert result.success
+    events = [e.materialization for e in result.get_asset_materialization_events()]
+    reported = {parse_bar_key(e.partition): e.metadata for e in events}
+    assert len(reported) == len(events)
+    assert {e.asset_key for e in events} == {AssetKey(["C1b", "paper_trading", "bar"])}
+    statuses = [metadata["status"].value for metadata in reported.values()]
+    assert statuses[0] == "skipped" and statuses.count("traded") >= 2, statuses
+    partitions = instance.get_dynamic_partitions(bar_partitions("C1b", "paper_trading").name)
+    assert set(map(bar_key, reported)) <= set(partitions)
+    assert_figures_are_the_tables(reported, log_dir)
