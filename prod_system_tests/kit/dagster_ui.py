@@ -184,3 +184,33 @@ def wait_for_run(page, timeout_ms: int = 180_000) -> str:
     final = final.or_(page.get_by_text("Canceled", exact=True))
     final.first.wait_for(timeout=timeout_ms)
     return final.first.inner_text()
+
+
+# the canvas of the metadata plot titled with a label (the nearest box holding the title and a
+# canvas), and how many of its pixels are drawn (Chart.js draws on a 2D canvas; 0: nothing plotted)
+_PLOT_PIXELS = """label => {
+    const titles = [...document.querySelectorAll('body *')].filter(
+        e => e.children.length === 0 && e.textContent.trim() === label);
+    for (const title of titles) {
+        let box = title.parentElement;
+        while (box && !box.querySelector('canvas')) box = box.parentElement;
+        if (!box || box.querySelectorAll('canvas').length !== 1) continue;
+        const canvas = box.querySelector('canvas');
+        if (!canvas.width || !canvas.height) return 0;
+        const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+        let drawn = 0;
+        for (let i = 3; i < pixels.length; i += 4) if (pixels[i]) drawn++;
+        return drawn;
+    }
+    return 0;
+}"""
+
+
+def metadata_plot(page, label: str) -> int:
+    """On an asset's page: switch its Metadata section to Plots (numeric metadata across its
+    materializations, by partition for a partitioned asset) and wait until the chart of ``label`` is
+    drawn; returns how many of its canvas pixels are drawn."""
+    page.get_by_role("button", name="Plots").click()
+    page.get_by_text(label, exact=True).first.scroll_into_view_if_needed()
+    page.wait_for_function(_PLOT_PIXELS, arg=label)
+    return page.evaluate(_PLOT_PIXELS, label)
