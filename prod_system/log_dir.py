@@ -136,7 +136,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         tran_id=_TEXT,
         trade_id=_TEXT,
     ),
-    "broker/account": _schema("bar_end", "wallet_balance", "margin_balance", "unrealized_pnl", "fetched_at"),
+    "broker/account": _schema(
+        "bar_end", "wallet_balance", "margin_balance", "unrealized_pnl", "fetched_at", "maint_margin", "margin_ratio"
+    ),
     "broker/executions": _schema(
         "bar_end",
         "asset",

@@ -7,6 +7,10 @@ The pull never stops trading: a failed one is logged and the rows it missed come
 starts from the latest row recorded). A restarted session starts from the rows it recorded before,
 so a row pulled again is recorded once. The balances at the session's start (before its first order)
 are recorded once, at the session's start time: the wallet's baseline.
+
+Each pull also reads the account's margin ratio (maintenance margin / margin balance, as Binance
+shows it: liquidation at 1), recorded in ``broker/account``, and alerts (``margin``) when it reaches
+``risk.margin_ratio_alert``: once per repeat window (``alerts.repeat_after_minutes``), not every bar.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 
 import pandas as pd
 
+from prod_system.alerts import Alert, AlertKind, Notifier
 from prod_system.common.timeutil import compact
 from prod_system.config import SystemConfig
 from prod_system.errors import BrokerError
@@ -30,8 +35,9 @@ LATE_ROWS = pd.Timedelta(hours=1)
 class StatementRecorder:
     """Pulls the broker's statement and writes it to the session's log dir."""
 
-    def __init__(self, log_dir: LogDir, config: SystemConfig, logger: logging.Logger):
+    def __init__(self, log_dir: LogDir, config: SystemConfig, logger: logging.Logger, notifier: Notifier | None = None):
         self.log_dir, self.logger = log_dir, logger
+        self.config, self.notifier = config, notifier or Notifier(config.alerts, config.log_root)
         self.start, self.end, self.bar = config.start, config.end, config.bar_delta
         self.every_bars = config.broker.statement_every_bars
         self.first = self.start + pd.Timedelta(milliseconds=1)  # a row at the start belongs to the session before
@@ -72,7 +78,26 @@ class StatementRecorder:
             income = pd.concat([self.log_dir.read_part(INCOME, part), income], ignore_index=True)
         self.log_dir.write_table(INCOME, income, bar_end)
         self.log_dir.write_table(ACCOUNT, pd.DataFrame([{"bar_end": bar_end, **statement.account}]), bar_end)
+        self._margin(statement.account, bar_end)
         self.seen = seen
         if len(statement.income):
             self.since = max(self.since, statement.income["income_at"].max())
         self.opened, self.failed = True, False
+
+    def _margin(self, account: dict, bar_end: pd.Timestamp) -> None:
+        """MARGIN when the account's margin ratio reaches ``risk.margin_ratio_alert`` (keyed by the
+        session's model and mode: repeated only after the alerts' repeat window)."""
+        limit, ratio = self.config.risk.margin_ratio_alert, account.get("margin_ratio")
+        if limit is None or ratio is None or not ratio >= limit:
+            return
+        config = self.config
+        self.notifier.send(
+            Alert(
+                AlertKind.MARGIN,
+                f"{config.model_name} {config.run_mode}",
+                f"bar {bar_end.isoformat()}: margin ratio {ratio:.1%} (maintenance margin "
+                f"{account['maint_margin']:,.2f} / margin balance {account['margin_balance']:,.2f} USDT) reached "
+                f"risk.margin_ratio_alert {limit:.0%}; liquidation at 100%",
+                f"{AlertKind.MARGIN}|{config.model_name}|{config.run_mode}",
+            )
+        )
