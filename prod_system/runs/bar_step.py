@@ -86,7 +86,9 @@ class BarStep:
         so that a failed read consumes none of the venue's fills), ``target_shares`` the holdings it
         aims at, ``counted_fills`` fills counted earlier and applied now (with those collected now);
         ``record`` writes the bar down before its log line."""
-        fills = list(counted_fills or []) + self.broker.collect_fills(bar_end)
+        # fills counted earlier are stamped with the bar that applies them: this one if the bar they were
+        # stamped with was skipped (the fills table and the portfolio's tables then agree on the bar)
+        fills = [{**fill, "bar_end": bar_end} for fill in counted_fills or []] + self.broker.collect_fills(bar_end)
         prices = self._marks(bar_end, bar_closes)
         settlements = self.funding.due(self.clock.now(), bar_end, self.portfolio.funded_until) if self.funding else None
         stats = self.portfolio.update(bar_end, fills, prices, settlements)
