@@ -243,30 +243,51 @@ def _broker_factory(config, context):
     return make
 
 
-def _bar_reporter(context: OpExecutionContext, model: str, mode: str, log_dir: Path):
+class SessionBarReporter:
     """The session job's report of each bar (traded or skipped): a materialization of the live asset's
-    bar partition with ``bar_metadata``, as a bar run's. Reporting never stops the session (its log dir
-    has every bar): a failure is one warning, and one more when reporting works again."""
-    key, partitions = live_bar_key(model, mode), bar_partitions_name(model, mode)
-    failing = False
+    bar partition with ``bar_metadata``, as a bar run's.
 
-    def report(outcome: BarOutcome) -> None:
-        nonlocal failing
+    A report waits while the session has work due (the next bar has closed already: a job started
+    late, or resumed, goes through the day's earlier bars at once, skipping them), so that a backlog
+    of reports never makes a bar late; the waiting ones go out in order, with the next report made when
+    the session waits for a close, as long as that close is ahead, and the rest at the end of the run
+    (``flush``). Reporting never stops the session (its log dir has every bar): a failure is one
+    warning, and one more when reporting works again."""
+
+    def __init__(self, context: OpExecutionContext, model: str, mode: str, log_dir: Path, clock, bar: pd.Timedelta):
+        self.context, self.log_dir, self.clock, self.bar = context, log_dir, clock, bar
+        self.key, self.partitions = live_bar_key(model, mode), bar_partitions_name(model, mode)
+        self.waiting: list[BarOutcome] = []
+        self.failing = False
+
+    def __call__(self, outcome: BarOutcome) -> None:
+        self.waiting.append(outcome)
+        self.flush(until=outcome.bar_end + self.bar)  # while the session waits for the next close
+
+    def flush(self, until: pd.Timestamp | None = None) -> None:
+        """Report the waiting bars, in order (those that ``until`` leaves no time for keep waiting)."""
+        if until is not None and self.clock.now() >= until:  # the next bar is due: the session goes on
+            return
         try:
-            partition = bar_key(outcome.bar_end)
-            context.instance.add_dynamic_partitions(partitions, [partition])
-            metadata = bar_metadata(outcome, log_dir)
-            context.log_event(AssetMaterialization(key, partition=partition, metadata=metadata))
+            if self.waiting:
+                self.context.instance.add_dynamic_partitions(
+                    self.partitions, [bar_key(o.bar_end) for o in self.waiting]
+                )
+            while self.waiting and (until is None or self.clock.now() < until):
+                outcome = self.waiting[0]
+                metadata = bar_metadata(outcome, self.log_dir)
+                event = AssetMaterialization(self.key, partition=bar_key(outcome.bar_end), metadata=metadata)
+                self.context.log_event(event)
+                self.waiting.pop(0)
         except Exception as error:  # the UI's record of a bar must never cost the session
-            if not failing:
-                context.log.warning(f"cannot report bar {outcome.bar_end} (the log dir has it): {error}")
-            failing = True
+            self.waiting.clear()
+            if not self.failing:
+                self.context.log.warning(f"cannot report the session's bars (the log dir has them): {error}")
+            self.failing = True
         else:
-            if failing:
-                context.log.warning("the session's bars are reported again")
-            failing = False
-
-    return report
+            if self.failing:
+                self.context.log.warning("the session's bars are reported again")
+            self.failing = False
 
 
 class SessionRunConfig(Config):
@@ -291,9 +312,12 @@ def build_session_job(model: str, mode: str):
         now = clock.now()
         session_config = live.session_config(system, log_dir.root, model, mode, now.floor("1D"))
         session = LiveSession(session_config, clock, broker_factory=_broker_factory(session_config, context))
-        session.on_bar = _bar_reporter(context, model, mode, session.log_dir.path)
+        session.on_bar = report = SessionBarReporter(context, model, mode, session.log_dir.path, clock, session.bar)
         until = now + pd.Timedelta(minutes=config.stop_after_minutes) if config.stop_after_minutes else None
-        outcomes = session.run(until=until)
+        try:
+            outcomes = session.run(until=until)
+        finally:
+            report.flush()
         traded = sum(o.status == "traded" for o in outcomes)
         context.log.info(f"{traded} bars traded, {len(outcomes) - traded} skipped; log dir {session.log_dir.path}")
 

@@ -13,7 +13,8 @@ same with it or without it.
 
 A skipped bar (no statistics row of its own) reports what the session knows: its PnL and fees so far,
 and the net wealth of its last traded bar (``as_of``); before any traded bar, what the session started
-with (its state's cash and holdings, carried over from the previous session, or the initial cash).
+with (the first traded bar's wealth before its PnL, reported late; else its state's cash and
+holdings, carried over from the previous session; else the initial cash).
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ def bar_figures(log_dir: str | Path | LogDir, bar_end: pd.Timestamp) -> BarFigur
     logs = log_dir if isinstance(log_dir, LogDir) else LogDir(log_dir)
     bar_end = pd.Timestamp(bar_end).tz_convert("UTC")
     own = _part_name(bar_end)
-    parts = [name for name in _parts(logs.path / STATISTICS) if name <= own]
+    every_part = _parts(logs.path / STATISTICS)
+    parts = [name for name in every_part if name <= own]
     totals, read = _totals(logs, parts)
     row = None
     if parts and parts[-1] == own:
@@ -106,7 +108,7 @@ def bar_figures(log_dir: str | Path | LogDir, bar_end: pd.Timestamp) -> BarFigur
     if totals.last_bar is not None:
         net_wealth, as_of = totals.net_wealth, pd.Timestamp(totals.last_bar)
     else:
-        net_wealth, as_of = _state_wealth(logs), None
+        net_wealth, as_of = _start_wealth(logs, every_part), None
     figures = BarFigures(
         bar_end=bar_end,
         traded=row is not None,
@@ -170,17 +172,33 @@ def _read_totals(path: Path) -> _Totals | None:
         return None
 
 
-def _state_wealth(logs: LogDir) -> float | None:
-    """The net wealth of the session's state (cash plus the holdings' last value), before its first
-    traded bar: carried over from the previous session, else the config's initial cash."""
+def _start_wealth(logs: LogDir, parts: list[str]) -> float | None:
+    """The session's net wealth before its first traded bar: the first statistics row's net wealth less
+    its PnL once a bar is traded; before, the state's (cash plus the holdings' last value, carried over
+    from the previous session), else the config's initial cash."""
+    if parts:
+        first = logs.read_part(STATISTICS, logs.path / STATISTICS / parts[0])
+        if len(first):
+            return float(first["net_wealth"].iloc[0] - first["pnl"].iloc[0])
     try:
         state = json.loads((logs.path / STATE_FILE).read_text())
         return float(state["cash"]) + float(sum(state["notional"].values()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):  # no state yet: a fresh session
-        pass
+        return _initial_cash(logs.path / "system_config.yaml")
+
+
+_CASH: dict[tuple[str, int], float] = {}  # (config file, its mtime): its initial cash
+
+
+def _initial_cash(config_file: Path) -> float | None:
+    """The config's initial cash, read once per config file (a session skipping its first bars asks at
+    each)."""
     try:
-        return float(load_config(logs.path / "system_config.yaml").portfolio.initial_cash)
-    except ProdSystemError:
+        key = (str(config_file), config_file.stat().st_mtime_ns)
+        if key not in _CASH:
+            _CASH[key] = float(load_config(config_file).portfolio.initial_cash)
+        return _CASH[key]
+    except (OSError, ProdSystemError):
         return None
 
 

@@ -13,19 +13,28 @@ import threading
 import time
 
 import pandas as pd
-from dagster import AssetKey, DagsterInstance, FloatMetadataValue, MetadataValue, build_sensor_context, materialize
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    FloatMetadataValue,
+    MetadataValue,
+    build_sensor_context,
+    job,
+    materialize,
+    op,
+)
 
-from prod_system.common.clock import RealClock
+from prod_system.common.clock import RealClock, SimulatedClock
 from prod_system.data.market_db import MarketDatabase
 from prod_system.definitions import build_definitions
-from prod_system.defs.live import bar_partitions, build_live_assets
+from prod_system.defs.live import SessionBarReporter, bar_partitions, build_live_assets
 from prod_system.defs.metadata import usd
 from prod_system.defs.resources import LogDirResource, SystemResource
 from prod_system.defs.resources.live import LiveResource
 from prod_system.exchange import LocalExchange
 from prod_system.log_dir import LogDir
 from prod_system.runs.ingestion import Ingestor
-from prod_system.runs.live import bar_key, parse_bar_key
+from prod_system.runs.live import BarOutcome, bar_key, parse_bar_key
 from prod_system_tests.kit.data import UNIVERSE
 from prod_system_tests.kit.live import T
 from prod_system_tests.kit.live_dagster import run_session_job
@@ -211,3 +220,32 @@ def test_the_session_job_reports_each_bar_with_its_figures(candles, tmp_path, mo
     partitions = instance.get_dynamic_partitions(bar_partitions("C1b", "paper_trading").name)
     assert set(map(bar_key, reported)) <= set(partitions)
     assert_figures_are_the_tables(reported, log_dir)
+
+
+def test_the_session_job_s_reports_wait_while_the_session_catches_up(tmp_path):
+    """A session job started late goes through the day's closed bars at once (skipping them): their
+    reports wait until the session waits for a close, then go out in order, none lost (a backlog of
+    reports, ~30 ms each, would otherwise make the first bar it can still trade late)."""
+    start = pd.Timestamp("2023-07-21T00:00:00Z")
+    clock = SimulatedClock(start + pd.Timedelta(minutes=10, seconds=20))  # bar 00:10 closed 20 s ago
+    bars = [start + pd.Timedelta(minutes=i) for i in range(1, 11)]
+    waiting = []
+
+    @op
+    def catch_up(context):
+        report = SessionBarReporter(context, "C1b", "paper_trading", tmp_path, clock, pd.Timedelta(minutes=1))
+        for bar_end in bars[:-1]:  # closed, past their deadline: the next bar's close has passed too
+            report(BarOutcome(bar_end, "skipped", "the process was not running at the bar's close"))
+            waiting.append(len(report.waiting))
+        report(BarOutcome(bars[-1], "traded", orders=3))  # the session now waits for 00:11
+        waiting.append(len(report.waiting))
+
+    @job
+    def catch_up_job():
+        catch_up()
+
+    result = catch_up_job.execute_in_process(instance=DagsterInstance.ephemeral())
+    assert waiting == [*range(1, 10), 0]
+    reported = [e.materialization for e in result.get_asset_materialization_events()]
+    assert [parse_bar_key(m.partition) for m in reported] == bars
+    assert [m.metadata["status"].value for m in reported] == ["skipped"] * 9 + ["traded"]

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from prod_system.config import build_config
 from prod_system.log_dir import LogDir
 from prod_system.runs.bar_figures import TOTALS_FILE, bar_figures
 from prod_system.trading.portfolio import Portfolio, PortfolioState
@@ -75,10 +76,28 @@ def test_each_bar_s_figures_are_its_tables(session):
     assert bar_figures(session, BARS[0]).largest_asset == "SOL" and bar_figures(session, BARS[0]).largest_notional < 0
 
 
-def test_before_any_traded_bar_the_session_s_start(session):
+def test_before_any_traded_bar_the_session_s_start(session, tmp_path):
+    """What the session started with: the first traded bar's wealth before its PnL (a bar reported
+    late), else the state's (carried over), else the config's initial cash (a fresh session)."""
     first = bar_figures(session, BARS[0] - pd.Timedelta(minutes=1))
     assert not first.traded and first.session_pnl == 0 and first.traded_bars == 0
-    assert first.net_wealth == 1_000.0 and first.as_of is None  # state.json: cash and holdings
+    assert first.net_wealth == pytest.approx(1_000.0, abs=1e-9) and first.as_of is None
+    carried = LogDir(tmp_path / "carried")
+    carried.write_text("state.json", json.dumps({"cash": 900.0, "notional": {"BTC": 150.0, "ETH": -50.0}}))
+    assert bar_figures(carried, BARS[0]).net_wealth == 1_000.0
+    fresh = LogDir(tmp_path / "fresh")
+    config = build_config(
+        {
+            "model": "C1b",
+            "universe": ASSETS,
+            "start": START.isoformat(),
+            "end": (START + pd.Timedelta(days=1)).isoformat(),
+            "market_data": {"source": "sqlite:///unused.db"},
+            "portfolio": {"initial_cash": 5_000.0},
+        }
+    )
+    fresh.prepare(config)
+    assert bar_figures(fresh, BARS[0]).net_wealth == 5_000.0
 
 
 def test_the_running_totals_never_change_a_figure(session):
