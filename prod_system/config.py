@@ -347,14 +347,18 @@ class ObserverConfig(_Strict):
     )
     show_input: bool = Field(default=False, description="the notebook's HTML shows its code cells too")
     min_balance: float | None = Field(
-        default=None, description="alert when the account's balance (USDT) is below this; None: no alert"
+        default=None,
+        allow_inf_nan=False,
+        description="alert when the account's balance (USDT) is below this; None: no alert",
     )
     min_cumulative_pnl: float | None = Field(
         default=None,
+        allow_inf_nan=False,
         description="alert when the run's cumulative PnL (USDT, net of costs) is below this (-5000, say); None: none",
     )
     min_pnl_over_gmv: float | None = Field(
         default=None,
+        allow_inf_nan=False,
         description="alert when cumulative PnL / mean gross market value is below this, e.g. -0.02; None: no alert",
     )
 
