@@ -33,6 +33,7 @@ def run_session_job(
 ) -> tuple[ExecuteInProcessResult, LogDir]:
     """The session job for ``minutes`` of market time (a few real seconds) on its own market (a SQLite
     database in ``folder``), its runs' log root in ``folder``: its result and the session's log dir."""
+    folder.mkdir(parents=True, exist_ok=True)
     market = Market(candles, f"sqlite:///{folder / 'market.db'}", opens=OPENS)
     monkeypatch.setattr(prod_system.defs.live, "RealClock", lambda: market.clock)
     resources = {
