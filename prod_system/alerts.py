@@ -209,7 +209,7 @@ class Notifier:
         title, body = redact(alert.title, also=also), redact(alert.message, also=also)[:MAX_BODY]
         logger.warning("ALERT %s: %s", title, body)
         urls = alert_urls(self.config)
-        if not urls or not self._claim(alert.key):
+        if not urls or not self._claim(redact(alert.key, also=also)):  # the state file holds no secret either
             return False
         try:
             import apprise  # ~0.2 s: loaded by the first alert, not by every process that may send one
