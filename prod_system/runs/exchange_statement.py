@@ -19,7 +19,7 @@ import logging
 
 import pandas as pd
 
-from prod_system.alerts import Alert, AlertKind, Notifier
+from prod_system.alerts import Alert, AlertKind, Notifier, cause_of, run_subject
 from prod_system.common.timeutil import compact
 from prod_system.config import SystemConfig
 from prod_system.errors import BrokerError
@@ -37,7 +37,7 @@ class StatementRecorder:
 
     def __init__(self, log_dir: LogDir, config: SystemConfig, logger: logging.Logger, notifier: Notifier | None = None):
         self.log_dir, self.logger = log_dir, logger
-        self.config, self.notifier = config, notifier or Notifier(config.alerts, config.log_root)
+        self.config, self.notifier = config, notifier or Notifier.for_run(config)
         self.start, self.end, self.bar = config.start, config.end, config.bar_delta
         self.every_bars = config.broker.statement_every_bars
         self.first = self.start + pd.Timedelta(milliseconds=1)  # a row at the start belongs to the session before
@@ -90,14 +90,13 @@ class StatementRecorder:
         limit, ratio = self.config.risk.margin_ratio_alert, account.get("margin_ratio")
         if limit is None or ratio is None or not ratio >= limit:
             return
-        config = self.config
         self.notifier.send(
             Alert(
                 AlertKind.MARGIN,
-                f"{config.model_name} {config.run_mode}",
+                run_subject(self.config),
                 f"bar {bar_end.isoformat()}: margin ratio {ratio:.1%} (maintenance margin "
                 f"{account['maint_margin']:,.2f} / margin balance {account['margin_balance']:,.2f} USDT) reached "
                 f"risk.margin_ratio_alert {limit:.0%}; liquidation at 100%",
-                f"{AlertKind.MARGIN}|{config.model_name}|{config.run_mode}",
+                cause_of(AlertKind.MARGIN, self.config),
             )
         )
