@@ -65,10 +65,13 @@ LAZY_PROJECT_IMPORTS = {
 # Third-party packages imported inside functions, (file, top-level package): a load-time choice.
 PLOTTING = "matplotlib is imported where a figure is drawn, not when Dagster loads the code location"
 CCXT = "ccxt is imported where the exchange is called, not when Dagster loads the code location"
+NOTEBOOKS = "papermill, nbconvert and the kernel client (~1 s) are imported by the first notebook executed"
 LAZY_THIRD_PARTY = {
     ("prod_system/analysis/plots.py", "matplotlib"): PLOTTING,
     ("prod_system/analysis/plots.py", "PIL"): "Pillow only to write a figure's thumbnail",
-    ("prod_system/analysis/report.py", "matplotlib"): PLOTTING,
+    ("prod_system/analysis/notebooks/__init__.py", "papermill"): NOTEBOOKS,
+    ("prod_system/analysis/notebooks/__init__.py", "nbconvert"): NOTEBOOKS,
+    ("prod_system/analysis/notebooks/__init__.py", "jupyter_client"): NOTEBOOKS,
     ("prod_system/alerts.py", "apprise"): "apprise (~0.2 s) is imported by the first alert sent, not by every process",
     ("prod_system/runs/ingestion.py", "ccxt"): CCXT,
     ("prod_system/runs/download.py", "ccxt"): CCXT + " (its error classes, when a request fails)",

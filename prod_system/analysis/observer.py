@@ -3,22 +3,29 @@
 For a run whose log dir is ``{root}/{model}/{run_mode}/{trigger}/{start}.{end}/system_log_dir``, a
 report goes to ``{start}.{end}/pnl_realtime_observer_notebook/{run_timestamp}/``:
 
-    report.html          self-contained (plots inlined): verdict, figures, largest differences, timing
+    pnl_realtime_observer.html   the report: the executed observer notebook (plots inlined, code hidden
+                                 unless ``observer.show_input``), the account, the DAG, both portfolios,
+                                 their differences, costs, performance and the exchange's statement
+    pnl_realtime_observer.ipynb  the same notebook, executed: open it in Jupyter to re-run or extend it
     summary.json         the machine-readable figures (pnl_correlation, max_abs_pnl_diff,
                          cumulative_pnl_prod, cumulative_pnl_research, first_divergence, timing,
-                         performance: production's Sharpe, drawdown, fees, funding, ...)
+                         performance: production's Sharpe, drawdown, fees, funding, ...; seconds and
+                         notebook_seconds: the reconciliation's and the notebook's time)
     cumulative_pnl.png  holdings_difference.png  timing.png
     per_bar.parquet      per-bar PnL, volume, gmv of production and research
     side_by_side.parquet per bar and asset: targets, holdings, PnL, fees, funding of production next to research
     attribution.parquet  per bar and asset: the PnL gap split into execution, fees, funding, holdings, residual
     node_timing.csv      per DAG node: median / p95 / max ms, share of the DAG's time, peak memory
     bar_timing.parquet   per bar: each node's seconds, DAG seconds, decision and order delays
+    exchange_statement.parquet  prod: the exchange's statement beside the portfolio, per bar
+
+With ``observer.notebook: false`` the folder holds summary.json, the tables and the plots only. The
+notebook (``prod_system/analysis/notebooks/pnl_realtime_observer.ipynb``) reads this folder; run by hand
+with ``report_dir = None`` it finds the run under ``root`` and calls ``observe`` itself.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
 import time
@@ -27,7 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from prod_system.analysis import performance, plots
+from prod_system.analysis import notebooks, performance, plots
 from prod_system.analysis.reconciliation import Reconciliation, reconcile
 from prod_system.analysis.statement import check_log_dir
 from prod_system.common.files import write_atomically
@@ -39,7 +46,9 @@ from prod_system.log_dir import LogDir
 from prod_system.naming import model_folder
 
 REPORT_FOLDER = "pnl_realtime_observer_notebook"
-REPORT_HTML = "report.html"
+NOTEBOOK = "pnl_realtime_observer"  # prod_system/analysis/notebooks/{NOTEBOOK}.ipynb
+REPORT_HTML = f"{NOTEBOOK}.html"  # the executed notebook's HTML: the report people open and S3 publishes
+SUMMARY_JSON = "summary.json"
 
 
 @dataclass(frozen=True)
@@ -94,7 +103,7 @@ def find_runs(
 
 
 def latest_report(root: str | Path, model: str, run_mode: str | None = None) -> Path | None:
-    """The most recently written report.html of ``model`` (of one run mode, or any)."""
+    """The most recently written report (the notebook's HTML) of ``model`` (of one run mode, or any)."""
     pattern = f"{model_folder(model)}/{run_mode or '*'}/*/*/{REPORT_FOLDER}/*/{REPORT_HTML}"
     reports = sorted(Path(root).glob(pattern), key=lambda path: path.parent.name)
     return reports[-1] if reports else None
@@ -125,7 +134,13 @@ class ObserverReport:
 
     @property
     def html(self) -> Path:
+        """The executed notebook's HTML (absent when the notebook was not executed)."""
         return self.directory / REPORT_HTML
+
+    @property
+    def path(self) -> Path:
+        """What to open: the notebook's HTML, or summary.json when the notebook was not executed."""
+        return self.html if self.html.exists() else self.directory / SUMMARY_JSON
 
     @property
     def plot(self) -> Path:
@@ -141,12 +156,16 @@ def observe(
     holdings_tolerance: float = 10.0,
     pnl_tolerance: float = 1.0,
     store: CandleStore | None = None,
+    notebook: bool | None = None,
+    show_input: bool | None = None,
 ) -> ObserverReport:
     """Reconcile one run (over the bars ending in (start, end]) and write its report folder.
 
     ``market_data`` overrides the source saved in the run's config (``store``, already loaded
     candles of that source, saves reading it again); ``now`` (UTC) names the report folder and
-    defaults to the wall clock.
+    defaults to the wall clock. ``notebook`` and ``show_input`` override the run's ``observer``
+    config: execute the observer notebook into the folder (its HTML is the report), code cells shown.
+    A failing cell raises ``NotebookError`` (one line; the partial .ipynb stays in the folder).
     """
     began = time.perf_counter()
     logs = LogDir(log_dir)
@@ -186,8 +205,33 @@ def observe(
     report = ObserverReport(directory, summary, result, config, figures)
     _write(report)
     summary["seconds"] = round(time.perf_counter() - began, 4)
-    _write_json(directory / "summary.json", summary)
+    _write_json(directory / SUMMARY_JSON, summary)
+    if config.observer.notebook if notebook is None else notebook:
+        shown = config.observer.show_input if show_input is None else show_input
+        parameters = notebook_parameters(config, logs, start, end, directory)
+        executed = notebooks.execute(NOTEBOOK, directory, parameters, shown)
+        summary["notebook_seconds"] = executed.seconds
+        _write_json(directory / SUMMARY_JSON, summary)
     return report
+
+
+def notebook_parameters(
+    config: SystemConfig, logs: LogDir, start: pd.Timestamp | None, end: pd.Timestamp | None, report_dir: Path | None
+) -> dict:
+    """The observer notebook's parameters for the run in ``logs`` (``{root}/{model folder}/{run_mode}/
+    {trigger}/{window}/system_log_dir``): what a quant gives by hand, and the folder observe() wrote. Paths
+    are absolute: the kernel's working directory is the report folder, not the caller's."""
+    path = logs.path.resolve()
+    model_dir, run_mode, trigger = path.parents[3], path.parts[-4], path.parts[-3]
+    return {
+        "model": config.model,
+        "start": None if start is None else start.isoformat(),
+        "end": None if end is None else end.isoformat(),
+        "root": str(model_dir.parent),
+        "run_mode": run_mode,
+        "trigger": trigger,
+        "report_dir": None if report_dir is None else str(Path(report_dir).resolve()),  # the kernel runs there
+    }
 
 
 def production_performance(
@@ -215,6 +259,8 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _write(report: ObserverReport) -> None:
+    """The report folder's figures (PNG) and tables: what the notebook, summary.json's readers and the
+    Dagster previews read."""
     result, config, directory = report.reconciliation, report.config, report.directory
     name = f"{config.model} {config.run_mode}"
     pngs = {
@@ -233,161 +279,3 @@ def _write(report: ObserverReport) -> None:
     result.attribution.to_parquet(directory / "attribution.parquet", index=False)
     result.bar_timing.to_parquet(directory / "bar_timing.parquet", index=False)
     result.node_timing.to_csv(directory / "node_timing.csv", index=False)
-    html = _html(report, pngs)
-    write_atomically(directory / REPORT_HTML, lambda tmp: tmp.write_text(html), directory / f".{REPORT_HTML}.tmp")
-
-
-def _image(data: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
-
-
-def _table(frame: pd.DataFrame, floats: str = "{:,.2f}") -> str:
-    return frame.to_html(index=False, border=0, classes="grid", float_format=floats.format, na_rep="-")
-
-
-def _largest(side: pd.DataFrame, name: str, count: int = 10) -> pd.DataFrame:
-    gap = (side[f"{name}_prod"] - side[f"{name}_research"]).abs()
-    rows = side.assign(abs_diff=gap).nlargest(count, "abs_diff")
-    rows = rows[["bar_end", "asset", f"{name}_prod", f"{name}_research", "abs_diff"]]
-    return rows.assign(bar_end=rows["bar_end"].dt.strftime("%Y-%m-%d %H:%M"))
-
-
-def _figure(value, fmt="{:,.2f}") -> str:
-    """A summary figure as the report shows it: '-' when there is none (no bars, no orders)."""
-    return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else fmt.format(value)
-
-
-def _headline(s: dict) -> list[tuple[str, str]]:
-    """The report's first table: the summary's figures, named for a reader."""
-    timing = s["timing"]
-    divergence = s["first_divergence"]
-    return [
-        ("window (bar ends, UTC)", f"{s['first_bar_end']} to {s['last_bar_end']} ({s['bars']} bars)"),
-        ("per-bar PnL correlation", _figure(s["pnl_correlation"], "{:.6f}")),
-        ("cumulative PnL, production (USDT)", _figure(s["cumulative_pnl_prod"])),
-        ("cumulative PnL, research (USDT)", _figure(s["cumulative_pnl_research"])),
-        ("gross volume traded, production (USDT)", _figure(s["gross_volume_prod"], "{:,.0f}")),
-        ("largest per-bar PnL difference (USDT)", _figure(s["max_abs_pnl_diff"])),
-        (
-            "first divergence",
-            "none" if divergence is None else f"{divergence['bar_end']}, {divergence['asset']} ({divergence['what']})",
-        ),
-        (
-            "DAG time per bar, median / p95 (ms)",
-            f"{_figure(timing['dag_ms_per_bar']['median'])} / {_figure(timing['dag_ms_per_bar']['p95'])}",
-        ),
-        (
-            "order delay after bar close, median / p95 (s)",
-            f"{_figure(timing['order_delay_seconds']['median'])} / {_figure(timing['order_delay_seconds']['p95'])}",
-        ),
-        ("orders", f"{timing['orders']:,}"),
-    ]
-
-
-def _statement_html(statement: dict) -> str:
-    """The exchange's statement beside the portfolio's accounts: the verdict, then each component's
-    session totals (exchange_statement.parquet holds them per bar)."""
-    if not statement["available"]:
-        return f"<p>{html.escape(statement['verdict'])}</p>"
-    rows = "".join(
-        f"<tr><th>{html.escape(name)}</th><td>{_figure(t['portfolio'])}</td><td>{_figure(t['exchange'])}</td>"
-        f"<td>{_figure(t.get('expected'))}</td></tr>"
-        for name, t in statement["totals"].items()
-    )
-    notes = "".join(f"<li>{html.escape(note)}</li>" for note in statement["notes"])
-    return (
-        f'<p class="verdict {"ok" if statement["agrees"] else "bad"}">{html.escape(statement["verdict"])}</p>'
-        f"<table><tr><th>USDT, since the start</th><th>portfolio</th><th>exchange</th><th>config's fees</th></tr>"
-        f"{rows}</table><ul>{notes}</ul>"
-    )
-
-
-def _gap_html(s: dict, attribution: pd.DataFrame) -> str:
-    """Where production's PnL and research's part: the cumulative gap by component (which one dominates,
-    what the verdict judges, against which bound), both sides' costs, and the components per asset."""
-    parts = s["attribution"]
-    explained = set(s["explained"])
-    rows = "".join(
-        f"<tr><th>{html.escape(name)}</th><td>{_figure(parts.get(name))}</td>"
-        f"<td>{'explained' if name in explained else ('-' if name == 'gap' else 'judged')}</td></tr>"
-        for name in ("gap", "execution", "fees", "funding", "holdings", "residual")
-    )
-    costs = s["costs"]
-    cost_rows = _rows(
-        [
-            (
-                "fees, production / research (USDT)",
-                f"{_figure(costs['fees_prod'])} / {_figure(costs['fees_research'])}",
-            ),
-            (
-                "funding, production / research (USDT)",
-                f"{_figure(costs['funding_prod'])} / {_figure(costs['funding_research'])}",
-            ),
-            ("funding from", costs["funding_source"]),
-            ("taker fee", f"{costs['taker_fee']:.4%}"),
-        ]
-    )
-    per_asset = attribution.groupby("asset")[["gap", "execution", "fees", "funding", "holdings", "residual"]].sum()
-    per_asset = per_asset.reset_index().sort_values("gap", key=abs, ascending=False)
-    dominant = s["dominant"] or "none (no gap)"
-    return (
-        f"<p>Mostly <b>{html.escape(dominant)}</b>. Judged: {html.escape(s['bound_rule'])}; "
-        f"this run's {'residual' if explained else 'gap'} is {_figure(s['judged'])} USDT.</p>"
-        f"<table><tr><th>cumulative, production - research (USDT)</th><th></th><th></th></tr>{rows}</table>"
-        f"<table>{cost_rows}</table><h3>By asset (USDT)</h3>{_table(per_asset)}"
-    )
-
-
-def _rows(pairs: list[tuple[str, str]]) -> str:
-    return "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in pairs)
-
-
-def _html(report: ObserverReport, pngs: dict[str, bytes]) -> str:
-    """The report as one self-contained page (plots inlined): it opens anywhere, copied or mailed."""
-    s, result, config = report.summary, report.reconciliation, report.config
-    ok = s["reconciled"]
-    rows = _rows(_headline(s))
-    performance_rows = _rows(performance.rows(report.performance))
-    node_timing = result.node_timing.assign(share_of_dag_time=result.node_timing["share_of_dag_time"] * 100)
-    node_timing = node_timing.rename(columns={"share_of_dag_time": "share_%", "peak_memory_mb_max": "peak_mb_max"})
-    title = f"{config.model} {config.run_mode} ({config.trigger}): production vs research"
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1040px; color: #222; }}
-h1 {{ font-size: 1.5em; }} h2 {{ font-size: 1.2em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }}
-.verdict {{ padding: .6em 1em; border-radius: 4px; font-weight: 600; }}
-.ok {{ background: #e6f4ea; color: #135f26; }} .bad {{ background: #fde7e9; color: #a50e0e; }}
-table {{ border-collapse: collapse; margin: .5em 0; }} th, td {{ padding: .25em .8em; text-align: right; }}
-th {{ text-align: left; font-weight: 500; color: #444; }} table.grid th {{ text-align: right; }}
-table.grid tr:nth-child(even) {{ background: #f6f6f6; }} img {{ max-width: 100%; }}
-footer {{ margin-top: 2em; color: #777; font-size: .85em; }}
-</style></head><body>
-<h1>{html.escape(title)}</h1>
-<p class="verdict {"ok" if ok else "bad"}">{html.escape(s["verdict"])}</p>
-<table>{rows}</table>
-<h2>Where production and research differ</h2>
-{_gap_html(s, result.attribution)}
-<h2>Performance (production)</h2>
-<table>{performance_rows}</table>
-<h2>Portfolio vs exchange</h2>
-{_statement_html(s["exchange_statement"])}
-<h2>Cumulative PnL</h2>
-{_image(pngs["cumulative_pnl.png"], "cumulative PnL, production vs research")}
-<h2>Holdings difference per asset</h2>
-{_image(pngs["holdings_difference.png"], "holdings difference per asset")}
-<h2>Largest differences</h2>
-<h3>Per-bar PnL by asset (USDT)</h3>
-{_table(_largest(result.side_by_side, "pnl"), "{:,.4f}")}
-<h3>Holdings by asset (USDT)</h3>
-{_table(_largest(result.side_by_side, "holdings"))}
-<h3>Target positions by asset (USDT)</h3>
-{_table(_largest(result.side_by_side, "target"))}
-<h2>Execution time</h2>
-{_image(pngs["timing.png"], "execution time")}
-{_table(node_timing, "{:,.3f}")}
-<footer>Generated {html.escape(s["generated_at"])} from {html.escape(s["log_dir"])} (run {html.escape(s["run_id"])}).
-Tables: per_bar.parquet, side_by_side.parquet, attribution.parquet, node_timing.csv, bar_timing.parquet; figures:
-summary.json.</footer>
-</body></html>
-"""

@@ -87,6 +87,27 @@ def cumulative_pnl_prod_vs_research(per_bar: pd.DataFrame, title: str) -> bytes:
     return to_png(fig)
 
 
+def portfolio(bar_end: pd.Series, cumulative_pnl: pd.Series, gmv: pd.Series, title: str) -> bytes:
+    """A portfolio over time: its cumulative PnL, and its gross market value below."""
+    times = _utc(bar_end)
+    fig, (top, bottom) = pyplot().subplots(2, 1, figsize=(10, 6), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    top.plot(times, cumulative_pnl, color="tab:blue", label="cumulative PnL")
+    top.axhline(0, color="grey", linewidth=0.8)
+    top.set_ylabel("cumulative PnL (USDT)")
+    top.yaxis.set_major_formatter(_formatter("{:,.0f}"))
+    top.set_title(title)
+    top.legend(loc="upper left")
+    top.grid(alpha=0.3)
+    bottom.plot(times, gmv, color="tab:orange", label="gross market value")
+    bottom.set_ylabel("GMV (USDT)")
+    bottom.yaxis.set_major_formatter(_formatter("{:,.0f}"))
+    bottom.legend(loc="upper left")
+    bottom.grid(alpha=0.3)
+    _time_axis(bottom)
+    fig.tight_layout()
+    return to_png(fig)
+
+
 MAX_NAMED_ASSETS = 8  # lines drawn by name in a per-asset plot; the rest as one band
 
 

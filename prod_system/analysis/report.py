@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from prod_system.analysis import performance
-from prod_system.analysis.plots import pyplot
+from prod_system.analysis import performance, plots
 from prod_system.log_dir import LogDir
 
 
@@ -19,30 +18,9 @@ PNL_REPORT_PNG = "pnl_report.png"  # the cumulative PnL and GMV plot of a run, i
 
 def write_pnl_report(log_dir: LogDir, title: str, figures: performance.Performance) -> tuple[str, str]:
     """Write pnl_report.png and pnl_report.md (with the run's performance ``figures``); return their paths."""
-    import matplotlib.dates as mdates
-
-    plt = pyplot()  # matplotlib on Agg, imported here rather than when the definitions load
     stats = log_dir.read_table("portfolio/statistics").sort_values("bar_end")
-    times = stats["bar_end"].dt.tz_convert("UTC").dt.tz_localize(None)
-    cumulative = stats["pnl"].cumsum()
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
-    top.plot(times, cumulative, color="tab:blue", label="cumulative PnL")
-    top.axhline(0, color="grey", linewidth=0.8)
-    top.set_ylabel("cumulative PnL (USDT)")
-    top.set_title(title)
-    top.legend(loc="upper left")
-    top.grid(alpha=0.3)
-    bottom.plot(times, stats["gmv"], color="tab:orange", label="gross market value")
-    bottom.set_ylabel("GMV (USDT)")
-    bottom.set_xlabel("bar end (UTC)")
-    bottom.legend(loc="upper left")
-    bottom.grid(alpha=0.3)
-    bottom.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M"))
-    fig.autofmt_xdate()
-    fig.tight_layout()
     png = log_dir.path / PNL_REPORT_PNG
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    png.write_bytes(plots.portfolio(stats["bar_end"], stats["pnl"].cumsum(), stats["gmv"], title))
 
     by_asset = per_asset_pnl(log_dir)
     gross = stats["gross_volume"].sum()

@@ -49,14 +49,29 @@ from prod_system.errors import ConfigError, MarketDataError, ReconciliationError
     type=click.FloatRange(min=0),
     help="Allowed gap in per-bar PnL, USDT per asset.",
 )
-def reconcile(model, root, start, end, run_mode, trigger, market_data, holdings_tolerance, pnl_tolerance) -> None:
+@click.option(
+    "--notebook/--no-notebook",
+    default=None,
+    help="Execute the observer notebook (the HTML report); --no-notebook: summary.json, plots and tables only "
+    "[default: the run's observer.notebook].",
+)
+@click.option(
+    "--show-input",
+    is_flag=True,
+    help="The report's HTML shows the notebook's code cells too  [default: the run's observer.show_input].",
+)
+def reconcile(
+    model, root, start, end, run_mode, trigger, market_data, holdings_tolerance, pnl_tolerance, notebook, show_input
+) -> None:
     """Compare production with research for the runs in a window (the PnL real-time observer).
 
-    For each run, writes an HTML report with plots, summary.json and side-by-side tables to
+    For each run, executes the observer notebook (pnl_realtime_observer.ipynb and its HTML, the report)
+    and writes summary.json, plots and side-by-side tables to
     {start}.{end}/pnl_realtime_observer_notebook/{run_timestamp}/ next to its system log dir, and
     prints one verdict line per run. Exit code 0: every run reconciles; 3: some run diverges from
     research (net of costs: see the verdict), or a prod run from the exchange's statement; 2: bad input
-    (no such root, no run in the window).
+    (no such root, no run in the window); 1: a notebook cell failed (the error names it; the partial
+    notebook stays in the report folder).
 
     \b
     Examples:
@@ -81,7 +96,17 @@ def reconcile(model, root, start, end, run_mode, trigger, market_data, holdings_
     diverged = 0
     for run in runs:
         try:
-            report = observe(run.log_dir, begin, finish, market_data, None, holdings_tolerance, pnl_tolerance)
+            report = observe(
+                run.log_dir,
+                begin,
+                finish,
+                market_data,
+                None,
+                holdings_tolerance,
+                pnl_tolerance,
+                notebook=notebook,
+                show_input=show_input or None,  # not given: the run's config decides
+            )
         except ConfigError as error:
             fail(str(error), f"check {run.log_dir}/system_config.yaml")
         except MarketDataError as error:
@@ -98,7 +123,7 @@ def reconcile(model, root, start, end, run_mode, trigger, market_data, holdings_
             f"{run.run_mode}/{run.trigger} {run.start:%Y-%m-%d %H:%M}..{run.end:%Y-%m-%d %H:%M}: {summary['verdict']}"
         )
         click.echo(f"  portfolio vs exchange: {statement['verdict']}")
-        click.echo(f"  report: {report.html}")
+        click.echo(f"  report: {report.path}")
     if diverged:
         fail(
             f"{diverged} of {len(runs)} runs diverge from research or from the exchange's statement",

@@ -14,7 +14,14 @@ from pathlib import Path
 import click
 
 from prod_system.config import DEFAULT_UNIVERSE
-from prod_system.errors import ConfigError, InstrumentsError, LogDirExistsError, MarketDataError, ModelError
+from prod_system.errors import (
+    ConfigError,
+    InstrumentsError,
+    LogDirExistsError,
+    MarketDataError,
+    ModelError,
+    NotebookError,
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -186,6 +193,8 @@ class CliGroup(click.Group):
             fail(error.format_message(), "see 'prod-system --help'", error.exit_code)
         except click.Abort:
             fail("interrupted", "run the same command again: an interrupted run does not block it", EXIT_INTERRUPTED)
+        except NotebookError as error:  # the observer's report: its cell and error, the partial notebook kept
+            fail(str(error), "open the partial notebook in Jupyter to see the cell's traceback", EXIT_FAILED)
         except Exception as error:
             if Invocation.debug:
                 raise

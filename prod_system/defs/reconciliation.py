@@ -37,7 +37,7 @@ from prod_system.defs.live import live_bar_key
 from prod_system.defs.metadata import performance_metadata, preview, usd
 from prod_system.defs.resources import LogDirResource, MarketDataResource
 from prod_system.defs.simulation import SESSION_DAYS, simulation_key
-from prod_system.errors import ReconciliationError
+from prod_system.errors import NotebookError, ReconciliationError
 from prod_system.models.dag import load_model
 from prod_system.naming import group_name, reconciliation_path
 from prod_system.runs.stages import data_window
@@ -72,7 +72,7 @@ def report_metadata(report: ObserverReport) -> dict:
         "last_bar_end": s["last_bar_end"],
         "dag_ms_per_bar_median": s["timing"]["dag_ms_per_bar"]["median"],
         "order_delay_seconds_median": s["timing"]["order_delay_seconds"]["median"],
-        "report": MetadataValue.path(str(report.html)),
+        "report": MetadataValue.path(str(report.path)),  # the notebook's HTML (or summary.json without it)
         "log_dir": MetadataValue.path(s["log_dir"]),
         "cumulative_pnl": preview(report.plot.read_bytes(), "cumulative PnL, production vs research"),
         **performance_metadata(s["performance"]),
@@ -85,7 +85,7 @@ def _observe(
 ) -> ObserverReport:
     try:
         report = observe(log_dir, start, end, store=store)
-    except ReconciliationError as error:
+    except (ReconciliationError, NotebookError) as error:  # a notebook's: its cell and error, in one line
         raise Failure(str(error)) from None
     context.log.info(report.summary["verdict"])
     return report
@@ -178,8 +178,9 @@ def _simulation_reconciliation(model: str) -> AssetsDefinition:
     @asset(
         key=reconciliation_key(model, SIMULATION),
         description=f"{model} simulation vs its research portfolio, per session day: per-bar PnL, holdings and "
-        "targets side by side, execution time per DAG node and bar, orders' delay; an HTML report with plots "
-        "and summary.json under {start}.{end}/pnl_realtime_observer_notebook/{run_timestamp}/.",
+        "targets side by side, execution time per DAG node and bar, orders' delay; the executed observer notebook "
+        "(.ipynb and its HTML, the report) and summary.json under "
+        "{start}.{end}/pnl_realtime_observer_notebook/{run_timestamp}/.",
         deps=[simulation_key(model, name) for name in ("portfolio", "target_positions", "dag_node_outputs")],
         partitions_def=SESSION_DAYS,
         backfill_policy=BackfillPolicy.single_run(),

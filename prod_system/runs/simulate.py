@@ -83,5 +83,5 @@ def simulate(
         )
         summary = finish_run(log_dir, config, trading.tables["portfolio/statistics"], began, engine="core")
     report = observe(log_dir.path, store=store)
-    summary.reconciliation, summary.report = report.summary["verdict"], str(report.html)
+    summary.reconciliation, summary.report = report.summary["verdict"], str(report.path)
     return summary

@@ -21,6 +21,7 @@ from prod_system.errors import NotebookError
 NOTEBOOKS = Path(__file__).parent
 KERNEL_ARGV = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+HTML_TEMPLATE = "offline"  # templates/offline: JupyterLab's look, no script fetched from a CDN
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,13 @@ def execute(
         raise NotebookError(
             f"{name}.ipynb failed at cell [{error.exec_count}]: {error.ename}: {first} (partial notebook: {out})"
         ) from None
-    exporter = HTMLExporter(exclude_input=not show_input, exclude_input_prompt=True, exclude_output_prompt=True)
+    exporter = HTMLExporter(
+        template_name=HTML_TEMPLATE,
+        extra_template_basedirs=[str(NOTEBOOKS / "templates")],
+        exclude_input=not show_input,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+    )
     body, _ = exporter.from_filename(str(out))
     html = directory / f"{name}.html"
     write_atomically(html, lambda tmp: tmp.write_text(body, encoding="utf-8"))
