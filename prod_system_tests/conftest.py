@@ -77,8 +77,9 @@ def snapshot(tmp_path_factory, candles) -> Path:
 
 @pytest.fixture(scope="session")
 def simulated_day(tmp_path_factory, snapshot):
-    """One day of C1b simulated in the pure core: (config, log dir path)."""
-    config = sim_config(snapshot, tmp_path_factory.mktemp("runs"))
+    """One day of C1b simulated in the pure core, its observer notebook executed at the end: (config, log
+    dir path)."""
+    config = sim_config(snapshot, tmp_path_factory.mktemp("runs"), observer={"notebook": True})
     summary = simulate(config)
     return config, Path(summary.log_dir)
 

@@ -12,7 +12,14 @@ import pandas as pd
 import pytest
 
 from prod_system.analysis import performance, plots
-from prod_system.analysis.observer import REPORT_FOLDER, find_runs, latest_report, observe, production_performance
+from prod_system.analysis.observer import (
+    REPORT_FOLDER,
+    REPORT_HTML,
+    find_runs,
+    latest_report,
+    observe,
+    production_performance,
+)
 from prod_system.analysis.reconciliation import reconcile
 from prod_system.data.market_data import (
     CandleStore,
@@ -28,6 +35,7 @@ from prod_system.models.dag import load_model
 from prod_system.runs.historical import historical_pnl, read_statistics
 from prod_system_tests.kit.cli import cli
 from prod_system_tests.kit.data import sim_config
+from prod_system_tests.kit.reports import NOTEBOOK_SECTIONS, sections
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SUMMARY_KEYS = {
@@ -51,9 +59,10 @@ def run_root(tmp_path_factory, simulated_day) -> Path:
 
 
 def test_a_simulation_writes_its_report(simulated_day):
-    """The simulation reconciles itself when it ends: its report is next to its log dir."""
+    """The simulation reconciles itself when it ends: its report (the executed notebook) is next to its log dir."""
     config, log_dir = simulated_day
-    (report,) = (log_dir.parent / REPORT_FOLDER).glob("*/report.html")
+    (report,) = (log_dir.parent / REPORT_FOLDER).glob(f"*/{REPORT_HTML}")
+    assert (report.parent / "pnl_realtime_observer.ipynb").exists()
     assert json.loads((report.parent / "summary.json").read_text())["reconciled"] is True
     # and its pnl_report.md has the run's performance figures
     figures = performance.compute(LogDir(log_dir).read_table("portfolio/statistics"), config.bar_delta)
@@ -89,12 +98,15 @@ def test_report_of_a_simulated_day(run_root, simulated_day):
     side = pd.read_parquet(report.directory / "side_by_side.parquet")
     assert len(side) == 288 * 8
     np.testing.assert_allclose(side["target_shares_prod"], side["target_shares_research"])
-    # the HTML stands alone: plots inlined, nothing fetched from elsewhere
+    # the report is the executed notebook: every section, the verdict and figures, no code by default; it
+    # stands alone (plots inlined, no script fetched from elsewhere)
     page = report.html.read_text()
-    assert page.count("data:image/png;base64,") == 3
-    assert not re.search(r'(src|href)="(?!data:)', page)
-    assert "reconciled: pnl correlation" in page
-    assert "<h2>Performance (production)</h2>" in page and f"<td>{figures.sharpe:,.2f}</td>" in page
+    assert sections(page) == NOTEBOOK_SECTIONS
+    assert "reconciled: pnl correlation" in page and f"<td>{figures.sharpe:,.2f}</td>" in page
+    assert 'class="jp-CodeMirrorEditor' not in page and "views.open_run" not in re.sub("<[^>]+>", "", page)
+    assert page.count('<img alt="') == page.count("<img ") == 4  # inlined, described
+    assert not re.search(r'(src|href)="(?!data:|#)', page)
+    assert summary["notebook_seconds"] > 0
     for name in ("cumulative_pnl.png", "holdings_difference.png", "timing.png"):
         assert (report.directory / name).read_bytes().startswith(PNG)
     assert latest_report(run_root, "C1b") == report.html
@@ -142,7 +154,7 @@ def test_reconcile_command_fails_loudly_on_a_corrupted_run(run_root, tmp_path):
     root = tmp_path / "root"
     shutil.copytree(run_root / "C1b", root / "C1b", ignore=shutil.ignore_patterns(REPORT_FOLDER))
     (run,) = find_runs(root, "C1b")
-    good = cli("reconcile", "--model", "C1b", "--root", str(root))
+    good = cli("reconcile", "--model", "C1b", "--root", str(root), "--no-notebook")
     assert good.returncode == 0, good.stderr
     assert "reconciled: pnl correlation" in good.stdout
     logs = LogDir(run.log_dir)
@@ -163,7 +175,7 @@ def test_reconcile_command_fails_loudly_on_a_corrupted_run(run_root, tmp_path):
     first = hour_start + pd.Timedelta(minutes=5)
     assert summary["first_divergence"]["bar_end"] == first.isoformat()
     assert summary["first_divergence"]["what"] == "target"
-    assert "NOT reconciled" in (reports[-1] / "report.html").read_text()
+    assert "NOT reconciled" in (reports[-1] / REPORT_HTML).read_text()  # the notebook's verdict
 
 
 def test_reconcile_command_bad_input(tmp_path):
@@ -242,5 +254,5 @@ def test_a_run_over_a_partitioned_snapshot_is_reconciled_from_its_months_alone(r
     junk.parent.mkdir()
     junk.write_text("not parquet")
     (run,) = find_runs(run_root, "C1b")
-    report = observe(run.log_dir, market_data=str(months), now=pd.Timestamp("2026-01-02T05:00:00Z"))
+    report = observe(run.log_dir, market_data=str(months), now=pd.Timestamp("2026-01-02T05:00:00Z"), notebook=False)
     assert json.loads((report.directory / "summary.json").read_text())["reconciled"] is True

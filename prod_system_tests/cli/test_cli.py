@@ -26,7 +26,7 @@ from prod_system.data.universe import quote_volumes
 from prod_system.log_dir import LogDir
 from prod_system.trading.brokers.ccxt_client import binanceusdm_client, symbol_of
 from prod_system_tests.kit.archive import write_bad_archives
-from prod_system_tests.kit.cli import REPO, cli
+from prod_system_tests.kit.cli import NOTEBOOK_OFF, REPO, cli
 from prod_system_tests.kit.data import write_bad_klines
 from prod_system_tests.kit.instruments import write_bad_instruments
 
@@ -704,7 +704,7 @@ def test_progress_is_a_few_plain_lines_when_stderr_is_not_a_terminal(tmp_path, s
     window = ["--start", "2023-07-21T00:00:00Z", "--end", "2023-07-21T12:00:00Z"]
     done = invoke(
         "simulate", "--engine", "core", "--model", "C1b", "--market-data", str(snapshot), *window,
-        "--root", str(tmp_path / "sim"),
+        "--root", str(tmp_path / "sim"), "--config", NOTEBOOK_OFF,
     )  # fmt: skip
     assert done.exit_code == 0, done.output
     assert "bars:        144" in done.stdout and "[" not in done.stdout  # results on stdout, progress on stderr
@@ -822,9 +822,21 @@ def test_a_snapshot_of_some_assets_simulates_without_universe(tmp_path, monkeypa
     dump = ["dump-market-data", "--start", "2023-07-20T00:00:00Z", "--end", T1, "--out", "s.parquet"]
     dumped = invoke(*dump, "--universe", "SOL,BTC,ETH")
     assert dumped.exit_code == 0, dumped.output
+    off = ["--config", NOTEBOOK_OFF]  # the universe matters here, not the observer's report
     runs = {
-        "dagster": ["simulate", "--model", "C1b", *DAY],
-        "core": ["simulate", "--engine", "core", "--model", "C1b", "--start", T0, "--end", "2023-07-21T06:00:00Z"],
+        "dagster": ["simulate", "--model", "C1b", *DAY, *off],
+        "core": [
+            "simulate",
+            "--engine",
+            "core",
+            "--model",
+            "C1b",
+            "--start",
+            T0,
+            "--end",
+            "2023-07-21T06:00:00Z",
+            *off,
+        ],
         "historical": ["historical-pnl", "--model", "C1b", *DAY],
     }
     for name, args in runs.items():

@@ -12,6 +12,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance, build_schedule_context
 from dagster_aws.s3 import S3Resource
 
+from prod_system.analysis.observer import REPORT_HTML
 from prod_system.definitions import build_definitions
 from prod_system.defs.resources import (
     LogDirResource,
@@ -40,9 +41,13 @@ def bucket(s3_endpoint):
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory, snapshot) -> Path:
-    """A paper-trading session and a historical simulation of the model, run by the core."""
+    """A paper-trading session (observer notebook on: the observer job publishes its HTML) and a historical
+    simulation of the model, run by the core."""
     root = tmp_path_factory.mktemp("runs")
-    simulate(sim_config(snapshot, root, model=IMPORT_PATH, run_mode="paper_trading", **SESSION))
+    paper = sim_config(
+        snapshot, root, model=IMPORT_PATH, run_mode="paper_trading", observer={"notebook": True}, **SESSION
+    )
+    simulate(paper)
     historical_pnl(sim_config(snapshot, root, model=IMPORT_PATH, trigger="scheduled", **SESSION))
     assert [path.name for path in root.iterdir()] == [FOLDER]
     return root
@@ -107,4 +112,4 @@ def test_the_simulation_of_an_import_path_model_is_reconciled(root, snapshot, s3
     assert result.success
     (check,) = result.get_asset_check_evaluations()
     assert check.asset_key == AssetKey([SLUG, "simulation", "reconciliation"]) and check.passed
-    assert list(root.glob(f"{FOLDER}/simulation/manual/*/pnl_realtime_observer_notebook/*/report.html"))
+    assert list(root.glob(f"{FOLDER}/simulation/manual/*/pnl_realtime_observer_notebook/*/{REPORT_HTML}"))

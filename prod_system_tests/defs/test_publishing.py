@@ -42,10 +42,14 @@ def bucket(s3_endpoint, credentials):
 
 @pytest.fixture(scope="module")
 def live_root(tmp_path_factory, snapshot) -> Path:
-    """Two consecutive paper-trading sessions of C3a (run by the core engine on the replayed clock)."""
+    """Two consecutive paper-trading sessions of C3a (run by the core engine on the replayed clock); the
+    latest one's observer notebook on (the observer job publishes its HTML)."""
     root = tmp_path_factory.mktemp("live")
     for start, end in SESSIONS:
-        simulate(sim_config(snapshot, root, model="C3a", run_mode="paper_trading", start=start, end=end))
+        observer = {"notebook": end == SESSIONS[-1][1]}
+        simulate(
+            sim_config(snapshot, root, model="C3a", run_mode="paper_trading", start=start, end=end, observer=observer)
+        )
     return root
 
 
@@ -84,6 +88,8 @@ def test_observer_and_investor_plots_are_published(live_root, snapshot, s3_endpo
     assert report is not None and "20230722_000000.20230722_120000" in str(report)
     body, content_type = get(bucket, "system_reconciliation/C3a.last_5minutes.html")
     assert body == report.read_bytes() and content_type == "text/html; charset=utf-8"
+    assert report.name == "pnl_realtime_observer.html" and (report.parent / "pnl_realtime_observer.ipynb").is_file()
+    assert b">Production vs research<" in body and b">The account now<" in body  # the notebook's sections
     summary = json.loads((report.parent / "summary.json").read_text())
     assert summary["reconciled"] and summary["bars"] == 144
     (reconciliation,) = [

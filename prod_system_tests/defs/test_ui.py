@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from prod_system.analysis.observer import REPORT_FOLDER, REPORT_HTML
 from prod_system.definitions import build_definitions
 from prod_system.log_dir import LogDir
 from prod_system.naming import WINDOW_START_TAG
@@ -23,6 +24,7 @@ from prod_system_tests.kit.dagster_ui import (
     open_asset_group,
     wait_for_run,
 )
+from prod_system_tests.kit.reports import NOTEBOOK_SECTIONS
 
 GROUP = "C1b_simulation"
 
@@ -79,6 +81,14 @@ def test_operator_materializes_a_partition_from_the_ui(tmp_path, screenshots):
             page.get_by_text("matches_research", exact=True).first.wait_for()
             page.get_by_text("Passed", exact=True).first.wait_for()
             page.screenshot(path=screenshots / "checks.png")
+
+            # the reconciliation's report, the executed observer notebook, as a reader opens the file
+            (report,) = root.glob(f"C1b/simulation/*/*/{REPORT_FOLDER}/*/{REPORT_HTML}")
+            page.goto(report.as_uri())
+            page.get_by_text("reconciled: pnl correlation").first.wait_for()
+            assert page.locator("h2").all_inner_texts() == NOTEBOOK_SECTIONS
+            assert page.locator("img[src^='data:image/png;base64']").count() == 4
+            page.screenshot(path=screenshots / "observer_notebook.png")
 
         (log_dir,) = root.glob("C1b/simulation/*/*/system_log_dir")
         statistics = LogDir(log_dir).read_table("portfolio/statistics")

@@ -16,6 +16,9 @@ from prod_system.trading.brokers.ccxt_client import binanceusdm_client
 REPO = Path(__file__).resolve().parents[2]
 EXCHANGE_KEY, EXCHANGE_SECRET = "cli-key", "cli-secret-value"  # the keys exchange_sim's exchange takes
 
+# `--config NOTEBOOK_OFF` for a run whose test does not look at the observer's report (no kernel started)
+NOTEBOOK_OFF = str(Path(__file__).with_name("notebook_off.yaml"))
+
 
 def cli(
     *args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None

@@ -15,13 +15,15 @@ UNIVERSE = ["BTC", "ETH", "SOL", "BNB", "XRP", "DOGE", "DOT", "MATIC"]
 
 def sim_config(snapshot: Path, root: Path, **overrides) -> SystemConfig:
     """C1b simulated over 2023-07-21 on ``snapshot``, logging under ``root``; ``overrides`` replace
-    top-level fields."""
+    top-level fields. The observer's notebook is off (a kernel start costs seconds in every simulation):
+    a test of the report passes ``observer={"notebook": True}``."""
     data = {
         "model": "C1b",
         "start": "2023-07-21T00:00:00Z",
         "end": "2023-07-22T00:00:00Z",
         "market_data": {"source": f"parquet:{snapshot}"},
         "log_root": str(root),
+        "observer": {"notebook": False},
     }
     data.update(overrides)
     return build_config(data)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from prod_system.log_dir import LogDir
-from prod_system_tests.kit.cli import cli
+from prod_system_tests.kit.cli import NOTEBOOK_OFF, cli
 from prod_system_tests.kit.data import BUNDLED, aggregate_klines, bundled_klines, write_klines
 
 ASSETS = "BTC,ETH"
@@ -23,7 +23,7 @@ def five_minute_dir(tmp_path_factory):
 def _simulate(source: str, bar: str, root) -> LogDir:
     done = cli(
         "simulate", "--engine", "core", "--model", "C1b", "--market-data", source, "--universe", ASSETS,
-        *WINDOW, "--bar", bar, "--root", str(root),
+        *WINDOW, "--bar", bar, "--root", str(root), "--config", NOTEBOOK_OFF,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     (line,) = [line for line in done.stdout.splitlines() if line.startswith("log dir:")]
@@ -69,7 +69,7 @@ def test_a_bar_the_candles_do_not_divide_is_refused_before_anything_runs(
     root = tmp_path / "runs"
     done = cli(
         *command, "--model", "C1b", "--market-data", f"csv:{five_minute_dir}", "--universe", ASSETS,
-        *WINDOW, "--bar", bar, "--root", str(root),
+        *WINDOW, "--bar", bar, "--root", str(root), "--config", NOTEBOOK_OFF,
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
