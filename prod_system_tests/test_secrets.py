@@ -96,7 +96,8 @@ def test_api_keys_reach_no_output(candles, tmp_path, monkeypatch, capfd, caplog,
         )
         assert done.returncode == 0, done.stderr.decode()[-2000:]
         (log_dir,) = root.glob("C1b/prod/manual/*/system_log_dir")
-        # 2. its reconciliation: report.html and summary.json next to the log dir
+        # 2. its reconciliation: the executed observer notebook (.ipynb, HTML: the account as the session
+        # recorded it, ...) and summary.json next to the log dir
         # (exit 3, "diverges from research", is a verdict in the report: three bars of fees and delays
         # on the exchange against research's fills may not be within 1 USDT; only the report matters here)
         done = cli("reconcile", "reconcile", "--model", "C1b", "--root", str(root))
@@ -150,7 +151,8 @@ def test_api_keys_reach_no_output(candles, tmp_path, monkeypatch, capfd, caplog,
     assert not {name: forms for name, forms in found.items() if forms}
     # ... and the search did look at what matters
     names = {path.name for path in files}
-    assert {"report.html", "summary.json", "system_config.yaml", "log.txt", "exchange_audit.jsonl"} <= names
+    notebook = {"pnl_realtime_observer.ipynb", "pnl_realtime_observer.html"}
+    assert {*notebook, "summary.json", "system_config.yaml", "log.txt", "exchange_audit.jsonl"} <= names
     assert {"state.json", "event_log.db"} <= names
     assert KEY_ENV in (log_dir / "system_config.yaml").read_text()  # the config names the variable only
     assert b"POST" in (log_dir / "exchange_audit.jsonl").read_bytes()  # orders were signed with the secret
