@@ -1,8 +1,9 @@
 """The Dagster UI in a real browser: `dagster dev` with the repository's workspace.yaml and dagster.yaml on
 loopback, headless Chromium driven by Playwright. An operator opens a model's asset graph, checks its
 lineage, materializes one partition (one simulated day) and waits for the run to succeed; the asset page
-then shows the figures and the plot preview. Screenshots go to PROD_SYSTEM_SCREENSHOTS (or the test's
-temporary folder)."""
+then shows the figures and the plot preview. A live paper session's bars reported there (the session
+job, in process), the live bar asset's page plots their figures across the bars. Screenshots go to
+PROD_SYSTEM_SCREENSHOTS (or the test's temporary folder)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from dagster import DagsterInstance
 
 from prod_system.analysis.observer import REPORT_FOLDER, REPORT_HTML
 from prod_system.definitions import build_definitions
@@ -21,9 +23,11 @@ from prod_system_tests.kit.dagster_ui import (
     dagster_dev,
     launch_partition,
     lineage_edges,
+    metadata_plot,
     open_asset_group,
     wait_for_run,
 )
+from prod_system_tests.kit.live_dagster import run_session_job
 from prod_system_tests.kit.reports import NOTEBOOK_SECTIONS
 
 GROUP = "C1b_simulation"
@@ -44,7 +48,7 @@ def screenshots(tmp_path) -> Path:
     return folder
 
 
-def test_operator_materializes_a_partition_from_the_ui(tmp_path, screenshots):
+def test_operator_materializes_a_partition_from_the_ui(tmp_path, screenshots, candles, monkeypatch):
     names, edges = _group_graph()
     assert len(names) == 8 and edges >= len(names) - 1
     root = tmp_path / "runs"
@@ -75,6 +79,16 @@ def test_operator_materializes_a_partition_from_the_ui(tmp_path, screenshots):
             preview.wait_for()
             assert preview.evaluate("image => image.naturalWidth") > 100  # the PNG decoded
             page.screenshot(path=screenshots / "pnl_preview.png")
+
+            # a live paper session's bars (the session job, a few minutes at 60x) in the instance the UI
+            # reads: the live bar asset's page plots their figures bar after bar (numeric metadata)
+            monkeypatch.setenv("DAGSTER_HOME", str(dev.home))  # its event log's home too
+            with DagsterInstance.get() as instance:
+                assert run_session_job(candles, tmp_path / "live", instance, monkeypatch)[0].success
+            page.goto(f"{dev.url}/assets/C1b/paper_trading/bar")
+            page.get_by_text("session_pnl", exact=True).first.wait_for()  # the latest bar's metadata
+            assert metadata_plot(page, "session_pnl") > 1000
+            page.screenshot(path=screenshots / "live_bar_plots.png", full_page=True)
 
             # the reconciliation's asset check, with its result
             page.goto(f"{dev.url}/assets/C1b/simulation/reconciliation?view=checks")
