@@ -19,7 +19,9 @@ from prod_system.common.files import write_atomically
 from prod_system.errors import NotebookError
 
 NOTEBOOKS = Path(__file__).parent
-KERNEL_ARGV = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+# the kernel logs errors only: its notice that it talks to papermill over TCP on loopback is not a fault (it
+# was the one warning a `dagster dev` showed after a reconciliation)
+KERNEL_ARGV = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}", "--IPKernelApp.log_level=ERROR"]
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 HTML_TEMPLATE = "offline"  # templates/offline: JupyterLab's look, no script fetched from a CDN
 
