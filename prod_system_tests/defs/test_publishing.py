@@ -14,11 +14,11 @@ from dagster import AssetKey, DagsterInstance, build_schedule_context
 from dagster_aws.s3 import S3Resource
 from PIL import Image
 
+from prod_system.analysis.investor import WINDOWS, historical_runs, read_statistics
 from prod_system.analysis.observer import latest_report
 from prod_system.definitions import build_definitions
 from prod_system.defs.resources import LogDirResource, MarketDataResource, PublishingResource, SystemResource
 from prod_system.log_dir import LogDir
-from prod_system.runs.historical import historical_runs, read_statistics
 from prod_system.runs.simulate import simulate
 from prod_system_tests.kit.data import sim_config
 from prod_system_tests.kit.s3 import create_bucket, s3_credentials
@@ -133,6 +133,26 @@ def test_observer_and_investor_plots_are_published(live_root, snapshot, s3_endpo
         assert content_type == "text/markdown; charset=utf-8"
         assert f"| net PnL | {pnl:,.2f} USDT" in text.decode() and "| Sharpe (annualised) |" in text.decode()
         assert metadata["net_pnl"].value == round(pnl, 2)
+
+    # the investors' notebook, executed after the plots beside the historical simulation, its HTML published
+    (html,) = historical_runs(live_root, "C3a")[-1].glob(
+        "historical_pnl_for_investors/*/historical_pnl_for_investors.html"
+    )
+    assert (html.parent / "historical_pnl_for_investors.ipynb").is_file()
+    body, content_type = get(bucket, "pnl_for_investors/historical_pnl_for_investors.html")
+    assert body == html.read_bytes() and content_type == "text/html; charset=utf-8"
+    page = body.decode()
+    for window in WINDOWS:  # each window's section, with its plot and figures (no window is without data here)
+        assert f"{window}: " in page
+    assert page.count("<img ") == 4 and page.count("Sharpe (annualised)") == 4
+    assert "No data" not in page and "Traceback" not in page and "def show(" not in page  # outputs only
+    assert f"{sessions[1]['pnl'].sum():,.2f} USDT" in page  # the current session's net PnL, as in its figures
+    (notebook,) = [
+        m
+        for m in results["investor_history_job"].get_asset_materialization_events()
+        if m.asset_key == AssetKey(["pnl_for_investors", "notebook"])
+    ]
+    assert notebook.materialization.metadata["bytes"].value == len(body)
 
     # the secret key is nowhere: not in the events, not in any file written
     for result in results.values():
