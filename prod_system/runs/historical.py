@@ -19,8 +19,6 @@ from pathlib import Path
 import pandas as pd
 
 from prod_system.analysis.investor import HISTORICAL_FOLDER
-from prod_system.analysis.investor import historical_runs as historical_runs  # re-exported: its home is there
-from prod_system.analysis.investor import read_statistics as read_statistics  # re-exported: its home is there
 from prod_system.analysis.research import research_portfolio
 from prod_system.common.timeutil import bar_ends, compact
 from prod_system.config import SystemConfig

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from prod_system.analysis import performance, plots
+from prod_system.analysis.investor import read_statistics
 from prod_system.analysis.observer import (
     REPORT_FOLDER,
     REPORT_HTML,
@@ -32,7 +33,7 @@ from prod_system.data.sources import load_source
 from prod_system.errors import ReconciliationError
 from prod_system.log_dir import LogDir
 from prod_system.models.dag import load_model
-from prod_system.runs.historical import historical_pnl, read_statistics
+from prod_system.runs.historical import historical_pnl
 from prod_system_tests.kit.cli import cli
 from prod_system_tests.kit.data import sim_config
 from prod_system_tests.kit.reports import NOTEBOOK_SECTIONS, sections
