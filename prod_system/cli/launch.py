@@ -145,6 +145,7 @@ def resource_config(config: SystemConfig) -> dict[str, dict]:
             "portfolio": config.portfolio.model_dump(mode="json", exclude_defaults=True),
             "model_params": {config.model: config.model_params} if config.model_params else {},
             "profile_memory": config.profile_memory,
+            "observer": config.observer.model_dump(mode="json", exclude_defaults=True),
         },
         "market_data": {
             "source": config.market_data.source,

@@ -56,6 +56,11 @@ class SystemResource(ConfigurableResource):
     portfolio: dict[str, Any] = Field(default_factory=dict, description="portfolio section of the system config")
     model_params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="model name -> parameters")
     profile_memory: bool = True
+    observer: dict[str, Any] = Field(
+        default_factory=dict,
+        description="observer section of the system config: the reconciliation's notebook (notebook, show_input) "
+        "and alert thresholds; empty: the defaults (the notebook executed)",
+    )
 
     def listed(self, source: str) -> list[str]:
         """The assets this resource names for ``source`` before any rule: the listed universe, else the
@@ -129,6 +134,7 @@ class SystemResource(ConfigurableResource):
                 "broker": broker,
                 "log_root": log_root,
                 "profile_memory": self.profile_memory,
+                "observer": self.observer,
                 **sections,
             }
         )
