@@ -9,8 +9,13 @@ every process writing under one log root (CLI sessions, Dagster runs, sensors) t
 file there, claimed atomically, so two processes never both send the same cause.
 
 Messages are scrubbed of secrets before they leave: the values of environment variables whose names
-say they hold one (``*KEY*``, ``*SECRET*``, ``*TOKEN*``, ``*PASSWORD*``, the alert URLs), and the
-password of any URL.
+say they hold one (``*KEY*``, ``*SECRET*``, ``*TOKEN*``, ``*PASSWORD*``), or that the run's config names
+(the alert URLs, the broker's API key and secret, whatever their names), and the password of any URL.
+A cause key is scrubbed before its numbers are made steady (a secret with digits would no longer match)
+and again before the rate limit's file keeps it.
+
+A message that is not delivered does not hold its cause: the claim is released (and a state recorded by
+``changed`` just before it is rolled back), so the next try sends.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = ".alerts.sqlite"  # under the log root: the rate limit shared by its processes
 SECRET_NAMES = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|ALERT_URL", re.IGNORECASE)
+HOST_NAME = re.compile(  # an URL's host kept in a message: a dotted lowercase name, an IP or localhost
+    r"localhost|(?:[a-z0-9-]+\.)+[a-z]{2,63}|\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:.]+\]"
+)
 URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/:@\s]*:)[^@\s/]+@", re.IGNORECASE)
 MAX_BODY = 1500  # characters: a chat message, not a log
 
@@ -77,9 +85,18 @@ def steady(text: str) -> str:
     return NUMBERS.sub("#", text)
 
 
+def secret_names(config: SystemConfig) -> tuple[str, ...]:
+    """The environment variables a run's config names as holding secrets, whatever their names: the
+    alert URLs, the broker's API key and secret."""
+    return (config.alerts.urls_env, config.broker.api_key_env, config.broker.api_secret_env)
+
+
 def cause_of(kind: str, config: SystemConfig, reason: str = "") -> str:
-    """The cause key of an event of a run: its kind, model, mode and steady reason (never the bar)."""
-    return "|".join((kind, config.model_name, str(config.run_mode), steady(reason)))
+    """The cause key of an event of a run: its kind, model, mode and steady reason (never the bar), the
+    reason scrubbed of secrets before its numbers are replaced (after, a secret with digits no longer
+    matches)."""
+    reason = steady(redact(reason, also=secret_names(config)))
+    return "|".join((kind, config.model_name, str(config.run_mode), reason))
 
 
 def run_subject(config: SystemConfig) -> str:
@@ -113,11 +130,13 @@ def kill_switch_alert(config: SystemConfig, state: str, bar_end: pd.Timestamp) -
     )
 
 
-def failure_alert(subject: str, cause: str, what: str, error: BaseException | str) -> Alert:
+def failure_alert(subject: str, cause: str, what: str, error: BaseException | str, also: tuple[str, ...] = ()) -> Alert:
     """A run or session that failed: ``what`` failed, and the error's first line (keyed by ``cause`` and the
-    error's steady first line)."""
+    error's steady first line, scrubbed of secrets first: ``also`` names more secret variables)."""
     first = first_line(error)
-    return Alert(AlertKind.RUN_FAILED, subject, f"{what} failed: {first}", f"{cause}|{steady(first)}")
+    return Alert(
+        AlertKind.RUN_FAILED, subject, f"{what} failed: {first}", f"{cause}|{steady(redact(first, also=also))}"
+    )
 
 
 def first_line(error: BaseException | str) -> str:
@@ -132,20 +151,34 @@ def first_line(error: BaseException | str) -> str:
 def redact(text: str, environ: dict[str, str] | None = None, also: tuple[str, ...] = ()) -> str:
     """``text`` without the secrets of the environment (values of variables named like secrets, or named
     in ``also``, at least 6 characters; of a URL among them, each part but its scheme and host: apprise
-    URLs carry their tokens in the path, e.g. slack://TokenA/TokenB/TokenC) and without URL passwords."""
+    URLs carry their tokens in the path, e.g. slack://TokenA/TokenB/TokenC, and the host too unless it
+    is a dotted lowercase name, an IP or localhost: pbul://o.AccessToken, pover://user@apptoken) and
+    without URL passwords."""
     environ = os.environ if environ is None else environ
     secrets: set[str] = set()
     for name, value in environ.items():
         if len(value) >= 6 and (SECRET_NAMES.search(name) or name in also):
-            for part in {value, *re.split(r"[\s,]+", value)}:
+            secrets.add(value)
+            for part in re.split(r"[\s,]+", value):  # each URL of a list on its own (its own host)
                 secrets.add(part)
                 if "://" in part:
                     rest = part.partition("://")[2]
-                    host = (urlsplit(part).hostname or "").lower()
-                    secrets.update(p for p in re.split(r"[/:@?&=#]+", rest) if p.lower() != host)
+                    host = _host(part)
+                    kept = host if HOST_NAME.fullmatch(host) else None
+                    secrets.update(p for p in re.split(r"[/:@?&=#]+", rest) if p != kept)
     for secret in sorted((s for s in secrets if len(s) >= 6), key=len, reverse=True):
         text = text.replace(secret, "***")
     return URL_PASSWORD.sub(r"\g<head>***@", text)
+
+
+def _host(url: str) -> str:
+    """The host of ``url`` as written (``urlsplit``'s hostname is lowercased: a token's case is a clue)."""
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        return ""
+    host = netloc.rpartition("@")[2]
+    return host[: host.index("]") + 1] if host.startswith("[") and "]" in host else host.partition(":")[0]
 
 
 def alert_urls(config: AlertsConfig, environ: dict[str, str] | None = None) -> list[str]:
@@ -155,18 +188,21 @@ def alert_urls(config: AlertsConfig, environ: dict[str, str] | None = None) -> l
 
 
 class Notifier:
-    """Sends alerts to the configured URLs, at most once per cause per repeat window."""
+    """Sends alerts to the configured URLs, at most once per cause per repeat window. ``also``: more
+    environment variables holding secrets (``secret_names`` of a run's config), scrubbed like the URLs."""
 
-    def __init__(self, config: AlertsConfig, state_dir: str | Path | None):
+    def __init__(self, config: AlertsConfig, state_dir: str | Path | None, also: tuple[str, ...] = ()):
         self.config = config
         self.state = Path(state_dir) / STATE_FILE if state_dir is not None else None
+        self.also = (config.urls_env, *also)
         self.sent: list[Alert] = []  # what this notifier sent (tests, summaries)
         self._states: dict[str, str | None] = {}  # ``changed`` without a state file
+        self._change: tuple[str, str | None, str] | None = None  # the last change, until the next send
 
     @classmethod
     def for_run(cls, config: SystemConfig) -> Notifier:
-        """The notifier of a run: its alerts config, the rate limit under its log root."""
-        return cls(config.alerts, config.log_root)
+        """The notifier of a run: its alerts config, the rate limit under its log root, its secret names."""
+        return cls(config.alerts, config.log_root, secret_names(config))
 
     def send_all(self, alerts: Iterable[Alert]) -> int:
         """Send each alert (``send``); how many messages went out."""
@@ -175,13 +211,27 @@ class Notifier:
     def changed(self, key: str, value: str | None) -> bool:
         """Record ``value`` as the state of ``key`` (None: no row), True when it differs from the state
         recorded before, by any process sharing the state file (a switch seen by the run of each bar
-        alerts once, not at every run). Without a state file, the notifier's own memory."""
+        alerts once, not at every run). Without a state file, the notifier's own memory. A change to a
+        value is rolled back when the next ``send`` of this notifier is not delivered: the next look
+        sees it changed again and sends."""
+        self._change = None
+        before = self._swap(key, value)
+        if before is _BROKEN:  # a broken state file: say it changed (a repeat beats a missed alert)
+            return value is not None
+        if before != value and value is not None:
+            self._change = (key, before, value)
+        return before != value
+
+    def _swap(self, key: str, value: str | None, only_if: str | None = None) -> object:
+        """Set the state of ``key`` to ``value`` (when ``only_if`` is given: only while it is ``only_if``);
+        the state before, or ``_BROKEN``."""
         if self.state is None:
             before = self._states.get(key)
-            self._states[key] = value
-            return before != value
+            if only_if is None or before == only_if:
+                self._states[key] = value
+            return before
         if value is None and not self.state.exists():  # nothing recorded yet: no file for it
-            return False
+            return None
         try:
             self.state.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.state, timeout=10)
@@ -191,25 +241,30 @@ class Notifier:
                     db.execute("CREATE TABLE IF NOT EXISTS states (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
                     row = db.execute("SELECT value FROM states WHERE key = ?", (key,)).fetchone()
                     before = row[0] if row else None
-                    if value is None:
+                    if only_if is not None and before != only_if:
+                        pass
+                    elif value is None:
                         db.execute("DELETE FROM states WHERE key = ?", (key,))
                     elif value != before:
                         db.execute("INSERT OR REPLACE INTO states (key, value) VALUES (?, ?)", (key, value))
             finally:
                 db.close()
-            return before != value
-        except sqlite3.Error as error:  # a broken state file: say it changed (a repeat beats a missed alert)
-            logger.error("alert state unavailable (%s): taken as changed", error)
-            return value is not None
+            return before
+        except sqlite3.Error as error:
+            logger.error("alert state unavailable (%s)", error)
+            return _BROKEN
 
     def send(self, alert: Alert) -> bool:
         """Log the alert and send it unless rate-limited or no URL is set; True when a message went out.
-        A failure to deliver is logged, never raised: an alert must not stop trading."""
-        also = (self.config.urls_env,)
-        title, body = redact(alert.title, also=also), redact(alert.message, also=also)[:MAX_BODY]
+        A failure to deliver is logged, never raised: an alert must not stop trading; it releases the
+        cause's claim (and rolls back the state ``changed`` recorded just before), so the next try sends."""
+        change, self._change = self._change, None
+        title, body = redact(alert.title, also=self.also), redact(alert.message, also=self.also)[:MAX_BODY]
         logger.warning("ALERT %s: %s", title, body)
         urls = alert_urls(self.config)
-        if not urls or not self._claim(redact(alert.key, also=also)):  # the state file holds no secret either
+        key = redact(alert.key, also=self.also)  # the state file holds no secret either
+        claim = self._claim(key) if urls else None
+        if claim is None:
             return False
         try:
             import apprise  # ~0.2 s: loaded by the first alert, not by every process that may send one
@@ -220,26 +275,34 @@ class Notifier:
             kind = apprise.NotifyType.FAILURE if alert.kind == AlertKind.RUN_FAILED else apprise.NotifyType.WARNING
             delivered = bool(notifier.notify(title=title, body=body, notify_type=kind))
         except Exception as error:  # a broken alert channel must not fail the bar
-            logger.error("alert not delivered (%s): %s", type(error).__name__, redact(str(error)))
-            return False
+            logger.error("alert not delivered (%s): %s", type(error).__name__, redact(str(error), also=self.also))
+            delivered = False
+        else:
+            self.sent.append(alert)
+            if not delivered:
+                logger.error("alert not delivered to every URL of %s: %s", self.config.urls_env, title)
         if not delivered:
-            logger.error("alert not delivered to every URL of %s: %s", self.config.urls_env, title)
-        self.sent.append(alert)
+            self._release(key, *claim)
+            if change is not None:
+                self._swap(change[0], change[1], only_if=change[2])
         return delivered
 
-    def _claim(self, key: str) -> bool:
-        """Take the right to send ``key`` now: False when it was sent within the repeat window (by any
-        process sharing the state file). One statement: two processes cannot both claim it."""
-        if self.state is None:
-            return True
+    def _claim(self, key: str) -> tuple[float, float | None] | None:
+        """Take the right to send ``key`` now: None when it was sent within the repeat window (by any
+        process sharing the state file), else the claim's time and the time it was sent before (None:
+        never), to ``_release`` it. One transaction: two processes cannot both claim it."""
         now = time.time()
+        if self.state is None:
+            return now, None
         window = self.config.repeat_after_minutes * 60
         try:
             self.state.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.state, timeout=10)
             try:
-                with db:  # one transaction
+                with db:  # one transaction: read and write under its lock
+                    db.execute("BEGIN IMMEDIATE")
                     db.execute("CREATE TABLE IF NOT EXISTS sent (cause TEXT PRIMARY KEY, sent_at REAL NOT NULL)")
+                    row = db.execute("SELECT sent_at FROM sent WHERE cause = ?", (key,)).fetchone()
                     claimed = db.execute(
                         "INSERT INTO sent (cause, sent_at) VALUES (?, ?) ON CONFLICT (cause) DO UPDATE "
                         "SET sent_at = excluded.sent_at WHERE sent.sent_at <= ?",
@@ -247,7 +310,30 @@ class Notifier:
                     ).rowcount
             finally:
                 db.close()
-            return claimed == 1
+            return (now, row[0] if row else None) if claimed == 1 else None
         except sqlite3.Error as error:  # a broken state file: send (a repeat beats a missed alert)
             logger.error("alert rate limit unavailable (%s): sending", error)
-            return True
+            return now, None
+
+    def _release(self, key: str, claimed_at: float, before: float | None) -> None:
+        """Give back a claim whose message was not delivered: the cause as it was before (unless another
+        process claimed it since)."""
+        if self.state is None or not self.state.exists():
+            return
+        try:
+            db = sqlite3.connect(self.state, timeout=10)
+            try:
+                with db:
+                    if before is None:
+                        db.execute("DELETE FROM sent WHERE cause = ? AND sent_at = ?", (key, claimed_at))
+                    else:
+                        db.execute(
+                            "UPDATE sent SET sent_at = ? WHERE cause = ? AND sent_at = ?", (before, key, claimed_at)
+                        )
+            finally:
+                db.close()
+        except sqlite3.Error as error:
+            logger.error("alert rate limit unavailable (%s): the claim stays", error)
+
+
+_BROKEN = object()  # a state file that could not be read
