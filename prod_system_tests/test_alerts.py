@@ -1,14 +1,18 @@
 """The notifier's guarantees, against a real HTTP endpoint on loopback: secrets the config names (whatever
 their names, digits and all) reach neither a message nor the rate limit's file; an apprise URL's token in
 its host position is scrubbed, a real host kept; an alert not delivered holds neither its cause nor the
-state recorded before it (the next try sends)."""
+state recorded before it (the next try sends); `prod-system run` alerts when its start fails."""
 
 from __future__ import annotations
 
 import json
 import logging
 
+from click.testing import CliRunner
+
 from prod_system.alerts import STATE_FILE, Alert, AlertKind, Notifier, cause_of, failure_alert, redact, secret_names
+from prod_system.cli import main as cli_main
+from prod_system.cli.errors import EXIT_UNREACHABLE
 from prod_system.config import AlertsConfig, build_config
 from prod_system_tests.kit.alerts import URLS_ENV, AlertEndpoint
 
@@ -78,3 +82,18 @@ def test_an_undelivered_alert_holds_neither_its_cause_nor_the_state_before_it(tm
         again = Notifier(config, tmp_path)
         assert not again.changed("kill switch state|C1b|prod", "stop") and not again.send(alert)
         assert len(endpoint.wait_for(2, timeout=0.5)) == 1
+
+
+def test_a_session_whose_start_fails_alerts_run_failed(tmp_path, monkeypatch):
+    """`prod-system run` with the exchange unreachable at start (exit 4): one RUN_FAILED message naming
+    the session's model and mode, with the error line the command printed."""
+    monkeypatch.chdir(tmp_path)
+    with AlertEndpoint() as endpoint:
+        monkeypatch.setenv(URLS_ENV, endpoint.url())
+        args = ["run", "--model", "C1b", "--duration", "2m", "--bar", "1m", "--root", "runs"]
+        done = CliRunner().invoke(cli_main, [*args, "--exchange-url", "http://127.0.0.1:9"])
+        assert done.exit_code == EXIT_UNREACHABLE, done.output
+        (message,) = endpoint.wait_for(1)
+    assert message["title"] == "prod_system run failed: C1b paper_trading"
+    assert message["message"].startswith("the start of the paper_trading session of C1b failed: ")
+    assert "http://127.0.0.1:9" in message["message"]  # the exchange it could not reach

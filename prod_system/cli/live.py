@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from prod_system.alerts import AlertKind, Notifier, cause_of, failure_alert, run_subject
+from prod_system.alerts import AlertKind, Notifier, cause_of, failure_alert, run_subject, secret_names
 from prod_system.cli.common import check_writable, duration_option
 from prod_system.cli.errors import (
     EXIT_FAILED,
@@ -119,12 +119,13 @@ def run(config_path, model, run_mode, duration, root, bar, universe, database, i
         model_failure(error)
     # the candles come from the exchange (--ingest), a rehearsal's clock too (--speed): unreachable at
     # start, the session stops here, before anything is written (later outages are retried bar by bar)
-    exchange_now = _exchange_time(exchange_url) if ingest or speed != 1.0 else None
-    clock = ScaledClock(exchange_now, speed) if speed != 1.0 else RealClock()
-    Path(root).mkdir(parents=True, exist_ok=True)
-    if ingest and template.universe_rule:
-        _ingest_ranking_window(template, clock, exchange_url)
-    config = _session_config(config_path, template, clock, step, length, exchange_url)
+    with _alert_on_failure(template, starting=True):  # the start alerts too (its window is not known yet)
+        exchange_now = _exchange_time(exchange_url) if ingest or speed != 1.0 else None
+        clock = ScaledClock(exchange_now, speed) if speed != 1.0 else RealClock()
+        Path(root).mkdir(parents=True, exist_ok=True)
+        if ingest and template.universe_rule:
+            _ingest_ranking_window(template, clock, exchange_url)
+        config = _session_config(config_path, template, clock, step, length, exchange_url)
     with _alert_on_failure(config):
         log_dir, outcomes = _trade(config, clock, ingest, exchange_url, _ingested(template, config))
     traded = sum(o.status == "traded" for o in outcomes)
@@ -264,24 +265,28 @@ def _trade(
 
 
 @contextmanager
-def _alert_on_failure(config: SystemConfig) -> Iterator[None]:
+def _alert_on_failure(config: SystemConfig, starting: bool = False) -> Iterator[None]:
     """A session that stops on an error alerts RUN_FAILED with it (the error line the CLI printed, or an
-    unexpected exception); an interrupt (Ctrl-C, exit 130) is a person's doing and does not alert."""
+    unexpected exception); an interrupt (Ctrl-C, exit 130) is a person's doing and does not alert.
+    ``starting``: the session's start (the exchange, the ranking window's ingest, the session's config),
+    ``config`` its template (model and mode; its window is a placeholder, not named)."""
     try:
         yield
     except SystemExit as stop:
         if stop.code not in (None, 0, EXIT_INTERRUPTED):
-            _send_failure(config, stop.__context__ or f"exit {stop.code}")
+            _send_failure(config, stop.__context__ or f"exit {stop.code}", starting)
         raise
     except Exception as error:
-        _send_failure(config, error)
+        _send_failure(config, error, starting)
         raise
 
 
-def _send_failure(config: SystemConfig, error: BaseException | str) -> None:
+def _send_failure(config: SystemConfig, error: BaseException | str, starting: bool = False) -> None:
     subject = run_subject(config)
-    what = f"the {config.run_mode} session of {config.model} ({config.start} to {config.end})"
-    Notifier.for_run(config).send(failure_alert(subject, cause_of(AlertKind.RUN_FAILED, config), what, error))
+    session = f"the {config.run_mode} session of {config.model}"
+    what = f"the start of {session}" if starting else f"{session} ({config.start} to {config.end})"
+    cause = cause_of(AlertKind.RUN_FAILED, config)
+    Notifier.for_run(config).send(failure_alert(subject, cause, what, error, also=secret_names(config)))
 
 
 def _warm_up(ingestor, span: pd.Timedelta) -> None:
