@@ -72,6 +72,8 @@ LAZY_THIRD_PARTY = {
     ("prod_system/analysis/notebooks/__init__.py", "papermill"): NOTEBOOKS,
     ("prod_system/analysis/notebooks/__init__.py", "nbconvert"): NOTEBOOKS,
     ("prod_system/analysis/notebooks/__init__.py", "jupyter_client"): NOTEBOOKS,
+    ("prod_system/analysis/notebooks/__init__.py", "nbclient"): NOTEBOOKS + " (its errors, caught around the run)",
+    ("prod_system/analysis/notebooks/__init__.py", "nbformat"): NOTEBOOKS + " (to name a timed-out cell)",
     ("prod_system/alerts.py", "apprise"): "apprise (~0.2 s) is imported by the first alert sent, not by every process",
     ("prod_system/runs/ingestion.py", "ccxt"): CCXT,
     ("prod_system/runs/download.py", "ccxt"): CCXT + " (its error classes, when a request fails)",

@@ -9,12 +9,15 @@ specs the machine has.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from prod_system.alerts import SECRET_NAMES
 from prod_system.common.files import write_atomically
 from prod_system.errors import NotebookError
 
@@ -41,9 +44,20 @@ def template(name: str) -> Path:
     return path
 
 
-def _kernel_manager_class():
-    """A kernel manager that starts ipykernel on this Python: the 'python3' kernel spec on a machine may
-    name another interpreter (``python`` on the PATH, a user's own spec), without this project."""
+def kernel_environment(hidden: Iterable[str] = (), environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The kernel's environment: this process's without its secrets, the variables named like one
+    (``alerts.SECRET_NAMES``: API keys, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, alert URLs) and those
+    named in ``hidden`` (a run's broker.api_key_env, broker.api_secret_env, alerts.urls_env). A notebook
+    reads log dirs, it needs none of them, and a cell printing ``os.environ`` must not publish them."""
+    environ = os.environ if environ is None else environ
+    hidden = set(hidden)
+    return {name: value for name, value in environ.items() if name not in hidden and not SECRET_NAMES.search(name)}
+
+
+def _kernel_manager_class(env: dict[str, str]):
+    """A kernel manager that starts ipykernel on this Python (the 'python3' kernel spec on a machine may
+    name another interpreter, ``python`` on the PATH or a user's own spec, without this project) with
+    the environment ``env`` instead of this process's."""
     from jupyter_client.kernelspec import KernelSpec
     from jupyter_client.manager import AsyncKernelManager
 
@@ -51,6 +65,9 @@ def _kernel_manager_class():
         @property
         def kernel_spec(self) -> KernelSpec:
             return KernelSpec(argv=KERNEL_ARGV, display_name="prod_system", language="python")
+
+        async def start_kernel(self, **kw):
+            return await super().start_kernel(**{**kw, "env": dict(env)})
 
     return ThisPythonKernelManager
 
@@ -61,13 +78,19 @@ def execute(
     parameters: dict,
     show_input: bool = False,
     timeout_seconds: float = 600,
+    hidden_env: Iterable[str] = (),
+    source: Path | None = None,
 ) -> ExecutedNotebook:
-    """Execute notebook ``name`` with ``parameters`` into ``directory/{name}.ipynb`` and convert it to
-    ``directory/{name}.html`` (input cells hidden unless ``show_input``).
+    """Execute notebook ``name`` (this folder's, or the notebook file ``source``) with ``parameters``
+    into ``directory/{name}.ipynb`` and convert it to ``directory/{name}.html`` (input cells hidden
+    unless ``show_input``). The kernel runs in ``directory``, with this process's environment without
+    its secrets (``kernel_environment(hidden_env)``).
 
-    A failing cell raises ``NotebookError`` with the cell's error in one line; the partially executed
-    notebook stays at ``directory/{name}.ipynb`` and no HTML is written."""
+    A failing cell, a cell running past ``timeout_seconds``, a kernel that dies or a parameter papermill
+    rejects raises ``NotebookError`` in one line naming the notebook (and the cell when known); the
+    partially executed notebook stays at ``directory/{name}.ipynb`` and no HTML is written."""
     import papermill
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from nbconvert import HTMLExporter
 
     began = time.perf_counter()
@@ -75,20 +98,28 @@ def execute(
     out = directory / f"{name}.ipynb"
     try:
         papermill.execute_notebook(
-            str(template(name)),
+            str(template(name) if source is None else source),
             str(out),
             parameters=parameters,
             kernel_name="python3",
-            kernel_manager_class=_kernel_manager_class(),
+            kernel_manager_class=_kernel_manager_class(kernel_environment(hidden_env)),
             progress_bar=False,
             cwd=str(directory),
             execution_timeout=timeout_seconds,
         )
     except papermill.PapermillExecutionError as error:
-        message = ANSI.sub("", str(error.evalue)).strip().splitlines()
-        first = message[0] if message else ""
         raise NotebookError(
-            f"{name}.ipynb failed at cell [{error.exec_count}]: {error.ename}: {first} (partial notebook: {out})"
+            f"{name}.ipynb failed at cell [{error.exec_count}]: {error.ename}: {_first_line(error.evalue)} "
+            f"(partial notebook: {out})"
+        ) from None
+    except CellTimeoutError:
+        raise NotebookError(
+            f"{name}.ipynb failed at cell [{_running_cell(out)}]: it ran longer than {timeout_seconds:g} s "
+            f"(partial notebook: {out})"
+        ) from None
+    except (DeadKernelError, papermill.PapermillException) as error:
+        raise NotebookError(
+            f"{name}.ipynb failed: {type(error).__name__}: {_first_line(error)} (partial notebook: {out})"
         ) from None
     exporter = HTMLExporter(
         template_name=HTML_TEMPLATE,
@@ -101,3 +132,21 @@ def execute(
     html = directory / f"{name}.html"
     write_atomically(html, lambda tmp: tmp.write_text(body, encoding="utf-8"))
     return ExecutedNotebook(out, html, round(time.perf_counter() - began, 3))
+
+
+def _first_line(text) -> str:
+    lines = ANSI.sub("", str(text)).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _running_cell(out: Path) -> str:
+    """The execution count of the cell that was running when the execution stopped (the last cell
+    papermill started in the partial notebook), '?' when unknown."""
+    import nbformat
+
+    try:
+        cells = nbformat.read(out, as_version=4).cells
+    except (OSError, ValueError):
+        return "?"
+    started = [c for c in cells if c.get("metadata", {}).get("papermill", {}).get("start_time")]
+    return str(started[-1].get("execution_count") or "?") if started else "?"
