@@ -209,7 +209,8 @@ def observe(
     if config.observer.notebook if notebook is None else notebook:
         shown = config.observer.show_input if show_input is None else show_input
         parameters = notebook_parameters(config, logs, start, end, directory)
-        executed = notebooks.execute(NOTEBOOK, directory, parameters, shown)
+        secrets = (config.broker.api_key_env, config.broker.api_secret_env, config.alerts.urls_env)
+        executed = notebooks.execute(NOTEBOOK, directory, parameters, shown, hidden_env=secrets)
         summary["notebook_seconds"] = executed.seconds
         _write_json(directory / SUMMARY_JSON, summary)
     return report
@@ -219,8 +220,9 @@ def notebook_parameters(
     config: SystemConfig, logs: LogDir, start: pd.Timestamp | None, end: pd.Timestamp | None, report_dir: Path | None
 ) -> dict:
     """The observer notebook's parameters for the run in ``logs`` (``{root}/{model folder}/{run_mode}/
-    {trigger}/{window}/system_log_dir``): what a quant gives by hand, and the folder observe() wrote. Paths
-    are absolute: the kernel's working directory is the report folder, not the caller's."""
+    {trigger}/{window}/system_log_dir``): what a quant gives by hand (``root`` absolute), and the folder
+    observe() wrote as ``"."``: the kernel's working directory is the report folder, so a copied or moved
+    report folder (with its window folder) re-runs from where it is."""
     path = logs.path.resolve()
     model_dir, run_mode, trigger = path.parents[3], path.parts[-4], path.parts[-3]
     return {
@@ -230,7 +232,7 @@ def notebook_parameters(
         "root": str(model_dir.parent),
         "run_mode": run_mode,
         "trigger": trigger,
-        "report_dir": None if report_dir is None else str(Path(report_dir).resolve()),  # the kernel runs there
+        "report_dir": None if report_dir is None else ".",  # the kernel runs in the report folder
     }
 
 

@@ -56,9 +56,10 @@ from prod_system.errors import ConfigError, MarketDataError, ReconciliationError
     "[default: the run's observer.notebook].",
 )
 @click.option(
-    "--show-input",
-    is_flag=True,
-    help="The report's HTML shows the notebook's code cells too  [default: the run's observer.show_input].",
+    "--show-input/--hide-input",
+    default=None,
+    help="The report's HTML shows the notebook's code cells too (--hide-input: outputs only)  "
+    "[default: the run's observer.show_input].",
 )
 def reconcile(
     model, root, start, end, run_mode, trigger, market_data, holdings_tolerance, pnl_tolerance, notebook, show_input
@@ -105,7 +106,7 @@ def reconcile(
                 holdings_tolerance,
                 pnl_tolerance,
                 notebook=notebook,
-                show_input=show_input or None,  # not given: the run's config decides
+                show_input=show_input,  # None (not given): the run's config decides
             )
         except ConfigError as error:
             fail(str(error), f"check {run.log_dir}/system_config.yaml")

@@ -12,6 +12,7 @@ import nbformat
 import pytest
 
 from prod_system.analysis import notebooks
+from prod_system.analysis import observer_views as views
 from prod_system.analysis.observer import NOTEBOOK, REPORT_FOLDER, REPORT_HTML, find_runs
 from prod_system_tests.kit.cli import cli
 from prod_system_tests.kit.reports import NOTEBOOK_SECTIONS, sections
@@ -87,3 +88,27 @@ def test_the_notebook_runs_by_hand_from_a_model_and_a_root(root, tmp_path):
     assert "reconciled: pnl correlation" in page
     (report,) = _reports(root)
     assert (report / "summary.json").exists() and not (report / REPORT_HTML).exists()
+
+
+def test_a_moved_report_folder_reads_its_new_place(simulated_day, tmp_path, monkeypatch):
+    """The executed notebook names its report folder as "." (the kernel runs there): a window folder copied
+    elsewhere re-runs on the copy's tables and log dir, not the original's."""
+    _, log_dir = simulated_day
+    moved = tmp_path / "moved"
+    shutil.copytree(log_dir.parent, moved)
+    (report,) = sorted((moved / REPORT_FOLDER).iterdir())
+    injected = [c for c in nbformat.read(report / f"{NOTEBOOK}.ipynb", as_version=4).cells if "injected" in str(c)]
+    assert 'report_dir = "."' in injected[0].source
+    monkeypatch.chdir(report)
+    run = views.open_run(".")
+    assert run.directory == report.resolve() and run.logs.path == (moved / views.LOG_DIR).resolve()
+
+
+def test_hide_input_turns_off_a_runs_show_input():
+    """`--show-input/--hide-input`, not given: None, so the run's observer.show_input decides."""
+    from prod_system.cli.analysis import reconcile
+
+    def given(*flags):
+        return reconcile.make_context("reconcile", ["--model", "C1b", "--root", ".", *flags]).params["show_input"]
+
+    assert (given(), given("--show-input"), given("--hide-input")) == (None, True, False)
