@@ -124,6 +124,11 @@ def live_bar_path(model: str, mode: str) -> tuple[str, ...]:
     return (model_slug(model), mode, "bar")
 
 
+def live_bar_of(path: tuple[str, ...] | list[str]) -> tuple[str, str] | None:
+    """The (model slug, mode) of a live bar's asset key (``live_bar_path``), None for another key."""
+    return (path[0], path[1]) if len(path) == 3 and path[2] == "bar" and path[1] != SIMULATION else None
+
+
 def reconciliation_path(model: str, run_mode: str) -> tuple[str, ...]:
     return (model_slug(model), run_mode, "reconciliation")
 

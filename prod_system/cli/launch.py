@@ -146,6 +146,7 @@ def resource_config(config: SystemConfig) -> dict[str, dict]:
             "model_params": {config.model: config.model_params} if config.model_params else {},
             "profile_memory": config.profile_memory,
             "observer": config.observer.model_dump(mode="json", exclude_defaults=True),
+            "alerts": config.alerts.model_dump(mode="json", exclude_defaults=True),
         },
         "market_data": {
             "source": config.market_data.source,

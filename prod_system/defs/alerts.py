@@ -5,9 +5,12 @@ the job, the run id, the partition and the error's first line.
 Its default status is RUNNING: it only sends messages (no run is launched), sends nothing while no alert
 URL is set (``PROD_SYSTEM_ALERT_URLS``: each failure is then only logged), and a failure nobody hears of
 is the very thing alerts exist to prevent; an alerting sensor stopped by default would stay stopped on a
-new deployment until someone remembers it. Its rate limit (per job and steady error line: a failing
-live bar run is one message an hour, not one per bar) is kept under the log root of ``LogDirResource``,
-shared with the CLI's sessions and the observer.
+new deployment until someone remembers it. Its settings are the deployment's (``SystemResource.alerts``:
+the URL variable and repeat window the sessions use). Its rate limit (per job and steady error line: a
+failing live bar run is one message an hour, not one per bar) is kept under the log root of
+``LogDirResource``, shared with the CLI's sessions and the observer. A live bar runs under Dagster's
+implicit asset job (``__ASSET_JOB``): its alert names the model and mode of the bar, and each model and
+mode is a cause of its own.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ from __future__ import annotations
 from dagster import DefaultSensorStatus, Definitions, RunFailureSensorContext, SensorDefinition, run_failure_sensor
 
 from prod_system.alerts import Notifier, failure_alert, first_line
-from prod_system.config import AlertsConfig
-from prod_system.defs.resources import LogDirResource
-from prod_system.naming import RANGE_END_TAG, RANGE_START_TAG
+from prod_system.defs.resources import LogDirResource, SystemResource
+from prod_system.defs.resources.live import LiveResource
+from prod_system.naming import RANGE_END_TAG, RANGE_START_TAG, live_bar_of
 
 PARTITION_TAG = "dagster/partition"  # Dagster's tag of a run's single partition
 SENSOR_NAME = "alert_on_run_failure"
@@ -44,17 +47,31 @@ def partition_of(tags: dict[str, str]) -> str:
     return ""
 
 
+def run_subject(job_name: str, asset_keys: list[tuple[str, ...]]) -> str:
+    """What a failed run is about: its job, or for Dagster's implicit asset job ("__ASSET_JOB") its
+    selected assets, a live bar's as "C1b paper_trading"."""
+    if not job_name.startswith("__") or not asset_keys:
+        return job_name
+    names = {" ".join(bar) if (bar := live_bar_of(path)) else "/".join(path) for path in asset_keys}
+    return ", ".join(sorted(names))
+
+
 @run_failure_sensor(
     name=SENSOR_NAME,
     description="Alerts a person (apprise URLs in PROD_SYSTEM_ALERT_URLS) when a run of any job here fails",
     default_status=DefaultSensorStatus.RUNNING,
 )
-def alert_on_run_failure(context: RunFailureSensorContext, log_dir: LogDirResource) -> None:
+def alert_on_run_failure(
+    context: RunFailureSensorContext, log_dir: LogDirResource, system: SystemResource, live: LiveResource
+) -> None:
     run = context.dagster_run
     partition = partition_of(dict(run.tags))
-    what = f"run {run.run_id} of {run.job_name}" + (f" (partition {partition})" if partition else "")
-    alert = failure_alert(run.job_name, f"run failed|{run.job_name}", what, failure_text(context))
-    Notifier(AlertsConfig(), log_dir.root).send(alert)
+    subject = run_subject(run.job_name, sorted(tuple(key.path) for key in run.asset_selection or ()))
+    what = f"run {run.run_id} of {subject}" + (f" (partition {partition})" if partition else "")
+    config = system.alerts_config()
+    also = (config.urls_env, live.api_key_env, live.api_secret_env)
+    alert = failure_alert(subject, f"run failed|{subject}", what, failure_text(context), also=also)
+    Notifier(config, log_dir.root, also).send(alert)
 
 
 def alerts_definitions() -> Definitions:

@@ -13,7 +13,7 @@ import pandas as pd
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from prod_system.config import DEFAULT_UNIVERSE, SystemConfig, build_config, is_database
+from prod_system.config import DEFAULT_UNIVERSE, AlertsConfig, SystemConfig, build_config, is_database
 from prod_system.data.universe import file_assets, resolve_config
 from prod_system.defs.resources.broker import BrokerResource
 from prod_system.defs.resources.market_data import MarketDataResource
@@ -61,6 +61,15 @@ class SystemResource(ConfigurableResource):
         description="observer section of the system config: the reconciliation's notebook (notebook, show_input) "
         "and alert thresholds; empty: the defaults (the notebook executed)",
     )
+    alerts: dict[str, Any] = Field(
+        default_factory=dict,
+        description="alerts section of the system config (urls_env, repeat_after_minutes): the runs' alerts and "
+        "the run-failure sensor's; empty: the defaults",
+    )
+
+    def alerts_config(self) -> AlertsConfig:
+        """The deployment's alerts settings (validated: a bad field is named)."""
+        return AlertsConfig(**self.alerts)
 
     def listed(self, source: str) -> list[str]:
         """The assets this resource names for ``source`` before any rule: the listed universe, else the
@@ -135,6 +144,7 @@ class SystemResource(ConfigurableResource):
                 "log_root": log_root,
                 "profile_memory": self.profile_memory,
                 "observer": self.observer,
+                "alerts": self.alerts,
                 **sections,
             }
         )
