@@ -8,7 +8,9 @@
 Each window is one function here (``history_since``, ``last_24hours``, ``current_session``; ``investor_window``
 picks one by name) returning an ``InvestorWindow``: the window's statistics with its title, source line, plot
 and performance figures. The Dagster assets (``defs/publishing.py``) publish them to S3; the notebook
-``historical_pnl_for_investors`` shows them. A window with nothing to show raises ``NoInvestorDataError``.
+``historical_pnl_for_investors`` shows them, one call per cell (``introduction``, ``historical_section``,
+``window_section``). A window with nothing to show raises ``NoInvestorDataError`` (for the operator: it names
+the root); the notebook, which investors read, says "not available yet" instead and shows no path.
 """
 
 from __future__ import annotations
@@ -34,6 +36,28 @@ HISTORICAL_WINDOWS = {
 }
 LIVE_WINDOWS = ("last_24hours", "last_5minutes")
 WINDOWS = (*HISTORICAL_WINDOWS, *LIVE_WINDOWS)
+NOT_AVAILABLE = "not available yet"  # what investors read for a window without data
+
+
+@dataclass(frozen=True)
+class Text:
+    """Markdown a notebook cell displays (IPython's display protocol: no IPython imported here)."""
+
+    markdown: str
+
+    def _repr_markdown_(self) -> str:
+        return self.markdown
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A PNG a notebook cell displays, with its alternative text."""
+
+    png: bytes
+    alt: str
+
+    def _repr_png_(self) -> tuple[bytes, dict]:
+        return self.png, {"alt": self.alt}
 
 
 @dataclass(frozen=True)
@@ -56,10 +80,11 @@ class InvestorWindow:
     def performance(self) -> performance.Performance:
         return performance.compute(self.statistics.reset_index(), self.bar)
 
-    def markdown(self, figures: performance.Performance | None = None) -> str:
-        """The window's performance figures as a Markdown page: its title, source and table."""
+    def markdown(self, figures: performance.Performance | None = None, level: int = 1) -> str:
+        """The window's performance figures as a Markdown page: its title (a heading of ``level``), source
+        and table."""
         figures = self.performance() if figures is None else figures
-        return "\n".join([f"# {self.title}", "", self.source, "", *performance.markdown(figures), ""])
+        return "\n".join([f"{'#' * level} {self.title}", "", self.source, "", *performance.markdown(figures), ""])
 
 
 def historical_runs(root: str | Path, model_name: str) -> list[Path]:
@@ -99,8 +124,8 @@ class HistoricalSummary:
     seconds: float  # what the simulation took
 
     def rows(self) -> list[tuple[str, str]]:
+        """The figures investors see (not the directory: it stays in the operator's metadata)."""
         return [
-            ("directory", str(self.directory)),
             ("bars", f"{self.bars:,}"),
             ("window (bar ends, UTC)", f"{self.first_bar_end:%Y-%m-%d %H:%M} to {self.last_bar_end:%Y-%m-%d %H:%M}"),
             ("PnL (net of costs)", f"{self.pnl:,.2f} USDT"),
@@ -122,6 +147,32 @@ def historical_summary(root: str | Path, model: str) -> HistoricalSummary:
         float(stats["pnl"].sum()),
         float(run["seconds"]),
     )
+
+
+def introduction(model: str, run_mode: str, windows: list[str]) -> Text:
+    """The notebook's first line: the model, the live sessions' mode and the windows shown."""
+    return Text(f"Model **{model}**, live sessions of **{run_mode}**; windows: {', '.join(windows)}.")
+
+
+def historical_section(root: str | Path, model: str) -> Text:
+    """The latest historical simulation in a table of figures, or "not available yet"."""
+    try:
+        rows = historical_summary(root, model).rows()
+    except NoInvestorDataError:
+        return Text(f"*The historical simulation: {NOT_AVAILABLE}.*")
+    return Text("\n".join(["| figure | value |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)]))
+
+
+def window_section(root: str | Path, model: str, window: str, run_mode: str, windows: list[str]) -> list:
+    """What the notebook shows of ``window``: its title, its cumulative PnL plot and its figures
+    (``InvestorWindow.markdown``), or one line when it was not asked for or has no data yet."""
+    if window not in windows:
+        return [Text(f"*{window}: not among the windows asked for.*")]
+    try:
+        view = investor_window(root, model, window, run_mode)
+    except NoInvestorDataError:
+        return [Text(f"*{window}: {NOT_AVAILABLE}.*")]
+    return [Text(view.markdown(level=3)), Plot(view.plot(), f"{view.title}: cumulative PnL in USDT, {view.source}")]
 
 
 def history_since(root: str | Path, model: str, since: pd.Timestamp) -> InvestorWindow:
@@ -195,8 +246,9 @@ def notebook_parameters(root: str | Path, model: str, run_mode: str, windows: li
 
 
 def notebook_directory(root: str | Path, model: str, stamp: str) -> Path:
-    """Where the investor notebook of a run goes: ``historical_pnl_for_investors/{stamp}/`` in the latest
-    historical simulation's folder, or under the model's folder when there is none yet."""
-    runs = historical_runs(root, model)
-    parent = runs[-1] if runs else Path(root) / model_folder(model)
+    """Where the investor notebook of a run goes (absolute: the operator's metadata shows it):
+    ``historical_pnl_for_investors/{stamp}/`` in the latest historical simulation's folder, or under the
+    model's folder when there is none yet."""
+    runs = historical_runs(Path(root).resolve(), model)
+    parent = runs[-1] if runs else Path(root).resolve() / model_folder(model)
     return parent / INVESTOR_NOTEBOOK / stamp

@@ -271,6 +271,7 @@ def _investor_notebook(model: str):
             metadata={
                 **uploaded,
                 "s3_uri": MetadataValue.url(uploaded["s3_uri"]),
+                "directory": MetadataValue.path(str(directory)),  # the operator's: the HTML shows no path
                 "notebook": MetadataValue.path(str(executed.notebook)),
                 "html": MetadataValue.path(str(executed.html)),
                 "seconds": executed.seconds,

@@ -14,7 +14,7 @@ from dagster import AssetKey, DagsterInstance, build_schedule_context
 from dagster_aws.s3 import S3Resource
 from PIL import Image
 
-from prod_system.analysis.investor import WINDOWS, historical_runs, read_statistics
+from prod_system.analysis.investor import WINDOWS, historical_runs, investor_window, read_statistics
 from prod_system.analysis.observer import latest_report
 from prod_system.definitions import build_definitions
 from prod_system.defs.resources import LogDirResource, MarketDataResource, PublishingResource, SystemResource
@@ -142,10 +142,12 @@ def test_observer_and_investor_plots_are_published(live_root, snapshot, s3_endpo
     body, content_type = get(bucket, "pnl_for_investors/historical_pnl_for_investors.html")
     assert body == html.read_bytes() and content_type == "text/html; charset=utf-8"
     page = body.decode()
-    for window in WINDOWS:  # each window's section, with its plot and figures (no window is without data here)
-        assert f"{window}: " in page
+    for window in WINDOWS:  # each window's own title, with its plot and figures (no window is without data here)
+        title = investor_window(live_root, "C3a", window, "paper_trading").title
+        assert f">{title}<" in page and f'alt="{title}: cumulative PnL in USDT' in page
     assert page.count("<img ") == 4 and page.count("Sharpe (annualised)") == 4
-    assert "No data" not in page and "Traceback" not in page and "def show(" not in page  # outputs only
+    assert "not available yet" not in page and "Traceback" not in page and "window_section(" not in page
+    assert str(live_root) not in page  # no path for investors: the folder is in the operator's metadata
     assert f"{sessions[1]['pnl'].sum():,.2f} USDT" in page  # the current session's net PnL, as in its figures
     (notebook,) = [
         m
@@ -153,6 +155,7 @@ def test_observer_and_investor_plots_are_published(live_root, snapshot, s3_endpo
         if m.asset_key == AssetKey(["pnl_for_investors", "notebook"])
     ]
     assert notebook.materialization.metadata["bytes"].value == len(body)
+    assert notebook.materialization.metadata["directory"].value == str(html.parent.resolve())
 
     # the secret key is nowhere: not in the events, not in any file written
     for result in results.values():

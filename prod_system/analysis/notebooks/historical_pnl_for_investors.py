@@ -16,17 +16,16 @@
 # %% [markdown]
 # # Historical PnL for investors
 #
-# The investor model's historical simulation, then its four cumulative-PnL windows with their performance
-# figures: what the daily investor job publishes to S3 (`pnl_for_investors/cumulative_pnl.{window}.png`,
-# `performance.{window}.md`). Every window comes from `prod_system.analysis.investor`, the functions the
-# Dagster assets publish with; the plots from `prod_system.analysis.plots.investor_cumulative_pnl`, the
-# figures from `prod_system.analysis.performance`. Every PnL is net of fees and funding, in USDT.
+# The model's historical simulation, then its four cumulative-PnL windows with their performance figures.
+# Every PnL is net of fees and funding, in USDT.
 
 # %%
-from IPython.display import Image, Markdown, display
+# What the daily investor job publishes to S3 (pnl_for_investors/cumulative_pnl.{window}.png,
+# performance.{window}.md), from the same functions: prod_system.analysis.investor. Investors read the HTML:
+# no path and no operator's message in an output (a window without data is "not available yet").
+from IPython.display import display
 
-from prod_system.analysis import investor, performance
-from prod_system.errors import NoInvestorDataError
+from prod_system.analysis import investor
 
 # %% tags=["parameters"]
 model = "C3a"  # the investor model
@@ -36,43 +35,16 @@ windows = None  # the windows to show, e.g. ["since_2022", "last_24hours"]; None
 
 # %%
 windows = investor.check_windows(windows)
-display(
-    Markdown(f"Model **{model}**, log root `{root}`, live sessions of **{run_mode}**; windows: {', '.join(windows)}.")
-)
-
-
-def table(rows: list[tuple[str, str]]) -> Markdown:
-    return Markdown("\n".join(["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)]))
-
-
-def show(window: str) -> None:
-    """The window's cumulative PnL plot and performance figures, or the line that says why it has none."""
-    if window not in windows:
-        display(Markdown(f"*{window}: not among the windows asked for.*"))
-        return
-    try:
-        view = investor.investor_window(root, model, window, run_mode)
-    except NoInvestorDataError as error:
-        display(Markdown(f"**No data for {window}**: {error}."))
-        return
-    display(Markdown(f"**{view.title}**"))
-    display(Image(data=view.plot()))
-    display(Markdown("\n".join([view.source, "", *performance.markdown(view.performance())])))
-
+display(investor.introduction(model, run_mode, windows))
 
 # %% [markdown]
 # ## The historical simulation
 #
-# The latest historical simulation of the model (`{root}/{model}/historical_pnl/{start}.{end}/`): the model in
-# batch over the whole market-data history, traded by the research portfolio.
+# The latest historical simulation of the model: the model in batch over the whole market-data history,
+# traded by the research portfolio.
 
 # %%
-try:
-    history = investor.historical_summary(root, model)
-except NoInvestorDataError as error:
-    display(Markdown(f"**No historical simulation**: {error}."))
-else:
-    display(table(history.rows()))
+display(investor.historical_section(root, model))
 
 # %% [markdown]
 # ## since_2019: cumulative PnL since 2019-01-01
@@ -80,7 +52,7 @@ else:
 # The historical simulation from 2019-01-01 (or from the first day of the market data, which the title notes).
 
 # %%
-show("since_2019")
+display(*investor.window_section(root, model, "since_2019", run_mode, windows))
 
 # %% [markdown]
 # ## since_2022: cumulative PnL since 2022-01-01
@@ -88,7 +60,7 @@ show("since_2019")
 # The historical simulation from 2022-01-01.
 
 # %%
-show("since_2022")
+display(*investor.window_section(root, model, "since_2022", run_mode, windows))
 
 # %% [markdown]
 # ## last_24hours: the last 24 hours of live trading
@@ -96,7 +68,7 @@ show("since_2022")
 # The live sessions of the run mode, the 24 hours up to their last recorded bar (across sessions).
 
 # %%
-show("last_24hours")
+display(*investor.window_section(root, model, "last_24hours", run_mode, windows))
 
 # %% [markdown]
 # ## last_5minutes: the current live session
@@ -104,4 +76,4 @@ show("last_24hours")
 # The latest live session, from its first bar to its last recorded one (published every 5 minutes).
 
 # %%
-show("last_5minutes")
+display(*investor.window_section(root, model, "last_5minutes", run_mode, windows))
