@@ -32,6 +32,15 @@ def _allowed_hosts() -> set[str]:
     return {host} if host else set()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The ``wall_clock`` tests form one pytest-xdist group (``--dist loadgroup``, scripts/test.sh): they run
+    one after another on one worker while the other worker runs the rest, so two sessions racing real
+    deadlines never share the two cores."""
+    for item in items:
+        if item.get_closest_marker("wall_clock"):
+            item.add_marker(pytest.mark.xdist_group("wall_clock"))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def tripwire() -> Iterator[Tripwire]:
     """Every connection of the test session stays on this machine (no exchange, no S3, no DNS)."""

@@ -13,6 +13,7 @@ import subprocess
 import time
 
 import psycopg
+import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 
 from prod_system.log_dir import LogDir
@@ -21,6 +22,7 @@ from prod_system_tests.kit.dagster_ui import REPO
 PRODUCTION_YAML = REPO / "deploy" / "production" / "dagster.yaml"
 
 
+@pytest.mark.wall_clock
 def test_production_instance_on_postgres_with_the_daemon(postgres_url, tmp_path, monkeypatch):
     home = tmp_path / "dagster_home"
     home.mkdir()

@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 import pandas as pd
+import pytest
 from dagster import DagsterInstance, materialize
 
 import prod_system.defs.live
@@ -57,6 +58,7 @@ def contents(path: Path) -> bytes:
     return data
 
 
+@pytest.mark.wall_clock
 def test_api_keys_reach_no_output(candles, tmp_path, monkeypatch, capfd, caplog, reliability):
     caplog.set_level(logging.INFO)
     # the exchange knows only our key; the system reads it from the variables its config names

@@ -48,6 +48,7 @@ def test_the_tour_steps_are_read_from_the_readme():
     assert all(promised for command, promised, _ in steps if command.startswith("prod-system simulate"))
 
 
+@pytest.mark.wall_clock
 def test_the_readme_tour_runs_as_pasted(tmp_path):
     if not (REPO / ".venv" / "bin" / "python").exists():
         pytest.skip("the tour sources scripts/env.sh, which uses the repository's .venv (scripts/test.sh makes it)")

@@ -201,6 +201,7 @@ def test_exchange_sim_starts_warm_a_day_of_candles_closed_and_a_market_order_fil
     assert order["average"] == pytest.approx(first_day["close"].iloc[-1])
 
 
+@pytest.mark.wall_clock
 @pytest.mark.parametrize("mode", ["paper_trading", "prod"])
 def test_the_rehearsal_trades_from_its_first_bar(tmp_path, snapshot, mode):
     """The README's rehearsal, 60 times faster: `exchange-sim` and `run --bar 1m --duration 5m` trade all

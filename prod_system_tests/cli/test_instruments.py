@@ -126,6 +126,7 @@ def test_a_snapshot_carries_its_rules_to_the_runs_on_it(tmp_path, others, fetche
     assert pd.Timestamp(traded_under["fetched_at"]) == read_instruments(fetched).fetched_at
 
 
+@pytest.mark.wall_clock
 @pytest.mark.parametrize("mode", ["paper_trading", "prod"])
 def test_a_rehearsal_of_assets_not_shipped_trades_on_the_fetched_rules(tmp_path, others, fetched, mode):
     """From the fetched file to a live session at 20x on exchange-sim (which serves the same rules): its

@@ -13,6 +13,7 @@ import threading
 import time
 
 import pandas as pd
+import pytest
 from dagster import (
     AssetKey,
     DagsterInstance,
@@ -43,6 +44,7 @@ BARS = 3
 MODES = ("paper_trading", "prod")
 
 
+@pytest.mark.wall_clock
 def test_sensors_drive_paper_and_prod_bar_by_bar(candles, postgres_url, tmp_path, monkeypatch):
     # the first bar comes from the seeded history: start early enough in the minute for its data timeout
     while pd.Timestamp.now(tz="UTC").second > 40:

@@ -204,6 +204,7 @@ def test_reconcile_a_session_that_started_from_an_empty_database(candles, tmp_pa
         assert Path(report).is_file()
 
 
+@pytest.mark.wall_clock
 def test_kill_and_restart_sends_no_order_twice_and_loses_no_fill(candles, tmp_path, reliability):
     """`prod-system run` in prod against the local exchange, killed with SIGKILL at random points of
     its bars (at least 20 times) and started again with the same command: one session, resumed each
@@ -251,6 +252,7 @@ def test_kill_and_restart_sends_no_order_twice_and_loses_no_fill(candles, tmp_pa
     )
 
 
+@pytest.mark.wall_clock
 def test_killed_between_sending_and_recording_an_order_the_restart_finds_it(candles, tmp_path, reliability):
     """Binance accepts a filled order's client id again, so nothing but the broker stands between a
     restart and a second order. `prod-system run` (prod) SIGKILLs itself right after the exchange
@@ -408,6 +410,7 @@ def test_state_round_trips_the_settlements_already_funded(tmp_path):
     assert all(str(time.tz) == "UTC" for time in loaded.funded_until.values())
 
 
+@pytest.mark.wall_clock
 def test_database_lost_and_restored(candles, postgres_url, tmp_path, monkeypatch, reliability):
     """prod on PostgreSQL through a proxy that is cut for a few bars and restored: the bars without
     the database are recorded as skipped with the reason, nothing crashes, the session trades again

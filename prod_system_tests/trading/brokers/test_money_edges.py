@@ -217,6 +217,7 @@ def test_fills_are_complete_when_the_broker_traded_more_than_7_days_ago(exchange
 # -- (a) two processes driving one session ----------------------------------------------------------------
 
 
+@pytest.mark.wall_clock
 def test_a_second_process_on_a_running_session_waits_for_it_and_trades_nothing_twice(candles, tmp_path):
     """`prod-system run` (prod, against the local exchange) started twice with the same command: the
     second starts while the first trades the session, finds it (resuming it), waits for the first to
