@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 from prod_system.alerts import Alert, AlertKind, Notifier, cause_of, run_subject
+from prod_system.analysis.statement import BALANCE_SOURCES, balance_now
 from prod_system.config import SystemConfig
 from prod_system.log_dir import LogDir
 
@@ -77,21 +78,15 @@ def _thresholds(summary: dict, config: SystemConfig) -> list[tuple[str, float | 
 
 
 def _balance(summary: dict, config: SystemConfig) -> tuple[float | None, str]:
-    """The account's balance now: through an exchange, its wallet balance as the session last recorded it
-    (``broker/account``); else (paper, simulation) the portfolio's net wealth. None when not recorded yet."""
+    """The account's balance now (``statement.balance_now``): through an exchange its wallet balance as
+    the session last fetched it, else the portfolio's net wealth. None when not recorded yet."""
     logs = LogDir(Path(summary.get("log_dir") or config.log_dir()))
-    table, column, source = (
-        ("broker/account", "wallet_balance", "the exchange's wallet balance")
-        if config.broker.kind == "ccxt"
-        else ("portfolio/statistics", "net_wealth", "the portfolio's net wealth")
-    )
-    try:
-        rows = logs.read_table(table)
-    except FileNotFoundError:
-        logger.info("no %s in %s yet: the balance threshold waits for it", table, logs.path)
-        return None, source
-    rows = rows.dropna(subset=[column]).sort_values("bar_end")
-    return (float(rows[column].iloc[-1]) if len(rows) else None), source
+    through_exchange = config.broker.kind == "ccxt"
+    balance = balance_now(logs, through_exchange)
+    if balance is None:
+        logger.info("no balance in %s yet: the balance threshold waits for it", logs.path)
+        return None, BALANCE_SOURCES[through_exchange]
+    return balance.value, balance.source
 
 
 def _pnl(summary: dict) -> float | None:

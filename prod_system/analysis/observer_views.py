@@ -17,6 +17,7 @@ import pandas as pd
 
 from prod_system.analysis import performance, plots
 from prod_system.analysis.observer import SUMMARY_JSON, find_runs, observe, production_performance
+from prod_system.analysis.statement import last_account, last_statistics
 from prod_system.config import SystemConfig, load_config
 from prod_system.errors import ReconciliationError
 from prod_system.log_dir import LogDir
@@ -68,10 +69,17 @@ def open_run(
         if not runs:
             raise ReconciliationError(f"no run of {model} under {root} (run_mode {run_mode}, trigger {trigger})")
         report_dir = observe(runs[-1].log_dir, begin, finish, notebook=False).directory
-    directory = Path(report_dir).resolve()
+    directory = Path(report_dir).resolve()  # "." (observe's): the kernel's working directory, the folder
     summary = json.loads((directory / SUMMARY_JSON).read_text())
     logs = LogDir(directory.parents[1] / LOG_DIR)  # {window}/{REPORT_FOLDER}/{run_timestamp}: beside the log dir
     return ObservedRun(directory, summary, load_config(logs.path / "system_config.yaml"), logs)
+
+
+def tables_without_index(shell) -> None:
+    """The notebook's tables shown without their index (a row number, meaningless here): ``shell`` is the
+    kernel's IPython, ``get_ipython()``."""
+    html = shell.display_formatter.formatters["text/html"]
+    html.for_type(pd.DataFrame, lambda frame: frame.to_html(index=False, notebook=True))
 
 
 def parameters(**values) -> pd.DataFrame:
@@ -85,14 +93,31 @@ def system_config(run: ObservedRun) -> str:
     return (run.logs.path / "system_config.yaml").read_text()
 
 
-def account_now(run: ObservedRun) -> tuple[str, pd.DataFrame, pd.DataFrame]:
-    """The account as last recorded: where the figures come from, the balances, the open positions.
+def account_now(run: ObservedRun) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The account as last recorded, each figure with its source and time, and the open positions.
 
-    prod: the exchange's balances as the session last fetched them (``broker/account``) and the
-    positions the session holds (its last bar's holdings, which the exchange statement checks); paper
-    and simulation: the portfolio's cash, net wealth and holdings at its last bar."""
-    stats = run.logs.read_table("portfolio/statistics").sort_values("bar_end")
-    last = stats.iloc[-1]
+    ``exchange`` rows (prod): the exchange's balances as the session last fetched them
+    (``statement.last_account``, at its fetch time); ``portfolio`` rows: the portfolio's net wealth,
+    cash, gross and net market value and leverage at its last bar (``statement.last_statistics``), and
+    the positions it holds then (which the exchange statement checks in prod)."""
+    last = last_statistics(run.logs)
+    bar_end = f"last bar, ending {last['bar_end']:%Y-%m-%d %H:%M} UTC"
+    rows = [
+        ("portfolio", bar_end, "net wealth (USDT)", f"{last['net_wealth']:,.2f}"),
+        ("portfolio", bar_end, "cash (USDT)", f"{last['cash']:,.2f}"),
+        ("portfolio", bar_end, "gross market value (USDT)", f"{last['gmv']:,.2f}"),
+        ("portfolio", bar_end, "net market value (USDT)", f"{last['nmv']:,.2f}"),
+        ("portfolio", bar_end, "leverage", f"{last['leverage']:.3f}"),
+    ]
+    account = last_account(run.logs)
+    if account is not None:
+        fetched = f"fetched {account['fetched_at']:%Y-%m-%d %H:%M:%S} UTC"
+        rows = [
+            ("exchange", fetched, "wallet balance (USDT)", f"{account['wallet_balance']:,.2f}"),
+            ("exchange", fetched, "margin balance (USDT)", f"{account['margin_balance']:,.2f}"),
+            ("exchange", fetched, "unrealized PnL (USDT)", f"{account['unrealized_pnl']:,.2f}"),
+            *rows,
+        ]
     shares = run.logs.read_table("portfolio/holdings_shares")
     notional = run.logs.read_table("portfolio/holdings_notional")
     at = shares["bar_end"].max()
@@ -101,33 +126,8 @@ def account_now(run: ObservedRun) -> tuple[str, pd.DataFrame, pd.DataFrame]:
     )
     positions = positions[positions["shares"] != 0].sort_values("notional", key=abs, ascending=False)
     positions = positions[["asset", "shares", "notional"]].rename(columns={"notional": "notional_usdt"})
-    balances = [
-        ("bar end (UTC)", f"{last['bar_end']:%Y-%m-%d %H:%M}"),
-        ("net wealth (USDT)", f"{last['net_wealth']:,.2f}"),
-        ("cash (USDT)", f"{last['cash']:,.2f}"),
-        ("gross market value (USDT)", f"{last['gmv']:,.2f}"),
-        ("net market value (USDT)", f"{last['nmv']:,.2f}"),
-        ("leverage", f"{last['leverage']:.3f}"),
-    ]
-    source = f"the portfolio at its last bar ({run.config.run_mode})"
-    account = _read_optional(run.logs, "broker/account")
-    if account is not None and not account.empty:
-        row = account.sort_values("fetched_at").iloc[-1]
-        source = f"the exchange's account as the session last fetched it ({row['fetched_at']:%Y-%m-%d %H:%M:%S} UTC)"
-        balances = [
-            ("wallet balance (USDT)", f"{row['wallet_balance']:,.2f}"),
-            ("margin balance (USDT)", f"{row['margin_balance']:,.2f}"),
-            ("unrealized PnL (USDT)", f"{row['unrealized_pnl']:,.2f}"),
-            *balances,
-        ]
-    return source, _named(balances), positions.reset_index(drop=True)
-
-
-def _read_optional(logs: LogDir, name: str) -> pd.DataFrame | None:
-    try:
-        return logs.read_table(name)
-    except FileNotFoundError:
-        return None
+    balances = pd.DataFrame(rows, columns=["source", "as of", "figure", "value"])
+    return balances, positions.reset_index(drop=True)
 
 
 def _named(rows: list[tuple[str, str]]) -> pd.DataFrame:

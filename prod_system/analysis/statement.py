@@ -98,6 +98,50 @@ class StatementCheck:
         }
 
 
+BALANCE_SOURCES = {True: "the exchange's wallet balance", False: "the portfolio's net wealth"}
+
+
+@dataclass(frozen=True)
+class Balance:
+    """The account's balance now: its value (USDT), what it is, and when it was taken."""
+
+    value: float
+    source: str  # BALANCE_SOURCES[through an exchange]
+    at: pd.Timestamp  # the exchange's: when the session fetched it; the portfolio's: its bar's end
+
+
+def last_account(logs: LogDir) -> pd.Series | None:
+    """The exchange's account as the session last fetched it (``broker/account``: the row with a wallet
+    balance and the latest ``fetched_at``, then ``bar_end``); None before the first fetch or without an
+    exchange."""
+    return _last(logs, "broker/account", "wallet_balance", ["fetched_at", "bar_end"])
+
+
+def last_statistics(logs: LogDir) -> pd.Series | None:
+    """The portfolio at its last bar (``portfolio/statistics``, with a net wealth); None before its first bar."""
+    return _last(logs, "portfolio/statistics", "net_wealth", ["bar_end"])
+
+
+def balance_now(logs: LogDir, through_exchange: bool) -> Balance | None:
+    """The account's balance now: through an exchange, its wallet balance as the session last fetched it
+    (``last_account``); else (paper, simulation) the portfolio's net wealth at its last bar. None when not
+    recorded yet. The observer's threshold alert and its notebook's account section both read it here."""
+    if through_exchange:
+        row = last_account(logs)
+        return None if row is None else Balance(float(row["wallet_balance"]), BALANCE_SOURCES[True], row["fetched_at"])
+    row = last_statistics(logs)
+    return None if row is None else Balance(float(row["net_wealth"]), BALANCE_SOURCES[False], row["bar_end"])
+
+
+def _last(logs: LogDir, table: str, column: str, order: list[str]) -> pd.Series | None:
+    try:
+        rows = logs.read_table(table)
+    except FileNotFoundError:
+        return None
+    rows = rows.dropna(subset=[column]).sort_values(order, kind="stable")
+    return rows.iloc[-1] if len(rows) else None
+
+
 def check_log_dir(path: str | Path, taker_fee: float, bar: pd.Timedelta) -> StatementCheck:
     """The section for a run's log dir (a run without ``broker/income``: not available)."""
     logs = LogDir(path)

@@ -8,6 +8,7 @@ import pandas as pd
 
 from prod_system.alerts import AlertKind
 from prod_system.analysis.alerting import observer_alerts
+from prod_system.analysis.observer_views import ObservedRun, account_now
 from prod_system.config import build_config
 from prod_system.log_dir import LogDir, columns
 
@@ -67,3 +68,31 @@ def test_a_divergence_alerts_with_the_first_divergence_once_per_run_and_bar(tmp_
     later = {**summary, "verdict": "NOT reconciled: gap 15.00 USDT"}  # the run went on: same first divergence
     assert observer_alerts(later, config)[0].key == alert.key
     assert observer_alerts({**summary, "reconciled": True}, config) == []
+
+
+def test_the_balance_alerted_on_is_the_last_fetch_the_notebook_shows(tmp_path):
+    """One home for the balance now (statement.balance_now): two fetches booked at the same bar, the later
+    one written first: the alert and the notebook's account section both take the later fetch, and the
+    section labels each figure with its source and time (the fetch's, the last bar's)."""
+    config = config_of(tmp_path, "prod")
+    logs = LogDir(config.log_dir())
+    later, earlier = BAR + pd.Timedelta(seconds=40), BAR + pd.Timedelta(seconds=5)
+    rows = [
+        {c: float("nan") for c in columns("broker/account")} | {"bar_end": BAR, "fetched_at": t, "wallet_balance": w}
+        for t, w in ((later, 2_000.0), (earlier, 900.0))
+    ]
+    logs.write_table("broker/account", pd.DataFrame(rows), BAR)
+    record(logs, "portfolio/statistics", net_wealth=950.0, cash=950.0, gmv=0.0, nmv=0.0, leverage=0.0)
+    record(logs, "portfolio/holdings_shares", asset="BTC", shares=0.0)
+    record(logs, "portfolio/holdings_notional", asset="BTC", notional=0.0)
+    summary = {"reconciled": True, "cumulative_pnl_prod": 0.0, "log_dir": str(config.log_dir())}
+    assert observer_alerts(summary, config) == []  # 2,000 (the later fetch) is above min_balance
+    balances, _ = account_now(ObservedRun(tmp_path, summary, config, logs))
+    shown = balances.set_index("figure")
+    assert shown.loc["wallet balance (USDT)", "value"] == "2,000.00"
+    assert shown.loc["wallet balance (USDT)", "as of"] == f"fetched {later:%Y-%m-%d %H:%M:%S} UTC"
+    assert shown.loc["net wealth (USDT)", ["source", "as of"]].tolist() == [
+        "portfolio",
+        "last bar, ending 2023-07-21 10:00 UTC",
+    ]
+    assert set(balances["source"]) == {"exchange", "portfolio"}

@@ -112,3 +112,12 @@ def test_hide_input_turns_off_a_runs_show_input():
         return reconcile.make_context("reconcile", ["--model", "C1b", "--root", ".", *flags]).params["show_input"]
 
     assert (given(), given("--show-input"), given("--hide-input")) == (None, True, False)
+
+
+def test_the_reports_tables_have_no_index_and_the_account_its_sources(simulated_day):
+    _, log_dir = simulated_day
+    (report,) = sorted((log_dir.parent / REPORT_FOLDER).iterdir())
+    page = (report / REPORT_HTML).read_text()
+    assert page.count("<table") >= 10 and "<th>0</th>" not in page  # no row numbers
+    assert re.search(r"<th>source</th>\s*<th>as of</th>\s*<th>figure</th>", page)  # each balance's source, time
+    assert re.search(r"<td>portfolio</td>\s*<td>last bar, ending 2023-07-22 00:00 UTC</td>", page)

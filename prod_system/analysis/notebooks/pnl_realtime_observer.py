@@ -30,9 +30,12 @@
 # ## Notebook config (parameters)
 
 # %%
+from IPython import get_ipython
 from IPython.display import Image, Markdown, display
 
 from prod_system.analysis import observer_views as views
+
+views.tables_without_index(get_ipython())
 
 # %% tags=["parameters"]
 model = "C1b"
@@ -68,12 +71,12 @@ print(views.system_config(run))
 # %% [markdown]
 # ## The account now
 #
-# Balances and open positions: in prod the exchange's account as the session last recorded it in its
-# log dir (`broker/account`) and the positions it holds; in paper trading and simulation the portfolio's.
+# Balances, each with its source and time: in prod the exchange's account as the session last fetched it
+# (`broker/account`, at its fetch time), then the portfolio's figures at its last bar; then the open positions
+# the portfolio holds at that bar.
 
 # %%
-source, balances, positions = views.account_now(run)
-display(Markdown(f"From {source}."))
+balances, positions = views.account_now(run)
 display(balances)
 display(positions)
 
