@@ -847,6 +847,9 @@ def test_a_snapshot_of_some_assets_simulates_without_universe(tmp_path, monkeypa
         (saved,) = Path(name).rglob("system_config.yaml")
         config = yaml.safe_load(saved.read_text())
         assert (config["universe"], config["universe_rule"]) == (["BTC", "ETH", "SOL"], "all"), name
+        if name != "historical":  # the observer section reaches the run (through Dagster's resource too)
+            assert config["observer"]["notebook"] is False, name
+            assert not list(Path(name).rglob("*.ipynb")), name  # no observer notebook: no kernel started
 
 
 def test_dump_of_all_the_assets_of_a_folder(tmp_path, monkeypatch):
