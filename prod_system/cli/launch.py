@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from dagster import AssetMaterialization, DagsterInstance, JobDefinition
+from dagster import DagsterInstance, JobDefinition
 from dagster._core.definitions.job_base import InMemoryJob
 from dagster._core.errors import DagsterExecutionInterruptedError
 from dagster._core.execution.api import execute_run
@@ -34,7 +34,7 @@ from prod_system.common import progress as progress_hook
 from prod_system.common.files import write_atomically
 from prod_system.common.timeutil import compact
 from prod_system.config import SystemConfig
-from prod_system.defs.live import bar_metadata, bar_partitions, live_bar_key
+from prod_system.defs.live import BarReporter
 from prod_system.defs.reconciliation import reconciliation_key
 from prod_system.defs.resources import (
     BrokerResource,
@@ -60,7 +60,6 @@ from prod_system.naming import (
     simulation_job_name,
 )
 from prod_system.runs.finish import RunSummary, summarize
-from prod_system.runs.live import BarOutcome, bar_key
 from prod_system.runs.stages import check_coverage, data_window
 
 DAY = pd.Timedelta(days=1)
@@ -264,45 +263,32 @@ def _run_summary(config: SystemConfig, log_dir: LogDir, result, began: float) ->
     return summary
 
 
-class LiveBarReporter:
+class LiveBarReporter(BarReporter):
     """Reports each bar of a live session of the CLI (``prod-system run``) to the Dagster instance:
-    a materialization of the live asset ``[model, mode, bar]`` for the bar's partition, with the same
-    metadata as the bars that the bar sensor's runs trade, so the UI shows the session's bars there.
+    the session job's ``BarReporter`` (the same partitions, metadata, waiting while the session catches
+    up, and warnings), its events reported runless (``report_runless_asset_event``) and marked
+    ``launched_by``, so the UI shows the session's bars with the bars that the bar sensor's runs trade."""
 
-    The session's own record is its log dir: reporting never stops it. A failure to report is one
-    warning (and one more when reporting works again)."""
-
-    def __init__(self, config: SystemConfig):
+    def __init__(self, config: SystemConfig, clock, bar: pd.Timedelta):
         self.root = config.log_root
-        self.key = live_bar_key(config.model, config.run_mode)
-        self.partitions = bar_partitions(config.model, config.run_mode).name
-        self.log_dir = LogDir.for_config(config).path
-        self.instance: DagsterInstance | None = None
-        self.failing = False
+        self._instance: DagsterInstance | None = None
+        super().__init__(
+            config.model,
+            config.run_mode,
+            LogDir.for_config(config).path,
+            clock,
+            bar,
+            emit=lambda event: self.dagster().report_runless_asset_event(event),
+            instance=self.dagster,
+            warn=lambda message: logger.warning("%s", message),
+            extra={"launched_by": "prod-system run"},
+        )
         try:
-            self.instance = instance_for(self.root)  # now, so that the first bar does not wait for it
+            self.dagster()  # now, so that the first bar does not wait for it
         except Exception as error:
-            self._failed(error)
+            self._failed(f"cannot report the bars to the Dagster instance (the log dir has them): {error}")
 
-    def __call__(self, outcome: BarOutcome) -> None:
-        try:
-            self._report(outcome)
-        except Exception as error:  # the UI's record of a bar must never cost the session
-            self._failed(error)
-        else:
-            if self.failing:
-                logger.warning("the session's bars are reported to the Dagster instance again")
-            self.failing = False
-
-    def _report(self, outcome: BarOutcome) -> None:
-        self.instance = self.instance or instance_for(self.root)
-        partition = bar_key(outcome.bar_end)
-        self.instance.add_dynamic_partitions(self.partitions, [partition])
-        metadata = {**bar_metadata(outcome, self.log_dir), "launched_by": "prod-system run"}
-        self.instance.report_runless_asset_event(AssetMaterialization(self.key, partition=partition, metadata=metadata))
-
-    def _failed(self, error: Exception) -> None:
-        if not self.failing:
-            reason = " ".join(str(error).split())[:300]
-            logger.warning("cannot report the bars to the Dagster instance (the log dir has them): %s", reason)
-        self.failing = True
+    def dagster(self) -> DagsterInstance:
+        """The instance of the log root (opened once)."""
+        self._instance = self._instance or instance_for(self.root)
+        return self._instance

@@ -232,9 +232,11 @@ def _trade(
     from prod_system.runs.live import LiveSession
 
     stop = threading.Event()
-    ingestion = None
+    ingestion = report = None
     try:
-        session = LiveSession(config, clock, on_bar=_on_bar(config))
+        session = LiveSession(config, clock)
+        report = _reporter(config, clock, session.bar)
+        session.on_bar = lambda outcome: (_print_bar(outcome), report(outcome))
         Invocation.log_file = session.log_dir.path / "log.txt"
         if ingest:
             from prod_system.runs.ingestion import Ingestor
@@ -260,6 +262,8 @@ def _trade(
         fail("interrupted", "the session resumes when started again with the same options", EXIT_INTERRUPTED)
     finally:
         stop.set()
+        if report is not None:
+            report.flush()  # the bars whose reports waited while the session caught up
         if ingestion is not None:
             ingestion.join(timeout=10)
 
@@ -326,14 +330,9 @@ def _print_bar(outcome) -> None:
     click.echo(f"bar {outcome.bar_end:%Y-%m-%d %H:%M}: {outcome.status}, {detail}", err=True)
 
 
-def _on_bar(config):
-    """After each bar: its line on stderr, and its materialization in the Dagster instance (the UI)."""
+def _reporter(config, clock, bar):
+    """Each bar's materialization in the Dagster instance (the UI), waiting while the session catches
+    up (``BarReporter``): its ``flush`` reports the rest at the end."""
     from prod_system.cli.launch import LiveBarReporter
 
-    report = LiveBarReporter(config)
-
-    def on_bar(outcome) -> None:
-        _print_bar(outcome)
-        report(outcome)
-
-    return on_bar
+    return LiveBarReporter(config, clock, bar)

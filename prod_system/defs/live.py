@@ -17,6 +17,8 @@ typed and under stable keys, so the asset's Plots chart them bar after bar.
 ``live_definitions`` gathers them with the ingestion job and the schedules.
 """
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +31,7 @@ from dagster import (
     AssetMaterialization,
     AssetSelection,
     Config,
+    DagsterInstance,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     Definitions,
@@ -86,6 +89,8 @@ from prod_system.runs.stages import broker_factory_for
 CANDLES_KEY = AssetKey(CANDLES_PATH)
 CHECKED_WINDOW = pd.Timedelta(hours=1)
 SEVERITY = {"no_missing_bars": AssetCheckSeverity.WARN, "no_price_jumps": AssetCheckSeverity.WARN}
+
+logger = logging.getLogger(__name__)
 
 
 def bar_partitions(model: str, mode: str) -> DynamicPartitionsDefinition:
@@ -224,8 +229,10 @@ def bar_metadata(outcome: BarOutcome, log_dir: Path) -> dict:
             metadata[f"{name.removesuffix('_at')}_seconds_after_close"] = (value - outcome.bar_end).total_seconds()
     try:
         metadata.update(bar_figures_metadata(bar_figures(log_dir, outcome.bar_end)))
-    except (OSError, ValueError, KeyError) as error:  # an unreadable part (pyarrow's errors are of these)
-        metadata["figures"] = MetadataValue.text(f"unavailable: {' '.join(str(error).split())[:300]}")
+    except Exception as error:  # any error (an unreadable part, pyarrow's ArrowTypeError...): the bar traded
+        reason = f"{type(error).__name__}: {_one_line(error)}"
+        logger.warning("bar %s: figures unavailable from %s: %s", bar_key(outcome.bar_end), log_dir, reason)
+        metadata["figures"] = MetadataValue.text(f"unavailable: {reason}")
     return metadata
 
 
@@ -243,19 +250,35 @@ def _broker_factory(config, context):
     return make
 
 
-class SessionBarReporter:
-    """The session job's report of each bar (traded or skipped): a materialization of the live asset's
-    bar partition with ``bar_metadata``, as a bar run's.
+class BarReporter:
+    """A live session's report of each bar (traded or skipped): a materialization of the live asset's
+    bar partition with ``bar_metadata``, as a bar run's, made by ``emit`` (the session job's
+    ``context.log_event``, the CLI's ``instance.report_runless_asset_event``), in the partitions of
+    ``instance()``; ``extra`` metadata added to each.
 
-    A report waits while the session has work due (the next bar has closed already: a job started
+    A report waits while the session has work due (the next bar has closed already: a session started
     late, or resumed, goes through the day's earlier bars at once, skipping them), so that a backlog
     of reports never makes a bar late; the waiting ones go out in order, with the next report made when
     the session waits for a close, as long as that close is ahead, and the rest at the end of the run
-    (``flush``). Reporting never stops the session (its log dir has every bar): a failure is one
-    warning, and one more when reporting works again."""
+    (``flush``). Reporting never stops the session (its log dir has every bar): an instance that cannot
+    register the bars' partitions is one warning (the bars keep waiting, and one more warning when
+    reporting works again); a bar whose report fails is dropped with a warning that names it, the
+    others still go out."""
 
-    def __init__(self, context: OpExecutionContext, model: str, mode: str, log_dir: Path, clock, bar: pd.Timedelta):
-        self.context, self.log_dir, self.clock, self.bar = context, log_dir, clock, bar
+    def __init__(
+        self,
+        model: str,
+        mode: str,
+        log_dir: Path,
+        clock,
+        bar: pd.Timedelta,
+        emit: Callable[[AssetMaterialization], object],
+        instance: Callable[[], DagsterInstance],
+        warn: Callable[[str], object],
+        extra: dict | None = None,
+    ):
+        self.log_dir, self.clock, self.bar = log_dir, clock, bar
+        self.emit, self.instance, self.warn, self.extra = emit, instance, warn, extra or {}
         self.key, self.partitions = live_bar_key(model, mode), bar_partitions_name(model, mode)
         self.waiting: list[BarOutcome] = []
         self.failing = False
@@ -266,28 +289,43 @@ class SessionBarReporter:
 
     def flush(self, until: pd.Timestamp | None = None) -> None:
         """Report the waiting bars, in order (those that ``until`` leaves no time for keep waiting)."""
-        if until is not None and self.clock.now() >= until:  # the next bar is due: the session goes on
+        if not self.waiting or (until is not None and self.clock.now() >= until):  # the session goes on
             return
-        try:
-            if self.waiting:
-                self.context.instance.add_dynamic_partitions(
-                    self.partitions, [bar_key(o.bar_end) for o in self.waiting]
-                )
-            while self.waiting and (until is None or self.clock.now() < until):
-                outcome = self.waiting[0]
-                metadata = bar_metadata(outcome, self.log_dir)
-                event = AssetMaterialization(self.key, partition=bar_key(outcome.bar_end), metadata=metadata)
-                self.context.log_event(event)
-                self.waiting.pop(0)
-        except Exception as error:  # the UI's record of a bar must never cost the session
-            self.waiting.clear()
-            if not self.failing:
-                self.context.log.warning(f"cannot report the session's bars (the log dir has them): {error}")
-            self.failing = True
-        else:
+        try:  # the UI's record of a bar must never cost the session
+            self.instance().add_dynamic_partitions(self.partitions, [bar_key(o.bar_end) for o in self.waiting])
+        except Exception as error:
+            self._failed(f"cannot report the session's bars (the log dir has them): {_one_line(error)}")
+            return
+        while self.waiting and (until is None or self.clock.now() < until):
+            outcome = self.waiting.pop(0)
+            partition = bar_key(outcome.bar_end)
+            try:
+                metadata = {**bar_metadata(outcome, self.log_dir), **self.extra}
+                self.emit(AssetMaterialization(self.key, partition=partition, metadata=metadata))
+            except Exception as error:  # this bar only: the others still go out
+                self.warn(f"cannot report bar {partition} (the log dir has it): {_one_line(error)}")
+                continue
             if self.failing:
-                self.context.log.warning("the session's bars are reported again")
+                self.warn("the session's bars are reported again")
             self.failing = False
+
+    def _failed(self, message: str) -> None:
+        if not self.failing:
+            self.warn(message)
+        self.failing = True
+
+
+class SessionBarReporter(BarReporter):
+    """The session job's ``BarReporter``: its events in the run's log (``context.log_event``)."""
+
+    def __init__(self, context: OpExecutionContext, model: str, mode: str, log_dir: Path, clock, bar: pd.Timedelta):
+        super().__init__(
+            model, mode, log_dir, clock, bar, context.log_event, lambda: context.instance, context.log.warning
+        )
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300]
 
 
 class SessionRunConfig(Config):

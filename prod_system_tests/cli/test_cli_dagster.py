@@ -16,8 +16,11 @@ import pytest
 import yaml
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, FloatMetadataValue
 
+from prod_system.cli.launch import LiveBarReporter
+from prod_system.common.clock import SimulatedClock
+from prod_system.config import build_config
 from prod_system.log_dir import LogDir
-from prod_system.runs.live import bar_key
+from prod_system.runs.live import BarOutcome, bar_key
 from prod_system_tests.kit.live import Market
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,3 +136,37 @@ def test_a_cli_live_session_reports_its_bars_on_the_live_asset(candles, tmp_path
         assert metadata["status"].value in ("traded", "skipped")
         assert metadata["log_dir"].value == str(session)
         assert isinstance(metadata["session_pnl"], FloatMetadataValue)  # and the bar's figures
+
+
+def test_a_resumed_cli_session_s_reports_wait_for_its_first_tradable_bar(tmp_path, monkeypatch):
+    """`prod-system run` resumed late goes through the closed bars at once (skipping them): their
+    reports wait (the session job's ``BarReporter``), so the first bar it can still trade is not late;
+    they go out in order once the session waits for a close, marked as the CLI's."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    start = pd.Timestamp("2023-07-21T00:00:00Z")
+    config = build_config(
+        {
+            "model": "C1b",
+            "universe": ["BTC", "ETH"],
+            "start": start.isoformat(),
+            "end": (start + pd.Timedelta(days=1)).isoformat(),
+            "bar": "1m",
+            "run_mode": "paper_trading",
+            "log_root": str(tmp_path / "runs"),
+            "market_data": {"source": "sqlite:///unused.db"},
+        }
+    )
+    clock = SimulatedClock(start + pd.Timedelta(minutes=10, seconds=20))  # bar 00:10 closed 20 s ago
+    bars = [start + pd.Timedelta(minutes=i) for i in range(1, 11)]
+    report = LiveBarReporter(config, clock, pd.Timedelta(minutes=1))
+    waiting = []
+    for bar_end in bars[:-1]:
+        report(BarOutcome(bar_end, "skipped", "the process was not running at the bar's close"))
+        waiting.append(len(report.waiting))
+    report(BarOutcome(bars[-1], "traded", orders=3))  # the session now waits for 00:11
+    assert waiting == list(range(1, 10)) and report.waiting == []
+    records = report.dagster().fetch_materializations(AssetKey(["C1b", "paper_trading", "bar"]), limit=20).records
+    reported = [r.asset_materialization for r in reversed(records)]  # newest first
+    assert [m.partition for m in reported] == [bar_key(b) for b in bars]
+    assert {m.metadata["launched_by"].value for m in reported} == {"prod-system run"}

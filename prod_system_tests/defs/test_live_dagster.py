@@ -13,6 +13,8 @@ import threading
 import time
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from dagster import (
     AssetKey,
@@ -28,7 +30,7 @@ from dagster import (
 from prod_system.common.clock import RealClock, SimulatedClock
 from prod_system.data.market_db import MarketDatabase
 from prod_system.definitions import build_definitions
-from prod_system.defs.live import SessionBarReporter, bar_partitions, build_live_assets
+from prod_system.defs.live import BarReporter, SessionBarReporter, bar_metadata, bar_partitions, build_live_assets
 from prod_system.defs.metadata import usd
 from prod_system.defs.resources import LogDirResource, SystemResource
 from prod_system.defs.resources.live import LiveResource
@@ -251,3 +253,42 @@ def test_the_session_job_s_reports_wait_while_the_session_catches_up(tmp_path):
     reported = [e.materialization for e in result.get_asset_materialization_events()]
     assert [parse_bar_key(m.partition) for m in reported] == bars
     assert [m.metadata["status"].value for m in reported] == ["skipped"] * 9 + ["traded"]
+
+
+def test_a_bar_s_report_that_fails_is_dropped_alone(tmp_path):
+    """One bar whose report fails (here its event) is dropped with a warning that names it; the
+    backlog's other bars still go out, in order."""
+    start = pd.Timestamp("2023-07-21T00:00:00Z")
+    clock = SimulatedClock(start + pd.Timedelta(minutes=5, seconds=20))
+    bars = [start + pd.Timedelta(minutes=i) for i in range(1, 6)]
+    instance, warnings = DagsterInstance.ephemeral(), []
+
+    def emit(event):
+        if event.partition == bar_key(bars[1]):
+            raise RuntimeError("the event log refused it")
+        instance.report_runless_asset_event(event)
+
+    report = BarReporter(
+        "C1b", "paper_trading", tmp_path, clock, pd.Timedelta(minutes=1), emit, lambda: instance, warnings.append
+    )
+    for bar_end in bars[:-1]:  # the backlog of a resumed session
+        report(BarOutcome(bar_end, "skipped", "the process was not running at the bar's close"))
+    report(BarOutcome(bars[-1], "traded", orders=3))
+    records = instance.fetch_materializations(AssetKey(["C1b", "paper_trading", "bar"]), limit=10).records
+    reported = sorted(parse_bar_key(r.asset_materialization.partition) for r in records)
+    assert reported == [bars[0], *bars[2:]] and report.waiting == []
+    assert len(warnings) == 1 and bar_key(bars[1]) in warnings[0] and "refused" in warnings[0], warnings
+
+
+def test_figures_that_cannot_be_read_never_fail_a_traded_bar(tmp_path):
+    """A statistics part pyarrow cannot cast (a list where a number belongs: ArrowNotImplementedError,
+    neither OSError nor ValueError): the bar's metadata has its status and says why its figures are
+    missing, and no exception fails the bar's run after it traded."""
+    bar_end = pd.Timestamp("2023-07-21T00:01:00Z")
+    folder = tmp_path / "portfolio" / "statistics"
+    folder.mkdir(parents=True)
+    table = pa.table({"bar_end": [bar_end], "pnl": [[1.0]], "net_wealth": [1_000.0]})
+    pq.write_table(table, folder / "part-20230721_000100.parquet")
+    metadata = bar_metadata(BarOutcome(bar_end, "traded", orders=2), tmp_path)
+    assert metadata["status"] == "traded" and metadata["orders"] == 2 and "session_pnl" not in metadata
+    assert metadata["figures"].value.startswith("unavailable: ArrowNotImplementedError"), metadata["figures"]
