@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -10,8 +12,12 @@ from pathlib import Path
 def write_atomically(path: Path, write: Callable[[Path], object], tmp: Path | None = None) -> Path:
     """``write`` a temporary file next to ``path``, then rename it over ``path`` (atomic on POSIX). On
     any failure (ENOSPC, a kill is another matter) the temporary file is removed and the error raised:
-    ``path`` keeps its previous content, whole."""
-    tmp = tmp or path.with_name(path.name + ".tmp")
+    ``path`` keeps its previous content, whole.
+
+    The temporary file is ``tmp`` if given, else a name of its own (``unique_tmp``), so that writers of
+    the same file at once (overlapping runs) each publish a whole file, the last one's; a writer killed
+    midway leaves its hidden ``.tmp`` file, never read under ``path``'s name."""
+    tmp = tmp or unique_tmp(path)
     try:
         write(tmp)
         swap_in(tmp, path)
@@ -19,6 +25,12 @@ def write_atomically(path: Path, write: Callable[[Path], object], tmp: Path | No
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def unique_tmp(path: Path) -> Path:
+    """A temporary name next to ``path`` that no other writer uses: hidden, with this process's id and
+    random bytes, ending ``.tmp``."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
 
 
 def write_folder_atomically(path: Path, write: Callable[[Path], object]) -> Path:

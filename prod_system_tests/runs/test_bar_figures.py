@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from prod_system.common.files import write_atomically
 from prod_system.config import build_config
 from prod_system.log_dir import LogDir
 from prod_system.runs.bar_figures import TOTALS_FILE, bar_figures
@@ -25,10 +26,11 @@ TABLES = ("portfolio/statistics", "portfolio/holdings_notional")
 
 @pytest.fixture
 def session(tmp_path) -> LogDir:
-    """Five traded bars of 1 minute (one skipped) with fills, fees and a funding payment; a state.json
-    carried over (cash and no holdings), as a live session leaves them."""
+    """Five traded bars of 1 minute (one skipped) with fills, fees and a funding payment, from 1,000 USDT;
+    a state.json (1,234 USDT of cash and no holdings), as a live session leaves them."""
     logs = LogDir(tmp_path / "system_log_dir")
-    logs.write_text("state.json", json.dumps({"cash": 1_000.0, "notional": dict.fromkeys(ASSETS, 0.0)}))
+    # a cash of its own: the session's start before a bar reported late is the first bar's, not the state's
+    logs.write_text("state.json", json.dumps({"cash": 1_234.0, "notional": dict.fromkeys(ASSETS, 0.0)}))
     portfolio = Portfolio(PortfolioState.empty(ASSETS, 1_000.0))
     rng = np.random.default_rng(1)
     for i, bar_end in enumerate(BARS):
@@ -116,3 +118,28 @@ def test_the_running_totals_never_change_a_figure(session):
     assert with_cache.session_pnl == pytest.approx(stats["pnl"].sum(), abs=1e-9)
     # a bar before the cached ones (a report of an earlier bar) sums only its own bars
     assert bar_figures(session, BARS[1]).session_pnl == pytest.approx(stats["pnl"].iloc[:2].sum(), abs=1e-9)
+
+
+def test_two_writers_of_the_running_totals_at_once_each_publish_a_whole_file(session):
+    """Overlapping runs write ``session_totals.json`` at once: each writes a temporary file of its own,
+    so neither fails nor publishes the other's file while it is written; a writer killed midway leaves
+    its temporary file, which is never read."""
+    figures = bar_figures(session, BARS[-1])
+    path = session.path / TOTALS_FILE
+    whole = path.read_text()
+
+    def slow_writer(tmp):  # an earlier run, midway through writing the totals when the next one writes them
+        with tmp.open("w") as file:
+            file.write(whole[:20])
+            file.flush()
+            path.unlink()  # the next run finds no cache: it rebuilds it and writes its own
+            assert bar_figures(session, BARS[-1]) == figures
+            assert json.loads(path.read_text()) == json.loads(whole)
+            file.write(whole[20:])
+
+    write_atomically(path, slow_writer)
+    assert json.loads(path.read_text()) == json.loads(whole)
+    assert [p.name for p in session.path.iterdir() if p.name.endswith(".tmp")] == []
+    (session.path / f".{TOTALS_FILE}.4242.0badc0ffee00.tmp").write_text('{"pnl": 1e9, "par')  # killed midway
+    path.unlink()
+    assert bar_figures(session, BARS[-1]) == figures
