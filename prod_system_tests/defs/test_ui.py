@@ -84,10 +84,16 @@ def test_operator_materializes_a_partition_from_the_ui(tmp_path, screenshots, ca
             # reads: the live bar asset's page plots their figures bar after bar (numeric metadata)
             monkeypatch.setenv("DAGSTER_HOME", str(dev.home))  # its event log's home too
             with DagsterInstance.get() as instance:
-                assert run_session_job(candles, tmp_path / "live", instance, monkeypatch)[0].success
+                live = run_session_job(candles, tmp_path / "live", instance, monkeypatch)[0]
+            assert live.success
+            statuses = [e.materialization.metadata["status"].value for e in live.get_asset_materialization_events()]
+            assert statuses.count("traded") >= 2, statuses  # a chart of two points at least: a line
             page.goto(f"{dev.url}/assets/C1b/paper_trading/bar")
             page.get_by_text("session_pnl", exact=True).first.wait_for()  # the latest bar's metadata
-            assert metadata_plot(page, "session_pnl") > 1000
+            plot = metadata_plot(page, "session_pnl")
+            print(f"session_pnl plot: {plot}")
+            # drawn (axes and all), and its series a line across the chart, not one dot
+            assert plot.pixels > 1000 and plot.series_span > plot.width / 3, plot
             page.screenshot(path=screenshots / "live_bar_plots.png", full_page=True)
 
             # the reconciliation's asset check, with its result

@@ -187,7 +187,9 @@ def wait_for_run(page, timeout_ms: int = 180_000) -> str:
 
 
 # the canvas of the metadata plot titled with a label (the nearest box holding the title and a
-# canvas), and how many of its pixels are drawn (Chart.js draws on a 2D canvas; 0: nothing plotted)
+# canvas): how many of its pixels are drawn (Chart.js draws on a 2D canvas; 0: nothing plotted), its
+# width, and the horizontal extent of its coloured pixels (the series: axes, grid and ticks are grey;
+# one point is a dot a few pixels wide, a line through two or more spans the plot's width)
 _PLOT_PIXELS = """label => {
     const titles = [...document.querySelectorAll('body *')].filter(
         e => e.children.length === 0 && e.textContent.trim() === label);
@@ -196,21 +198,37 @@ _PLOT_PIXELS = """label => {
         while (box && !box.querySelector('canvas')) box = box.parentElement;
         if (!box || box.querySelectorAll('canvas').length !== 1) continue;
         const canvas = box.querySelector('canvas');
-        if (!canvas.width || !canvas.height) return 0;
+        if (!canvas.width || !canvas.height) return null;
         const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-        let drawn = 0;
-        for (let i = 3; i < pixels.length; i += 4) if (pixels[i]) drawn++;
-        return drawn;
+        let drawn = 0, left = canvas.width, right = -1;
+        for (let i = 0; i < pixels.length; i += 4) {
+            if (!pixels[i + 3]) continue;
+            drawn++;
+            const [r, g, b] = [pixels[i], pixels[i + 1], pixels[i + 2]];
+            if (Math.max(r, g, b) - Math.min(r, g, b) > 60 && pixels[i + 3] > 128) {
+                const x = (i / 4) % canvas.width;
+                left = Math.min(left, x);
+                right = Math.max(right, x);
+            }
+        }
+        return drawn ? {pixels: drawn, width: canvas.width, series_span: right < 0 ? 0 : right - left + 1} : null;
     }
-    return 0;
+    return null;
 }"""
 
 
-def metadata_plot(page, label: str) -> int:
+@dataclass
+class DrawnPlot:
+    pixels: int  # drawn pixels of the chart's canvas (axes included)
+    width: int  # the canvas' width in pixels
+    series_span: int  # the horizontal extent of the series' (coloured) pixels
+
+
+def metadata_plot(page, label: str) -> DrawnPlot:
     """On an asset's page: switch its Metadata section to Plots (numeric metadata across its
     materializations, by partition for a partitioned asset) and wait until the chart of ``label`` is
-    drawn; returns how many of its canvas pixels are drawn."""
+    drawn; returns what its canvas shows."""
     page.get_by_role("button", name="Plots").click()
     page.get_by_text(label, exact=True).first.scroll_into_view_if_needed()
     page.wait_for_function(_PLOT_PIXELS, arg=label)
-    return page.evaluate(_PLOT_PIXELS, label)
+    return DrawnPlot(**page.evaluate(_PLOT_PIXELS, label))
