@@ -260,7 +260,9 @@ class Notifier:
         cause's claim (and rolls back the state ``changed`` recorded just before), so the next try sends."""
         change, self._change = self._change, None
         title, body = redact(alert.title, also=self.also), redact(alert.message, also=self.also)[:MAX_BODY]
-        logger.warning("ALERT %s: %s", title, body)
+        # INFO: the event itself is already logged where it happened (a skipped bar, an error line); this
+        # records that it alerted, in log.txt, without a second warning on the operator's console
+        logger.info("alert %s: %s", title, body)
         urls = alert_urls(self.config)
         key = redact(alert.key, also=self.also)  # the state file holds no secret either
         claim = self._claim(key) if urls else None

@@ -55,7 +55,7 @@ def test_secrets_named_by_the_config_reach_no_message_and_no_state_file(tmp_path
     assert b"bad key ***" in state and KEY.encode() not in state and b"k#y#" not in state
     # not delivered (nothing listens there): the log line names no secret either
     monkeypatch.setenv(HOOKS, "json://127.0.0.1:9/hook")
-    with caplog.at_level(logging.WARNING, logger="prod_system.alerts"):
+    with caplog.at_level(logging.INFO, logger="prod_system.alerts"):
         Notifier.for_run(config).send(Alert(AlertKind.RUN_FAILED, "C1b prod", reason))
     assert "bad key ***" in caplog.text and KEY not in caplog.text
 
