@@ -35,6 +35,7 @@ from pathlib import Path
 import pandas as pd
 
 from prod_system.analysis import notebooks, performance, plots
+from prod_system.analysis.alerting import send_observer_alerts
 from prod_system.analysis.reconciliation import Reconciliation, reconcile
 from prod_system.analysis.statement import check_log_dir
 from prod_system.common.files import write_atomically
@@ -206,6 +207,7 @@ def observe(
     _write(report)
     summary["seconds"] = round(time.perf_counter() - began, 4)
     _write_json(directory / SUMMARY_JSON, summary)
+    send_observer_alerts(summary, config)  # a divergence from research, a threshold crossed (analysis/alerting.py)
     if config.observer.notebook if notebook is None else notebook:
         shown = config.observer.show_input if show_input is None else show_input
         parameters = notebook_parameters(config, logs, start, end, directory)

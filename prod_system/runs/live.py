@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from prod_system.alerts import Notifier, cause_of, kill_switch_alert, skipped_alert
 from prod_system.common.clock import Clock
 from prod_system.common.timeutil import bar_ends, compact
 from prod_system.config import RunMode, SystemConfig, build_config, load_config
@@ -38,6 +39,7 @@ from prod_system.errors import BrokerError, DatabaseUnavailable
 from prod_system.log_dir import LogDir, columns
 from prod_system.models.dag import Dag, load_model
 from prod_system.runs.bar_step import BarStep, BarTrade
+from prod_system.runs.exchange_check import ExchangeWatch
 from prod_system.runs.exchange_statement import StatementRecorder
 from prod_system.runs.stages import BrokerFactory, broker_factory_for, data_guard_for, log_data_quality
 from prod_system.trading.brokers.base import FILL_COLUMNS
@@ -264,6 +266,7 @@ class LiveSession:
         self._funding_waits = True  # a settlement may be due but unknown: look each bar (and at a restart)
         self.log_dir = LogDir.for_config(config)
         self.broker_factory = broker_factory or broker_factory_for(config, self.log_dir)
+        self.notifier = Notifier.for_run(config)  # skipped bars, the kill switch
         self.bars = bar_ends(config.start, config.end, self.bar)
 
     @property
@@ -370,7 +373,8 @@ class LiveSession:
             try:
                 # the venue holds the portfolio plus the fills counted but not applied yet
                 expected = replace(state, shares=_plus_fills(state.shares, early_fills))
-                checked = broker.reconcile(expected)
+                self.watch = ExchangeWatch(self.config, logger)  # the exchange checked in session (prod)
+                checked = broker.reconcile(expected, self.watch.alert)
                 if checked is not expected:  # the venue's positions were adopted: they include those fills
                     state, early_fills = checked, []
                 step = BarStep(
@@ -423,6 +427,7 @@ class LiveSession:
                 except DatabaseUnavailable as error:  # the mocked broker reads prices too
                     outcome = self._skip(bar_end, str(error))
             outcomes.append(outcome)
+            self._watch_kill_switch(step.broker.kill_switch_state(), bar_end)
             if self.on_bar:
                 self.on_bar(outcome)
 
@@ -494,6 +499,12 @@ class LiveSession:
     def _bar(self, bar_end: pd.Timestamp, step: BarStep, early_fills: list[dict]) -> tuple[BarOutcome, list[dict]]:
         """Decide and trade one bar (or record why not). ``early_fills``, counted after the previous
         bar's orders were sent, are applied now; returns those counted after this bar's."""
+        if self.watch.refusing:  # a check disagreed: check again at the bar's close, trade once it agrees
+            self.clock.wait_until(bar_end)
+            shares = pd.Series(step.portfolio.shares, index=self.assets)
+            refused = self.watch.before_bar(step.broker, _plus_fills(shares, early_fills), bar_end)
+            if refused:
+                return self._skip(bar_end, refused), early_fills
         missing, data_complete_at, skipped = self._wait_for_candles(bar_end)
         if skipped:
             return self._skip(bar_end, skipped), early_fills  # their fills wait for the next traded bar
@@ -612,6 +623,10 @@ class LiveSession:
             tables["broker/executions"] = executions[executions["bar_end"] == bar_end]
         for name, frame in tables.items():
             self.log_dir.write_table(name, frame, bar_end)
+        # every check_every_bars: the exchange against the portfolio (its fills counted after sending
+        # included); adopted positions come as fills applied with the next bar, saved with those
+        shares = _plus_fills(pd.Series(step.portfolio.shares, index=self.assets), trade.immediate_fills)
+        trade.immediate_fills.extend(self.watch.after_bar(step.broker, shares, bar_end + self.bar))
         self._save_state(step.portfolio.state(step.broker.open_orders(), bar_end), trade.immediate_fills)
         self.statement.after_bar(step.broker, bar_end)  # the venue's income and balances (prod)
 
@@ -684,6 +699,17 @@ class LiveSession:
         )
         for outcome in pending:
             outcome.recorded = True
+        self.notifier.send(skipped_alert(self.config, [o.bar_end for o in pending], pending[0].reason))
+
+    def _watch_kill_switch(self, state: str | None, bar_end: pd.Timestamp) -> None:
+        """Alert when the kill switch engages (once per engagement: the state seen last is kept beside the
+        alerts' rate limit, so the run of each bar in Dagster does not alert again); log its release."""
+        if not self.notifier.changed(cause_of("kill switch state", self.config), state):
+            return
+        if state is None:
+            logger.warning("bar %s: the kill switch is released", bar_end)
+        else:
+            self.notifier.send(kill_switch_alert(self.config, state, bar_end))
 
 
 @contextmanager

@@ -36,6 +36,7 @@ from prod_system.models.dag import Dag, DagOutputs, run_streaming
 from prod_system.runs.bar_step import BarStep
 from prod_system.trading.brokers.base import FILL_COLUMNS, Broker
 from prod_system.trading.brokers.exchange import ExchangeBroker
+from prod_system.trading.brokers.kill_switch import KillSwitch
 from prod_system.trading.brokers.mocked import MockedBroker
 from prod_system.trading.orders import ORDER_COLUMNS
 from prod_system.trading.portfolio import Portfolio, PortfolioState
@@ -123,11 +124,11 @@ def replay_clock(start: pd.Timestamp) -> Clock:
     return SimulatedClock(start)
 
 
-def mocked_broker(costs: CostsConfig) -> BrokerFactory:
-    """The mocked broker, charging the config's fees and slippage."""
+def mocked_broker(costs: CostsConfig, kill_switch_file: str | None = None) -> BrokerFactory:
+    """The mocked broker, charging the config's fees and slippage (reporting the kill-switch file)."""
 
     def connect(reader: MarketDataReader, bar: pd.Timedelta) -> Broker:
-        return MockedBroker(reader, bar, costs)
+        return MockedBroker(reader, bar, costs, KillSwitch(kill_switch_file))
 
     return connect
 
@@ -135,7 +136,7 @@ def mocked_broker(costs: CostsConfig) -> BrokerFactory:
 def broker_factory_for(config: SystemConfig, log_dir: LogDir | None = None) -> BrokerFactory:
     """The broker the config asks for: mocked, or the exchange through ccxt (audited in the log dir)."""
     if config.broker.kind == "mocked":
-        return mocked_broker(config.costs)
+        return mocked_broker(config.costs, config.risk.kill_switch_file)
     audit = log_dir.path / "exchange_audit.jsonl" if log_dir else None
 
     def exchange_broker(reader: MarketDataReader, bar: pd.Timedelta) -> Broker:

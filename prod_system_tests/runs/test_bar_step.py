@@ -34,10 +34,11 @@ KNOWN_AFTER = pd.Timedelta(seconds=10)  # a candle is known 10 s after its close
 def test_every_broker_implements_the_whole_interface_itself(candles):
     """Each broker defines every method of the interface (none inherited by default), so the ABC lets
     it be built; the mocked one keeps no execution log, fills nothing at once and ignores a forced
-    kill switch (a paper session's orders stay the model's)."""
+    kill switch in its orders (a paper session's orders stay the model's) but reports it (the session
+    alerts on it, as prod's does)."""
     wanted = set(Broker.__abstractmethods__) | {"keeps_execution_log"}
     assert wanted >= {"reconcile", "submit", "collect_fills", "collect_immediate_fills", "open_orders"}
-    assert wanted >= {"executions", "force_kill_switch", "close"}
+    assert wanted >= {"executions", "force_kill_switch", "kill_switch_state", "close"}
     for broker_class in (MockedBroker, ExchangeBroker):
         assert issubclass(broker_class, Broker)
         assert not broker_class.__abstractmethods__, broker_class
@@ -55,7 +56,9 @@ def test_every_broker_implements_the_whole_interface_itself(candles):
     assert broker.reconcile(state) is state
     order = {"bar_end": START, "asset": "BTC", "client_order_id": "x", "quantity": 0.1}
     broker.submit([order])
+    assert broker.kill_switch_state() is None
     broker.force_kill_switch("flatten")
+    assert broker.kill_switch_state() == "flatten"
     assert broker.collect_immediate_fills(START + pd.Timedelta(minutes=1)) == []
     assert broker.open_orders() == [order]
     executions = broker.executions()

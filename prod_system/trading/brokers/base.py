@@ -6,6 +6,7 @@ The runs call only these methods, so no run needs to know which broker it holds.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -24,7 +25,49 @@ class AccountStatement:
     not pulled before, and its balances when they were fetched (``broker/account`` without bar_end)."""
 
     income: pd.DataFrame  # INCOME_COLUMNS: asset, income_type, income, tran_id, trade_id, income_at
-    account: dict  # wallet_balance, margin_balance, unrealized_pnl, fetched_at
+    account: dict  # wallet_balance, margin_balance, unrealized_pnl, maint_margin, margin_ratio, fetched_at
+
+
+def margin_ratio(maint_margin: float, margin_balance: float) -> float:
+    """The account's margin ratio as Binance shows it: maintenance margin / margin balance (liquidation
+    at 1); infinite when the balance is gone while positions need margin."""
+    if margin_balance > 0:
+        return maint_margin / margin_balance
+    return float("inf") if maint_margin > 0 else 0.0
+
+
+@dataclass
+class ExchangeCheck:
+    """The venue's positions and open orders against the portfolio's (``Broker.check``).
+
+    ``expected`` is what the venue should hold: the portfolio's shares, the fills counted and not applied
+    yet, and what the broker's own orders in flight are known to have filled; an asset agrees when the
+    venue's position is within the exchange's step of it, or of what those orders may still fill."""
+
+    portfolio: pd.Series  # the shares the check was given (the portfolio's, with its unapplied fills)
+    venue: pd.Series  # the venue's position per asset
+    in_flight: pd.Series  # what the broker's own orders are known to have filled beyond the portfolio
+    expected: pd.Series  # what the venue should hold: portfolio + in_flight
+    differ: list[str]  # the assets whose positions disagree
+    stray_orders: list[dict]  # open orders on the venue that the session did not place (ccxt's orders)
+    prices: pd.Series  # what an adopted difference is booked at: the venue's entry price, else its mark
+    marks: pd.Series  # the venue's mark prices (NaN if unknown)
+
+    @property
+    def agrees(self) -> bool:
+        return not self.differ and not self.stray_orders
+
+    def text(self) -> str:
+        """What differs, short: per asset the venue's position and the portfolio's, then the stray orders."""
+        problems = [f"{a}: exchange {self.venue[a]:g}, portfolio {self.expected[a]:g}" for a in self.differ]
+        if self.stray_orders:
+            ids = ", ".join(str(o.get("clientOrderId") or o["id"]) for o in self.stray_orders)
+            problems.append(f"{len(self.stray_orders)} open orders not placed by this session ({ids})")
+        return "; ".join(problems)
+
+
+# called with the check when the venue disagrees, before the broker refuses or adopts (the session alerts)
+OnMismatch = Callable[[ExchangeCheck], None]
 
 
 class Broker(ABC):
@@ -35,8 +78,20 @@ class Broker(ABC):
     keeps_execution_log: bool
 
     @abstractmethod
-    def reconcile(self, state: PortfolioState) -> PortfolioState:
-        """Agree with the venue before the first order (the state to trade from)."""
+    def reconcile(self, state: PortfolioState, on_mismatch: OnMismatch | None = None) -> PortfolioState:
+        """Agree with the venue before the first order (the state to trade from); ``on_mismatch`` is
+        told of a disagreement before the broker refuses (``BrokerError``) or adopts it."""
+
+    @abstractmethod
+    def check(self, portfolio: pd.Series) -> ExchangeCheck | None:
+        """The venue's positions and open orders against ``portfolio`` (the portfolio's shares plus the
+        fills counted and not applied yet), the broker's own orders in flight aside; None for a broker
+        without a venue. May raise ``BrokerError`` (the venue does not answer)."""
+
+    @abstractmethod
+    def adopt(self, check: ExchangeCheck, apply_at: pd.Timestamp) -> list[dict]:
+        """Cancel the stray open orders and take the venue's positions: the fills (``fills`` schema, no
+        fee) that move the portfolio to them, stamped with the bar that applies them (``apply_at``)."""
 
     @abstractmethod
     def submit(self, orders: list[dict]) -> None:
@@ -68,6 +123,11 @@ class Broker(ABC):
     @abstractmethod
     def force_kill_switch(self, state: str) -> None:
         """The orchestrator's kill switch ('stop' or 'flatten'), whatever the kill-switch file says."""
+
+    @abstractmethod
+    def kill_switch_state(self) -> str | None:
+        """The kill switch now: None (trading), 'stop' or 'flatten' (the file, or the orchestrator's tag);
+        a live session alerts when it engages."""
 
     @abstractmethod
     def close(self) -> None:

@@ -11,8 +11,9 @@ What makes it safe to run unattended:
   the config's risk limits and the kill switch, before anything is sent.
 - **Fills from the exchange**: executed shares, VWAP and fees from its own trade list
   (fetch_my_trades), each trade counted once; an order is done only when all it filled is counted.
-- **Reconciled start**: positions and open orders on the exchange must agree with the portfolio,
-  or be adopted, before the first order.
+- **Reconciled start, checked in session**: positions and open orders on the exchange must agree
+  with the portfolio, or be adopted, before the first order and at each in-session check (``check``,
+  ``adopt``; our own orders in flight are not a mismatch).
 - **Audited**: every request and response goes to a JSON-lines file, key and signatures redacted.
 """
 
@@ -37,8 +38,17 @@ from prod_system.common.clock import Clock
 from prod_system.common.failpoints import failpoint
 from prod_system.config import BrokerConfig, RiskConfig
 from prod_system.errors import BrokerError
-from prod_system.trading.brokers.base import EXECUTION_COLUMNS, INCOME_COLUMNS, AccountStatement, Broker
+from prod_system.trading.brokers.base import (
+    EXECUTION_COLUMNS,
+    INCOME_COLUMNS,
+    AccountStatement,
+    Broker,
+    ExchangeCheck,
+    OnMismatch,
+    margin_ratio,
+)
 from prod_system.trading.brokers.ccxt_client import binanceusdm_client, retry_delay, symbol_of
+from prod_system.trading.brokers.kill_switch import KillSwitch
 from prod_system.trading.portfolio import PortfolioState
 
 if TYPE_CHECKING:
@@ -52,23 +62,6 @@ INCOME_PAGE = 1000  # GET /fapi/v1/income: at most 1,000 rows a page
 # error". ccxt is imported by the methods that call the exchange, not with this module: loading the
 # Dagster definitions imports this module but needs no ccxt (~0.45 s). The backoff (and Retry-After)
 # is ccxt_client.retry_delay, shared with the history download.
-
-
-class KillSwitch:
-    """The operator's stop: a file (its content 'flatten' also closes every position), or a flag
-    set by the orchestrator (a Dagster run tag)."""
-
-    def __init__(self, path: str | None = None):
-        self.path = Path(path) if path else None
-        self.forced: str | None = None
-
-    def state(self) -> str | None:
-        """None (trade), 'stop' (no new orders) or 'flatten' (close every position)."""
-        if self.forced:
-            return self.forced
-        if self.path is None or not self.path.exists():
-            return None
-        return "flatten" if "flatten" in self.path.read_text().lower() else "stop"
 
 
 @dataclass
@@ -191,67 +184,126 @@ class ExchangeBroker(Broker):
 
     # -- start: agree with the exchange before the first order --------------------------------------
 
-    def reconcile(self, state: PortfolioState) -> PortfolioState:
+    def reconcile(self, state: PortfolioState, on_mismatch: OnMismatch | None = None) -> PortfolioState:
         """Check the exchange's positions and open orders against the portfolio (refuse or adopt).
 
         The orders the portfolio says were still executing (``state.open_orders``, from the end of the
         previous session or before a restart) are looked up by client id: what they filled is
-        expected on the exchange and is reported by the first ``collect_fills``."""
+        expected on the exchange and is reported by the first ``collect_fills``. Adopted at start, the
+        exchange's positions replace the state's (cash paying for the difference at the exchange's entry
+        price, the holdings valued at its marks); in a session, ``adopt`` books them as fills."""
         self.markets()
         self._resume(state.open_orders)
+        held = state.shares.reindex(self.assets, fill_value=0.0)
+        self._positions = held.fillna(0.0)  # the pending fills come with the first collect
+        check = self.check(held)
+        if check.agrees:
+            logger.info("exchange agrees with the portfolio: %s", _positions_text(check.expected))
+            return state
+        if on_mismatch is not None:
+            on_mismatch(check)
+        if self.config.on_mismatch == "refuse":
+            raise BrokerError(
+                f"the exchange disagrees with the portfolio ({check.text()}): not trading; set broker.on_mismatch: "
+                "adopt to take the exchange's positions, or flatten the account"
+            )
+        fills = self.adopt(check, state.bar_end if state.bar_end is not None else self.clock.now().floor(self.bar))
+        shares, cash = held.fillna(0.0), float(state.cash)
+        for fill in fills:
+            shares[fill["asset"]] += fill["shares"]
+            cash -= fill["notional"]
+        return PortfolioState(
+            shares=shares,
+            notional=shares * check.marks.fillna(check.prices),
+            cash=cash,
+            open_orders=[],
+            bar_end=state.bar_end,
+            funded_until=dict(state.funded_until),  # the settlements booked stay booked: none is paid twice
+        )
+
+    def check(self, portfolio: pd.Series) -> ExchangeCheck:
+        """The exchange's positions and open orders against ``portfolio`` (the portfolio's shares and
+        the fills counted, not applied yet), at any time between bars.
+
+        Our orders in flight are not a mismatch: what a placed order has filled and the trade list has
+        not given yet (``collect_fills``) is expected on the exchange, and an order still open may have
+        filled up to its size since it was last seen; our open orders are not stray ones. An asset
+        agrees within half the exchange's step; a position that cannot be read never agrees."""
+        self.markets()
+        for child in self._pending:  # an order still open: what it has filled by now
+            if child.status in ("open", "new"):
+                self._lookup(child)
         symbols = [symbol_of(a) for a in self.assets]
         positions = self._call(lambda c: c.fetch_positions(symbols), "fetch positions")
-        on_exchange = pd.Series(0.0, index=self.assets)
+        venue = pd.Series(0.0, index=self.assets)
         entry = pd.Series(np.nan, index=self.assets)
         marks = pd.Series(np.nan, index=self.assets)
         for position in positions:
             asset = position["symbol"].split("/")[0]
-            if asset in on_exchange.index:
-                on_exchange[asset] = float(position["info"].get("positionAmt", 0.0))
+            if asset in venue.index:
+                venue[asset] = float(position["info"].get("positionAmt", 0.0))
                 entry[asset] = float(position.get("entryPrice") or np.nan)
                 marks[asset] = float(position.get("markPrice") or np.nan)
         # the gross-notional limit values the positions it did not trade yet at the exchange's mark
         self._prices.update({a: float(m) for a, m in marks.items() if np.isfinite(m) and m > 0})
         open_orders = self._call(lambda c: c.fetch_open_orders(), "fetch open orders")
-        open_orders = [o for o in open_orders if o["symbol"] in symbols]
-        held = state.shares.reindex(self.assets, fill_value=0.0)
-        pending = pd.Series(0.0, index=self.assets)
-        for child in self._pending:
-            pending[child.asset] += child.filled * (1 if child.side == "buy" else -1)
-        held = held + pending  # what the exchange should hold once those fills are counted
         ours = {c.exchange_order_id for c in self._pending}
-        open_orders = [o for o in open_orders if str(o["id"]) not in ours]
-        steps = pd.Series({a: self._step(a) for a in self.assets})
-        differ = ~((on_exchange - held).abs() <= steps / 2)  # fails closed: a NaN holding never agrees
-        if not differ.any() and not open_orders:
-            self._positions = held - pending
-            logger.info("exchange agrees with the portfolio: %s", _positions_text(held))
-            return state
-        problems = [f"{a}: exchange {on_exchange[a]:g}, portfolio {held[a]:g}" for a in self.assets if differ[a]]
-        if open_orders:
-            ids = ", ".join(o["clientOrderId"] or o["id"] for o in open_orders)
-            problems.append(f"{len(open_orders)} open orders ({ids})")
-        problem = "; ".join(problems)
-        if self.config.on_mismatch == "refuse":
-            raise BrokerError(
-                f"the exchange disagrees with the portfolio ({problem}): not trading; set broker.on_mismatch: adopt "
-                "to take the exchange's positions, or flatten the account"
-            )
-        for order in open_orders:
-            self._call(lambda c, o=order: c.cancel_order(o["id"], o["symbol"]), f"cancel {order['id']}")
-        logger.warning("adopting the exchange's state (%s)", problem)
-        delta = on_exchange - held
-        price = entry.where(entry.notna() & (delta != 0), marks).fillna(0.0)
-        adopted = on_exchange - pending  # the pending fills come with the first collect
-        self._positions = adopted.copy()
-        return PortfolioState(
-            shares=adopted,
-            notional=adopted * marks.fillna(price),
-            cash=float(state.cash - (delta * price).sum()),
-            open_orders=[],
-            bar_end=state.bar_end,
-            funded_until=dict(state.funded_until),  # the settlements booked stay booked: none is paid twice
+        stray = [o for o in open_orders if o["symbol"] in symbols and str(o["id"]) not in ours]
+        known, more = pd.Series(0.0, index=self.assets), pd.Series(0.0, index=self.assets)
+        for child in self._pending:
+            sign = 1 if child.side == "buy" else -1
+            known[child.asset] += sign * max(child.filled - child.counted, 0.0)
+            if child.status in ("open", "new"):  # may fill up to its size before the positions are read
+                more[child.asset] += sign * max(child.sent - max(child.filled, child.counted), 0.0)
+        held = portfolio.reindex(self.assets, fill_value=0.0)
+        expected = held + known
+        half = pd.Series({a: self._step(a) for a in self.assets}) / 2
+        low, high = expected + more.clip(upper=0.0) - half, expected + more.clip(lower=0.0) + half
+        differ = ~((venue >= low) & (venue <= high))  # fails closed: a NaN holding never agrees
+        delta = venue - expected
+        prices = entry.where(entry.notna() & (delta != 0), marks).fillna(0.0)
+        return ExchangeCheck(
+            portfolio=held,
+            venue=venue,
+            in_flight=known,
+            expected=expected,
+            differ=[a for a in self.assets if differ[a]],
+            stray_orders=stray,
+            prices=prices,
+            marks=marks,
         )
+
+    def adopt(self, check: ExchangeCheck, apply_at: pd.Timestamp) -> list[dict]:
+        """Cancel the open orders the session did not place, then take the exchange's positions (read
+        again once orders were cancelled: one may have filled meanwhile): one fill per differing asset,
+        the difference at the exchange's entry price (its mark if none), no fee, the client order id
+        ``ps-adopt-<bar>-<asset>``. The broker's own positions move with them (the risk limits)."""
+        for order in check.stray_orders:
+            self._call(lambda c, o=order: c.cancel_order(o["id"], o["symbol"]), f"cancel {order['id']}")
+        if check.stray_orders:
+            check = self.check(check.portfolio)
+        logger.warning("adopting the exchange's positions (%s)", check.text() or "only open orders differed")
+        now, stamp = self.clock.now(), apply_at.strftime("%y%m%d%H%M")
+        fills = []
+        for asset in check.differ:  # a holding the portfolio cannot tell (NaN) is taken whole
+            held = check.portfolio[asset] if np.isfinite(check.portfolio[asset]) else 0.0
+            shares = round(float(check.venue[asset] - check.in_flight[asset] - held), 12)
+            price = float(check.prices[asset])
+            fills.append(
+                {
+                    "bar_end": apply_at,
+                    "asset": asset,
+                    "client_order_id": f"ps-adopt-{stamp}-{asset}",
+                    "order_bar_end": apply_at - self.bar,
+                    "shares": shares,
+                    "price": price,
+                    "notional": shares * price,
+                    "fee": 0.0,
+                    "filled_at": now,
+                }
+            )
+            self._positions[asset] = round(self._positions[asset] + shares, 12)
+        return fills
 
     def _resume(self, orders: list[dict]) -> None:
         """Find the orders of an earlier session on the exchange; forget those it never received."""
@@ -603,8 +655,9 @@ class ExchangeBroker(Broker):
         """The account's income history from ``since`` (GET /fapi/v1/income: startTime inclusive, pages
         of INCOME_PAGE rows up to a fixed endTime, so rows arriving meanwhile wait for the next pull),
         without the rows already ``seen`` (Binance: a tranId is unique within its incomeType), and the
-        wallet and margin balances (GET /fapi/v2/account), read first: the rows then pulled up to the
-        time it answered are all in its wallet, and none it lacks."""
+        balances and maintenance margin (GET /fapi/v2/account; the margin ratio is totalMaintMargin /
+        totalMarginBalance, as Binance shows it), read first: the rows then pulled up to the time it
+        answered are all in its wallet, and none it lacks."""
         account = self._call(lambda c: c.fapiPrivateV2GetAccount(), "fetch account")
         fetched_at = self.clock.now()
         start_ms = int(since.value // 1_000_000)
@@ -633,12 +686,15 @@ class ExchangeBroker(Broker):
                     "income_at": pd.Timestamp(int(row["time"]), unit="ms", tz="UTC"),
                 }
             )
+        margin_balance, maint_margin = float(account["totalMarginBalance"]), float(account["totalMaintMargin"])
         return AccountStatement(
             income=pd.DataFrame(fresh, columns=INCOME_COLUMNS),
             account={
                 "wallet_balance": float(account["totalWalletBalance"]),
-                "margin_balance": float(account["totalMarginBalance"]),
+                "margin_balance": margin_balance,
                 "unrealized_pnl": float(account["totalUnrealizedProfit"]),
+                "maint_margin": maint_margin,
+                "margin_ratio": margin_ratio(maint_margin, margin_balance),
                 "fetched_at": fetched_at,
             },
         )
@@ -646,6 +702,10 @@ class ExchangeBroker(Broker):
     def force_kill_switch(self, state: str) -> None:
         """The orchestrator's stop (a Dagster run tag): 'stop' or 'flatten', whatever the file says."""
         self.kill_switch.forced = state
+
+    def kill_switch_state(self) -> str | None:
+        """The kill switch as the next bar's orders will meet it (``KillSwitch.state``)."""
+        return self.kill_switch.state()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

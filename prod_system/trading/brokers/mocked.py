@@ -12,7 +12,8 @@ import pandas as pd
 
 from prod_system.config import CostsConfig
 from prod_system.data.market_data import MarketDataReader
-from prod_system.trading.brokers.base import EXECUTION_COLUMNS, Broker
+from prod_system.trading.brokers.base import EXECUTION_COLUMNS, Broker, ExchangeCheck, OnMismatch
+from prod_system.trading.brokers.kill_switch import KillSwitch
 from prod_system.trading.costs import slipped_prices, taker_fees
 from prod_system.trading.portfolio import PortfolioState
 
@@ -22,16 +23,27 @@ class MockedBroker(Broker):
 
     keeps_execution_log = False  # no venue, no child orders: a mocked run writes no broker/executions
 
-    def __init__(self, reader: MarketDataReader, bar: pd.Timedelta, costs: CostsConfig):
+    def __init__(
+        self, reader: MarketDataReader, bar: pd.Timedelta, costs: CostsConfig, kill_switch: KillSwitch | None = None
+    ):
         self.reader = reader
         self.bar = bar
         self.costs = costs
+        self.kill_switch = kill_switch or KillSwitch()  # reported, not acted on (force_kill_switch)
         self._pending: list[dict] = []
 
-    def reconcile(self, state: PortfolioState) -> PortfolioState:
+    def reconcile(self, state: PortfolioState, on_mismatch: OnMismatch | None = None) -> PortfolioState:
         """Take over the orders still executing at the end of the previous session."""
         self.submit(state.open_orders)
         return state
+
+    def check(self, portfolio: pd.Series) -> None:
+        """None: no venue to disagree with (a paper session skips the in-session checks)."""
+        return None
+
+    def adopt(self, check: ExchangeCheck, apply_at: pd.Timestamp) -> list[dict]:
+        """Nothing to adopt: ``check`` never finds a mismatch here."""
+        return []
 
     def submit(self, orders: list[dict]) -> None:
         self._pending.extend(orders)
@@ -85,8 +97,14 @@ class MockedBroker(Broker):
         return None
 
     def force_kill_switch(self, state: str) -> None:
-        """Ignored: a paper session sends nothing to a venue, so a forced 'stop' or 'flatten' does not
-        change it (its orders and fills stay those of the model)."""
+        """Recorded, not acted on: a paper session sends nothing to a venue, so a forced 'stop' or
+        'flatten' does not change it (its orders and fills stay those of the model, which research
+        reproduces); the session still alerts on it (``kill_switch_state``), as prod's would."""
+        self.kill_switch.forced = state
+
+    def kill_switch_state(self) -> str | None:
+        """The kill switch (the config's file, or the orchestrator's tag), reported for the alert only."""
+        return self.kill_switch.state()
 
     def close(self) -> None:
         """Nothing to release."""

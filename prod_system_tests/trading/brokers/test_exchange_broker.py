@@ -17,7 +17,7 @@ from prod_system.exchange import LocalExchange
 from prod_system.log_dir import LogDir
 from prod_system.runs.simulate import simulate
 from prod_system.trading.brokers.ccxt_client import binanceusdm_client, symbol_of
-from prod_system.trading.brokers.exchange import KillSwitch
+from prod_system.trading.brokers.kill_switch import KillSwitch
 from prod_system.trading.portfolio import PortfolioState
 from prod_system_tests.kit.accounting import assert_accounting
 from prod_system_tests.kit.data import UNIVERSE
@@ -414,7 +414,9 @@ def test_kill_switch_stops_orders_and_flattens(exchange, tmp_path):
     broker.reconcile(empty_state())
     broker.submit([order("SOL", 200.0, 25.0)])
     broker.collect_fills(START + 2 * BAR)
+    assert broker.kill_switch_state() is None
     switch.write_text("stop")
+    assert broker.kill_switch_state() == "stop"  # what the session alerts on
     broker.submit([order("SOL", 200.0, 25.0, bar_end=START + 2 * BAR)])
     assert exchange_positions(exchange)["SOL"] == 200.0
     switch.write_text("flatten")
