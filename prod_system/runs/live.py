@@ -374,9 +374,10 @@ class LiveSession:
                 # the venue holds the portfolio plus the fills counted but not applied yet
                 expected = replace(state, shares=_plus_fills(state.shares, early_fills))
                 self.watch = ExchangeWatch(self.config, logger)  # the exchange checked in session (prod)
-                checked = broker.reconcile(expected, self.watch.alert)
-                if checked is not expected:  # the venue's positions were adopted: they include those fills
-                    state, early_fills = checked, []
+                adopted = broker.reconcile(expected, self.watch.alert)
+                if adopted:  # booked as fills applied with the first traded bar, as in session
+                    state = replace(state, shares=state.shares.fillna(0.0))  # one it could not tell: taken whole
+                    early_fills = early_fills + adopted
                 step = BarStep(
                     self.config,
                     broker,
@@ -623,11 +624,16 @@ class LiveSession:
             tables["broker/executions"] = executions[executions["bar_end"] == bar_end]
         for name, frame in tables.items():
             self.log_dir.write_table(name, frame, bar_end)
+        state = step.portfolio.state(step.broker.open_orders(), bar_end)
+        self._save_state(state, trade.immediate_fills)  # the bar is done whatever the check finds
         # every check_every_bars: the exchange against the portfolio (its fills counted after sending
-        # included); adopted positions come as fills applied with the next bar, saved with those
+        # included); adopted positions come as fills applied with the next bar, saved with those (a
+        # kill before that save: the next start finds the same difference and adopts it then)
         shares = _plus_fills(pd.Series(step.portfolio.shares, index=self.assets), trade.immediate_fills)
-        trade.immediate_fills.extend(self.watch.after_bar(step.broker, shares, bar_end + self.bar))
-        self._save_state(step.portfolio.state(step.broker.open_orders(), bar_end), trade.immediate_fills)
+        adopted = self.watch.after_bar(step.broker, shares, bar_end + self.bar)
+        if adopted:
+            trade.immediate_fills.extend(adopted)
+            self._save_state(state, trade.immediate_fills)
         self.statement.after_bar(step.broker, bar_end)  # the venue's income and balances (prod)
 
     def _bar_outputs(

@@ -240,7 +240,8 @@ def run_trading(
     clock = clock_factory(bars[0] - bar)
     reader = MarketDataReader(store, clock)
     broker = (broker_factory or mocked_broker(config.costs))(reader, bar)
-    state = broker.reconcile(state or PortfolioState.empty(config.universe, config.portfolio.initial_cash))
+    state = state or PortfolioState.empty(config.universe, config.portfolio.initial_cash)
+    broker.reconcile(state)  # the mocked broker adopts nothing
     portfolio = Portfolio(state)
     target_shares = targets.pivot(index="bar_end", columns="asset", values="target_shares")
     targets_by_bar = target_shares.reindex(index=bars, columns=config.universe).to_numpy(dtype="float64")

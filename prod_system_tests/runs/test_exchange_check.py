@@ -203,10 +203,38 @@ def test_the_check_expects_the_fills_of_orders_not_collected_yet(snapshot, monke
         with pytest.raises(BrokerError, match=r"BTC: exchange 0.5, portfolio 0; ETH: exchange -3, portfolio 0"):
             make_broker(exchange).reconcile(empty, told.append)
         assert [check.differ for check in told] == [["BTC", "ETH"]]
-        # adopted at start, even over a holding the state cannot tell (NaN): the exchange's positions,
-        # paid for from the cash (the account's value unchanged)
+        # adopted at start, even over a holding the state cannot tell (NaN): the exchange's positions
+        # as fills (taken whole, at their entry price), the state left alone
         unknown = PortfolioState.empty(UNIVERSE, 1_000_000.0)
         unknown.shares["ETH"] = float("nan")
         adopted = make_broker(exchange, on_mismatch="adopt").reconcile(unknown)
-        assert adopted.shares[["BTC", "ETH"]].tolist() == [0.5, -3.0] and adopted.shares.notna().all()
-        assert adopted.cash + adopted.notional.sum() == pytest.approx(1_000_000.0, rel=1e-4)
+        assert [(f["asset"], f["shares"]) for f in adopted] == [("BTC", 0.5), ("ETH", -3.0)]
+        assert [f["price"] for f in adopted] == pytest.approx([f["price"] for f in fills], rel=1e-3)
+        assert unknown.cash == 1_000_000.0 and pd.isna(unknown.shares["ETH"])
+
+
+def test_a_restart_adopting_a_position_books_the_fills_it_had_not_applied(market, alerts, tmp_path):
+    """adopt at start: a session stopped after two bars (its last bar's fills counted, not applied:
+    state.json's unapplied_fills), 1 BNB bought by another client, then a new session (a restart, as a
+    Dagster bar run): the start-up check adopts the BNB as a fill at its entry price, and both it and the
+    unapplied fills are booked with the next bar (the fills table, the cash): the identity holds."""
+    config = live_config(market, tmp_path, "prod", bars=4)
+    config = with_settings(config, broker={"on_mismatch": "adopt"})
+    first = LiveSession(config, market.clock)
+    bars = first.bars
+    assert [o.status for o in first.run(until=bars[1])] == ["traded"] * 2
+    unapplied = json.loads((first.log_dir.path / "state.json").read_text())["unapplied_fills"]
+    assert unapplied, "the test needs fills counted after the last bar's orders were sent"
+    second_client(market).create_order(symbol_of("BNB"), "market", "buy", 1.0, None, {"clientOrderId": "manual-bnb-3"})
+    restarted = LiveSession(config, market.clock)
+    assert [o.status for o in restarted.run()] == ["traded"] * 2
+    logs = LogDir(restarted.log_dir.path)
+    fills = logs.read_table("fills")
+    adopted = fills[fills["client_order_id"].str.startswith("ps-adopt-")]
+    assert list(adopted["asset"]) == ["BNB"] and adopted["shares"].iloc[0] == pytest.approx(1.0)
+    assert adopted["bar_end"].iloc[0] == bars[2] and adopted["price"].iloc[0] > 0
+    booked = set(fills.loc[fills["bar_end"] == bars[2], "client_order_id"])
+    assert {f["client_order_id"] for f in unapplied} <= booked
+    assert len(titled(alerts, "exchange mismatch")) == 1, alerts.titles()
+    exchange_holds(market, restarted)
+    assert_accounting(logs)

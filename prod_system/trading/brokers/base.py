@@ -50,7 +50,7 @@ class ExchangeCheck:
     expected: pd.Series  # what the venue should hold: portfolio + in_flight
     differ: list[str]  # the assets whose positions disagree
     stray_orders: list[dict]  # open orders on the venue that the session did not place (ccxt's orders)
-    prices: pd.Series  # what an adopted difference is booked at: the venue's entry price, else its mark
+    prices: pd.Series  # what an adopted difference is booked at: the mark (the entry price if not held)
     marks: pd.Series  # the venue's mark prices (NaN if unknown)
 
     @property
@@ -78,9 +78,10 @@ class Broker(ABC):
     keeps_execution_log: bool
 
     @abstractmethod
-    def reconcile(self, state: PortfolioState, on_mismatch: OnMismatch | None = None) -> PortfolioState:
-        """Agree with the venue before the first order (the state to trade from); ``on_mismatch`` is
-        told of a disagreement before the broker refuses (``BrokerError``) or adopts it."""
+    def reconcile(self, state: PortfolioState, on_mismatch: OnMismatch | None = None) -> list[dict]:
+        """Agree with the venue before the first order, leaving ``state`` alone; ``on_mismatch`` is told
+        of a disagreement before the broker refuses (``BrokerError``) or adopts it. Returns the adopted
+        positions as fills (``adopt``) for the session to apply with its first traded bar ([] if none)."""
 
     @abstractmethod
     def check(self, portfolio: pd.Series) -> ExchangeCheck | None:
@@ -91,7 +92,10 @@ class Broker(ABC):
     @abstractmethod
     def adopt(self, check: ExchangeCheck, apply_at: pd.Timestamp) -> list[dict]:
         """Cancel the stray open orders and take the venue's positions: the fills (``fills`` schema, no
-        fee) that move the portfolio to them, stamped with the bar that applies them (``apply_at``)."""
+        fee) that move the portfolio to them, stamped with the bar that applies them (``apply_at``); the
+        caller books them (the fills table, the cash) when it applies them. Raises ``BrokerError``, nothing
+        adopted, when a difference cannot be booked safely now (an order of the session still open on the
+        asset, no price for it): the check is made again later."""
 
     @abstractmethod
     def submit(self, orders: list[dict]) -> None:

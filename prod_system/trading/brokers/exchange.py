@@ -184,14 +184,15 @@ class ExchangeBroker(Broker):
 
     # -- start: agree with the exchange before the first order --------------------------------------
 
-    def reconcile(self, state: PortfolioState, on_mismatch: OnMismatch | None = None) -> PortfolioState:
+    def reconcile(self, state: PortfolioState, on_mismatch: OnMismatch | None = None) -> list[dict]:
         """Check the exchange's positions and open orders against the portfolio (refuse or adopt).
 
         The orders the portfolio says were still executing (``state.open_orders``, from the end of the
         previous session or before a restart) are looked up by client id: what they filled is
-        expected on the exchange and is reported by the first ``collect_fills``. Adopted at start, the
-        exchange's positions replace the state's (cash paying for the difference at the exchange's entry
-        price, the holdings valued at its marks); in a session, ``adopt`` books them as fills."""
+        expected on the exchange and is reported by the first ``collect_fills``. The state is left
+        alone: adopted at start, the exchange's positions come back as fills (``adopt``), which the
+        session applies with its first traded bar like the fills counted after sending (the fills
+        table records them, the cash pays for them); [] when the exchange agrees."""
         self.markets()
         self._resume(state.open_orders)
         held = state.shares.reindex(self.assets, fill_value=0.0)
@@ -199,7 +200,7 @@ class ExchangeBroker(Broker):
         check = self.check(held)
         if check.agrees:
             logger.info("exchange agrees with the portfolio: %s", _positions_text(check.expected))
-            return state
+            return []
         if on_mismatch is not None:
             on_mismatch(check)
         if self.config.on_mismatch == "refuse":
@@ -207,19 +208,7 @@ class ExchangeBroker(Broker):
                 f"the exchange disagrees with the portfolio ({check.text()}): not trading; set broker.on_mismatch: "
                 "adopt to take the exchange's positions, or flatten the account"
             )
-        fills = self.adopt(check, state.bar_end if state.bar_end is not None else self.clock.now().floor(self.bar))
-        shares, cash = held.fillna(0.0), float(state.cash)
-        for fill in fills:
-            shares[fill["asset"]] += fill["shares"]
-            cash -= fill["notional"]
-        return PortfolioState(
-            shares=shares,
-            notional=shares * check.marks.fillna(check.prices),
-            cash=cash,
-            open_orders=[],
-            bar_end=state.bar_end,
-            funded_until=dict(state.funded_until),  # the settlements booked stay booked: none is paid twice
-        )
+        return self.adopt(check, state.bar_end if state.bar_end is not None else self.clock.now().floor(self.bar))
 
     def check(self, portfolio: pd.Series) -> ExchangeCheck:
         """The exchange's positions and open orders against ``portfolio`` (the portfolio's shares and
@@ -260,8 +249,12 @@ class ExchangeBroker(Broker):
         half = pd.Series({a: self._step(a) for a in self.assets}) / 2
         low, high = expected + more.clip(upper=0.0) - half, expected + more.clip(lower=0.0) + half
         differ = ~((venue >= low) & (venue <= high))  # fails closed: a NaN holding never agrees
-        delta = venue - expected
-        prices = entry.where(entry.notna() & (delta != 0), marks).fillna(0.0)
+        # the difference is bought or sold at the mark: Binance keeps a position's entry price when it is
+        # reduced and blends it when it is added to; its entry price only for a position the portfolio did
+        # not hold (or cannot tell); a symbol without position nor order is not listed: the last price known
+        whole = expected.isna() | (expected == 0)
+        prices = entry.where(whole & (entry > 0), marks)
+        prices = prices.where(prices > 0, pd.Series(self._prices, dtype="float64").reindex(self.assets))
         return ExchangeCheck(
             portfolio=held,
             venue=venue,
@@ -276,12 +269,26 @@ class ExchangeBroker(Broker):
     def adopt(self, check: ExchangeCheck, apply_at: pd.Timestamp) -> list[dict]:
         """Cancel the open orders the session did not place, then take the exchange's positions (read
         again once orders were cancelled: one may have filled meanwhile): one fill per differing asset,
-        the difference at the exchange's entry price (its mark if none), no fee, the client order id
-        ``ps-adopt-<bar>-<asset>``. The broker's own positions move with them (the risk limits)."""
+        the difference at the exchange's mark (its entry price for a position the portfolio did not hold;
+        the premium index's mark for a symbol the positions do not list), no fee, the client order id
+        ``ps-adopt-<bar>-<asset>``. The broker's own positions move with them (the risk limits). Raises
+        ``BrokerError`` (nothing adopted, the check made again) while one of the session's orders is open
+        on a differing asset, or without a positive price for one."""
         for order in check.stray_orders:
             self._call(lambda c, o=order: c.cancel_order(o["id"], o["symbol"]), f"cancel {order['id']}")
         if check.stray_orders:
             check = self.check(check.portfolio)
+        # one of our orders still open may fill while the difference is booked (twice): not now
+        busy = sorted({c.asset for c in self._pending if c.status in ("open", "new") and c.asset in check.differ})
+        if busy:
+            raise BrokerError(f"not adopting {busy} while an order of this session is open there: next bar")
+        unpriced = [a for a in check.differ if not check.prices[a] > 0]
+        if unpriced:  # the mark of the premium index, or no adoption at all (never at 0)
+            for asset in unpriced:
+                mark = self._call(lambda c, a=asset: c.fetch_mark_price(symbol_of(a)), f"mark price of {asset}")
+                check.prices[asset] = float(mark.get("markPrice") or np.nan)
+            if not (check.prices[unpriced] > 0).all():
+                raise BrokerError(f"no price to adopt {unpriced} at: next bar")
         logger.warning("adopting the exchange's positions (%s)", check.text() or "only open orders differed")
         now, stamp = self.clock.now(), apply_at.strftime("%y%m%d%H%M")
         fills = []

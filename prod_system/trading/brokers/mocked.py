@@ -32,10 +32,10 @@ class MockedBroker(Broker):
         self.kill_switch = kill_switch or KillSwitch()  # reported, not acted on (force_kill_switch)
         self._pending: list[dict] = []
 
-    def reconcile(self, state: PortfolioState, on_mismatch: OnMismatch | None = None) -> PortfolioState:
-        """Take over the orders still executing at the end of the previous session."""
+    def reconcile(self, state: PortfolioState, on_mismatch: OnMismatch | None = None) -> list[dict]:
+        """Take over the orders still executing at the end of the previous session (nothing to adopt)."""
         self.submit(state.open_orders)
-        return state
+        return []
 
     def check(self, portfolio: pd.Series) -> None:
         """None: no venue to disagree with (a paper session skips the in-session checks)."""

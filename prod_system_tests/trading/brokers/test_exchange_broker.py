@@ -368,12 +368,10 @@ def test_start_refuses_or_adopts_a_disagreeing_exchange(exchange):
     outsider.submit([order("BNB", 10.0, 240.0, cid="manual-bnb-1")])
     with pytest.raises(BrokerError, match=r"BNB: exchange 10, portfolio 0.*on_mismatch: adopt"):
         make_broker(exchange).reconcile(empty_state())
-    funded = empty_state()
-    funded.funded_until = {"BNB": pd.Timestamp("2023-07-21T08:00Z")}
-    adopted = make_broker(exchange, on_mismatch="adopt").reconcile(funded)
-    assert adopted.shares["BNB"] == 10.0 and adopted.cash < 1_000_000.0
-    assert adopted.funded_until == funded.funded_until  # a settlement booked is not paid again
-    assert adopted.cash + adopted.notional.sum() == pytest.approx(1_000_000.0, rel=1e-3)
+    # adopted: the state is left alone, the position comes back as a fill the session books
+    adopted = make_broker(exchange, on_mismatch="adopt").reconcile(empty_state())
+    assert [(f["asset"], f["shares"], f["fee"]) for f in adopted] == [("BNB", 10.0, 0.0)]
+    assert adopted[0]["price"] > 0 and adopted[0]["notional"] == pytest.approx(10.0 * adopted[0]["price"])
 
 
 def test_start_refuses_a_portfolio_with_an_unknown_holding(exchange):
@@ -585,3 +583,32 @@ def test_the_kill_switch_flattens_whatever_the_risk_limits_and_without_a_price(e
     assert (exchange_positions(exchange) == 0.0).all()
     opener.close()
     broker.close()
+
+
+def test_an_adopted_difference_is_booked_at_the_mark_and_a_closed_position_never_at_zero(exchange):
+    """In session, 5 BNB added by hand to the 10 the portfolio holds are booked at the exchange's mark
+    (Binance blends the entry price: the old cost would move the portfolio's value); a position then
+    closed by hand (no longer listed by the positions endpoint: no entry price, no mark) is adopted at
+    start, by a new broker, at the premium index's mark, never at 0."""
+    clock = DrivenClock(START + BAR + DELAY, exchange)
+    broker = make_broker(exchange, clock=clock, on_mismatch="adopt")
+    broker.reconcile(empty_state())
+    broker.submit([order("BNB", 10.0, 240.0)])
+    bought = broker.collect_fills(START + 2 * BAR)[0]
+    held = empty_state().shares
+    held["BNB"] = 10.0
+    clock.wait_until(START + 12 * BAR + DELAY)
+    client = binanceusdm_client(exchange.url, exchange.api_key, exchange.api_secret)
+    client.create_order(symbol_of("BNB"), "market", "buy", 5.0)
+    check = broker.check(held)
+    assert check.differ == ["BNB"] and check.marks["BNB"] != pytest.approx(bought["price"], rel=1e-6)
+    (added,) = broker.adopt(check, START + 13 * BAR)
+    assert added["shares"] == pytest.approx(5.0) and added["price"] == pytest.approx(check.marks["BNB"])
+    broker.close()
+    client.create_order(symbol_of("BNB"), "market", "sell", 15.0, None, {"reduceOnly": True})
+    state = empty_state()
+    state.shares["BNB"] = 15.0
+    (closed,) = make_broker(exchange, clock=clock, on_mismatch="adopt").reconcile(state)
+    mark = float(client.fetch_mark_price(symbol_of("BNB"))["markPrice"])
+    assert closed["shares"] == pytest.approx(-15.0) and closed["price"] == pytest.approx(mark)
+    assert closed["notional"] == pytest.approx(-15.0 * mark)
