@@ -12,11 +12,13 @@ still open) is the broker's own business, not a mismatch. On a mismatch the sess
   checks again (two requests to the exchange), and trading resumes at the first bar whose
   check agrees (an operator cancelled the stray order or restored the position).
 - ``adopt``: the open orders the session did not place are cancelled and the exchange's positions are
-  taken, as fills (``ps-adopt-<bar>-<asset>``, at the exchange's entry price, no fee) applied with the
-  next bar like the fills counted after sending: the fills table records them, the cash pays for them,
-  so the accounting identity holds; a restart finds them in the state file.
+  taken, as fills (``ps-adopt-<bar>-<asset>``, at the exchange's mark, no fee) applied with the next
+  traded bar like the fills counted after sending: the fills table records them, the cash pays for
+  them, so the accounting identity holds; a restart finds them in the state file.
 
-A check the exchange does not answer is logged and made again at the next bar.
+A check the exchange does not answer (or an adoption deferred: ``ExchangeBroker.adopt``) is logged and
+made again after the next traded bar. Dagster's per-bar runs are one process per bar: each checks at
+its start (``Broker.reconcile``), so ``check_every_bars`` paces the CLI and session-job sessions.
 """
 
 from __future__ import annotations
