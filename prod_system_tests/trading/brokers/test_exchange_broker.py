@@ -612,3 +612,18 @@ def test_an_adopted_difference_is_booked_at_the_mark_and_a_closed_position_never
     mark = float(client.fetch_mark_price(symbol_of("BNB"))["markPrice"])
     assert closed["shares"] == pytest.approx(-15.0) and closed["price"] == pytest.approx(mark)
     assert closed["notional"] == pytest.approx(-15.0 * mark)
+
+
+def test_no_adoption_on_an_asset_with_an_order_of_ours_still_open(exchange):
+    """An order of the session still resting on BNB (resumed at start from the state's open orders)
+    may fill after the difference is booked: adopting now could count its shares twice, so the start
+    defers (BrokerError, the check made again) and nothing is adopted."""
+    broker = make_broker(exchange, on_mismatch="adopt")  # its clock opens the market
+    client = binanceusdm_client(exchange.url, exchange.api_key, exchange.api_secret)
+    ours = order("BNB", 2.0, 100.0, cid="ps-resting-bnb")
+    client.create_order(symbol_of("BNB"), "limit", "buy", 2.0, 100.0, {"clientOrderId": "ps-resting-bnb"})
+    client.create_order(symbol_of("BNB"), "market", "buy", 5.0)
+    state = empty_state()
+    state.open_orders = [ours]
+    with pytest.raises(BrokerError, match=r"not adopting \['BNB'\] while an order of this session is open"):
+        broker.reconcile(state)
