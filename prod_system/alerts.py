@@ -25,7 +25,8 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -233,22 +234,15 @@ class Notifier:
         if value is None and not self.state.exists():  # nothing recorded yet: no file for it
             return None
         try:
-            self.state.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.state, timeout=10)
-            try:
-                with db:  # one transaction: read and write under its lock
-                    db.execute("BEGIN IMMEDIATE")
-                    db.execute("CREATE TABLE IF NOT EXISTS states (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-                    row = db.execute("SELECT value FROM states WHERE key = ?", (key,)).fetchone()
-                    before = row[0] if row else None
-                    if only_if is not None and before != only_if:
-                        pass
-                    elif value is None:
-                        db.execute("DELETE FROM states WHERE key = ?", (key,))
-                    elif value != before:
-                        db.execute("INSERT OR REPLACE INTO states (key, value) VALUES (?, ?)", (key, value))
-            finally:
-                db.close()
+            with self._locked() as db:
+                row = db.execute("SELECT value FROM states WHERE key = ?", (key,)).fetchone()
+                before = row[0] if row else None
+                if only_if is not None and before != only_if:
+                    pass
+                elif value is None:
+                    db.execute("DELETE FROM states WHERE key = ?", (key,))
+                elif value != before:
+                    db.execute("INSERT OR REPLACE INTO states (key, value) VALUES (?, ?)", (key, value))
             return before
         except sqlite3.Error as error:
             logger.error("alert state unavailable (%s)", error)
@@ -298,24 +292,32 @@ class Notifier:
             return now, None
         window = self.config.repeat_after_minutes * 60
         try:
-            self.state.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.state, timeout=10)
-            try:
-                with db:  # one transaction: read and write under its lock
-                    db.execute("BEGIN IMMEDIATE")
-                    db.execute("CREATE TABLE IF NOT EXISTS sent (cause TEXT PRIMARY KEY, sent_at REAL NOT NULL)")
-                    row = db.execute("SELECT sent_at FROM sent WHERE cause = ?", (key,)).fetchone()
-                    claimed = db.execute(
-                        "INSERT INTO sent (cause, sent_at) VALUES (?, ?) ON CONFLICT (cause) DO UPDATE "
-                        "SET sent_at = excluded.sent_at WHERE sent.sent_at <= ?",
-                        (key, now, now - window),
-                    ).rowcount
-            finally:
-                db.close()
+            with self._locked() as db:
+                row = db.execute("SELECT sent_at FROM sent WHERE cause = ?", (key,)).fetchone()
+                claimed = db.execute(
+                    "INSERT INTO sent (cause, sent_at) VALUES (?, ?) ON CONFLICT (cause) DO UPDATE "
+                    "SET sent_at = excluded.sent_at WHERE sent.sent_at <= ?",
+                    (key, now, now - window),
+                ).rowcount
             return (now, row[0] if row else None) if claimed == 1 else None
         except sqlite3.Error as error:  # a broken state file: send (a repeat beats a missed alert)
             logger.error("alert rate limit unavailable (%s): sending", error)
             return now, None
+
+    @contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        """The state file in one transaction, locked from its first statement (BEGIN IMMEDIATE): a read and
+        the write it decides are one step for every process sharing the file."""
+        self.state.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.state, timeout=10)
+        try:
+            with db:  # commits at the end, rolls back on an error
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("CREATE TABLE IF NOT EXISTS sent (cause TEXT PRIMARY KEY, sent_at REAL NOT NULL)")
+                db.execute("CREATE TABLE IF NOT EXISTS states (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                yield db
+        finally:
+            db.close()
 
     def _release(self, key: str, claimed_at: float, before: float | None) -> None:
         """Give back a claim whose message was not delivered: the cause as it was before (unless another
@@ -323,17 +325,11 @@ class Notifier:
         if self.state is None or not self.state.exists():
             return
         try:
-            db = sqlite3.connect(self.state, timeout=10)
-            try:
-                with db:
-                    if before is None:
-                        db.execute("DELETE FROM sent WHERE cause = ? AND sent_at = ?", (key, claimed_at))
-                    else:
-                        db.execute(
-                            "UPDATE sent SET sent_at = ? WHERE cause = ? AND sent_at = ?", (before, key, claimed_at)
-                        )
-            finally:
-                db.close()
+            with self._locked() as db:
+                if before is None:
+                    db.execute("DELETE FROM sent WHERE cause = ? AND sent_at = ?", (key, claimed_at))
+                else:
+                    db.execute("UPDATE sent SET sent_at = ? WHERE cause = ? AND sent_at = ?", (before, key, claimed_at))
         except sqlite3.Error as error:
             logger.error("alert rate limit unavailable (%s): the claim stays", error)
 

@@ -25,18 +25,9 @@ from prod_system_tests.kit.data import UNIVERSE
 from prod_system_tests.kit.exchange import KEY_ENV as BROKER_KEY_ENV
 from prod_system_tests.kit.exchange import SECRET_ENV as BROKER_SECRET_ENV
 from prod_system_tests.kit.exchange import make_broker, order
-from prod_system_tests.kit.live import KEY_ENV, SECRET_ENV, Market, live_config
+from prod_system_tests.kit.live import Market, live_config
 
 MINUTE = pd.Timedelta(minutes=1)
-
-
-@pytest.fixture
-def market(candles, tmp_path, monkeypatch) -> Iterator[Market]:
-    running = Market(candles, f"sqlite:///{tmp_path / 'market.db'}")
-    monkeypatch.setenv(KEY_ENV, running.exchange.api_key)
-    monkeypatch.setenv(SECRET_ENV, running.exchange.api_secret)
-    yield running
-    running.close()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -42,15 +41,6 @@ from prod_system_tests.kit.live import (
 )
 
 KILLS = int(os.environ.get("PROD_SYSTEM_KILLS", "20"))  # kill -9 and restart this many times in one session
-
-
-@pytest.fixture
-def market(candles, tmp_path, monkeypatch) -> Iterator[Market]:
-    running = Market(candles, f"sqlite:///{tmp_path / 'market.db'}")
-    monkeypatch.setenv(KEY_ENV, running.exchange.api_key)
-    monkeypatch.setenv(SECRET_ENV, running.exchange.api_secret)
-    yield running
-    running.close()
 
 
 @pytest.mark.parametrize("mode", ["paper_trading", "prod"])
