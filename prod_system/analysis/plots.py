@@ -64,18 +64,28 @@ def to_png(fig: Figure, dpi: int = 100) -> bytes:
     return buffer.getvalue()
 
 
+def _two_panels():
+    """A figure of two panels sharing the time axis: a cumulative PnL above, a detail below."""
+    return pyplot().subplots(2, 1, figsize=(10, 6), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+
+
+def _cumulative_pnl_frame(axis, title: str) -> None:
+    """The frame of a cumulative-PnL panel once its lines are drawn: zero line, USDT axis, title, legend, grid."""
+    axis.axhline(0, color="grey", linewidth=0.8)
+    axis.set_ylabel("cumulative PnL (USDT)")
+    axis.yaxis.set_major_formatter(_formatter("{:,.0f}"))
+    axis.set_title(title)
+    axis.legend(loc="upper left")
+    axis.grid(alpha=0.3)
+
+
 def cumulative_pnl_prod_vs_research(per_bar: pd.DataFrame, title: str) -> bytes:
     """Cumulative PnL of production and research, and their per-bar difference."""
     times = _utc(per_bar["bar_end"])
-    fig, (top, bottom) = pyplot().subplots(2, 1, figsize=(10, 6), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    fig, (top, bottom) = _two_panels()
     top.plot(times, per_bar["cumulative_pnl_prod"], color="tab:blue", linewidth=1.6, label="production")
     top.plot(times, per_bar["cumulative_pnl_research"], color="tab:orange", linestyle="--", label="research")
-    top.axhline(0, color="grey", linewidth=0.8)
-    top.set_ylabel("cumulative PnL (USDT)")
-    top.yaxis.set_major_formatter(_formatter("{:,.0f}"))
-    top.set_title(title)
-    top.legend(loc="upper left")
-    top.grid(alpha=0.3)
+    _cumulative_pnl_frame(top, title)
     # one filled step line, not a rectangle per bar (288 a day, hundreds of thousands over years)
     gap = (per_bar["pnl_prod"] - per_bar["pnl_research"]).to_numpy(dtype="float64")
     bottom.fill_between(times, gap, 0, step="mid", color="tab:red", linewidth=0.8)
@@ -90,14 +100,9 @@ def cumulative_pnl_prod_vs_research(per_bar: pd.DataFrame, title: str) -> bytes:
 def portfolio(bar_end: pd.Series, cumulative_pnl: pd.Series, gmv: pd.Series, title: str) -> bytes:
     """A portfolio over time: its cumulative PnL, and its gross market value below."""
     times = _utc(bar_end)
-    fig, (top, bottom) = pyplot().subplots(2, 1, figsize=(10, 6), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
+    fig, (top, bottom) = _two_panels()
     top.plot(times, cumulative_pnl, color="tab:blue", label="cumulative PnL")
-    top.axhline(0, color="grey", linewidth=0.8)
-    top.set_ylabel("cumulative PnL (USDT)")
-    top.yaxis.set_major_formatter(_formatter("{:,.0f}"))
-    top.set_title(title)
-    top.legend(loc="upper left")
-    top.grid(alpha=0.3)
+    _cumulative_pnl_frame(top, title)
     bottom.plot(times, gmv, color="tab:orange", label="gross market value")
     bottom.set_ylabel("GMV (USDT)")
     bottom.yaxis.set_major_formatter(_formatter("{:,.0f}"))
