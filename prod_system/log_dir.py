@@ -186,6 +186,11 @@ def to_arrow(table: str, frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
 
 
+def part_name(first_bar: pd.Timestamp) -> str:
+    """The file of a table's part written for the bars from ``first_bar`` (their names sort as their bars)."""
+    return f"part-{compact(first_bar)}.parquet"
+
+
 def conform(table: str, part: pa.Table) -> pa.Table:
     """A stored part as the table's schema, whatever it was written with (a part of nulls written
     before the schemas existed, other time units); columns the schema does not know are kept."""
@@ -262,7 +267,7 @@ class LogDir:
         table = to_arrow(name, frame)
         folder = self.path / name
         folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"part-{compact(first_bar)}.parquet"
+        target = folder / part_name(first_bar)
         write_atomically(target, lambda tmp: pq.write_table(table, tmp), folder / f".{target.name}.tmp")
         return target
 

@@ -29,10 +29,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prod_system.common.timeutil import compact
 from prod_system.config import load_config
 from prod_system.errors import ProdSystemError
-from prod_system.log_dir import LogDir, conform
+from prod_system.log_dir import LogDir, conform, part_name
 from prod_system.runs.live import STATE_FILE
 
 STATISTICS = "portfolio/statistics"
@@ -95,7 +94,7 @@ def bar_figures(log_dir: str | Path | LogDir, bar_end: pd.Timestamp) -> BarFigur
     live session writes them); updates the session's running totals (``TOTALS_FILE``) as it goes."""
     logs = log_dir if isinstance(log_dir, LogDir) else LogDir(log_dir)
     bar_end = pd.Timestamp(bar_end).tz_convert("UTC")
-    own = _part_name(bar_end)
+    own = part_name(bar_end)  # the part a live session writes for the bar
     every_part = _parts(logs.path / STATISTICS)
     parts = [name for name in every_part if name <= own]
     totals, read = _totals(logs, parts)
@@ -127,11 +126,6 @@ def bar_figures(log_dir: str | Path | LogDir, bar_end: pd.Timestamp) -> BarFigur
         figures.bar_funding = _number(row["funding"])
         _add_positions(figures, logs, own, bar_end)
     return figures
-
-
-def _part_name(bar_end: pd.Timestamp) -> str:
-    """The name of the part a live session writes for the bar (``LogDir.write_table``)."""
-    return f"part-{compact(bar_end)}.parquet"
 
 
 def _parts(folder: Path) -> list[str]:
