@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from prod_system.alerts import secret_names
 from prod_system.analysis import notebooks, performance, plots
 from prod_system.analysis.alerting import send_observer_alerts
 from prod_system.analysis.reconciliation import Reconciliation, reconcile
@@ -211,8 +212,7 @@ def observe(
     if config.observer.notebook if notebook is None else notebook:
         shown = config.observer.show_input if show_input is None else show_input
         parameters = notebook_parameters(config, logs, start, end, directory)
-        secrets = (config.broker.api_key_env, config.broker.api_secret_env, config.alerts.urls_env)
-        executed = notebooks.execute(NOTEBOOK, directory, parameters, shown, hidden_env=secrets)
+        executed = notebooks.execute(NOTEBOOK, directory, parameters, shown, hidden_env=secret_names(config))
         summary["notebook_seconds"] = executed.seconds
         _write_json(directory / SUMMARY_JSON, summary)
     return report
